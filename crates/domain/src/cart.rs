@@ -1,0 +1,582 @@
+//! Cart state and the rules of every mutation.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::CartError;
+use crate::item::{ItemInfo, ItemInterner};
+use crate::limits::{
+    MAX_DELIVERIES, MAX_LINES, MAX_PRICE, MAX_QUANTITY, MAX_SKU_LEN, MAX_TAX_RATE, MAX_TEXT_LEN,
+    MIN_QUANTITY,
+};
+use crate::money::vat_included;
+use crate::mutation::Mutation;
+use crate::proto;
+
+/// The literal the storefront compares `paymentStatus` with once an order is
+/// complete.
+pub const PAYMENT_STATUS_COMPLETED: &str = "checkout_completed";
+
+/// One shopping cart: its lines, deliveries and checkout status.
+///
+/// Totals are not stored; they are derived from the lines and deliveries
+/// whenever they are read, so they can never disagree with them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cart {
+    id: Arc<str>,
+    version: u64,
+    lines: Vec<CartLine>,
+    deliveries: Vec<Delivery>,
+    next_line_id: u32,
+    next_delivery_id: u32,
+    market: Option<Box<Market>>,
+    checkout: Option<Box<Checkout>>,
+}
+
+/// The market a cart trades in, fixed by its first line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Market {
+    country: Box<str>,
+    currency: Box<str>,
+}
+
+/// The payment provider's order for this cart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Checkout {
+    order_id: Box<str>,
+    status: Box<str>,
+    cart_version: u64,
+    amount: i64,
+    in_progress: bool,
+}
+
+/// One line of a cart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CartLine {
+    /// Line id, allocated by the cart, never reused within it.
+    pub id: u32,
+    /// Quantity, `MIN_QUANTITY..=MAX_QUANTITY`.
+    pub qty: u32,
+    /// Unit price, minor units including VAT.
+    pub price: i64,
+    /// Previous unit price (0 when not discounted).
+    pub org_price: i64,
+    /// Stock level when the line was added.
+    pub stock: i32,
+    /// VAT rate in basis points.
+    pub tax: u32,
+    /// Shared descriptive fields.
+    pub info: Arc<ItemInfo>,
+}
+
+impl CartLine {
+    /// Unit price times quantity.
+    pub fn total(&self) -> i64 {
+        self.price.saturating_mul(i64::from(self.qty))
+    }
+
+    /// Discount on the whole line: the drop from the previous price.
+    pub fn discount(&self) -> i64 {
+        (self.org_price - self.price)
+            .max(0)
+            .saturating_mul(i64::from(self.qty))
+    }
+}
+
+/// A delivery covering some lines of the cart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Delivery id, allocated by the cart, never reused within it.
+    pub id: u32,
+    /// Carrier or shipping option type.
+    pub provider: Box<str>,
+    /// Line ids covered.
+    pub items: Vec<u32>,
+    /// Fee, minor units including VAT.
+    pub price: i64,
+    /// VAT rate of the fee, basis points.
+    pub tax: u32,
+    /// Where the parcel is picked up, if chosen.
+    pub pickup_point: Option<Box<PickupPoint>>,
+}
+
+/// A pickup location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PickupPoint {
+    /// Carrier's location id.
+    pub id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Street address.
+    pub address: Option<String>,
+    /// City.
+    pub city: Option<String>,
+    /// Postal code.
+    pub zip: Option<String>,
+    /// Country code.
+    pub country: Option<String>,
+}
+
+/// Totals of a cart, all in minor units including VAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    /// Lines plus deliveries.
+    pub price: i64,
+    /// VAT contained in `price`.
+    pub tax: i64,
+    /// Sum of line discounts.
+    pub discount: i64,
+}
+
+impl Cart {
+    /// An empty cart with this id, at version 0.
+    pub fn new(id: Arc<str>) -> Self {
+        Cart {
+            id,
+            version: 0,
+            lines: Vec::new(),
+            deliveries: Vec::new(),
+            next_line_id: 1,
+            next_delivery_id: 1,
+            market: None,
+            checkout: None,
+        }
+    }
+
+    /// The cart id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// How many mutations have been applied.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The lines, in the order they were added.
+    pub fn lines(&self) -> &[CartLine] {
+        &self.lines
+    }
+
+    /// The deliveries, in the order they were set.
+    pub fn deliveries(&self) -> &[Delivery] {
+        &self.deliveries
+    }
+
+    /// The cart's currency, once it has had a line.
+    pub fn currency(&self) -> Option<&str> {
+        self.market.as_ref().map(|m| &*m.currency)
+    }
+
+    /// The cart's country, once it has had a line.
+    pub fn country(&self) -> Option<&str> {
+        self.market.as_ref().map(|m| &*m.country)
+    }
+
+    /// The checkout order id, once checkout has started.
+    pub fn order_reference(&self) -> Option<&str> {
+        self.checkout.as_ref().map(|c| &*c.order_id)
+    }
+
+    /// The cart version the checkout order was built from.
+    pub fn checkout_version(&self) -> Option<u64> {
+        self.checkout.as_ref().map(|c| c.cart_version)
+    }
+
+    /// Whether a checkout order exists and has not completed.
+    pub fn payment_in_progress(&self) -> bool {
+        self.checkout.as_ref().is_some_and(|c| c.in_progress)
+    }
+
+    /// The payment status, once checkout has started.
+    pub fn payment_status(&self) -> Option<&str> {
+        self.checkout.as_ref().map(|c| &*c.status)
+    }
+
+    /// Totals derived from lines and deliveries. Every line and delivery is
+    /// taxed on its own (see [`crate::money`]) and the VAT amounts are summed.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals {
+            price: 0,
+            tax: 0,
+            discount: 0,
+        };
+        for line in &self.lines {
+            let total = line.total();
+            t.price = t.price.saturating_add(total);
+            t.tax = t.tax.saturating_add(vat_included(total, line.tax));
+            t.discount = t.discount.saturating_add(line.discount());
+        }
+        for d in &self.deliveries {
+            t.price = t.price.saturating_add(d.price);
+            t.tax = t.tax.saturating_add(vat_included(d.price, d.tax));
+        }
+        t
+    }
+
+    /// Applies one mutation. On success the version grows by one; on error the
+    /// cart is unchanged.
+    pub fn apply(&mut self, mutation: &Mutation, items: &ItemInterner) -> Result<(), CartError> {
+        match mutation {
+            Mutation::AddRequest(_) => return Err(CartError::UnresolvedAddRequest),
+            Mutation::AddItem(m) => self.add_item(m, items)?,
+            Mutation::RemoveItem(m) => self.remove_line(m.id)?,
+            Mutation::ChangeQuantity(m) => self.change_quantity(m)?,
+            Mutation::SetDelivery(m) => self.set_delivery(m)?,
+            Mutation::RemoveDelivery(m) => {
+                let index = self.delivery_index(m.id)?;
+                self.deliveries.remove(index);
+            }
+            Mutation::SetPickupPoint(m) => self.set_pickup_point(m)?,
+            Mutation::CreateCheckoutOrder(m) => self.create_checkout_order(m)?,
+            Mutation::SetCartItems(m) => self.set_cart_items(m, items)?,
+            Mutation::OrderCompleted(m) => self.order_completed(m)?,
+        }
+        self.version += 1;
+        Ok(())
+    }
+
+    fn add_item(&mut self, m: &proto::AddItem, items: &ItemInterner) -> Result<(), CartError> {
+        validate_add_item(m)?;
+        let qty = quantity(i64::from(m.quantity))?;
+        self.check_market(m)?;
+        let store = m.store_id.as_deref();
+        if let Some(line) = self
+            .lines
+            .iter_mut()
+            .find(|l| same_product(l, &m.sku, store))
+        {
+            let merged = quantity(i64::from(line.qty) + i64::from(qty))?;
+            *line = build_line(line.id, merged, m, items);
+        } else {
+            if self.lines.len() >= MAX_LINES {
+                return Err(CartError::TooManyLines { max: MAX_LINES });
+            }
+            let id = self.allocate_line_id();
+            self.lines.push(build_line(id, qty, m, items));
+        }
+        self.set_market_from(m);
+        Ok(())
+    }
+
+    fn change_quantity(&mut self, m: &proto::ChangeQuantity) -> Result<(), CartError> {
+        let index = self.line_index(m.id)?;
+        if m.quantity == 0 {
+            return self.remove_line(m.id);
+        }
+        self.lines[index].qty = quantity(i64::from(m.quantity))?;
+        Ok(())
+    }
+
+    fn remove_line(&mut self, id: i64) -> Result<(), CartError> {
+        let index = self.line_index(id)?;
+        let removed = self.lines.remove(index).id;
+        for d in &mut self.deliveries {
+            d.items.retain(|&line| line != removed);
+        }
+        self.deliveries.retain(|d| !d.items.is_empty());
+        Ok(())
+    }
+
+    fn set_delivery(&mut self, m: &proto::SetDelivery) -> Result<(), CartError> {
+        text("provider", &m.provider)?;
+        if m.items.is_empty() {
+            return Err(CartError::EmptyDelivery);
+        }
+        money("price", m.price)?;
+        let mut covered = Vec::with_capacity(m.items.len());
+        for &id in &m.items {
+            let line = &self.lines[self.line_index(id)?];
+            if !covered.contains(&line.id) {
+                covered.push(line.id);
+            }
+        }
+        let tax = match m.tax {
+            Some(rate) => tax_rate(rate)?,
+            None => self
+                .lines
+                .iter()
+                .filter(|l| covered.contains(&l.id))
+                .map(|l| l.tax)
+                .max()
+                .unwrap_or(0),
+        };
+        let pickup_point = m.pickup_point.as_ref().map(pickup_point).transpose()?;
+        if self.deliveries.len() >= MAX_DELIVERIES {
+            return Err(CartError::TooManyDeliveries {
+                max: MAX_DELIVERIES,
+            });
+        }
+        for d in &mut self.deliveries {
+            d.items.retain(|line| !covered.contains(line));
+        }
+        self.deliveries.retain(|d| !d.items.is_empty());
+        let id = self.next_delivery_id;
+        self.next_delivery_id += 1;
+        self.deliveries.push(Delivery {
+            id,
+            provider: m.provider.as_str().into(),
+            items: covered,
+            price: m.price,
+            tax,
+            pickup_point: pickup_point.map(Box::new),
+        });
+        Ok(())
+    }
+
+    fn set_pickup_point(&mut self, m: &proto::SetPickupPoint) -> Result<(), CartError> {
+        let index = self.delivery_index(m.delivery_id)?;
+        let point = m.pickup_point.as_ref().ok_or(CartError::InvalidField {
+            field: "pickupPoint",
+            reason: "is required",
+        })?;
+        let point = pickup_point(point)?;
+        self.deliveries[index].pickup_point = Some(Box::new(point));
+        Ok(())
+    }
+
+    fn create_checkout_order(&mut self, m: &proto::CreateCheckoutOrder) -> Result<(), CartError> {
+        text("orderId", &m.order_id)?;
+        if m.status.len() > MAX_TEXT_LEN {
+            return Err(CartError::InvalidField {
+                field: "status",
+                reason: "is too long",
+            });
+        }
+        self.checkout = Some(Box::new(Checkout {
+            order_id: m.order_id.as_str().into(),
+            status: m.status.as_str().into(),
+            cart_version: m.cart_version,
+            amount: m.amount,
+            in_progress: true,
+        }));
+        Ok(())
+    }
+
+    fn order_completed(&mut self, m: &proto::OrderCompleted) -> Result<(), CartError> {
+        text("orderId", &m.order_id)?;
+        let checkout = self
+            .checkout
+            .as_mut()
+            .filter(|c| *c.order_id == *m.order_id)
+            .ok_or_else(|| CartError::OrderMismatch(m.order_id.clone()))?;
+        checkout.status = PAYMENT_STATUS_COMPLETED.into();
+        checkout.in_progress = false;
+        Ok(())
+    }
+
+    fn set_cart_items(
+        &mut self,
+        m: &proto::SetCartItems,
+        items: &ItemInterner,
+    ) -> Result<(), CartError> {
+        if !m.requests.is_empty() {
+            return Err(CartError::UnresolvedAddRequest);
+        }
+        // Merge duplicates first so limits apply to the resulting lines.
+        let mut wanted: Vec<(&proto::AddItem, u32)> = Vec::with_capacity(m.items.len());
+        for item in &m.items {
+            validate_add_item(item)?;
+            let qty = quantity(i64::from(item.quantity))?;
+            let store = item.store_id.as_deref();
+            match wanted
+                .iter_mut()
+                .find(|(w, _)| w.sku == item.sku && w.store_id.as_deref() == store)
+            {
+                Some(entry) => *entry = (item, quantity(i64::from(entry.1) + i64::from(qty))?),
+                None => wanted.push((item, qty)),
+            }
+        }
+        if wanted.len() > MAX_LINES {
+            return Err(CartError::TooManyLines { max: MAX_LINES });
+        }
+        let mut market = self.market.clone();
+        for (item, _) in &wanted {
+            check_market(market.as_deref(), item)?;
+            if market.is_none() {
+                market = market_of(item);
+            }
+        }
+        let mut lines = Vec::with_capacity(wanted.len());
+        for (item, qty) in wanted {
+            let existing = self
+                .lines
+                .iter()
+                .find(|l| same_product(l, &item.sku, item.store_id.as_deref()))
+                .map(|l| l.id);
+            let id = match existing {
+                Some(id) => id,
+                None => self.allocate_line_id(),
+            };
+            lines.push(build_line(id, qty, item, items));
+        }
+        self.lines = lines;
+        let kept: Vec<u32> = self.lines.iter().map(|l| l.id).collect();
+        for d in &mut self.deliveries {
+            d.items.retain(|line| kept.contains(line));
+        }
+        self.deliveries.retain(|d| !d.items.is_empty());
+        self.market = market;
+        Ok(())
+    }
+
+    fn allocate_line_id(&mut self) -> u32 {
+        let id = self.next_line_id;
+        self.next_line_id += 1;
+        id
+    }
+
+    fn line_index(&self, id: i64) -> Result<usize, CartError> {
+        self.lines
+            .iter()
+            .position(|l| i64::from(l.id) == id)
+            .ok_or(CartError::LineNotFound(id))
+    }
+
+    fn delivery_index(&self, id: i64) -> Result<usize, CartError> {
+        self.deliveries
+            .iter()
+            .position(|d| i64::from(d.id) == id)
+            .ok_or(CartError::DeliveryNotFound(id))
+    }
+
+    fn check_market(&self, m: &proto::AddItem) -> Result<(), CartError> {
+        check_market(self.market.as_deref(), m)
+    }
+
+    fn set_market_from(&mut self, m: &proto::AddItem) {
+        if self.market.is_none() {
+            self.market = market_of(m);
+        }
+    }
+}
+
+fn market_of(m: &proto::AddItem) -> Option<Box<Market>> {
+    (!m.currency.is_empty()).then(|| {
+        Box::new(Market {
+            country: m.country.as_str().into(),
+            currency: m.currency.as_str().into(),
+        })
+    })
+}
+
+fn check_market(market: Option<&Market>, m: &proto::AddItem) -> Result<(), CartError> {
+    match market {
+        Some(market) if !m.currency.is_empty() && *market.currency != *m.currency => {
+            Err(CartError::CurrencyMismatch {
+                cart: market.currency.to_string(),
+                item: m.currency.clone(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn same_product(line: &CartLine, sku: &str, store: Option<&str>) -> bool {
+    &*line.info.sku == sku && line.info.store_id.as_deref() == store
+}
+
+fn build_line(id: u32, qty: u32, m: &proto::AddItem, items: &ItemInterner) -> CartLine {
+    CartLine {
+        id,
+        qty,
+        price: m.price,
+        org_price: m.org_price,
+        stock: m.stock,
+        // Validated by `validate_add_item`.
+        tax: u32::try_from(m.tax).unwrap_or(0),
+        info: items.intern(ItemInfo::from_add_item(m)),
+    }
+}
+
+fn validate_add_item(m: &proto::AddItem) -> Result<(), CartError> {
+    if m.sku.is_empty() {
+        return Err(CartError::InvalidField {
+            field: "sku",
+            reason: "is required",
+        });
+    }
+    if m.sku.len() > MAX_SKU_LEN {
+        return Err(CartError::InvalidField {
+            field: "sku",
+            reason: "is too long",
+        });
+    }
+    money("price", m.price)?;
+    money("orgPrice", m.org_price)?;
+    tax_rate(m.tax)?;
+    Ok(())
+}
+
+fn quantity(q: i64) -> Result<u32, CartError> {
+    u32::try_from(q)
+        .ok()
+        .filter(|q| (MIN_QUANTITY..=MAX_QUANTITY).contains(q))
+        .ok_or(CartError::InvalidQuantity {
+            got: q,
+            min: MIN_QUANTITY,
+            max: MAX_QUANTITY,
+        })
+}
+
+fn money(field: &'static str, amount: i64) -> Result<(), CartError> {
+    if amount < 0 {
+        return Err(CartError::InvalidField {
+            field,
+            reason: "must not be negative",
+        });
+    }
+    if amount > MAX_PRICE {
+        return Err(CartError::InvalidField {
+            field,
+            reason: "is too large",
+        });
+    }
+    Ok(())
+}
+
+fn tax_rate(rate: i32) -> Result<u32, CartError> {
+    u32::try_from(rate)
+        .ok()
+        .filter(|r| *r <= MAX_TAX_RATE)
+        .ok_or(CartError::InvalidField {
+            field: "tax",
+            reason: "must be 0..=10000 basis points",
+        })
+}
+
+fn text(field: &'static str, value: &str) -> Result<(), CartError> {
+    if value.is_empty() {
+        return Err(CartError::InvalidField {
+            field,
+            reason: "is required",
+        });
+    }
+    if value.len() > MAX_TEXT_LEN {
+        return Err(CartError::InvalidField {
+            field,
+            reason: "is too long",
+        });
+    }
+    Ok(())
+}
+
+fn pickup_point(p: &proto::PickupPoint) -> Result<PickupPoint, CartError> {
+    text("pickupPoint.id", &p.id)?;
+    let optional = |field: &'static str, v: &Option<String>| match v {
+        Some(s) if s.len() > MAX_TEXT_LEN => Err(CartError::InvalidField {
+            field,
+            reason: "is too long",
+        }),
+        other => Ok(other.clone()),
+    };
+    Ok(PickupPoint {
+        id: p.id.clone(),
+        name: optional("pickupPoint.name", &p.name)?,
+        address: optional("pickupPoint.address", &p.address)?,
+        city: optional("pickupPoint.city", &p.city)?,
+        zip: optional("pickupPoint.zip", &p.zip)?,
+        country: optional("pickupPoint.country", &p.country)?,
+    })
+}

@@ -1,0 +1,133 @@
+//! The descriptive part of a cart line, shared between carts.
+//!
+//! Most carts hold the same popular products. A line keeps its per-cart
+//! numbers (quantity, price) inline and points at one shared [`ItemInfo`] for
+//! the strings, so a resident cart costs a few dozen bytes per line instead of
+//! a few hundred.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::proto;
+
+/// Catalogue facts about a product as it was added: identity and display
+/// strings. Immutable once built; shared through [`ItemInterner`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct ItemInfo {
+    /// Catalogue product id.
+    pub item_id: i64,
+    /// Catalogue SKU.
+    pub sku: Box<str>,
+    /// Product title.
+    pub name: Box<str>,
+    /// Image path or URL.
+    pub image: Box<str>,
+    /// Article type.
+    pub article_type: Box<str>,
+    /// Brand.
+    pub brand: Box<str>,
+    /// Category levels 1 to 5.
+    pub categories: [Box<str>; 5],
+    /// Outlet or condition label.
+    pub outlet: Box<str>,
+    /// Marketplace seller id.
+    pub seller_id: Box<str>,
+    /// Marketplace seller name.
+    pub seller_name: Box<str>,
+    /// Store the line is picked up in, if any.
+    pub store_id: Option<Box<str>>,
+}
+
+impl ItemInfo {
+    /// The descriptive fields of an AddItem.
+    pub fn from_add_item(m: &proto::AddItem) -> Self {
+        let s = |v: &str| Box::<str>::from(v);
+        ItemInfo {
+            item_id: m.item_id,
+            sku: s(&m.sku),
+            name: s(&m.name),
+            image: s(&m.image),
+            article_type: s(&m.article_type),
+            brand: s(&m.brand),
+            categories: [
+                s(&m.category),
+                s(&m.category2),
+                s(&m.category3),
+                s(&m.category4),
+                s(&m.category5),
+            ],
+            outlet: s(&m.outlet),
+            seller_id: s(&m.seller_id),
+            seller_name: s(&m.seller_name),
+            store_id: m.store_id.as_deref().map(s),
+        }
+    }
+}
+
+/// A set of shared [`ItemInfo`]s: equal infos are stored once.
+#[derive(Debug, Default)]
+pub struct ItemInterner {
+    items: Mutex<HashSet<Arc<ItemInfo>>>,
+}
+
+impl ItemInterner {
+    /// An empty interner.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The shared copy of `info`, adding it if it is new.
+    pub fn intern(&self, info: ItemInfo) -> Arc<ItemInfo> {
+        let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = items.get(&info) {
+            return Arc::clone(existing);
+        }
+        let shared = Arc::new(info);
+        items.insert(Arc::clone(&shared));
+        shared
+    }
+
+    /// Forgets infos no cart refers to any more; returns how many were dropped.
+    pub fn sweep(&self) -> usize {
+        let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = items.len();
+        items.retain(|item| Arc::strong_count(item) > 1);
+        before - items.len()
+    }
+
+    /// How many distinct infos are held.
+    pub fn len(&self) -> usize {
+        self.items
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no info is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_infos_share_one_allocation_and_sweep_frees_unused() {
+        let interner = ItemInterner::new();
+        let info = ItemInfo {
+            sku: "1".into(),
+            name: "A".into(),
+            ..Default::default()
+        };
+        let a = interner.intern(info.clone());
+        let b = interner.intern(info);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(interner.len(), 1);
+        assert_eq!(interner.sweep(), 0);
+        drop((a, b));
+        assert_eq!(interner.sweep(), 1);
+        assert!(interner.is_empty());
+    }
+}

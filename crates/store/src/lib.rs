@@ -1,0 +1,108 @@
+//! Durable event storage for carts.
+//!
+//! [`EventStore`] is the contract every backend meets: load a cart's events in
+//! order, and append events *conditionally* on the version the writer expects,
+//! so a writer that is behind gets [`StoreError::Conflict`] instead of forking
+//! the log. Events are opaque here (a type code and payload bytes); the domain
+//! gives them meaning.
+//!
+//! [`FileStore`] is the embedded backend: one checksummed append-only log with
+//! group commit (see [`file`]).
+
+mod committer;
+pub mod file;
+pub mod record;
+pub mod sync;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+pub use file::{FileStore, FileStoreOptions};
+pub use sync::FsyncPolicy;
+
+/// A request fingerprint stored with an append, so a retried request can be
+/// recognised after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyTag {
+    /// The client's `Idempotency-Key`.
+    pub key: String,
+    /// A hash of the request the key was first used with.
+    pub fingerprint: u64,
+}
+
+/// An event as stored: its position in the cart's log and its contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// 1-based position in the cart's log; equals the cart version after it.
+    pub seq: u64,
+    /// Mutation type code.
+    pub kind: u8,
+    /// When it was accepted, milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// Encoded mutation.
+    pub payload: Vec<u8>,
+    /// Set on the last event of an append made with an idempotency key.
+    pub idempotency: Option<IdempotencyTag>,
+}
+
+/// An event to append; the store assigns its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Mutation type code.
+    pub kind: u8,
+    /// When it was accepted, milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// Encoded mutation.
+    pub payload: Vec<u8>,
+    /// See [`Event::idempotency`].
+    pub idempotency: Option<IdempotencyTag>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The cart's log is not at the version the writer expected.
+    #[error("version conflict: expected {expected}, log is at {actual}")]
+    Conflict {
+        /// The version the writer expected.
+        expected: u64,
+        /// The log's actual version.
+        actual: u64,
+    },
+    /// The input cannot be stored (for example a cart id that is too long).
+    #[error("cannot store: {0}")]
+    Invalid(String),
+    /// The store failed to read or write; nothing of the failed append is
+    /// acknowledged.
+    #[error("storage I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored record failed its checksum or could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The store is shut down or has failed and refuses further writes.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where cart events are kept.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// All events of `cart`, in sequence order; empty for an unknown cart.
+    async fn load(&self, cart: &str) -> Result<Vec<Event>, StoreError>;
+
+    /// Appends `events` to `cart` if its log is at `expected_version`, all or
+    /// none, durably per the store's policy before returning. Returns the new
+    /// version.
+    async fn append(
+        &self,
+        cart: &str,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<u64, StoreError>;
+
+    /// Makes everything appended so far durable.
+    async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Ids of all carts with at least one event.
+    async fn cart_ids(&self) -> Result<Vec<String>, StoreError>;
+}

@@ -1,0 +1,244 @@
+//! The file store against a real directory: conditional appends, group
+//! commit, reopen, torn and corrupt records, and the directory lock.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::sync::Arc;
+
+use cart_store::{
+    EventStore, FileStore, FileStoreOptions, FsyncPolicy, IdempotencyTag, NewEvent, StoreError,
+};
+
+fn open(dir: &std::path::Path) -> Result<FileStore, StoreError> {
+    FileStore::open(FileStoreOptions {
+        dir: dir.to_path_buf(),
+        fsync: FsyncPolicy::Always,
+    })
+}
+
+fn event(n: u8) -> NewEvent {
+    NewEvent {
+        kind: 2,
+        timestamp_ms: i64::from(n),
+        payload: vec![n; usize::from(n)],
+        idempotency: None,
+    }
+}
+
+fn log_path(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join(cart_store::file::LOG_FILE)
+}
+
+#[tokio::test]
+async fn appends_load_back_in_order_with_sequence_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    assert!(store.load("a").await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .append("a", 0, vec![event(1), event(2)])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.append("b", 0, vec![event(9)]).await.unwrap(), 1);
+    assert_eq!(store.append("a", 2, vec![event(3)]).await.unwrap(), 3);
+    let a = store.load("a").await.unwrap();
+    assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        a.iter().map(|e| e.timestamp_ms).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(a[2].payload, vec![3, 3, 3]);
+    let mut ids = store.cart_ids().await.unwrap();
+    ids.sort();
+    assert_eq!(ids, vec!["a", "b"]);
+}
+
+#[tokio::test]
+async fn a_writer_that_is_behind_gets_a_conflict_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    store.append("a", 0, vec![event(1)]).await.unwrap();
+    let err = store.append("a", 0, vec![event(2)]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 0,
+                actual: 1
+            }
+        ),
+        "{err:?}"
+    );
+    let err = store.append("a", 5, vec![event(2)]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 5,
+                actual: 1
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(store.load("a").await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_to_many_carts_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()).unwrap());
+    let mut tasks = Vec::new();
+    for cart in 0..64 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            for v in 0..20u64 {
+                store
+                    .append(&format!("cart-{cart}"), v, vec![event(1)])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop(store);
+    let reopened = open(dir.path()).unwrap();
+    for cart in 0..64 {
+        assert_eq!(
+            reopened.load(&format!("cart-{cart}")).await.unwrap().len(),
+            20
+        );
+    }
+}
+
+#[tokio::test]
+async fn idempotency_tags_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = IdempotencyTag {
+        key: "key-1".into(),
+        fingerprint: 0xfeed,
+    };
+    {
+        let store = open(dir.path()).unwrap();
+        let mut e = event(4);
+        e.idempotency = Some(tag.clone());
+        store.append("a", 0, vec![event(3), e]).await.unwrap();
+    }
+    let store = open(dir.path()).unwrap();
+    let events = store.load("a").await.unwrap();
+    assert_eq!(events[0].idempotency, None);
+    assert_eq!(events[1].idempotency, Some(tag));
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path()).unwrap();
+    assert!(matches!(open(dir.path()), Err(StoreError::Unavailable(_))));
+}
+
+async fn write_two_carts(dir: &std::path::Path) -> u64 {
+    let store = open(dir).unwrap();
+    store.append("a", 0, vec![event(10)]).await.unwrap();
+    store.append("b", 0, vec![event(20)]).await.unwrap();
+    drop(store);
+    std::fs::metadata(log_path(dir)).unwrap().len()
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_truncated_and_the_store_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = write_two_carts(dir.path()).await;
+    // Cut the last record in half, as a crash mid-write would.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(log_path(dir.path()))
+        .unwrap();
+    f.set_len(full - 7).unwrap();
+    drop(f);
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.load("a").await.unwrap().len(), 1);
+    assert!(
+        store.load("b").await.unwrap().is_empty(),
+        "the torn record is gone"
+    );
+    assert_eq!(store.append("b", 0, vec![event(21)]).await.unwrap(), 1);
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.load("b").await.unwrap()[0].payload, vec![21; 21]);
+}
+
+#[tokio::test]
+async fn garbage_after_the_last_record_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = write_two_carts(dir.path()).await;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(log_path(dir.path()))
+        .unwrap();
+    f.write_all(&[0u8; 100]).unwrap();
+    drop(f);
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.load("b").await.unwrap().len(), 1);
+    drop(store);
+    assert_eq!(std::fs::metadata(log_path(dir.path())).unwrap().len(), full);
+}
+
+#[tokio::test]
+async fn a_corrupt_last_record_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = write_two_carts(dir.path()).await;
+    flip_byte(dir.path(), full - 3);
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.load("a").await.unwrap().len(), 1);
+    assert!(store.load("b").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_corrupt_record_followed_by_valid_ones_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    write_two_carts(dir.path()).await;
+    // Damage the payload of the first record; the second is still valid.
+    flip_byte(dir.path(), 30);
+    match open(dir.path()) {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("valid record follows"), "{msg}"),
+        Err(other) => panic!("expected corruption, got {other:?}"),
+        Ok(_) => panic!("opened a log with damage in the middle"),
+    }
+}
+
+fn flip_byte(dir: &std::path::Path, at: u64) {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(log_path(dir))
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    std::io::Read::read_exact(&mut f, &mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 0x55]).unwrap();
+}
+
+#[tokio::test]
+async fn batch_and_never_policies_still_persist_after_flush() {
+    for policy in [
+        FsyncPolicy::Batch(std::time::Duration::from_millis(2)),
+        FsyncPolicy::Never,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = FileStore::open(FileStoreOptions {
+                dir: dir.path().into(),
+                fsync: policy,
+            })
+            .unwrap();
+            store.append("a", 0, vec![event(1)]).await.unwrap();
+            store.flush().await.unwrap();
+        }
+        let store = open(dir.path()).unwrap();
+        assert_eq!(store.load("a").await.unwrap().len(), 1, "{policy:?}");
+    }
+}
