@@ -1,0 +1,169 @@
+//! The catalogue service over HTTP: `GET {base}/api/by-sku/{sku}`, with short
+//! timeouts and a small TTL cache.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+
+use crate::{Catalog, CatalogError, CatalogItem};
+
+/// Settings of an [`HttpCatalog`].
+#[derive(Debug, Clone)]
+pub struct HttpCatalogOptions {
+    /// Base URL of the catalogue, e.g. `http://slask-finder:8080`.
+    pub base_url: String,
+    /// Time allowed for one lookup, connection included.
+    pub timeout: Duration,
+    /// How long a found item is reused without asking again.
+    pub ttl: Duration,
+    /// How long an unknown SKU is remembered as unknown.
+    pub negative_ttl: Duration,
+    /// Most entries kept in the cache.
+    pub max_entries: usize,
+}
+
+impl HttpCatalogOptions {
+    /// Defaults for `base_url`: 1 s timeout, 60 s TTL, 10 s for unknown SKUs,
+    /// 10 000 entries.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        HttpCatalogOptions {
+            base_url: base_url.into(),
+            timeout: Duration::from_secs(1),
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(10),
+            max_entries: 10_000,
+        }
+    }
+}
+
+type Cached = (Instant, Result<CatalogItem, CatalogError>);
+
+/// A catalogue reached over HTTP.
+pub struct HttpCatalog {
+    client: reqwest::Client,
+    options: HttpCatalogOptions,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+impl HttpCatalog {
+    /// A client for the catalogue at `options.base_url`.
+    pub fn new(options: HttpCatalogOptions) -> Result<Self, CatalogError> {
+        let client = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout)
+            .build()
+            .map_err(|e| CatalogError::Unavailable(format!("cannot build HTTP client: {e}")))?;
+        Ok(HttpCatalog {
+            client,
+            options,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn cached(&self, sku: &str, now: Instant) -> Option<Result<CatalogItem, CatalogError>> {
+        let cache = self.cache.lock().ok()?;
+        let (expires, result) = cache.get(sku)?;
+        (now < *expires).then(|| result.clone())
+    }
+
+    fn remember(&self, sku: &str, result: &Result<CatalogItem, CatalogError>, now: Instant) {
+        let ttl = match result {
+            Ok(_) => self.options.ttl,
+            Err(CatalogError::UnknownSku(_)) => self.options.negative_ttl,
+            Err(_) => return,
+        };
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        if cache.len() >= self.options.max_entries {
+            cache.retain(|_, (expires, _)| *expires > now);
+            if cache.len() >= self.options.max_entries {
+                cache.clear();
+            }
+        }
+        cache.insert(sku.to_owned(), (now + ttl, result.clone()));
+    }
+
+    async fn fetch(&self, sku: &str) -> Result<CatalogItem, CatalogError> {
+        let url = format!(
+            "{}/api/by-sku/{}",
+            self.options.base_url.trim_end_matches('/'),
+            encode_path_segment(sku)
+        );
+        let response = self.client.get(&url).send().await.map_err(|e| {
+            let what = if e.is_timeout() {
+                "timed out"
+            } else {
+                "unreachable"
+            };
+            tracing::warn!(%url, error = %e, "catalogue {what}");
+            CatalogError::Unavailable(format!("lookup of {sku} {what}"))
+        })?;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Err(CatalogError::UnknownSku(sku.to_owned())),
+            status if status.is_server_error() => {
+                return Err(CatalogError::Unavailable(format!(
+                    "catalogue answered {status}"
+                )));
+            }
+            status => {
+                return Err(CatalogError::BadResponse(format!(
+                    "catalogue answered {status}"
+                )));
+            }
+        }
+        let body = response.bytes().await.map_err(|e| {
+            CatalogError::Unavailable(format!("reading the catalogue's answer failed: {e}"))
+        })?;
+        let item: CatalogItem = serde_json::from_slice(&body)
+            .map_err(|e| CatalogError::BadResponse(format!("item {sku} is malformed: {e}")))?;
+        if item.sku != sku {
+            return Err(CatalogError::BadResponse(format!(
+                "asked for {sku}, got {}",
+                item.sku
+            )));
+        }
+        Ok(item)
+    }
+}
+
+/// Percent-encodes everything but unreserved characters, so a SKU cannot
+/// change the path it is looked up at.
+fn encode_path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Catalog for HttpCatalog {
+    async fn lookup(&self, sku: &str) -> Result<CatalogItem, CatalogError> {
+        if let Some(hit) = self.cached(sku, Instant::now()) {
+            return hit;
+        }
+        let result = self.fetch(sku).await;
+        self.remember(sku, &result, Instant::now());
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_path_segment;
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(encode_path_segment("ab-1_2.x"), "ab-1_2.x");
+        assert_eq!(encode_path_segment("../a b"), "..%2Fa%20b");
+    }
+}
