@@ -1,1 +1,27 @@
-fn main() {}
+//! `cart-actor`: the binary. It only parses flags and wires the layers
+//! together; everything else lives in the library crates.
+
+mod bench;
+mod config;
+mod serve;
+mod telemetry;
+
+use clap::Parser;
+
+/// A distributed shopping-cart service: one event-sourced actor per cart.
+#[derive(Debug, Parser)]
+#[command(name = "cart-actor", version, about)]
+enum Command {
+    /// Run the cart service.
+    Serve(config::ServeArgs),
+    /// Drive a running service with storefront load and report throughput
+    /// and latency.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Command::parse() {
+        Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}

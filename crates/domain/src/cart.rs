@@ -490,6 +490,38 @@ fn build_line(id: u32, qty: u32, m: &proto::AddItem, items: &ItemInterner) -> Ca
     }
 }
 
+/// Checks an add-by-SKU request before the catalogue is asked: a SKU of sane
+/// length and a quantity in range.
+pub fn validate_add_request(r: &proto::AddRequest) -> Result<(), CartError> {
+    sku(&r.sku)?;
+    quantity(i64::from(r.quantity))?;
+    Ok(())
+}
+
+/// Checks a replace-all-lines request before the catalogue is asked.
+pub fn validate_set_cart_items(m: &proto::SetCartItems) -> Result<(), CartError> {
+    if m.requests.len() + m.items.len() > MAX_LINES {
+        return Err(CartError::TooManyLines { max: MAX_LINES });
+    }
+    m.requests.iter().try_for_each(validate_add_request)
+}
+
+fn sku(sku: &str) -> Result<(), CartError> {
+    if sku.is_empty() {
+        return Err(CartError::InvalidField {
+            field: "sku",
+            reason: "is required",
+        });
+    }
+    if sku.len() > MAX_SKU_LEN {
+        return Err(CartError::InvalidField {
+            field: "sku",
+            reason: "is too long",
+        });
+    }
+    Ok(())
+}
+
 fn validate_add_item(m: &proto::AddItem) -> Result<(), CartError> {
     if m.sku.is_empty() {
         return Err(CartError::InvalidField {

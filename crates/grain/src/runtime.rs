@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cart_catalog::Resolver;
+use cart_domain::cart::{validate_add_request, validate_set_cart_items};
 use cart_domain::proto::SetCartItems;
 use cart_domain::{Cart, CartError, ItemInterner, Mutation};
 use cart_store::{Event, EventStore, IdempotencyTag, NewEvent, StoreError};
@@ -274,8 +275,12 @@ impl GrainRuntime {
         let mut out = Vec::with_capacity(mutations.len());
         for m in mutations {
             out.push(match m {
-                Mutation::AddRequest(r) => Mutation::AddItem(self.resolver.resolve(&r).await?),
+                Mutation::AddRequest(r) => {
+                    validate_add_request(&r)?;
+                    Mutation::AddItem(self.resolver.resolve(&r).await?)
+                }
                 Mutation::SetCartItems(s) if !s.requests.is_empty() => {
+                    validate_set_cart_items(&s)?;
                     let mut items = s.items;
                     for r in &s.requests {
                         items.push(self.resolver.resolve(r).await?);

@@ -1,1 +1,54 @@
-//! placeholder
+//! The HTTP API: two faces over the same grains.
+//!
+//! - The *storefront face* ([`storefront`]) is exactly what the web storefront
+//!   calls: `/cart/...`, the cart named by the `cartid` cookie.
+//! - The *service face* ([`service`]) addresses carts by id under
+//!   `/api/carts/{id}` for other services, with `ETag`/`If-Match` and
+//!   `Idempotency-Key`.
+//! - [`ops`] serves `/healthz`, `/readyz` and `/metrics`.
+//!
+//! Both faces turn request bodies into the same domain mutations
+//! ([`requests`]) and report failures through one error type ([`error`]).
+
+pub mod body;
+pub mod cookie;
+pub mod error;
+pub mod ops;
+pub mod requests;
+pub mod response;
+pub mod service;
+pub mod storefront;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use cart_grain::GrainRuntime;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Renders the Prometheus exposition text.
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// The grains of this node.
+    pub runtime: Arc<GrainRuntime>,
+    /// Whether this node should receive traffic (`/readyz`).
+    pub ready: Arc<AtomicBool>,
+    /// Renders `/metrics`.
+    pub metrics: MetricsRenderer,
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(storefront::routes())
+        .merge(service::routes())
+        .merge(ops::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

@@ -1,0 +1,107 @@
+//! Flags of `cart-actor serve`. Every flag has an environment variable twin.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cart_catalog::market::MarketList;
+use cart_store::FsyncPolicy;
+use clap::{Args, ValueEnum};
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings of the cart service.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "CART_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Directory of the event log.
+    #[arg(long, env = "CART_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Product catalogue: `sample` (the shipped sample catalogue), a path to a
+    /// JSON file of items, or the base URL of the catalogue service
+    /// (`http://...`, queried at `/api/by-sku/{sku}`).
+    #[arg(long, env = "CART_CATALOG", default_value = "sample")]
+    pub catalog: String,
+
+    /// Timeout of one catalogue lookup over HTTP.
+    #[arg(long, env = "CART_CATALOG_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub catalog_timeout: Duration,
+
+    /// When appends reach the disk: `always` (fdatasync before every
+    /// acknowledgement, with group commit), `batch` or `batch:<ms>` (sync at
+    /// least every few ms), or `never`.
+    #[arg(long, env = "CART_FSYNC", default_value = "always")]
+    pub fsync: FsyncPolicy,
+
+    /// Markets as `country:CURRENCY:vat_basis_points`, comma separated.
+    #[arg(long, env = "CART_MARKETS", default_value = "se:SEK:2500,no:NOK:2500")]
+    pub markets: MarketList,
+
+    /// Market used when a request names no country.
+    #[arg(long, env = "CART_DEFAULT_COUNTRY", default_value = "se")]
+    pub default_country: String,
+
+    /// A cart unused this long is passivated (unloaded from memory).
+    #[arg(long, env = "CART_IDLE_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub idle_ttl: Duration,
+
+    /// Most carts resident in memory; beyond it idle carts are evicted, and
+    /// when none is idle requests get 503 with Retry-After.
+    #[arg(long, env = "CART_MAX_GRAINS", default_value_t = 200_000)]
+    pub max_grains: usize,
+
+    /// How long shutdown waits for in-flight requests.
+    #[arg(long, env = "CART_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "CART_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in `tracing` env-filter syntax.
+    #[arg(long, env = "CART_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Parses `250ms`, `10s`, `15m`, `2h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: use e.g. 250ms, 10s, 15m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("bad duration unit in {s:?}: use ms, s, m or h")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

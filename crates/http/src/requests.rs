@@ -1,0 +1,182 @@
+//! Request bodies of both faces and the mutations they become.
+
+use cart_domain::Mutation;
+use cart_domain::proto::{
+    self, AddRequest, ChangeQuantity, RemoveDelivery, RemoveItem, SetCartItems, SetDelivery,
+    SetPickupPoint,
+};
+use serde::Deserialize;
+
+/// Add one product by SKU: `{sku, quantity, country?, storeId?}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddBody {
+    /// Catalogue SKU.
+    pub sku: String,
+    /// How many; 1 when omitted.
+    #[serde(default = "one")]
+    pub quantity: i32,
+    /// Market (`se`, `no`); the default market when omitted.
+    pub country: Option<String>,
+    /// Store for click-and-collect.
+    pub store_id: Option<String>,
+}
+
+fn one() -> i32 {
+    1
+}
+
+/// One `{sku, quantity}` of a multi-item request.
+#[derive(Debug, Deserialize)]
+pub struct SkuQuantity {
+    /// Catalogue SKU.
+    pub sku: String,
+    /// How many; 1 when omitted.
+    #[serde(default = "one")]
+    pub quantity: i32,
+}
+
+/// Many products at once: `{items: [{sku, quantity}], country?, storeId?}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemsBody {
+    /// The products.
+    pub items: Vec<SkuQuantity>,
+    /// Market of all items.
+    pub country: Option<String>,
+    /// Store of all items.
+    pub store_id: Option<String>,
+}
+
+/// The storefront's quantity change: `{id, quantity}` (line id).
+#[derive(Debug, Deserialize)]
+pub struct LineQuantityBody {
+    /// Line id.
+    pub id: i64,
+    /// New quantity; 0 removes the line.
+    pub quantity: i32,
+}
+
+/// The service face's quantity change: `{quantity}`.
+#[derive(Debug, Deserialize)]
+pub struct QuantityBody {
+    /// New quantity; 0 removes the line.
+    pub quantity: i32,
+}
+
+/// A pickup point: `{id, name?, address?, city?, zip?, country?}`.
+#[derive(Debug, Deserialize)]
+pub struct PickupPointBody {
+    /// Carrier's location id.
+    pub id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Street address.
+    pub address: Option<String>,
+    /// City.
+    pub city: Option<String>,
+    /// Postal code.
+    pub zip: Option<String>,
+    /// Country code.
+    pub country: Option<String>,
+}
+
+/// A delivery: `{provider, items, price?, pickupPoint?}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryBody {
+    /// Carrier or option type.
+    pub provider: String,
+    /// Line ids covered.
+    pub items: Vec<i64>,
+    /// Fee in minor units incl. VAT; 0 when omitted.
+    #[serde(default)]
+    pub price: i64,
+    /// Pickup location.
+    pub pickup_point: Option<PickupPointBody>,
+}
+
+impl From<PickupPointBody> for proto::PickupPoint {
+    fn from(p: PickupPointBody) -> Self {
+        proto::PickupPoint {
+            id: p.id,
+            name: p.name,
+            address: p.address,
+            city: p.city,
+            zip: p.zip,
+            country: p.country,
+        }
+    }
+}
+
+/// An add by SKU.
+pub fn add(b: AddBody) -> Mutation {
+    Mutation::AddRequest(AddRequest {
+        sku: b.sku,
+        quantity: b.quantity,
+        country: b.country,
+        store_id: b.store_id,
+    })
+}
+
+fn add_requests(b: ItemsBody) -> Vec<AddRequest> {
+    b.items
+        .into_iter()
+        .map(|i| AddRequest {
+            sku: i.sku,
+            quantity: i.quantity,
+            country: b.country.clone(),
+            store_id: b.store_id.clone(),
+        })
+        .collect()
+}
+
+/// Adds of several SKUs, applied together or not at all.
+pub fn add_many(b: ItemsBody) -> Vec<Mutation> {
+    add_requests(b)
+        .into_iter()
+        .map(Mutation::AddRequest)
+        .collect()
+}
+
+/// Replace all lines.
+pub fn set_items(b: ItemsBody) -> Mutation {
+    Mutation::SetCartItems(SetCartItems {
+        requests: add_requests(b),
+        items: Vec::new(),
+    })
+}
+
+/// Change a line's quantity.
+pub fn change_quantity(id: i64, quantity: i32) -> Mutation {
+    Mutation::ChangeQuantity(ChangeQuantity { id, quantity })
+}
+
+/// Remove a line.
+pub fn remove_item(id: i64) -> Mutation {
+    Mutation::RemoveItem(RemoveItem { id })
+}
+
+/// Set a delivery.
+pub fn set_delivery(b: DeliveryBody) -> Mutation {
+    Mutation::SetDelivery(SetDelivery {
+        provider: b.provider,
+        items: b.items,
+        pickup_point: b.pickup_point.map(Into::into),
+        price: b.price,
+        tax: None,
+    })
+}
+
+/// Remove a delivery.
+pub fn remove_delivery(id: i64) -> Mutation {
+    Mutation::RemoveDelivery(RemoveDelivery { id })
+}
+
+/// Set a delivery's pickup point.
+pub fn set_pickup_point(delivery_id: i64, p: PickupPointBody) -> Mutation {
+    Mutation::SetPickupPoint(SetPickupPoint {
+        delivery_id,
+        pickup_point: Some(p.into()),
+    })
+}

@@ -1,0 +1,30 @@
+//! The one shape of a successful cart answer: 200, the cart JSON, its version
+//! as a strong `ETag`, and `Cache-Control: no-store` (the storefront's service
+//! worker must never serve a stale cart).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cart_grain::CartSnapshot;
+
+/// The `ETag` of a cart version.
+pub fn etag(version: u64) -> HeaderValue {
+    // Digits in quotes are always a valid header value.
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// A 200 answer carrying the cart.
+pub fn cart(snapshot: CartSnapshot) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::ETAG, etag(snapshot.version)),
+        ],
+        snapshot.json,
+    )
+        .into_response()
+}

@@ -1,0 +1,293 @@
+//! The service face: carts by id under `/api/carts/{id}`, for other services
+//! (shipping, admin tools). Reads carry an `ETag`; writes honour `If-Match`
+//! and `Idempotency-Key`.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
+use axum::routing::{delete, get, patch, put};
+use cart_domain::Mutation;
+use cart_grain::{CartId, MutateRequest};
+use cart_store::IdempotencyTag;
+
+use crate::body::JsonWithBytes;
+use crate::error::ApiError;
+use crate::requests::{self, AddBody, DeliveryBody, ItemsBody, PickupPointBody, QuantityBody};
+use crate::{AppState, response};
+
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// The `/api/carts` routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/carts/{id}", get(get_cart))
+        .route("/api/carts/{id}/items", put(set_items).post(add_item))
+        .route(
+            "/api/carts/{id}/items/{line}",
+            patch(change_quantity).delete(remove_item),
+        )
+        .route(
+            "/api/carts/{id}/deliveries",
+            axum::routing::post(set_delivery),
+        )
+        .route(
+            "/api/carts/{id}/deliveries/{delivery}",
+            delete(remove_delivery),
+        )
+        .route(
+            "/api/carts/{id}/deliveries/{delivery}/pickup-point",
+            put(set_pickup_point),
+        )
+}
+
+fn cart_id(raw: &str) -> Result<CartId, ApiError> {
+    Ok(CartId::parse(raw)?)
+}
+
+async fn get_cart(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(response::cart(s.runtime.get(&cart_id(&id)?).await?))
+}
+
+/// What identifies a request for idempotency: method, path and body.
+struct Request<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+}
+
+async fn mutate(
+    s: &AppState,
+    id: &str,
+    request: Request<'_>,
+    mutations: Vec<Mutation>,
+) -> Result<Response, ApiError> {
+    let id = cart_id(id)?;
+    let if_match = if_match(request.headers)?;
+    let idempotency = idempotency_key(request.headers)?.map(|key| IdempotencyTag {
+        key,
+        fingerprint: fingerprint(&[
+            request.method.as_str().as_bytes(),
+            request.uri.path().as_bytes(),
+            request.body,
+        ]),
+    });
+    let snapshot = s
+        .runtime
+        .mutate(
+            &id,
+            MutateRequest {
+                mutations,
+                if_match,
+                idempotency,
+            },
+        )
+        .await?;
+    Ok(response::cart(snapshot))
+}
+
+/// The version in `If-Match` (`"5"`, `W/"5"` or `5`); `None` when absent or
+/// `*`.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get("if-match") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let version = text.trim_start_matches("W/").trim_matches('"');
+    version.parse().map(Some).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "If-Match must be a cart version such as \"3\", got {text:?}"
+        ))
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or_default();
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+        )));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// 64-bit FNV-1a over the parts, each followed by a separator: stable across
+/// builds and Rust versions, unlike the standard library's hasher.
+fn fingerprint(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in part.iter().chain(std::iter::once(&0xff)) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+async fn add_item(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: JsonWithBytes<AddBody>,
+) -> Result<Response, ApiError> {
+    let request = Request {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &body.bytes,
+    };
+    mutate(&s, &id, request, vec![requests::add(body.value)]).await
+}
+
+async fn set_items(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: JsonWithBytes<ItemsBody>,
+) -> Result<Response, ApiError> {
+    let request = Request {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &body.bytes,
+    };
+    mutate(&s, &id, request, vec![requests::set_items(body.value)]).await
+}
+
+async fn change_quantity(
+    State(s): State<AppState>,
+    Path((id, line)): Path<(String, i64)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: JsonWithBytes<QuantityBody>,
+) -> Result<Response, ApiError> {
+    let request = Request {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &body.bytes,
+    };
+    mutate(
+        &s,
+        &id,
+        request,
+        vec![requests::change_quantity(line, body.value.quantity)],
+    )
+    .await
+}
+
+async fn remove_item(
+    State(s): State<AppState>,
+    Path((id, line)): Path<(String, i64)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let request = Request {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &[],
+    };
+    mutate(&s, &id, request, vec![requests::remove_item(line)]).await
+}
+
+async fn set_delivery(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: JsonWithBytes<DeliveryBody>,
+) -> Result<Response, ApiError> {
+    let request = Request {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &body.bytes,
+    };
+    mutate(&s, &id, request, vec![requests::set_delivery(body.value)]).await
+}
+
+async fn remove_delivery(
+    State(s): State<AppState>,
+    Path((id, delivery)): Path<(String, i64)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let request = Request {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &[],
+    };
+    mutate(&s, &id, request, vec![requests::remove_delivery(delivery)]).await
+}
+
+async fn set_pickup_point(
+    State(s): State<AppState>,
+    Path((id, delivery)): Path<(String, i64)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: JsonWithBytes<PickupPointBody>,
+) -> Result<Response, ApiError> {
+    let request = Request {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &body.bytes,
+    };
+    mutate(
+        &s,
+        &id,
+        request,
+        vec![requests::set_pickup_point(delivery, body.value)],
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_separate_parts() {
+        assert_ne!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"a", b"bc"]));
+        assert_eq!(
+            fingerprint(&[b"POST", b"/x", b"{}"]),
+            fingerprint(&[b"POST", b"/x", b"{}"])
+        );
+    }
+
+    #[test]
+    fn parses_if_match_forms() {
+        let mut h = HeaderMap::new();
+        assert_eq!(if_match(&h).unwrap(), None);
+        for v in ["\"5\"", "W/\"5\"", "5"] {
+            h.insert("if-match", v.parse().unwrap());
+            assert_eq!(if_match(&h).unwrap(), Some(5));
+        }
+        h.insert("if-match", "*".parse().unwrap());
+        assert_eq!(if_match(&h).unwrap(), None);
+        h.insert("if-match", "\"v1\"".parse().unwrap());
+        assert!(if_match(&h).is_err());
+    }
+}
