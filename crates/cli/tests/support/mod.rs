@@ -1,0 +1,139 @@
+//! Test support: real `cart-actor` processes on ephemeral ports.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running `cart-actor serve` child process.
+pub struct Server {
+    child: Child,
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    data_dir: PathBuf,
+    extra: Vec<String>,
+    logs: mpsc::Receiver<String>,
+    startup_logs: Vec<String>,
+}
+
+/// How long a server may take to start.
+const START_DEADLINE: Duration = Duration::from_secs(20);
+
+impl Server {
+    /// Starts a server on `data_dir` with extra flags.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cart-actor"))
+            .arg("serve")
+            .args(["--http-addr", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn cart-actor");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + START_DEADLINE;
+        let mut startup_logs = Vec::new();
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = logs
+                .recv_timeout(left)
+                .expect("server did not report its address in time");
+            startup_logs.push(line.clone());
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["message"] == "listening" {
+                    break v["http_addr"].as_str().expect("http_addr").to_owned();
+                }
+            }
+        };
+        Server {
+            child,
+            url: format!("http://{addr}"),
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            logs,
+            startup_logs,
+        }
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// SIGKILLs the process and waits for it.
+    pub fn kill(mut self) -> (PathBuf, Vec<String>) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+        (self.data_dir.clone(), self.extra.clone())
+    }
+
+    /// SIGTERMs the process and waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Log lines printed so far.
+    pub fn logs(&mut self) -> Vec<String> {
+        let new: Vec<String> = self.logs.try_iter().collect();
+        self.startup_logs.extend(new);
+        self.startup_logs.clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client without connection reuse surprises.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// The `cartid` value of a `Set-Cookie` header, if the response set one.
+pub fn cart_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("cartid="))
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+}
+
+/// A SKU from the shipped sample catalogue.
+pub const SKU_A: &str = "861200";
+/// Another SKU from the sample catalogue.
+pub const SKU_B: &str = "861217";
+/// A third SKU from the sample catalogue.
+pub const SKU_C: &str = "861234";
