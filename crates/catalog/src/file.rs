@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -13,7 +14,7 @@ pub const SAMPLE: &str = include_str!("../sample-catalog.json");
 /// An in-memory catalogue loaded from JSON.
 #[derive(Debug, Clone)]
 pub struct FileCatalog {
-    by_sku: HashMap<String, CatalogItem>,
+    by_sku: HashMap<String, Arc<CatalogItem>>,
 }
 
 impl FileCatalog {
@@ -22,7 +23,7 @@ impl FileCatalog {
         let items: Vec<CatalogItem> = serde_json::from_str(json)
             .map_err(|e| CatalogError::BadResponse(format!("catalogue file: {e}")))?;
         Ok(FileCatalog {
-            by_sku: items.into_iter().map(|i| (i.sku.clone(), i)).collect(),
+            by_sku: items.into_iter().map(|i| (i.sku.clone(), Arc::new(i))).collect(),
         })
     }
 
@@ -49,7 +50,7 @@ impl FileCatalog {
 
 #[async_trait]
 impl Catalog for FileCatalog {
-    async fn lookup(&self, sku: &str) -> Result<CatalogItem, CatalogError> {
+    async fn lookup(&self, sku: &str) -> Result<Arc<CatalogItem>, CatalogError> {
         self.by_sku
             .get(sku)
             .cloned()

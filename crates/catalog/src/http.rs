@@ -2,7 +2,7 @@
 //! timeouts and a small TTL cache.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -39,7 +39,7 @@ impl HttpCatalogOptions {
     }
 }
 
-type Cached = (Instant, Result<CatalogItem, CatalogError>);
+type Cached = (Instant, Result<Arc<CatalogItem>, CatalogError>);
 
 /// A catalogue reached over HTTP.
 pub struct HttpCatalog {
@@ -63,13 +63,13 @@ impl HttpCatalog {
         })
     }
 
-    fn cached(&self, sku: &str, now: Instant) -> Option<Result<CatalogItem, CatalogError>> {
+    fn cached(&self, sku: &str, now: Instant) -> Option<Result<Arc<CatalogItem>, CatalogError>> {
         let cache = self.cache.lock().ok()?;
         let (expires, result) = cache.get(sku)?;
         (now < *expires).then(|| result.clone())
     }
 
-    fn remember(&self, sku: &str, result: &Result<CatalogItem, CatalogError>, now: Instant) {
+    fn remember(&self, sku: &str, result: &Result<Arc<CatalogItem>, CatalogError>, now: Instant) {
         let ttl = match result {
             Ok(_) => self.options.ttl,
             Err(CatalogError::UnknownSku(_)) => self.options.negative_ttl,
@@ -87,7 +87,7 @@ impl HttpCatalog {
         cache.insert(sku.to_owned(), (now + ttl, result.clone()));
     }
 
-    async fn fetch(&self, sku: &str) -> Result<CatalogItem, CatalogError> {
+    async fn fetch(&self, sku: &str) -> Result<Arc<CatalogItem>, CatalogError> {
         let url = format!(
             "{}/api/by-sku/{}",
             self.options.base_url.trim_end_matches('/'),
@@ -127,7 +127,7 @@ impl HttpCatalog {
                 item.sku
             )));
         }
-        Ok(item)
+        Ok(Arc::new(item))
     }
 }
 
@@ -147,7 +147,7 @@ fn encode_path_segment(s: &str) -> String {
 
 #[async_trait]
 impl Catalog for HttpCatalog {
-    async fn lookup(&self, sku: &str) -> Result<CatalogItem, CatalogError> {
+    async fn lookup(&self, sku: &str) -> Result<Arc<CatalogItem>, CatalogError> {
         if let Some(hit) = self.cached(sku, Instant::now()) {
             return hit;
         }

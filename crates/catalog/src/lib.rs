@@ -11,6 +11,8 @@ pub mod item;
 pub mod market;
 mod resolver;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use thiserror::Error;
 
@@ -43,6 +45,6 @@ pub enum CatalogError {
 /// A source of catalogue items by SKU.
 #[async_trait]
 pub trait Catalog: Send + Sync + 'static {
-    /// The item with this SKU.
-    async fn lookup(&self, sku: &str) -> Result<CatalogItem, CatalogError>;
+    /// The item with this SKU (shared: lookups are frequent, items immutable).
+    async fn lookup(&self, sku: &str) -> Result<Arc<CatalogItem>, CatalogError>;
 }

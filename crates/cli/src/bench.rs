@@ -1,8 +1,284 @@
-use clap::Args;
+//! `cart-actor bench`: a load generator for a running service.
+//!
+//! Each connection is its own HTTP/1.1 keep-alive connection driven by one
+//! task, sending the next request as soon as the previous one is answered
+//! (closed loop), like `wrk` or `redis-benchmark -c N`. Latencies go into an
+//! HDR histogram; the report gives throughput and p50/p99/p99.9.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+
+use crate::config::parse_duration;
+
+/// What the load consists of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// Storefront adds (`POST /cart/` with a `cartid` cookie) spread over
+    /// `--carts` carts: every request is a durable mutation.
+    Mutate,
+    /// Storefront reads (`GET /cart/`) of `--carts` pre-filled hot carts.
+    Read,
+    /// `GET /healthz`: a trivial axum handler, the baseline for reads.
+    Healthz,
+    /// Creates `--carts` carts of `--lines` lines each, then reports the
+    /// server's resident memory per cart (from its `/metrics`).
+    Fill,
+}
+
 /// Flags of `cart-actor bench`.
 #[derive(Debug, Args)]
-pub struct BenchArgs {}
-/// Runs the load generator.
-pub fn run(_args: BenchArgs) -> anyhow::Result<()> {
+pub struct BenchArgs {
+    /// Base URL of the service.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// What to send.
+    #[arg(long, value_enum, default_value_t = Workload::Mutate)]
+    pub workload: Workload,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// How long to measure.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Load before measuring starts.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Number of distinct carts.
+    #[arg(long, default_value_t = 10_000)]
+    pub carts: usize,
+    /// Lines per cart: `fill` and `read` carts have this many, `mutate`
+    /// carts draw from this many products.
+    #[arg(long, default_value_t = 5)]
+    pub lines: usize,
+}
+
+/// SKUs of the shipped sample catalogue, which the default server serves.
+fn skus() -> anyhow::Result<Vec<String>> {
+    Ok(cart_catalog::FileCatalog::sample()?.skus().into_iter().filter(|s| s != "999001").collect())
+}
+
+/// Runs the benchmark and prints its report.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(bench(args))
+}
+
+struct Target {
+    host: String,
+    authority: String,
+}
+
+fn target(url: &str) -> anyhow::Result<Target> {
+    let authority = url
+        .strip_prefix("http://")
+        .context("--url must start with http://")?
+        .trim_end_matches('/')
+        .to_owned();
+    Ok(Target { host: authority.clone(), authority })
+}
+
+/// One keep-alive connection.
+struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    authority: String,
+}
+
+impl Conn {
+    async fn open(t: &Target) -> anyhow::Result<Conn> {
+        let stream = tokio::net::TcpStream::connect(&t.host).await.context("connect")?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Conn { sender, authority: t.authority.clone() })
+    }
+
+    /// Sends one request; returns the status and body.
+    async fn send(&mut self, method: Method, path: &str, cookie: Option<&str>, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
+        let mut req = Request::builder().method(method).uri(path).header("host", &self.authority);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        self.sender.ready().await?;
+        let response = self.sender.send_request(req.body(Full::new(body))?).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+/// A small, fast, seedable generator (xorshift64*), enough for picking carts.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn run_prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!("b{}", cart_grain::CartId::random(nanos))
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let t = target(&args.url)?;
+    let skus = Arc::new(skus()?);
+    let prefix = run_prefix();
+    match args.workload {
+        Workload::Fill => return fill(&t, &args, &skus, &prefix).await,
+        Workload::Read => prefill(&t, &args, &skus, &prefix).await?,
+        Workload::Mutate | Workload::Healthz => {}
+    }
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..args.connections {
+        let mut conn = Conn::open(&t).await?;
+        let (skus, prefix) = (Arc::clone(&skus), prefix.clone());
+        let (measuring, stop) = (Arc::clone(&measuring), Arc::clone(&stop));
+        let (workload, carts, lines) = (args.workload, args.carts, args.lines);
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (c as u64 + 1));
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let cart = rng.below(carts);
+                let cookie = format!("cartid={prefix}-{cart}");
+                let started = Instant::now();
+                let (status, _) = match workload {
+                    Workload::Mutate => {
+                        // Each cart draws from its own `lines` products, so
+                        // carts stay realistically small however long it runs.
+                        let sku = &skus[(cart + rng.below(lines)) % skus.len()];
+                        let body = format!(r#"{{"sku":"{sku}","quantity":1}}"#);
+                        conn.send(Method::POST, "/cart/", Some(&cookie), Bytes::from(body)).await?
+                    }
+                    Workload::Read => conn.send(Method::GET, "/cart/", Some(&cookie), Bytes::new()).await?,
+                    _ => conn.send(Method::GET, "/healthz", None, Bytes::new()).await?,
+                };
+                if measuring.load(Ordering::Relaxed) {
+                    hist.record(started.elapsed().as_micros() as u64)?;
+                    if status == 200 { ok += 1 } else { failed += 1 }
+                }
+            }
+            anyhow::Ok((hist, ok, failed))
+        }));
+    }
+    tokio::time::sleep(args.warmup).await;
+    measuring.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    tokio::time::sleep(args.duration).await;
+    measuring.store(false, Ordering::SeqCst);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut ok, mut failed) = (0, 0);
+    for task in tasks {
+        let (h, o, f) = task.await??;
+        hist.add(h)?;
+        ok += o;
+        failed += f;
+    }
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "workload={:?} connections={} carts={} duration={:.1}s ok={ok} failed={failed} \
+         throughput={:.0}/s p50={:.2}ms p99={:.2}ms p99.9={:.2}ms",
+        args.workload,
+        args.connections,
+        args.carts,
+        elapsed.as_secs_f64(),
+        ok as f64 / elapsed.as_secs_f64(),
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+    );
+    if failed > 0 {
+        bail!("{failed} requests failed");
+    }
+    Ok(())
+}
+
+/// Fills `carts` carts with `lines` lines each, over all connections.
+async fn populate(t: &Target, args: &BenchArgs, skus: &Arc<Vec<String>>, prefix: &str) -> anyhow::Result<()> {
+    let conns = args.connections.min(args.carts).max(1);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let mut conn = Conn::open(t).await?;
+        let (skus, prefix, lines, carts) = (Arc::clone(skus), prefix.to_owned(), args.lines, args.carts);
+        tasks.push(tokio::spawn(async move {
+            for cart in (c..carts).step_by(conns) {
+                let items: Vec<String> = (0..lines)
+                    .map(|l| format!(r#"{{"sku":"{}","quantity":1}}"#, skus[(cart + l) % skus.len()]))
+                    .collect();
+                let body = format!(r#"{{"items":[{}]}}"#, items.join(","));
+                let cookie = format!("cartid={prefix}-{cart}");
+                let (status, text) = conn.send(Method::POST, "/cart/add", Some(&cookie), Bytes::from(body)).await?;
+                if status != 200 {
+                    bail!("filling cart {cart} failed: {status} {}", String::from_utf8_lossy(&text));
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+async fn prefill(t: &Target, args: &BenchArgs, skus: &Arc<Vec<String>>, prefix: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    populate(t, args, skus, prefix).await?;
+    eprintln!("prefilled {} carts of {} lines in {:.1}s", args.carts, args.lines, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn resident_bytes(t: &Target) -> anyhow::Result<f64> {
+    let mut conn = Conn::open(t).await?;
+    let (_, body) = conn.send(Method::GET, "/metrics", None, Bytes::new()).await?;
+    let text = String::from_utf8_lossy(&body);
+    text.lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("the server's /metrics has no process_resident_memory_bytes")
+}
+
+async fn fill(t: &Target, args: &BenchArgs, skus: &Arc<Vec<String>>, prefix: &str) -> anyhow::Result<()> {
+    let before = resident_bytes(t).await?;
+    let started = Instant::now();
+    populate(t, args, skus, prefix).await?;
+    let elapsed = started.elapsed();
+    let after = resident_bytes(t).await?;
+    println!(
+        "workload=Fill carts={} lines={} took={:.1}s rss_before={:.1}MiB rss_after={:.1}MiB per_cart={:.0}B",
+        args.carts,
+        args.lines,
+        elapsed.as_secs_f64(),
+        before / 1048576.0,
+        after / 1048576.0,
+        (after - before) / args.carts as f64,
+    );
     Ok(())
 }

@@ -8,12 +8,17 @@ mod telemetry;
 
 use clap::Parser;
 
+/// mimalloc: less lock contention and fragmentation than glibc malloc under
+/// many small, short-lived allocations (measured in docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A distributed shopping-cart service: one event-sourced actor per cart.
 #[derive(Debug, Parser)]
 #[command(name = "cart-actor", version, about)]
 enum Command {
     /// Run the cart service.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Drive a running service with storefront load and report throughput
     /// and latency.
     Bench(bench::BenchArgs),
@@ -21,7 +26,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Command::parse() {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Bench(args) => bench::run(args),
     }
 }

@@ -159,7 +159,7 @@ async fn a_torn_tail_on_disk_is_repaired_at_start() {
     let log = dir.path().join("events.log");
     let len = std::fs::metadata(&log).unwrap().len();
     let mut bytes = std::fs::read(&log).unwrap();
-    bytes.extend_from_slice(&bytes[..20].to_vec());
+    bytes.extend_from_within(..20);
     std::fs::write(&log, &bytes).unwrap();
     let mut server = Server::start(dir.path(), &[]);
     let cart: Value = client()

@@ -486,7 +486,7 @@ fn build_line(id: u32, qty: u32, m: &proto::AddItem, items: &ItemInterner) -> Ca
         stock: m.stock,
         // Validated by `validate_add_item`.
         tax: u32::try_from(m.tax).unwrap_or(0),
-        info: items.intern(ItemInfo::from_add_item(m)),
+        info: items.intern(m),
     }
 }
 

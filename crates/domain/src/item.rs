@@ -5,7 +5,8 @@
 //! the strings, so a resident cart costs a few dozen bytes per line instead of
 //! a few hundred.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::proto;
@@ -62,12 +63,43 @@ impl ItemInfo {
             store_id: m.store_id.as_deref().map(s),
         }
     }
+
+    fn texts(&self) -> [&str; 13] {
+        let c = &self.categories;
+        [
+            &self.sku, &self.name, &self.image, &self.article_type, &self.brand, &c[0], &c[1],
+            &c[2], &c[3], &c[4], &self.outlet, &self.seller_id, &self.seller_name,
+        ]
+    }
+
+    /// Whether this info is what `m` describes.
+    fn describes(&self, m: &proto::AddItem) -> bool {
+        self.item_id == m.item_id
+            && self.store_id.as_deref() == m.store_id.as_deref()
+            && self.texts() == add_item_texts(m)
+    }
 }
 
-/// A set of shared [`ItemInfo`]s: equal infos are stored once.
+fn add_item_texts(m: &proto::AddItem) -> [&str; 13] {
+    [
+        &m.sku, &m.name, &m.image, &m.article_type, &m.brand, &m.category, &m.category2,
+        &m.category3, &m.category4, &m.category5, &m.outlet, &m.seller_id, &m.seller_name,
+    ]
+}
+
+fn fingerprint(m: &proto::AddItem) -> u64 {
+    let mut h = DefaultHasher::new();
+    m.item_id.hash(&mut h);
+    m.store_id.hash(&mut h);
+    add_item_texts(m).hash(&mut h);
+    h.finish()
+}
+
+/// A set of shared [`ItemInfo`]s: equal infos are stored once. Looking up an
+/// info that exists allocates nothing.
 #[derive(Debug, Default)]
 pub struct ItemInterner {
-    items: Mutex<HashSet<Arc<ItemInfo>>>,
+    items: Mutex<HashMap<u64, Vec<Arc<ItemInfo>>>>,
 }
 
 impl ItemInterner {
@@ -76,31 +108,35 @@ impl ItemInterner {
         Self::default()
     }
 
-    /// The shared copy of `info`, adding it if it is new.
-    pub fn intern(&self, info: ItemInfo) -> Arc<ItemInfo> {
+    /// The shared info describing `m`, adding it if it is new.
+    pub fn intern(&self, m: &proto::AddItem) -> Arc<ItemInfo> {
+        let key = fingerprint(m);
         let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(existing) = items.get(&info) {
+        let bucket = items.entry(key).or_default();
+        if let Some(existing) = bucket.iter().find(|i| i.describes(m)) {
             return Arc::clone(existing);
         }
-        let shared = Arc::new(info);
-        items.insert(Arc::clone(&shared));
+        let shared = Arc::new(ItemInfo::from_add_item(m));
+        bucket.push(Arc::clone(&shared));
         shared
     }
 
     /// Forgets infos no cart refers to any more; returns how many were dropped.
     pub fn sweep(&self) -> usize {
         let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = items.len();
-        items.retain(|item| Arc::strong_count(item) > 1);
-        before - items.len()
+        let mut dropped = 0;
+        items.retain(|_, bucket| {
+            let before = bucket.len();
+            bucket.retain(|item| Arc::strong_count(item) > 1);
+            dropped += before - bucket.len();
+            !bucket.is_empty()
+        });
+        dropped
     }
 
     /// How many distinct infos are held.
     pub fn len(&self) -> usize {
-        self.items
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.items.lock().unwrap_or_else(PoisonError::into_inner).values().map(Vec::len).sum()
     }
 
     /// Whether no info is held.
@@ -116,16 +152,16 @@ mod tests {
     #[test]
     fn equal_infos_share_one_allocation_and_sweep_frees_unused() {
         let interner = ItemInterner::new();
-        let info = ItemInfo {
-            sku: "1".into(),
-            name: "A".into(),
-            ..Default::default()
-        };
-        let a = interner.intern(info.clone());
-        let b = interner.intern(info);
+        let m = proto::AddItem { sku: "1".into(), name: "A".into(), ..Default::default() };
+        let a = interner.intern(&m);
+        let b = interner.intern(&m);
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(interner.len(), 1);
-        assert_eq!(interner.sweep(), 0);
+        assert_eq!(*a, ItemInfo::from_add_item(&m));
+        let other = interner.intern(&proto::AddItem { name: "B".into(), ..m.clone() });
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert_eq!(interner.len(), 2);
+        drop(other);
+        assert_eq!(interner.sweep(), 1);
         drop((a, b));
         assert_eq!(interner.sweep(), 1);
         assert!(interner.is_empty());

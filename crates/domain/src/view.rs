@@ -158,7 +158,9 @@ impl Serialize for Cart {
 impl Cart {
     /// The cart as storefront JSON bytes.
     pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + 512 * self.lines().len());
         // Serialising plain strings and integers into memory cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        let _ = serde_json::to_writer(&mut out, self);
+        out
     }
 }

@@ -192,17 +192,15 @@ impl GrainRuntime {
         idempotency: Option<IdempotencyTag>,
     ) -> Result<CartSnapshot, GrainError> {
         let state = self.activate(id, slot).await?;
-        if let Some(tag) = &idempotency {
-            if let Some(answer) = self.replay_of(id, state, tag).await {
-                return answer;
-            }
+        if let Some(tag) = &idempotency
+            && let Some(answer) = self.replay_of(id, state, tag).await
+        {
+            return answer;
         }
-        if let Some(expected) = if_match {
-            if expected != state.cart.version() {
-                return Err(GrainError::PreconditionFailed {
-                    current: state.cart.version(),
-                });
-            }
+        if let Some(expected) = if_match
+            && expected != state.cart.version()
+        {
+            return Err(GrainError::PreconditionFailed { current: state.cart.version() });
         }
         let mut next = state.cart.clone();
         for m in &mutations {

@@ -187,7 +187,7 @@ struct StuckCatalog;
 
 #[async_trait]
 impl Catalog for StuckCatalog {
-    async fn lookup(&self, _sku: &str) -> Result<CatalogItem, CatalogError> {
+    async fn lookup(&self, _sku: &str) -> Result<Arc<CatalogItem>, CatalogError> {
         std::future::pending().await
     }
 }

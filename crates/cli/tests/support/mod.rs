@@ -51,10 +51,10 @@ impl Server {
                 .recv_timeout(left)
                 .expect("server did not report its address in time");
             startup_logs.push(line.clone());
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["message"] == "listening" {
-                    break v["http_addr"].as_str().expect("http_addr").to_owned();
-                }
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "listening"
+            {
+                break v["http_addr"].as_str().expect("http_addr").to_owned();
             }
         };
         Server {
