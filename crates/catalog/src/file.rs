@@ -23,7 +23,10 @@ impl FileCatalog {
         let items: Vec<CatalogItem> = serde_json::from_str(json)
             .map_err(|e| CatalogError::BadResponse(format!("catalogue file: {e}")))?;
         Ok(FileCatalog {
-            by_sku: items.into_iter().map(|i| (i.sku.clone(), Arc::new(i))).collect(),
+            by_sku: items
+                .into_iter()
+                .map(|i| (i.sku.clone(), Arc::new(i)))
+                .collect(),
         })
     }
 

@@ -64,7 +64,11 @@ pub struct BenchArgs {
 
 /// SKUs of the shipped sample catalogue, which the default server serves.
 fn skus() -> anyhow::Result<Vec<String>> {
-    Ok(cart_catalog::FileCatalog::sample()?.skus().into_iter().filter(|s| s != "999001").collect())
+    Ok(cart_catalog::FileCatalog::sample()?
+        .skus()
+        .into_iter()
+        .filter(|s| s != "999001")
+        .collect())
 }
 
 /// Runs the benchmark and prints its report.
@@ -87,7 +91,10 @@ fn target(url: &str) -> anyhow::Result<Target> {
         .context("--url must start with http://")?
         .trim_end_matches('/')
         .to_owned();
-    Ok(Target { host: authority.clone(), authority })
+    Ok(Target {
+        host: authority.clone(),
+        authority,
+    })
 }
 
 /// One keep-alive connection.
@@ -98,16 +105,30 @@ struct Conn {
 
 impl Conn {
     async fn open(t: &Target) -> anyhow::Result<Conn> {
-        let stream = tokio::net::TcpStream::connect(&t.host).await.context("connect")?;
+        let stream = tokio::net::TcpStream::connect(&t.host)
+            .await
+            .context("connect")?;
         stream.set_nodelay(true)?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        Ok(Conn { sender, authority: t.authority.clone() })
+        Ok(Conn {
+            sender,
+            authority: t.authority.clone(),
+        })
     }
 
     /// Sends one request; returns the status and body.
-    async fn send(&mut self, method: Method, path: &str, cookie: Option<&str>, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
-        let mut req = Request::builder().method(method).uri(path).header("host", &self.authority);
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        cookie: Option<&str>,
+        body: Bytes,
+    ) -> anyhow::Result<(u16, Bytes)> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.authority);
         if let Some(c) = cookie {
             req = req.header("cookie", c);
         }
@@ -173,10 +194,17 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                         // carts stay realistically small however long it runs.
                         let sku = &skus[(cart + rng.below(lines)) % skus.len()];
                         let body = format!(r#"{{"sku":"{sku}","quantity":1}}"#);
-                        conn.send(Method::POST, "/cart/", Some(&cookie), Bytes::from(body)).await?
+                        conn.send(Method::POST, "/cart/", Some(&cookie), Bytes::from(body))
+                            .await?
                     }
-                    Workload::Read => conn.send(Method::GET, "/cart/", Some(&cookie), Bytes::new()).await?,
-                    _ => conn.send(Method::GET, "/healthz", None, Bytes::new()).await?,
+                    Workload::Read => {
+                        conn.send(Method::GET, "/cart/", Some(&cookie), Bytes::new())
+                            .await?
+                    }
+                    _ => {
+                        conn.send(Method::GET, "/healthz", None, Bytes::new())
+                            .await?
+                    }
                 };
                 if measuring.load(Ordering::Relaxed) {
                     hist.record(started.elapsed().as_micros() as u64)?;
@@ -221,22 +249,38 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Fills `carts` carts with `lines` lines each, over all connections.
-async fn populate(t: &Target, args: &BenchArgs, skus: &Arc<Vec<String>>, prefix: &str) -> anyhow::Result<()> {
+async fn populate(
+    t: &Target,
+    args: &BenchArgs,
+    skus: &Arc<Vec<String>>,
+    prefix: &str,
+) -> anyhow::Result<()> {
     let conns = args.connections.min(args.carts).max(1);
     let mut tasks = Vec::new();
     for c in 0..conns {
         let mut conn = Conn::open(t).await?;
-        let (skus, prefix, lines, carts) = (Arc::clone(skus), prefix.to_owned(), args.lines, args.carts);
+        let (skus, prefix, lines, carts) =
+            (Arc::clone(skus), prefix.to_owned(), args.lines, args.carts);
         tasks.push(tokio::spawn(async move {
             for cart in (c..carts).step_by(conns) {
                 let items: Vec<String> = (0..lines)
-                    .map(|l| format!(r#"{{"sku":"{}","quantity":1}}"#, skus[(cart + l) % skus.len()]))
+                    .map(|l| {
+                        format!(
+                            r#"{{"sku":"{}","quantity":1}}"#,
+                            skus[(cart + l) % skus.len()]
+                        )
+                    })
                     .collect();
                 let body = format!(r#"{{"items":[{}]}}"#, items.join(","));
                 let cookie = format!("cartid={prefix}-{cart}");
-                let (status, text) = conn.send(Method::POST, "/cart/add", Some(&cookie), Bytes::from(body)).await?;
+                let (status, text) = conn
+                    .send(Method::POST, "/cart/add", Some(&cookie), Bytes::from(body))
+                    .await?;
                 if status != 200 {
-                    bail!("filling cart {cart} failed: {status} {}", String::from_utf8_lossy(&text));
+                    bail!(
+                        "filling cart {cart} failed: {status} {}",
+                        String::from_utf8_lossy(&text)
+                    );
                 }
             }
             anyhow::Ok(())
@@ -248,16 +292,28 @@ async fn populate(t: &Target, args: &BenchArgs, skus: &Arc<Vec<String>>, prefix:
     Ok(())
 }
 
-async fn prefill(t: &Target, args: &BenchArgs, skus: &Arc<Vec<String>>, prefix: &str) -> anyhow::Result<()> {
+async fn prefill(
+    t: &Target,
+    args: &BenchArgs,
+    skus: &Arc<Vec<String>>,
+    prefix: &str,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     populate(t, args, skus, prefix).await?;
-    eprintln!("prefilled {} carts of {} lines in {:.1}s", args.carts, args.lines, started.elapsed().as_secs_f64());
+    eprintln!(
+        "prefilled {} carts of {} lines in {:.1}s",
+        args.carts,
+        args.lines,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
 async fn resident_bytes(t: &Target) -> anyhow::Result<f64> {
     let mut conn = Conn::open(t).await?;
-    let (_, body) = conn.send(Method::GET, "/metrics", None, Bytes::new()).await?;
+    let (_, body) = conn
+        .send(Method::GET, "/metrics", None, Bytes::new())
+        .await?;
     let text = String::from_utf8_lossy(&body);
     text.lines()
         .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
@@ -265,7 +321,12 @@ async fn resident_bytes(t: &Target) -> anyhow::Result<f64> {
         .context("the server's /metrics has no process_resident_memory_bytes")
 }
 
-async fn fill(t: &Target, args: &BenchArgs, skus: &Arc<Vec<String>>, prefix: &str) -> anyhow::Result<()> {
+async fn fill(
+    t: &Target,
+    args: &BenchArgs,
+    skus: &Arc<Vec<String>>,
+    prefix: &str,
+) -> anyhow::Result<()> {
     let before = resident_bytes(t).await?;
     let started = Instant::now();
     populate(t, args, skus, prefix).await?;

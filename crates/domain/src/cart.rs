@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::CartError;
 use crate::item::{ItemInfo, ItemInterner};
@@ -101,8 +101,9 @@ pub struct Delivery {
     pub pickup_point: Option<Box<PickupPoint>>,
 }
 
-/// A pickup location.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A pickup location, as the storefront sends and reads it:
+/// `{id, name?, address?, city?, zip?, country?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PickupPoint {
     /// Carrier's location id.
     pub id: String,
@@ -116,6 +117,19 @@ pub struct PickupPoint {
     pub zip: Option<String>,
     /// Country code.
     pub country: Option<String>,
+}
+
+impl From<PickupPoint> for proto::PickupPoint {
+    fn from(p: PickupPoint) -> Self {
+        proto::PickupPoint {
+            id: p.id,
+            name: p.name,
+            address: p.address,
+            city: p.city,
+            zip: p.zip,
+            country: p.country,
+        }
+    }
 }
 
 /// Totals of a cart, all in minor units including VAT.

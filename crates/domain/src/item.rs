@@ -67,8 +67,19 @@ impl ItemInfo {
     fn texts(&self) -> [&str; 13] {
         let c = &self.categories;
         [
-            &self.sku, &self.name, &self.image, &self.article_type, &self.brand, &c[0], &c[1],
-            &c[2], &c[3], &c[4], &self.outlet, &self.seller_id, &self.seller_name,
+            &self.sku,
+            &self.name,
+            &self.image,
+            &self.article_type,
+            &self.brand,
+            &c[0],
+            &c[1],
+            &c[2],
+            &c[3],
+            &c[4],
+            &self.outlet,
+            &self.seller_id,
+            &self.seller_name,
         ]
     }
 
@@ -82,8 +93,19 @@ impl ItemInfo {
 
 fn add_item_texts(m: &proto::AddItem) -> [&str; 13] {
     [
-        &m.sku, &m.name, &m.image, &m.article_type, &m.brand, &m.category, &m.category2,
-        &m.category3, &m.category4, &m.category5, &m.outlet, &m.seller_id, &m.seller_name,
+        &m.sku,
+        &m.name,
+        &m.image,
+        &m.article_type,
+        &m.brand,
+        &m.category,
+        &m.category2,
+        &m.category3,
+        &m.category4,
+        &m.category5,
+        &m.outlet,
+        &m.seller_id,
+        &m.seller_name,
     ]
 }
 
@@ -136,7 +158,12 @@ impl ItemInterner {
 
     /// How many distinct infos are held.
     pub fn len(&self) -> usize {
-        self.items.lock().unwrap_or_else(PoisonError::into_inner).values().map(Vec::len).sum()
+        self.items
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 
     /// Whether no info is held.
@@ -152,12 +179,19 @@ mod tests {
     #[test]
     fn equal_infos_share_one_allocation_and_sweep_frees_unused() {
         let interner = ItemInterner::new();
-        let m = proto::AddItem { sku: "1".into(), name: "A".into(), ..Default::default() };
+        let m = proto::AddItem {
+            sku: "1".into(),
+            name: "A".into(),
+            ..Default::default()
+        };
         let a = interner.intern(&m);
         let b = interner.intern(&m);
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(*a, ItemInfo::from_add_item(&m));
-        let other = interner.intern(&proto::AddItem { name: "B".into(), ..m.clone() });
+        let other = interner.intern(&proto::AddItem {
+            name: "B".into(),
+            ..m.clone()
+        });
         assert!(!Arc::ptr_eq(&a, &other));
         assert_eq!(interner.len(), 2);
         drop(other);

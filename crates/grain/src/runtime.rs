@@ -200,7 +200,9 @@ impl GrainRuntime {
         if let Some(expected) = if_match
             && expected != state.cart.version()
         {
-            return Err(GrainError::PreconditionFailed { current: state.cart.version() });
+            return Err(GrainError::PreconditionFailed {
+                current: state.cart.version(),
+            });
         }
         let mut next = state.cart.clone();
         for m in &mutations {

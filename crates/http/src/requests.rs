@@ -1,10 +1,10 @@
 //! Request bodies of both faces and the mutations they become.
 
-use cart_domain::Mutation;
 use cart_domain::proto::{
-    self, AddRequest, ChangeQuantity, RemoveDelivery, RemoveItem, SetCartItems, SetDelivery,
+    AddRequest, ChangeQuantity, RemoveDelivery, RemoveItem, SetCartItems, SetDelivery,
     SetPickupPoint,
 };
+use cart_domain::{Mutation, PickupPoint};
 use serde::Deserialize;
 
 /// Add one product by SKU: `{sku, quantity, country?, storeId?}`.
@@ -64,23 +64,6 @@ pub struct QuantityBody {
     pub quantity: i32,
 }
 
-/// A pickup point: `{id, name?, address?, city?, zip?, country?}`.
-#[derive(Debug, Deserialize)]
-pub struct PickupPointBody {
-    /// Carrier's location id.
-    pub id: String,
-    /// Display name.
-    pub name: Option<String>,
-    /// Street address.
-    pub address: Option<String>,
-    /// City.
-    pub city: Option<String>,
-    /// Postal code.
-    pub zip: Option<String>,
-    /// Country code.
-    pub country: Option<String>,
-}
-
 /// A delivery: `{provider, items, price?, pickupPoint?}`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -93,20 +76,7 @@ pub struct DeliveryBody {
     #[serde(default)]
     pub price: i64,
     /// Pickup location.
-    pub pickup_point: Option<PickupPointBody>,
-}
-
-impl From<PickupPointBody> for proto::PickupPoint {
-    fn from(p: PickupPointBody) -> Self {
-        proto::PickupPoint {
-            id: p.id,
-            name: p.name,
-            address: p.address,
-            city: p.city,
-            zip: p.zip,
-            country: p.country,
-        }
-    }
+    pub pickup_point: Option<PickupPoint>,
 }
 
 /// An add by SKU.
@@ -174,7 +144,7 @@ pub fn remove_delivery(id: i64) -> Mutation {
 }
 
 /// Set a delivery's pickup point.
-pub fn set_pickup_point(delivery_id: i64, p: PickupPointBody) -> Mutation {
+pub fn set_pickup_point(delivery_id: i64, p: PickupPoint) -> Mutation {
     Mutation::SetPickupPoint(SetPickupPoint {
         delivery_id,
         pickup_point: Some(p.into()),

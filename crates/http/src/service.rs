@@ -3,8 +3,10 @@
 //! and `Idempotency-Key`.
 
 use axum::Router;
+use axum::extract::FromRequestParts;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use axum::routing::{delete, get, patch, put};
 use cart_domain::Mutation;
@@ -13,7 +15,9 @@ use cart_store::IdempotencyTag;
 
 use crate::body::JsonWithBytes;
 use crate::error::ApiError;
-use crate::requests::{self, AddBody, DeliveryBody, ItemsBody, PickupPointBody, QuantityBody};
+use cart_domain::PickupPoint;
+
+use crate::requests::{self, AddBody, DeliveryBody, ItemsBody, QuantityBody};
 use crate::{AppState, response};
 
 /// Longest `Idempotency-Key` accepted.
@@ -50,42 +54,51 @@ async fn get_cart(State(s): State<AppState>, Path(id): Path<String>) -> Result<R
     Ok(response::cart(s.runtime.get(&cart_id(&id)?).await?))
 }
 
-/// What identifies a request for idempotency: method, path and body.
-struct Request<'a> {
-    method: &'a Method,
-    uri: &'a Uri,
-    headers: &'a HeaderMap,
-    body: &'a [u8],
+/// The write preconditions of a request: `If-Match`, and the
+/// `Idempotency-Key` with what identifies the request (method and path; the
+/// body is added by [`mutate`]).
+pub struct WriteHeaders {
+    if_match: Option<u64>,
+    key: Option<String>,
+    method: Method,
+    path: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WriteHeaders {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(WriteHeaders {
+            if_match: if_match(&parts.headers)?,
+            key: idempotency_key(&parts.headers)?,
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+        })
+    }
 }
 
 async fn mutate(
     s: &AppState,
     id: &str,
-    request: Request<'_>,
+    write: WriteHeaders,
+    body: &[u8],
     mutations: Vec<Mutation>,
 ) -> Result<Response, ApiError> {
     let id = cart_id(id)?;
-    let if_match = if_match(request.headers)?;
-    let idempotency = idempotency_key(request.headers)?.map(|key| IdempotencyTag {
+    let idempotency = write.key.map(|key| IdempotencyTag {
         key,
         fingerprint: fingerprint(&[
-            request.method.as_str().as_bytes(),
-            request.uri.path().as_bytes(),
-            request.body,
+            write.method.as_str().as_bytes(),
+            write.path.as_bytes(),
+            body,
         ]),
     });
-    let snapshot = s
-        .runtime
-        .mutate(
-            &id,
-            MutateRequest {
-                mutations,
-                if_match,
-                idempotency,
-            },
-        )
-        .await?;
-    Ok(response::cart(snapshot))
+    let request = MutateRequest {
+        mutations,
+        if_match: write.if_match,
+        idempotency,
+    };
+    Ok(response::cart(s.runtime.mutate(&id, request).await?))
 }
 
 /// The version in `If-Match` (`"5"`, `W/"5"` or `5`); `None` when absent or
@@ -138,130 +151,85 @@ fn fingerprint(parts: &[&[u8]]) -> u64 {
 async fn add_item(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    write: WriteHeaders,
     body: JsonWithBytes<AddBody>,
 ) -> Result<Response, ApiError> {
-    let request = Request {
-        method: &method,
-        uri: &uri,
-        headers: &headers,
-        body: &body.bytes,
-    };
-    mutate(&s, &id, request, vec![requests::add(body.value)]).await
+    mutate(&s, &id, write, &body.bytes, vec![requests::add(body.value)]).await
 }
 
 async fn set_items(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    write: WriteHeaders,
     body: JsonWithBytes<ItemsBody>,
 ) -> Result<Response, ApiError> {
-    let request = Request {
-        method: &method,
-        uri: &uri,
-        headers: &headers,
-        body: &body.bytes,
-    };
-    mutate(&s, &id, request, vec![requests::set_items(body.value)]).await
+    mutate(
+        &s,
+        &id,
+        write,
+        &body.bytes,
+        vec![requests::set_items(body.value)],
+    )
+    .await
 }
 
 async fn change_quantity(
     State(s): State<AppState>,
     Path((id, line)): Path<(String, i64)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    write: WriteHeaders,
     body: JsonWithBytes<QuantityBody>,
 ) -> Result<Response, ApiError> {
-    let request = Request {
-        method: &method,
-        uri: &uri,
-        headers: &headers,
-        body: &body.bytes,
-    };
-    mutate(
-        &s,
-        &id,
-        request,
-        vec![requests::change_quantity(line, body.value.quantity)],
-    )
-    .await
+    let m = requests::change_quantity(line, body.value.quantity);
+    mutate(&s, &id, write, &body.bytes, vec![m]).await
 }
 
 async fn remove_item(
     State(s): State<AppState>,
     Path((id, line)): Path<(String, i64)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    write: WriteHeaders,
 ) -> Result<Response, ApiError> {
-    let request = Request {
-        method: &method,
-        uri: &uri,
-        headers: &headers,
-        body: &[],
-    };
-    mutate(&s, &id, request, vec![requests::remove_item(line)]).await
+    mutate(&s, &id, write, &[], vec![requests::remove_item(line)]).await
 }
 
 async fn set_delivery(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    write: WriteHeaders,
     body: JsonWithBytes<DeliveryBody>,
 ) -> Result<Response, ApiError> {
-    let request = Request {
-        method: &method,
-        uri: &uri,
-        headers: &headers,
-        body: &body.bytes,
-    };
-    mutate(&s, &id, request, vec![requests::set_delivery(body.value)]).await
+    mutate(
+        &s,
+        &id,
+        write,
+        &body.bytes,
+        vec![requests::set_delivery(body.value)],
+    )
+    .await
 }
 
 async fn remove_delivery(
     State(s): State<AppState>,
     Path((id, delivery)): Path<(String, i64)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    write: WriteHeaders,
 ) -> Result<Response, ApiError> {
-    let request = Request {
-        method: &method,
-        uri: &uri,
-        headers: &headers,
-        body: &[],
-    };
-    mutate(&s, &id, request, vec![requests::remove_delivery(delivery)]).await
+    mutate(
+        &s,
+        &id,
+        write,
+        &[],
+        vec![requests::remove_delivery(delivery)],
+    )
+    .await
 }
 
 async fn set_pickup_point(
     State(s): State<AppState>,
     Path((id, delivery)): Path<(String, i64)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: JsonWithBytes<PickupPointBody>,
+    write: WriteHeaders,
+    body: JsonWithBytes<PickupPoint>,
 ) -> Result<Response, ApiError> {
-    let request = Request {
-        method: &method,
-        uri: &uri,
-        headers: &headers,
-        body: &body.bytes,
-    };
-    mutate(
-        &s,
-        &id,
-        request,
-        vec![requests::set_pickup_point(delivery, body.value)],
-    )
-    .await
+    let m = requests::set_pickup_point(delivery, body.value);
+    mutate(&s, &id, write, &body.bytes, vec![m]).await
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use cart_grain::{CartId, GrainError, GrainRuntime, MutateRequest};
 
 use crate::body::JsonBody;
 use crate::error::ApiError;
-use crate::requests::{self, AddBody, DeliveryBody, ItemsBody, LineQuantityBody, PickupPointBody};
+use crate::requests::{self, AddBody, DeliveryBody, ItemsBody, LineQuantityBody};
 use crate::{AppState, cookie, response};
 
 /// The `/cart` routes; `/cart` and `/cart/` are the same.
@@ -159,7 +159,7 @@ async fn set_pickup_point(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<i64>,
-    JsonBody(body): JsonBody<PickupPointBody>,
+    JsonBody(body): JsonBody<cart_domain::PickupPoint>,
 ) -> Result<Response, ApiError> {
     mutate(
         &s.runtime,
