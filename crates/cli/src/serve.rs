@@ -62,6 +62,7 @@ async fn serve(
         RuntimeOptions {
             idle_ttl: args.idle_ttl,
             max_grains: args.max_grains,
+            node: "local".into(),
         },
     );
     grains.spawn_passivation();
@@ -74,7 +75,8 @@ async fn serve(
         metrics.render()
     });
     let app = cart_http::router(AppState {
-        runtime: Arc::clone(&grains),
+        carts: Arc::new(Arc::clone(&grains)),
+        cluster: None,
         ready: Arc::clone(&ready),
         metrics: render,
     });

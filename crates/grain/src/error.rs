@@ -33,6 +33,23 @@ pub enum GrainError {
     /// Another writer appended to the cart first; the grain reloads.
     #[error("the cart was changed by another writer; retry")]
     Conflict,
+    /// Another node claimed the cart; this node's grain was dropped.
+    #[error("the cart moved to another node; retry")]
+    Fenced,
+    /// The previous owner refused to hand the cart over.
+    #[error("the cart's previous owner refused the handover: {0}")]
+    HandoverRefused(String),
+    /// Another node answered for the cart with this status and text.
+    #[error("{message}")]
+    Remote {
+        /// The owner's status code.
+        status: u16,
+        /// The owner's error text.
+        message: String,
+    },
+    /// The cart's owner could not be reached.
+    #[error("the cart's node is unreachable: {0}")]
+    Unreachable(String),
     /// Too many resident carts and none idle to evict.
     #[error("too many active carts; retry shortly")]
     Overloaded,
@@ -64,10 +81,12 @@ impl GrainError {
             },
             GrainError::PreconditionFailed { .. } => 412,
             GrainError::IdempotencyKeyReused => 422,
-            GrainError::Conflict => 409,
+            GrainError::Conflict | GrainError::Fenced => 409,
+            GrainError::HandoverRefused(_) | GrainError::Unreachable(_) => 503,
+            GrainError::Remote { status, .. } => *status,
             GrainError::Overloaded | GrainError::ShuttingDown => 503,
             GrainError::Store(e) => match e {
-                StoreError::Conflict { .. } => 409,
+                StoreError::Conflict { .. } | StoreError::Fenced { .. } => 409,
                 StoreError::Invalid(_) => 400,
                 StoreError::Corrupt(_) => 500,
                 StoreError::Io(_) | StoreError::Unavailable(_) => 503,

@@ -13,12 +13,14 @@
 //! the copy in and answer.
 
 pub mod cart_id;
+pub mod carts;
 pub mod clock;
 pub mod error;
 mod idempotency;
 pub mod runtime;
 
 pub use cart_id::CartId;
+pub use carts::Carts;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::GrainError;
-pub use runtime::{CartSnapshot, GrainRuntime, MutateRequest, RuntimeOptions};
+pub use runtime::{CartSnapshot, GrainRuntime, Handover, MutateRequest, RuntimeOptions};

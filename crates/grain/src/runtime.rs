@@ -9,7 +9,7 @@ use cart_catalog::Resolver;
 use cart_domain::cart::{validate_add_request, validate_set_cart_items};
 use cart_domain::proto::SetCartItems;
 use cart_domain::{Cart, CartError, ItemInterner, Mutation};
-use cart_store::{Event, EventStore, IdempotencyTag, NewEvent, StoreError};
+use cart_store::{Event, EventStore, Fence, IdempotencyTag, NewEvent, StoreError};
 
 use crate::idempotency::{IdempotencyKeys, Seen};
 use crate::{CartId, Clock, GrainError};
@@ -21,16 +21,28 @@ pub struct RuntimeOptions {
     pub idle_ttl: Duration,
     /// Most grains resident at once.
     pub max_grains: usize,
+    /// This node's name, recorded in the store when it claims a cart.
+    pub node: String,
 }
 
 impl Default for RuntimeOptions {
-    /// 15 minutes idle TTL, 200 000 grains.
+    /// 15 minutes idle TTL, 200 000 grains, node name `local`.
     fn default() -> Self {
         RuntimeOptions {
             idle_ttl: Duration::from_secs(15 * 60),
             max_grains: 200_000,
+            node: "local".into(),
         }
     }
+}
+
+/// Called before a grain activates on this node while another node holds
+/// the cart's claim: the cluster asks that node to flush and passivate its
+/// grain (ConfirmOwner). An error refuses the activation.
+#[async_trait::async_trait]
+pub trait Handover: Send + Sync + 'static {
+    /// Hands `cart` over from `previous_owner` to this node.
+    async fn take_over(&self, cart: &CartId, previous_owner: &str) -> Result<(), GrainError>;
 }
 
 /// A cart as answered to a client: its JSON and version.
@@ -70,6 +82,9 @@ struct Grain {
 struct GrainState {
     cart: Cart,
     keys: IdempotencyKeys,
+    /// The claim epoch this node holds on the cart; `None` until its first
+    /// append, which claims the cart.
+    epoch: Option<u64>,
 }
 
 /// The grains of this node.
@@ -81,6 +96,7 @@ pub struct GrainRuntime {
     grains: Mutex<HashMap<CartId, Arc<Grain>>>,
     options: RuntimeOptions,
     closing: AtomicBool,
+    handover: std::sync::OnceLock<Arc<dyn Handover>>,
 }
 
 impl GrainRuntime {
@@ -99,7 +115,18 @@ impl GrainRuntime {
             grains: Mutex::new(HashMap::new()),
             options,
             closing: AtomicBool::new(false),
+            handover: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Installs the cluster's handover step (once).
+    pub fn set_handover(&self, handover: Arc<dyn Handover>) {
+        let _ = self.handover.set(handover);
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.options.node
     }
 
     /// The cart's current state; [`GrainError::NotFound`] if it has no events.
@@ -220,16 +247,26 @@ impl GrainRuntime {
                 idempotency: if i == last { idempotency.clone() } else { None },
             })
             .collect();
+        let fence = match state.epoch {
+            Some(epoch) => Fence::Epoch(epoch),
+            None => Fence::Claim(self.options.node.clone()),
+        };
         match self
             .store
-            .append(id.as_str(), state.cart.version(), events)
+            .append(id.as_str(), state.cart.version(), fence, events)
             .await
         {
-            Ok(_) => {}
+            Ok(appended) => state.epoch = Some(appended.epoch),
             Err(StoreError::Conflict { expected, actual }) => {
                 tracing::warn!(cart = %id, expected, actual, "another writer appended first; reloading the grain");
                 *slot = None;
                 return Err(GrainError::Conflict);
+            }
+            Err(StoreError::Fenced { held, current }) => {
+                tracing::warn!(cart = %id, held, current, "fenced: another node claimed the cart; dropping the grain");
+                metrics::counter!("cart_grain_fenced_total").increment(1);
+                *slot = None;
+                return Err(GrainError::Fenced);
             }
             Err(e) => {
                 tracing::error!(cart = %id, error = %e, "append failed");
@@ -304,12 +341,22 @@ impl GrainRuntime {
     ) -> Result<&'a mut GrainState, GrainError> {
         if slot.is_none() {
             let started = std::time::Instant::now();
+            if let Some(handover) = self.handover.get()
+                && let Some(claim) = self.store.claim_of(id.as_str()).await?
+                && claim.owner != self.options.node
+            {
+                handover.take_over(id, &claim.owner).await?;
+            }
             let events = self.store.load(id.as_str()).await?;
             let (cart, keys) = self.replay(id, &events)?;
             metrics::counter!("cart_grain_activations_total").increment(1);
             metrics::histogram!("cart_grain_activation_duration_seconds").record(started.elapsed());
             tracing::debug!(cart = %id, events = events.len(), "grain activated");
-            *slot = Some(GrainState { cart, keys });
+            *slot = Some(GrainState {
+                cart,
+                keys,
+                epoch: None,
+            });
         }
         slot.as_mut().ok_or(GrainError::NotFound)
     }
@@ -418,6 +465,45 @@ impl GrainRuntime {
                 }
             }
         })
+    }
+
+    /// Flushes and passivates `id`'s grain (after its current turn) so that
+    /// another node can take the cart over. Returns whether it was resident.
+    pub async fn hand_over(&self, id: &CartId) -> Result<bool, GrainError> {
+        let grain = {
+            let grains = self.grains.lock().unwrap_or_else(PoisonError::into_inner);
+            grains.get(id).cloned()
+        };
+        let Some(grain) = grain else { return Ok(false) };
+        *grain.state.lock().await = None;
+        self.store.flush().await?;
+        drop(grain);
+        self.forget_if_unused(id);
+        metrics::counter!("cart_grain_passivations_total", "reason" => "handover").increment(1);
+        Ok(true)
+    }
+
+    /// Passivates idle grains whose carts `keep` rejects (after a membership
+    /// change, the carts this node no longer owns). Returns how many.
+    pub fn passivate_unless(&self, keep: impl Fn(&CartId) -> bool) -> usize {
+        let mut grains = self.grains.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = grains.len();
+        grains.retain(|id, g| Arc::strong_count(g) > 1 || keep(id));
+        let passivated = before - grains.len();
+        metrics::gauge!("cart_grains_resident").set(grains.len() as f64);
+        metrics::counter!("cart_grain_passivations_total", "reason" => "moved")
+            .increment(passivated as u64);
+        passivated
+    }
+
+    /// Ids of the resident grains.
+    pub fn resident_ids(&self) -> Vec<CartId> {
+        self.grains
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// How many grains are resident.

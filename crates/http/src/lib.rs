@@ -24,7 +24,7 @@ use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use cart_grain::GrainRuntime;
+use cart_grain::Carts;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -32,11 +32,16 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Renders the Prometheus exposition text.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Describes the cluster as JSON for `GET /api/cluster`.
+pub type ClusterStatus = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// What every handler needs.
 #[derive(Clone)]
 pub struct AppState {
-    /// The grains of this node.
-    pub runtime: Arc<GrainRuntime>,
+    /// The carts: local grains, or the cluster router.
+    pub carts: Arc<dyn Carts>,
+    /// This node's view of the cluster, when clustered.
+    pub cluster: Option<ClusterStatus>,
     /// Whether this node should receive traffic (`/readyz`).
     pub ready: Arc<AtomicBool>,
     /// Renders `/metrics`.

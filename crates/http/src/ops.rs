@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::AppState;
@@ -16,6 +16,7 @@ pub fn routes() -> Router<AppState> {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/api/cluster", get(cluster))
 }
 
 async fn ready(State(s): State<AppState>) -> impl IntoResponse {
@@ -27,9 +28,16 @@ async fn ready(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    metrics::gauge!("cart_grains_resident").set(s.runtime.resident() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         (s.metrics)(),
     )
+}
+
+/// `GET /api/cluster`: this node's view of the cluster.
+async fn cluster(State(s): State<AppState>) -> Response {
+    match &s.cluster {
+        Some(status) => axum::Json(status()).into_response(),
+        None => (StatusCode::NOT_FOUND, "not clustered").into_response(),
+    }
 }

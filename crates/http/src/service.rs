@@ -51,7 +51,7 @@ fn cart_id(raw: &str) -> Result<CartId, ApiError> {
 }
 
 async fn get_cart(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(response::cart(s.runtime.get(&cart_id(&id)?).await?))
+    Ok(response::cart(s.carts.get(&cart_id(&id)?).await?))
 }
 
 /// The write preconditions of a request: `If-Match`, and the
@@ -98,7 +98,7 @@ async fn mutate(
         if_match: write.if_match,
         idempotency,
     };
-    Ok(response::cart(s.runtime.mutate(&id, request).await?))
+    Ok(response::cart(s.carts.mutate(&id, request).await?))
 }
 
 /// The version in `If-Match` (`"5"`, `W/"5"` or `5`); `None` when absent or

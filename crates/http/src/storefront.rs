@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use cart_domain::Mutation;
-use cart_grain::{CartId, GrainError, GrainRuntime, MutateRequest};
+use cart_grain::{CartId, Carts, GrainError, MutateRequest};
 
 use crate::body::JsonBody;
 use crate::error::ApiError;
@@ -40,13 +40,13 @@ fn no_cart() -> ApiError {
 
 async fn get_cart(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = cookie::cart_id(&headers).ok_or_else(no_cart)?;
-    Ok(response::cart(s.runtime.get(&id).await?))
+    Ok(response::cart(s.carts.get(&id).await?))
 }
 
 /// Applies `mutations` to the cookie's cart; with `create`, a shopper with
 /// no cart gets a new one and its cookie.
 async fn mutate(
-    runtime: &Arc<GrainRuntime>,
+    carts: &Arc<dyn Carts>,
     headers: &HeaderMap,
     mutations: Vec<Mutation>,
     create: bool,
@@ -56,7 +56,7 @@ async fn mutate(
         None if create => (CartId::random(random_u64()?), true),
         None => return Err(no_cart()),
     };
-    let snapshot = runtime
+    let snapshot = carts
         .mutate(
             &id,
             MutateRequest {
@@ -83,7 +83,7 @@ async fn add(
     headers: HeaderMap,
     JsonBody(body): JsonBody<AddBody>,
 ) -> Result<Response, ApiError> {
-    mutate(&s.runtime, &headers, vec![requests::add(body)], true).await
+    mutate(&s.carts, &headers, vec![requests::add(body)], true).await
 }
 
 async fn add_many(
@@ -91,7 +91,7 @@ async fn add_many(
     headers: HeaderMap,
     JsonBody(body): JsonBody<ItemsBody>,
 ) -> Result<Response, ApiError> {
-    mutate(&s.runtime, &headers, requests::add_many(body), true).await
+    mutate(&s.carts, &headers, requests::add_many(body), true).await
 }
 
 async fn change_quantity(
@@ -100,7 +100,7 @@ async fn change_quantity(
     JsonBody(body): JsonBody<LineQuantityBody>,
 ) -> Result<Response, ApiError> {
     let m = requests::change_quantity(body.id, body.quantity);
-    mutate(&s.runtime, &headers, vec![m], false).await
+    mutate(&s.carts, &headers, vec![m], false).await
 }
 
 async fn remove_line(
@@ -109,7 +109,7 @@ async fn remove_line(
     Path(line_id): Path<i64>,
 ) -> Result<Response, ApiError> {
     mutate(
-        &s.runtime,
+        &s.carts,
         &headers,
         vec![requests::remove_item(line_id)],
         false,
@@ -133,7 +133,7 @@ async fn set_delivery(
     JsonBody(body): JsonBody<DeliveryBody>,
 ) -> Result<Response, ApiError> {
     mutate(
-        &s.runtime,
+        &s.carts,
         &headers,
         vec![requests::set_delivery(body)],
         false,
@@ -147,7 +147,7 @@ async fn remove_delivery(
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
     mutate(
-        &s.runtime,
+        &s.carts,
         &headers,
         vec![requests::remove_delivery(id)],
         false,
@@ -162,7 +162,7 @@ async fn set_pickup_point(
     JsonBody(body): JsonBody<cart_domain::PickupPoint>,
 ) -> Result<Response, ApiError> {
     mutate(
-        &s.runtime,
+        &s.carts,
         &headers,
         vec![requests::set_pickup_point(id, body)],
         false,

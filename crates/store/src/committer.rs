@@ -1,12 +1,13 @@
-//! The single writer of the log: batches concurrent appends into one write
-//! and one `fdatasync` (group commit).
+//! The single writer of the log in this process: batches concurrent appends
+//! into one write and one `fdatasync` (group commit).
 //!
 //! Appends arrive on a channel. The committer takes everything that is
-//! waiting, checks each append's expected version, writes all accepted
-//! records with one `write`, syncs once per the [`FsyncPolicy`], publishes the
-//! new offsets and only then answers. While it syncs, new appends queue up and
-//! form the next batch, so throughput grows with concurrency instead of being
-//! capped at one sync per request.
+//! waiting, locks the data directory against other processes, catches up with
+//! what they appended, checks each append's expected version and claim epoch,
+//! writes all accepted records with one `write`, syncs once per the
+//! [`FsyncPolicy`], publishes the new offsets, unlocks and only then answers.
+//! While it syncs, new appends queue up and form the next batch, so throughput
+//! grows with concurrency instead of being capped at one sync per request.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -17,10 +18,10 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use crate::file::Shared;
-use crate::record::{self, MAX_KEY_LEN};
+use crate::file::{LogIndex, Shared};
+use crate::record::{self, CLAIM_KIND, MAX_KEY_LEN};
 use crate::sync::{FsyncPolicy, SyncSchedule};
-use crate::{Event, NewEvent, StoreError};
+use crate::{Appended, Event, Fence, NewEvent, StoreError};
 
 /// Most commands taken into one batch.
 const MAX_BATCH: usize = 4096;
@@ -35,21 +36,24 @@ pub(crate) enum Command {
 pub(crate) struct AppendRequest {
     pub cart: String,
     pub expected: u64,
+    pub fence: Fence,
     pub events: Vec<NewEvent>,
-    pub reply: oneshot::Sender<Result<u64, StoreError>>,
+    pub reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
 struct Accepted {
-    reply: oneshot::Sender<Result<u64, StoreError>>,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
     cart: String,
     offsets: Vec<u64>,
-    version: u64,
+    claim: Option<(u64, String)>,
+    appended: Appended,
 }
 
 /// The committer's state; runs on its own thread until every sender is gone.
 pub(crate) struct Committer {
     pub file: File,
-    pub len: u64,
+    /// `data/LOCK`, held exclusively while a batch is checked and written.
+    pub lock: File,
     pub shared: Arc<Shared>,
     pub policy: FsyncPolicy,
 }
@@ -116,71 +120,35 @@ impl Committer {
         buf: &mut Vec<u8>,
         schedule: &mut Option<SyncSchedule>,
     ) {
-        buf.clear();
-        let mut accepted: Vec<Accepted> = Vec::new();
-        let mut flushes = Vec::new();
-        let mut pending: HashMap<String, u64> = HashMap::new();
-        for command in batch {
-            match command {
-                Command::Flush(reply) => flushes.push(reply),
-                Command::Append(req) => {
-                    if let Some(reason) = self.shared.poisoned() {
-                        let _ = req.reply.send(Err(StoreError::Unavailable(reason)));
-                        continue;
+        let (appends, flushes): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|c| matches!(c, Command::Append(_)));
+        if !appends.is_empty() {
+            if let Err(e) = self.lock.lock() {
+                let reason = format!("cannot lock the data directory: {e}");
+                for command in appends {
+                    if let Command::Append(req) = command {
+                        let _ = req.reply.send(Err(StoreError::Unavailable(reason.clone())));
                     }
-                    let current = match pending.get(&req.cart) {
-                        Some(v) => *v,
-                        None => self.shared.version(&req.cart),
-                    };
-                    if let Err(e) = check(&req, current) {
-                        let _ = req.reply.send(Err(e));
-                        continue;
-                    }
-                    let mut offsets = Vec::with_capacity(req.events.len());
-                    for (i, new) in req.events.into_iter().enumerate() {
-                        offsets.push(self.len + buf.len() as u64);
-                        let event = Event {
-                            seq: current + i as u64 + 1,
-                            kind: new.kind,
-                            timestamp_ms: new.timestamp_ms,
-                            payload: new.payload,
-                            idempotency: new.idempotency,
-                        };
-                        record::encode(buf, &req.cart, &event);
-                    }
-                    let version = current + offsets.len() as u64;
-                    pending.insert(req.cart.clone(), version);
-                    accepted.push(Accepted {
-                        reply: req.reply,
-                        cart: req.cart,
-                        offsets,
-                        version,
-                    });
+                }
+            } else {
+                let shared = Arc::clone(&self.shared);
+                let mut index = shared.index_mut();
+                self.commit_locked(&mut index, appends, buf, schedule);
+                drop(index);
+                if let Err(e) = self.lock.unlock() {
+                    self.shared
+                        .poison(format!("cannot unlock the data directory: {e}"));
                 }
             }
         }
-        if !accepted.is_empty() {
-            if let Err(e) = self.write_and_sync(buf, accepted.len(), schedule) {
-                let reason = e.to_string();
-                for a in accepted {
-                    let _ = a
-                        .reply
-                        .send(Err(StoreError::Io(std::io::Error::other(reason.clone()))));
-                }
-                for f in flushes {
-                    let _ = f.send(Err(StoreError::Unavailable(reason.clone())));
-                }
-                return;
-            }
-            self.shared.publish(
-                accepted
-                    .iter()
-                    .map(|a| (a.cart.as_str(), a.offsets.as_slice())),
-            );
-            for a in accepted {
-                let _ = a.reply.send(Ok(a.version));
-            }
-        }
+        let flushes: Vec<_> = flushes
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::Flush(reply) => Some(reply),
+                Command::Append(_) => None,
+            })
+            .collect();
         if !flushes.is_empty() {
             let result = self.sync(0).map_err(StoreError::Io);
             if let (Ok(()), Some(s)) = (&result, schedule.as_mut()) {
@@ -195,23 +163,125 @@ impl Committer {
         }
     }
 
+    /// Checks, writes and publishes a batch of appends while holding the
+    /// directory lock and the index.
+    fn commit_locked(
+        &mut self,
+        index: &mut LogIndex,
+        appends: Vec<Command>,
+        buf: &mut Vec<u8>,
+        schedule: &mut Option<SyncSchedule>,
+    ) {
+        if let Err(e) = self.shared.catch_up(index, Some(&self.file)) {
+            self.shared
+                .poison(format!("cannot read other writers' appends: {e}"));
+        }
+        let len = index.scanned;
+        buf.clear();
+        let mut accepted: Vec<Accepted> = Vec::new();
+        // Version and epoch of carts appended to earlier in this batch.
+        let mut pending: HashMap<String, (u64, u64)> = HashMap::new();
+        for command in appends {
+            let Command::Append(req) = command else {
+                continue;
+            };
+            if let Some(reason) = self.shared.poisoned() {
+                let _ = req.reply.send(Err(StoreError::Unavailable(reason)));
+                continue;
+            }
+            let (version, epoch) = match pending.get(&req.cart) {
+                Some(state) => *state,
+                None => index
+                    .carts
+                    .get(req.cart.as_str())
+                    .map_or((0, 0), |c| (c.offsets.len() as u64, c.epoch())),
+            };
+            if let Err(e) = check(&req, version, epoch) {
+                let _ = req.reply.send(Err(e));
+                continue;
+            }
+            let (epoch, claim) = match req.fence {
+                Fence::Epoch(e) => (e, None),
+                Fence::Claim(owner) => {
+                    let claimed = epoch + 1;
+                    let record = Event {
+                        seq: claimed,
+                        kind: CLAIM_KIND,
+                        timestamp_ms: 0,
+                        payload: owner.clone().into_bytes(),
+                        idempotency: None,
+                    };
+                    record::encode(buf, &req.cart, &record);
+                    (claimed, Some((claimed, owner)))
+                }
+            };
+            let mut offsets = Vec::with_capacity(req.events.len());
+            for (i, new) in req.events.into_iter().enumerate() {
+                offsets.push(len + buf.len() as u64);
+                let event = Event {
+                    seq: version + i as u64 + 1,
+                    kind: new.kind,
+                    timestamp_ms: new.timestamp_ms,
+                    payload: new.payload,
+                    idempotency: new.idempotency,
+                };
+                record::encode(buf, &req.cart, &event);
+            }
+            let appended = Appended {
+                version: version + offsets.len() as u64,
+                epoch,
+            };
+            pending.insert(req.cart.clone(), (appended.version, epoch));
+            accepted.push(Accepted {
+                reply: req.reply,
+                cart: req.cart,
+                offsets,
+                claim,
+                appended,
+            });
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        if let Err(e) = self.write_and_sync(buf, len, accepted.len(), schedule) {
+            let reason = e.to_string();
+            for a in accepted {
+                let _ = a
+                    .reply
+                    .send(Err(StoreError::Io(std::io::Error::other(reason.clone()))));
+            }
+            return;
+        }
+        index.scanned = len + buf.len() as u64;
+        for a in &accepted {
+            let entry = index.carts.entry(a.cart.as_str().into()).or_default();
+            entry.offsets.extend_from_slice(&a.offsets);
+            if let Some((epoch, owner)) = &a.claim {
+                entry.claim = Some((*epoch, owner.as_str().into()));
+            }
+        }
+        for a in accepted {
+            let _ = a.reply.send(Ok(a.appended));
+        }
+    }
+
     /// Writes `buf` and syncs per policy. On failure the store is poisoned
     /// when the file may hold records the index does not know.
     fn write_and_sync(
         &mut self,
         buf: &[u8],
+        len: u64,
         appends: usize,
         schedule: &mut Option<SyncSchedule>,
     ) -> std::io::Result<()> {
         if let Err(e) = self.file.write_all(buf) {
             // Cut off a partial write so the log stays a sequence of whole records.
-            if let Err(cut) = self.file.set_len(self.len) {
+            if let Err(cut) = self.file.set_len(len) {
                 self.shared
                     .poison(format!("write failed ({e}) and truncation failed ({cut})"));
             }
             return Err(e);
         }
-        self.len += buf.len() as u64;
         match self.policy {
             FsyncPolicy::Always => {
                 if let Err(e) = self.sync(appends) {
@@ -239,11 +309,19 @@ impl Committer {
     }
 }
 
-fn check(req: &AppendRequest, current: u64) -> Result<(), StoreError> {
-    if req.expected != current {
+fn check(req: &AppendRequest, version: u64, epoch: u64) -> Result<(), StoreError> {
+    if req.expected != version {
         return Err(StoreError::Conflict {
             expected: req.expected,
-            actual: current,
+            actual: version,
+        });
+    }
+    if let Fence::Epoch(held) = req.fence
+        && held != epoch
+    {
+        return Err(StoreError::Fenced {
+            held,
+            current: epoch,
         });
     }
     if req.cart.is_empty() || req.cart.len() > MAX_KEY_LEN {
@@ -251,7 +329,12 @@ fn check(req: &AppendRequest, current: u64) -> Result<(), StoreError> {
             "cart id must be 1..={MAX_KEY_LEN} bytes"
         )));
     }
-    if req.events.is_empty() {
+    if let Fence::Claim(owner) = &req.fence
+        && owner.len() > record::MAX_BODY_LEN / 2
+    {
+        return Err(StoreError::Invalid("owner name too long".into()));
+    }
+    if req.events.is_empty() && matches!(req.fence, Fence::Epoch(_)) {
         return Err(StoreError::Invalid(
             "an append needs at least one event".into(),
         ));

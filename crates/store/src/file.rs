@@ -1,34 +1,42 @@
-//! The embedded backend: every cart's events in one append-only log file.
+//! The embedded backend: every cart's events in one append-only log file,
+//! safe to share between processes.
 //!
 //! One shared log (rather than a file per cart) is what makes group commit
 //! work: a single `fdatasync` covers the appends of many carts. An in-memory
-//! index maps each cart to the offsets of its records; it is rebuilt by
-//! scanning the log when the store opens.
+//! index maps each cart to the offsets of its records and its current claim;
+//! it is built by scanning the log and kept current by reading what other
+//! processes appended ("catching up").
 //!
-//! Recovery on open: a record that fails its length or checksum check, with
-//! nothing valid after it, is a torn tail from a crash mid-write: the file is
-//! truncated to the last whole record and a warning is logged. A bad record
-//! *followed by* valid ones is damage in the middle of acknowledged data:
-//! the store refuses to open rather than silently drop it.
+//! Several processes may use one data directory (a cluster on a shared
+//! volume). Each commit batch runs under an exclusive `flock` of
+//! `data/LOCK`: catch up, check every append's expected version and claim
+//! epoch against the now-current index, write, sync, release. A writer that is
+//! behind, or whose claim was superseded, gets a conflict or is fenced; it can
+//! never fork a cart's log.
 //!
-//! The data directory is locked for the lifetime of the store, so two
-//! processes can never write one log.
+//! Recovery: a record that fails its length or checksum check, with nothing
+//! valid after it, is a torn tail from a crash mid-write. While holding the
+//! lock (at open and before every commit) the file is truncated to the last
+//! whole record and a warning is logged; without the lock the reader just
+//! stops there, as another process may be writing it. A bad record *followed
+//! by* valid ones is damage in the middle of acknowledged data: the store
+//! refuses to open (or to write) rather than silently drop it.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, ErrorKind, Read};
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard, mpsc};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
 use crate::committer::{AppendRequest, Command, Committer};
-use crate::record::{self, HEADER_LEN};
+use crate::record::{self, CLAIM_KIND, HEADER_LEN};
 use crate::sync::FsyncPolicy;
-use crate::{Event, EventStore, NewEvent, StoreError};
+use crate::{Appended, Claim, Event, EventStore, Fence, NewEvent, StoreError};
 
 /// Name of the log file inside the data directory.
 pub const LOG_FILE: &str = "events.log";
@@ -44,29 +52,40 @@ pub struct FileStoreOptions {
     pub fsync: FsyncPolicy,
 }
 
+/// What the index knows of one cart.
+#[derive(Debug, Default)]
+pub(crate) struct CartIndex {
+    /// Offsets of the cart's event records, in sequence order.
+    pub offsets: Vec<u64>,
+    /// The latest claim: epoch and owner.
+    pub claim: Option<(u64, Box<str>)>,
+}
+
+impl CartIndex {
+    pub(crate) fn epoch(&self) -> u64 {
+        self.claim.as_ref().map_or(0, |(epoch, _)| *epoch)
+    }
+}
+
+/// The index of the log and how far it has been read.
+#[derive(Debug, Default)]
+pub(crate) struct LogIndex {
+    pub carts: HashMap<Box<str>, CartIndex>,
+    /// Bytes of the log indexed so far; the next record starts here.
+    pub scanned: u64,
+}
+
 /// State shared by the committer thread and readers.
 pub(crate) struct Shared {
-    index: RwLock<HashMap<Box<str>, Vec<u64>>>,
+    path: PathBuf,
+    pub(crate) index: RwLock<LogIndex>,
     reader: File,
     poisoned: Mutex<Option<String>>,
 }
 
 impl Shared {
-    pub(crate) fn version(&self, cart: &str) -> u64 {
-        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-        index.get(cart).map_or(0, |offsets| offsets.len() as u64)
-    }
-
-    pub(crate) fn publish<'a>(&self, appended: impl Iterator<Item = (&'a str, &'a [u64])>) {
-        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
-        for (cart, offsets) in appended {
-            match index.get_mut(cart) {
-                Some(existing) => existing.extend_from_slice(offsets),
-                None => {
-                    index.insert(cart.into(), offsets.to_vec());
-                }
-            }
-        }
+    pub(crate) fn index_mut(&self) -> RwLockWriteGuard<'_, LogIndex> {
+        self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn poison(&self, reason: String) {
@@ -80,6 +99,30 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Indexes what was appended since the last scan. With `repair` (only
+    /// while holding the directory lock) a torn tail is truncated; without
+    /// it, reading stops before an incomplete record.
+    pub(crate) fn catch_up(
+        &self,
+        index: &mut LogIndex,
+        repair: Option<&File>,
+    ) -> Result<(), StoreError> {
+        if self.reader.metadata()?.len() <= index.scanned {
+            return Ok(());
+        }
+        let end = scan(&self.path, index)?;
+        if let (Some(why), Some(file)) = (end.problem, repair) {
+            truncate_torn_tail(&self.path, file, index.scanned, why)?;
+        }
+        Ok(())
+    }
+
+    fn caught_up(&self) -> Result<RwLockWriteGuard<'_, LogIndex>, StoreError> {
+        let mut index = self.index_mut();
+        self.catch_up(&mut index, None)?;
+        Ok(index)
     }
 
     fn read_event(&self, offset: u64) -> Result<(String, Event), StoreError> {
@@ -98,13 +141,11 @@ impl Shared {
 pub struct FileStore {
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
-    _lock: File,
 }
 
 impl FileStore {
     /// Opens (or creates) the store in `options.dir`, recovering from a torn
-    /// tail. Fails if another process holds the directory or the log is
-    /// damaged in the middle.
+    /// tail. Fails if the log is damaged in the middle.
     pub fn open(options: FileStoreOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&options.dir)?;
         let lock = OpenOptions::new()
@@ -112,12 +153,6 @@ impl FileStore {
             .truncate(false)
             .write(true)
             .open(options.dir.join(LOCK_FILE))?;
-        lock.try_lock().map_err(|_| {
-            StoreError::Unavailable(format!(
-                "data directory {} is in use by another process",
-                options.dir.display()
-            ))
-        })?;
         let path = options.dir.join(LOG_FILE);
         let file = OpenOptions::new()
             .create(true)
@@ -125,36 +160,40 @@ impl FileStore {
             .append(true)
             .open(&path)?;
         let started = Instant::now();
-        let (index, len) = scan(&path, &file)?;
-        let events: usize = index.values().map(Vec::len).sum();
+        let mut index = LogIndex::default();
+        lock.lock()?;
+        let scanned = scan(&path, &mut index).and_then(|end| match end.problem {
+            Some(why) => truncate_torn_tail(&path, &file, index.scanned, why),
+            None => Ok(()),
+        });
+        lock.unlock()?;
+        scanned?;
+        let events: usize = index.carts.values().map(|c| c.offsets.len()).sum();
         tracing::info!(
             path = %path.display(),
-            carts = index.len(),
+            carts = index.carts.len(),
             events,
-            bytes = len,
+            bytes = index.scanned,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "event log opened"
         );
         let shared = Arc::new(Shared {
             index: RwLock::new(index),
             reader: File::open(&path)?,
+            path,
             poisoned: Mutex::new(None),
         });
         let (commands, rx) = mpsc::channel();
         let committer = Committer {
             file,
-            len,
+            lock,
             shared: Arc::clone(&shared),
             policy: options.fsync,
         };
         std::thread::Builder::new()
             .name("event-log-committer".into())
             .spawn(move || committer.run(rx))?;
-        Ok(FileStore {
-            shared,
-            commands,
-            _lock: lock,
-        })
+        Ok(FileStore { shared, commands })
     }
 
     fn send(&self, command: Command) -> Result<(), StoreError> {
@@ -162,25 +201,27 @@ impl FileStore {
             .send(command)
             .map_err(|_| StoreError::Unavailable("the event log committer has stopped".into()))
     }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || f(&shared))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("log reader failed: {e}")))?
+    }
 }
 
 #[async_trait]
 impl EventStore for FileStore {
     async fn load(&self, cart: &str) -> Result<Vec<Event>, StoreError> {
-        let offsets = {
-            let index = self
-                .shared
-                .index
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            match index.get(cart) {
-                Some(offsets) => offsets.clone(),
-                None => return Ok(Vec::new()),
-            }
-        };
-        let shared = Arc::clone(&self.shared);
         let cart = cart.to_owned();
-        tokio::task::spawn_blocking(move || {
+        self.blocking(move |shared| {
+            let offsets = match shared.caught_up()?.carts.get(cart.as_str()) {
+                Some(c) => c.offsets.clone(),
+                None => return Ok(Vec::new()),
+            };
             offsets
                 .iter()
                 .map(|&offset| {
@@ -195,20 +236,21 @@ impl EventStore for FileStore {
                 .collect()
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("log reader failed: {e}")))?
     }
 
     async fn append(
         &self,
         cart: &str,
         expected_version: u64,
+        fence: Fence,
         events: Vec<NewEvent>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let started = Instant::now();
         let (reply, answer) = oneshot::channel();
         self.send(Command::Append(AppendRequest {
             cart: cart.to_owned(),
             expected: expected_version,
+            fence,
             events,
             reply,
         }))?;
@@ -217,6 +259,20 @@ impl EventStore for FileStore {
             .map_err(|_| StoreError::Unavailable("the event log committer has stopped".into()))?;
         metrics::histogram!("cart_log_append_duration_seconds").record(started.elapsed());
         result
+    }
+
+    async fn claim_of(&self, cart: &str) -> Result<Option<Claim>, StoreError> {
+        let cart = cart.to_owned();
+        self.blocking(move |shared| {
+            let index = shared.caught_up()?;
+            Ok(index.carts.get(cart.as_str()).and_then(|c| {
+                c.claim.as_ref().map(|(epoch, owner)| Claim {
+                    epoch: *epoch,
+                    owner: owner.to_string(),
+                })
+            }))
+        })
+        .await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -228,23 +284,32 @@ impl EventStore for FileStore {
     }
 
     async fn cart_ids(&self) -> Result<Vec<String>, StoreError> {
-        let index = self
-            .shared
-            .index
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        Ok(index.keys().map(|k| k.to_string()).collect())
+        self.blocking(|shared| {
+            let index = shared.caught_up()?;
+            Ok(index
+                .carts
+                .iter()
+                .filter(|(_, c)| !c.offsets.is_empty())
+                .map(|(k, _)| k.to_string())
+                .collect())
+        })
+        .await
     }
 }
 
-type Index = HashMap<Box<str>, Vec<u64>>;
+/// Where a scan stopped.
+struct ScanEnd {
+    /// Why it stopped before the end of the file, if it did.
+    problem: Option<&'static str>,
+}
 
-/// Reads the whole log, building the index. Truncates a torn tail; refuses
-/// damage that is followed by valid records.
-fn scan(path: &Path, file: &File) -> Result<(Index, u64), StoreError> {
-    let mut index: Index = HashMap::new();
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let mut pos: u64 = 0;
+/// Indexes records from `index.scanned` to the end of the file, stopping at
+/// the first incomplete or invalid record. Refuses (with `Corrupt`) when a
+/// valid record follows an invalid one.
+fn scan(path: &Path, index: &mut LogIndex) -> Result<ScanEnd, StoreError> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(index.scanned))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut body = Vec::new();
     let problem = loop {
         let mut header = [0u8; HEADER_LEN];
@@ -265,34 +330,52 @@ fn scan(path: &Path, file: &File) -> Result<(Index, u64), StoreError> {
             Ok(decoded) => decoded,
             Err(why) => break Some(why),
         };
-        let offsets = index.entry(cart.into_boxed_str()).or_default();
-        if event.seq != offsets.len() as u64 + 1 {
-            break Some("sequence number out of order");
+        let entry = index.carts.entry(cart.into_boxed_str()).or_default();
+        if event.kind == CLAIM_KIND {
+            if event.seq <= entry.epoch() {
+                break Some("claim epoch out of order");
+            }
+            let owner = String::from_utf8_lossy(&event.payload)
+                .into_owned()
+                .into_boxed_str();
+            entry.claim = Some((event.seq, owner));
+        } else {
+            if event.seq != entry.offsets.len() as u64 + 1 {
+                break Some("sequence number out of order");
+            }
+            entry.offsets.push(index.scanned);
         }
-        offsets.push(pos);
-        pos += (HEADER_LEN + h.body_len) as u64;
+        index.scanned += (HEADER_LEN + h.body_len) as u64;
     };
-    if let Some(why) = problem {
-        let file_len = file.metadata()?.len();
-        if let Some(valid) = valid_record_after(path, pos + 1)? {
-            return Err(StoreError::Corrupt(format!(
-                "{}: record at offset {pos} is damaged ({why}) but a valid record follows at \
-                 offset {valid}; refusing to drop acknowledged events. Restore the file from \
-                 a backup or move it aside.",
-                path.display()
-            )));
-        }
-        tracing::warn!(
-            path = %path.display(),
-            offset = pos,
-            dropped_bytes = file_len - pos,
-            reason = why,
-            "torn tail in the event log: truncating to the last whole record"
-        );
-        file.set_len(pos)?;
-        file.sync_all()?;
+    if problem.is_some()
+        && let Some(valid) = valid_record_after(path, index.scanned + 1)?
+    {
+        return Err(StoreError::Corrupt(format!(
+            "{}: record at offset {} is damaged ({}) but a valid record follows at offset \
+             {valid}; refusing to drop acknowledged events. Restore the file from a backup or \
+             move it aside.",
+            path.display(),
+            index.scanned,
+            problem.unwrap_or_default(),
+        )));
     }
-    Ok((index, pos))
+    Ok(ScanEnd { problem })
+}
+
+/// Cuts a torn tail off the log. Only called while holding the directory
+/// lock, when no other process can be writing.
+fn truncate_torn_tail(path: &Path, file: &File, at: u64, why: &str) -> Result<(), StoreError> {
+    let file_len = file.metadata()?.len();
+    tracing::warn!(
+        path = %path.display(),
+        offset = at,
+        dropped_bytes = file_len.saturating_sub(at),
+        reason = why,
+        "torn tail in the event log: truncating to the last whole record"
+    );
+    file.set_len(at)?;
+    file.sync_all()?;
+    Ok(())
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.
@@ -313,7 +396,7 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 fn valid_record_after(path: &Path, from: u64) -> Result<Option<u64>, StoreError> {
     let mut rest = Vec::new();
     let mut f = File::open(path)?;
-    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(from))?;
+    f.seek(SeekFrom::Start(from))?;
     f.read_to_end(&mut rest)?;
     for start in 0..rest.len() {
         if rest[start] != record::MAGIC || rest.len() - start < HEADER_LEN {

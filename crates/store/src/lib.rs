@@ -45,6 +45,35 @@ pub struct Event {
     pub idempotency: Option<IdempotencyTag>,
 }
 
+/// Who may write a cart: the node that last claimed it, at an epoch that
+/// grows with every claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Grows by one with every claim of the cart.
+    pub epoch: u64,
+    /// The node that made the claim.
+    pub owner: String,
+}
+
+/// How an append proves its writer still owns the cart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fence {
+    /// The writer holds the claim at this epoch; the append fails with
+    /// [`StoreError::Fenced`] if anyone has claimed the cart since.
+    Epoch(u64),
+    /// Claim the cart for this owner (epoch + 1) atomically with the append.
+    Claim(String),
+}
+
+/// The result of a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The cart's version after the append.
+    pub version: u64,
+    /// The writer's claim epoch, to pass as [`Fence::Epoch`] next time.
+    pub epoch: u64,
+}
+
 /// An event to append; the store assigns its sequence number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
@@ -72,6 +101,14 @@ pub enum StoreError {
     /// The input cannot be stored (for example a cart id that is too long).
     #[error("cannot store: {0}")]
     Invalid(String),
+    /// Another writer claimed the cart after this writer's claim.
+    #[error("fenced: the cart was claimed at epoch {current}, this writer holds epoch {held}")]
+    Fenced {
+        /// The writer's epoch.
+        held: u64,
+        /// The cart's current claim epoch.
+        current: u64,
+    },
     /// The store failed to read or write; nothing of the failed append is
     /// acknowledged.
     #[error("storage I/O failed: {0}")]
@@ -90,15 +127,19 @@ pub trait EventStore: Send + Sync + 'static {
     /// All events of `cart`, in sequence order; empty for an unknown cart.
     async fn load(&self, cart: &str) -> Result<Vec<Event>, StoreError>;
 
-    /// Appends `events` to `cart` if its log is at `expected_version`, all or
-    /// none, durably per the store's policy before returning. Returns the new
-    /// version.
+    /// Appends `events` to `cart` if its log is at `expected_version` and the
+    /// `fence` holds, all or none, durably per the store's policy before
+    /// returning.
     async fn append(
         &self,
         cart: &str,
         expected_version: u64,
+        fence: Fence,
         events: Vec<NewEvent>,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<Appended, StoreError>;
+
+    /// The cart's current claim, if it was ever claimed.
+    async fn claim_of(&self, cart: &str) -> Result<Option<Claim>, StoreError>;
 
     /// Makes everything appended so far durable.
     async fn flush(&self) -> Result<(), StoreError>;

@@ -6,10 +6,14 @@
 //!        | key_len u8 | key | [fingerprint u64 if key_len > 0] | payload
 //! ```
 //! A record is valid only if the magic, the length and the checksum all hold,
-//! so a torn write or flipped bit is always detected.
+//! so a torn write or flipped bit is always detected. A record of kind
+//! [`CLAIM_KIND`] is an ownership claim, not a cart event.
 
 use crate::{Event, IdempotencyTag};
 
+/// Type code of a claim record: `seq` holds the claim epoch and the payload
+/// the owner. Mutation type codes start at 1.
+pub const CLAIM_KIND: u8 = 0;
 /// First byte of every record.
 pub const MAGIC: u8 = 0xCA;
 /// Bytes before the body.

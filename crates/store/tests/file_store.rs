@@ -5,8 +5,23 @@ use std::io::{Seek, SeekFrom, Write};
 use std::sync::Arc;
 
 use cart_store::{
-    EventStore, FileStore, FileStoreOptions, FsyncPolicy, IdempotencyTag, NewEvent, StoreError,
+    Claim, EventStore, Fence, FileStore, FileStoreOptions, FsyncPolicy, IdempotencyTag, NewEvent,
+    StoreError,
 };
+
+/// Appends as the owner "n1", claiming the cart with the first append.
+async fn put(
+    store: &FileStore,
+    cart: &str,
+    expected: u64,
+    events: Vec<NewEvent>,
+) -> Result<u64, StoreError> {
+    let fence = match store.claim_of(cart).await? {
+        Some(Claim { epoch, owner }) if owner == "n1" => Fence::Epoch(epoch),
+        _ => Fence::Claim("n1".into()),
+    };
+    Ok(store.append(cart, expected, fence, events).await?.version)
+}
 
 fn open(dir: &std::path::Path) -> Result<FileStore, StoreError> {
     FileStore::open(FileStoreOptions {
@@ -34,14 +49,11 @@ async fn appends_load_back_in_order_with_sequence_numbers() {
     let store = open(dir.path()).unwrap();
     assert!(store.load("a").await.unwrap().is_empty());
     assert_eq!(
-        store
-            .append("a", 0, vec![event(1), event(2)])
-            .await
-            .unwrap(),
+        put(&store, "a", 0, vec![event(1), event(2)]).await.unwrap(),
         2
     );
-    assert_eq!(store.append("b", 0, vec![event(9)]).await.unwrap(), 1);
-    assert_eq!(store.append("a", 2, vec![event(3)]).await.unwrap(), 3);
+    assert_eq!(put(&store, "b", 0, vec![event(9)]).await.unwrap(), 1);
+    assert_eq!(put(&store, "a", 2, vec![event(3)]).await.unwrap(), 3);
     let a = store.load("a").await.unwrap();
     assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(
@@ -58,8 +70,8 @@ async fn appends_load_back_in_order_with_sequence_numbers() {
 async fn a_writer_that_is_behind_gets_a_conflict_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).unwrap();
-    store.append("a", 0, vec![event(1)]).await.unwrap();
-    let err = store.append("a", 0, vec![event(2)]).await.unwrap_err();
+    put(&store, "a", 0, vec![event(1)]).await.unwrap();
+    let err = put(&store, "a", 0, vec![event(2)]).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -70,7 +82,7 @@ async fn a_writer_that_is_behind_gets_a_conflict_and_nothing_is_written() {
         ),
         "{err:?}"
     );
-    let err = store.append("a", 5, vec![event(2)]).await.unwrap_err();
+    let err = put(&store, "a", 5, vec![event(2)]).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -93,8 +105,7 @@ async fn concurrent_appends_to_many_carts_all_land() {
         let store = Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
             for v in 0..20u64 {
-                store
-                    .append(&format!("cart-{cart}"), v, vec![event(1)])
+                put(&store, &format!("cart-{cart}"), v, vec![event(1)])
                     .await
                     .unwrap();
             }
@@ -124,7 +135,7 @@ async fn idempotency_tags_survive_a_reopen() {
         let store = open(dir.path()).unwrap();
         let mut e = event(4);
         e.idempotency = Some(tag.clone());
-        store.append("a", 0, vec![event(3), e]).await.unwrap();
+        put(&store, "a", 0, vec![event(3), e]).await.unwrap();
     }
     let store = open(dir.path()).unwrap();
     let events = store.load("a").await.unwrap();
@@ -133,16 +144,119 @@ async fn idempotency_tags_survive_a_reopen() {
 }
 
 #[tokio::test]
-async fn a_second_process_cannot_open_the_same_directory() {
+async fn two_writers_on_one_directory_see_and_fence_each_other() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = open(dir.path()).unwrap();
-    assert!(matches!(open(dir.path()), Err(StoreError::Unavailable(_))));
+    // Two stores on one directory behave as two processes would: each has
+    // its own lock and index and catches up with the other's appends.
+    let a = open(dir.path()).unwrap();
+    let b = open(dir.path()).unwrap();
+    let first = a
+        .append("c", 0, Fence::Claim("a".into()), vec![event(1)])
+        .await
+        .unwrap();
+    assert_eq!((first.version, first.epoch), (1, 1));
+    assert_eq!(b.load("c").await.unwrap().len(), 1, "b sees a's append");
+    assert_eq!(
+        b.claim_of("c").await.unwrap(),
+        Some(Claim {
+            epoch: 1,
+            owner: "a".into()
+        })
+    );
+    // b takes the cart over: its claim fences a.
+    let taken = b
+        .append("c", 1, Fence::Claim("b".into()), vec![event(2)])
+        .await
+        .unwrap();
+    assert_eq!((taken.version, taken.epoch), (2, 2));
+    let err = a
+        .append("c", 2, Fence::Epoch(1), vec![event(3)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Fenced {
+                held: 1,
+                current: 2
+            }
+        ),
+        "{err:?}"
+    );
+    // A writer that is behind gets a conflict even with the right epoch.
+    let err = b
+        .append("c", 1, Fence::Epoch(2), vec![event(3)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 1,
+                actual: 2
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        b.append("c", 2, Fence::Epoch(2), vec![event(3)])
+            .await
+            .unwrap()
+            .version,
+        3
+    );
+    let seqs: Vec<u64> = a.load("c").await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_on_one_directory_never_fork_a_cart() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores: Vec<Arc<FileStore>> = (0..3)
+        .map(|_| Arc::new(open(dir.path()).unwrap()))
+        .collect();
+    let mut tasks = Vec::new();
+    for (n, store) in stores.iter().enumerate() {
+        let store = Arc::clone(store);
+        tasks.push(tokio::spawn(async move {
+            let mut won = 0;
+            for _ in 0..40 {
+                // Everyone races to claim and append to the same cart.
+                let version = store.load("hot").await.unwrap().len() as u64;
+                let owner = format!("n{n}");
+                if store
+                    .append("hot", version, Fence::Claim(owner), vec![event(1)])
+                    .await
+                    .is_ok()
+                {
+                    won += 1;
+                }
+            }
+            won
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let events = stores[0].load("hot").await.unwrap();
+    assert_eq!(
+        events.len() as u64,
+        total,
+        "every successful append is in the log once"
+    );
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.seq == i as u64 + 1)
+    );
 }
 
 async fn write_two_carts(dir: &std::path::Path) -> u64 {
     let store = open(dir).unwrap();
-    store.append("a", 0, vec![event(10)]).await.unwrap();
-    store.append("b", 0, vec![event(20)]).await.unwrap();
+    put(&store, "a", 0, vec![event(10)]).await.unwrap();
+    put(&store, "b", 0, vec![event(20)]).await.unwrap();
     drop(store);
     std::fs::metadata(log_path(dir)).unwrap().len()
 }
@@ -164,7 +278,7 @@ async fn a_torn_tail_is_truncated_and_the_store_keeps_working() {
         store.load("b").await.unwrap().is_empty(),
         "the torn record is gone"
     );
-    assert_eq!(store.append("b", 0, vec![event(21)]).await.unwrap(), 1);
+    assert_eq!(put(&store, "b", 0, vec![event(21)]).await.unwrap(), 1);
     drop(store);
     let store = open(dir.path()).unwrap();
     assert_eq!(store.load("b").await.unwrap()[0].payload, vec![21; 21]);
@@ -235,7 +349,7 @@ async fn batch_and_never_policies_still_persist_after_flush() {
                 fsync: policy,
             })
             .unwrap();
-            store.append("a", 0, vec![event(1)]).await.unwrap();
+            put(&store, "a", 0, vec![event(1)]).await.unwrap();
             store.flush().await.unwrap();
         }
         let store = open(dir.path()).unwrap();

@@ -1,0 +1,12 @@
+//! Generates the CartActor and ControlPlane gRPC code with the pure-Rust
+//! `protox` compiler: no system `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = "../../proto";
+    for file in ["cart_actor.proto", "control_plane.proto"] {
+        println!("cargo:rerun-if-changed={dir}/{file}");
+    }
+    let descriptors = protox::compile(["cart_actor.proto", "control_plane.proto"], [dir])?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}
