@@ -17,12 +17,65 @@ pub enum LogFormat {
     Json,
 }
 
+/// How peers are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiscoveryKind {
+    /// The fixed `--peers` list (empty: a single node).
+    Static,
+    /// Re-resolve `--dns-name` (a headless service) periodically.
+    Dns,
+}
+
 /// Settings of the cart service.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address the HTTP API listens on.
     #[arg(long, env = "CART_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+
+    /// Address the CartActor gRPC service listens on.
+    #[arg(long, env = "CART_GRPC_ADDR", default_value = "0.0.0.0:1337")]
+    pub grpc_addr: SocketAddr,
+
+    /// Address the ControlPlane gRPC service listens on.
+    #[arg(long, env = "CART_CONTROL_ADDR", default_value = "0.0.0.0:1338")]
+    pub control_addr: SocketAddr,
+
+    /// Host (name or IP) other nodes reach this node at. Defaults to
+    /// `$POD_IP`, else the listen IP when it is not a wildcard, else the
+    /// host name.
+    #[arg(long, env = "CART_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
+
+    /// How peers are found.
+    #[arg(long, env = "CART_DISCOVERY", value_enum, default_value_t = DiscoveryKind::Static)]
+    pub discovery: DiscoveryKind,
+
+    /// Peers for `--discovery static`, comma separated, each
+    /// `host[:grpc_port[:control_port]]`.
+    #[arg(long, env = "CART_PEERS", value_delimiter = ',')]
+    pub peers: Vec<cart_cluster::NodeAddr>,
+
+    /// Name to resolve for `--discovery dns`; every address is a peer on the
+    /// default ports (or those of `--grpc-addr`/`--control-addr`).
+    #[arg(long, env = "CART_DNS_NAME")]
+    pub dns_name: Option<String>,
+
+    /// How often every member is pinged.
+    #[arg(long, env = "CART_PING_INTERVAL", default_value = "300ms", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// Missed pings in a row before a member is evicted.
+    #[arg(long, env = "CART_PING_MISSES", default_value_t = 3)]
+    pub ping_misses: u32,
+
+    /// Deadline of every node-to-node call.
+    #[arg(long, env = "CART_RPC_DEADLINE", default_value = "400ms", value_parser = parse_duration)]
+    pub rpc_deadline: Duration,
+
+    /// How often discovery is polled and the member view negotiated.
+    #[arg(long, env = "CART_DISCOVERY_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub discovery_interval: Duration,
 
     /// Directory of the event log.
     #[arg(long, env = "CART_DATA_DIR", default_value = "./data")]

@@ -1,17 +1,23 @@
-//! `cart-actor serve`: wires store, catalogue, grains and HTTP together and
-//! runs until SIGTERM or SIGINT, then drains and flushes.
+//! `cart-actor serve`: wires store, catalogue, grains, cluster and HTTP
+//! together and runs until SIGTERM or SIGINT, then leaves the cluster, drains
+//! and flushes.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use cart_catalog::{Catalog, FileCatalog, HttpCatalog, HttpCatalogOptions, Markets, Resolver};
-use cart_grain::{GrainRuntime, RuntimeOptions, SystemClock};
+use cart_cluster::discovery::{Discovery, DnsPeers, StaticPeers};
+use cart_cluster::{Cluster, ClusterOptions, NodeAddr};
+use cart_grain::{Clock, GrainRuntime, RuntimeOptions, SystemClock};
 use cart_http::AppState;
 use cart_store::{FileStore, FileStoreOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-use crate::config::ServeArgs;
+use crate::config::{DiscoveryKind, ServeArgs};
 use crate::telemetry;
 
 /// Runs the service.
@@ -38,6 +44,46 @@ fn catalog(args: &ServeArgs) -> anyhow::Result<Arc<dyn Catalog>> {
     })
 }
 
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// The host peers reach this node at.
+fn advertise_host(args: &ServeArgs) -> String {
+    if let Some(host) = &args.advertise_host {
+        return host.clone();
+    }
+    if let Ok(ip) = std::env::var("POD_IP") {
+        return ip;
+    }
+    if !args.grpc_addr.ip().is_unspecified() {
+        return args.grpc_addr.ip().to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn discovery(args: &ServeArgs, me: &NodeAddr) -> anyhow::Result<Arc<dyn Discovery>> {
+    Ok(match args.discovery {
+        DiscoveryKind::Static => Arc::new(StaticPeers(args.peers.clone())),
+        DiscoveryKind::Dns => Arc::new(DnsPeers {
+            name: args
+                .dns_name
+                .clone()
+                .context("--discovery dns needs --dns-name")?,
+            grpc_port: me.grpc_port,
+            control_port: me.control_port,
+        }),
+    })
+}
+
 async fn serve(
     args: ServeArgs,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -55,52 +101,99 @@ async fn serve(
     let store = tokio::task::spawn_blocking(move || FileStore::open(options))
         .await?
         .with_context(|| format!("cannot open the event store in {}", args.data_dir.display()))?;
+
+    let (http_listener, http_addr) = bind(args.http_addr, "HTTP").await?;
+    let (grpc_listener, grpc_addr) = bind(args.grpc_addr, "CartActor gRPC").await?;
+    let (control_listener, control_addr) = bind(args.control_addr, "ControlPlane gRPC").await?;
+    let me = NodeAddr {
+        host: advertise_host(&args),
+        grpc_port: grpc_addr.port(),
+        control_port: control_addr.port(),
+    };
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let grains = GrainRuntime::new(
         Arc::new(store),
         resolver,
-        Arc::new(SystemClock),
+        Arc::clone(&clock),
         RuntimeOptions {
             idle_ttl: args.idle_ttl,
             max_grains: args.max_grains,
-            node: "local".into(),
+            node: me.to_string(),
         },
     );
     grains.spawn_passivation();
+    let mut cluster_options = ClusterOptions::new(me.clone());
+    cluster_options.ping_interval = args.ping_interval;
+    cluster_options.max_misses = args.ping_misses;
+    cluster_options.rpc_deadline = args.rpc_deadline;
+    cluster_options.discovery_interval = args.discovery_interval;
+    let cluster = Cluster::new(
+        cluster_options,
+        Arc::clone(&grains),
+        discovery(&args, &me)?,
+        clock,
+    );
 
-    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_grpc, grpc_stopped) = watch::channel(false);
+    let mut grpc_servers = Vec::new();
+    for listener in [grpc_listener, control_listener] {
+        let cluster = Arc::clone(&cluster);
+        let mut stopped = grpc_stopped.clone();
+        grpc_servers.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            cluster.serve(listener, shutdown).await
+        }));
+    }
+    cluster.spawn_loops();
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let ready = {
+        let (cluster, draining) = (Arc::clone(&cluster), Arc::clone(&draining));
+        Arc::new(move || cluster.is_ready() && !draining.load(Ordering::SeqCst))
+    };
     let render = Arc::new(move || {
         if let Some(rss) = telemetry::resident_bytes() {
             metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
         }
         metrics.render()
     });
+    let status = {
+        let cluster = Arc::clone(&cluster);
+        Arc::new(move || cluster.status())
+    };
     let app = cart_http::router(AppState {
-        carts: Arc::new(Arc::clone(&grains)),
-        cluster: None,
-        ready: Arc::clone(&ready),
+        carts: cluster.carts(),
+        cluster: Some(status),
+        ready,
         metrics: render,
     });
-    let listener = tokio::net::TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.http_addr))?;
-    let http_addr = listener.local_addr()?;
-    ready.store(true, Ordering::SeqCst);
-    tracing::info!(%http_addr, data_dir = %args.data_dir.display(), fsync = ?args.fsync, catalog = %args.catalog, "listening");
+    tracing::info!(
+        %http_addr, %grpc_addr, %control_addr, node = %me,
+        data_dir = %args.data_dir.display(), fsync = ?args.fsync, catalog = %args.catalog,
+        "listening"
+    );
 
     let stopping = Arc::new(tokio::sync::Notify::new());
     let drain = {
-        let grains = Arc::clone(&grains);
-        let ready = Arc::clone(&ready);
-        let stopping = Arc::clone(&stopping);
+        let (grains, cluster, draining, stopping) = (
+            Arc::clone(&grains),
+            Arc::clone(&cluster),
+            Arc::clone(&draining),
+            Arc::clone(&stopping),
+        );
         async move {
             shutdown_signal().await;
-            tracing::info!("shutting down: draining in-flight requests");
-            ready.store(false, Ordering::SeqCst);
+            tracing::info!("shutting down: leaving the cluster, draining in-flight requests");
+            draining.store(true, Ordering::SeqCst);
+            cluster.leave().await;
             grains.begin_shutdown();
             stopping.notify_one();
         }
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(drain);
+    let server = axum::serve(http_listener, app).with_graceful_shutdown(drain);
     let server = tokio::spawn(async move { server.await });
     let outcome = tokio::select! {
         result = server => result.context("HTTP server task failed")?.context("HTTP server failed"),
@@ -112,6 +205,15 @@ async fn serve(
             Ok(())
         }
     };
+    stop_grpc.send_replace(true);
+    for server in grpc_servers {
+        match tokio::time::timeout(args.shutdown_timeout, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
+            Err(_) => tracing::warn!("gRPC server did not stop in time"),
+        }
+    }
     grains
         .flush()
         .await

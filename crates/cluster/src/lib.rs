@@ -1,1 +1,44 @@
-//! placeholder
+//! The cluster: any node takes any request; each cart lives on exactly one
+//! node; nodes talk gRPC.
+//!
+//! - [`node`]: node addresses (`host[:grpc[:control]]`).
+//! - [`membership`]: the member view, failure detection by missed pings,
+//!   Closing notices.
+//! - [`placement`]: rendezvous hashing of carts over the member view.
+//! - [`discovery`]: where candidate members come from (static list, DNS).
+//! - [`client`]: one gRPC channel per remote host, deadlines, compression.
+//! - [`router`]: the cluster's [`cart_grain::Carts`]: serve locally or forward
+//!   to the owner over CartActor, one hop, retried once when an owner change
+//!   is certain not to have applied the request.
+//! - [`handover`]: ConfirmOwner before a grain activates on a new owner.
+//! - [`server`]: the CartActor and ControlPlane gRPC services.
+//! - [`cluster`]: wires it together and runs the background loops.
+
+pub mod client;
+pub mod cluster;
+pub mod discovery;
+pub mod handover;
+pub mod mapping;
+pub mod membership;
+pub mod metrics_layer;
+pub mod node;
+pub mod placement;
+pub mod router;
+pub mod server;
+
+/// Code generated from `proto/cart_actor.proto` and `proto/control_plane.proto`.
+pub mod proto {
+    /// The CartActor service (port 1337).
+    pub mod cart {
+        #![allow(missing_docs, clippy::all)]
+        tonic::include_proto!("cart");
+    }
+    /// The ControlPlane service (port 1338).
+    pub mod control {
+        #![allow(missing_docs, clippy::all)]
+        tonic::include_proto!("control");
+    }
+}
+
+pub use cluster::{Cluster, ClusterOptions};
+pub use node::NodeAddr;

@@ -308,7 +308,7 @@ impl GrainRuntime {
     }
 
     /// Resolves add-by-SKU requests through the catalogue.
-    async fn resolve(&self, mutations: Vec<Mutation>) -> Result<Vec<Mutation>, GrainError> {
+    pub async fn resolve(&self, mutations: Vec<Mutation>) -> Result<Vec<Mutation>, GrainError> {
         let mut out = Vec::with_capacity(mutations.len());
         for m in mutations {
             out.push(match m {

@@ -20,7 +20,6 @@ pub mod service;
 pub mod storefront;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -31,6 +30,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Renders the Prometheus exposition text.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Says whether the node should receive traffic.
+pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Describes the cluster as JSON for `GET /api/cluster`.
 pub type ClusterStatus = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
@@ -43,7 +45,7 @@ pub struct AppState {
     /// This node's view of the cluster, when clustered.
     pub cluster: Option<ClusterStatus>,
     /// Whether this node should receive traffic (`/readyz`).
-    pub ready: Arc<AtomicBool>,
+    pub ready: Readiness,
     /// Renders `/metrics`.
     pub metrics: MetricsRenderer,
 }

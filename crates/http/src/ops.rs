@@ -1,7 +1,5 @@
 //! Liveness, readiness and metrics.
 
-use std::sync::atomic::Ordering;
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -20,7 +18,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn ready(State(s): State<AppState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::SeqCst) {
+    if (s.ready)() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")

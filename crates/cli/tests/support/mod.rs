@@ -12,6 +12,10 @@ pub struct Server {
     child: Child,
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,
+    /// The node's cluster address, `127.0.0.1:<grpc>:<control>`.
+    pub node: String,
+    /// The CartActor gRPC endpoint, `http://127.0.0.1:<grpc>`.
+    pub grpc_url: String,
     data_dir: PathBuf,
     extra: Vec<String>,
     logs: mpsc::Receiver<String>,
@@ -27,6 +31,13 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cart-actor"))
             .arg("serve")
             .args(["--http-addr", "127.0.0.1:0", "--log-format", "json"])
+            .args([
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--control-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--advertise-host", "127.0.0.1"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -45,7 +56,7 @@ impl Server {
         });
         let deadline = Instant::now() + START_DEADLINE;
         let mut startup_logs = Vec::new();
-        let addr = loop {
+        let (addr, node, grpc) = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = logs
                 .recv_timeout(left)
@@ -54,12 +65,15 @@ impl Server {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                 && v["message"] == "listening"
             {
-                break v["http_addr"].as_str().expect("http_addr").to_owned();
+                let field = |k: &str| v[k].as_str().expect(k).to_owned();
+                break (field("http_addr"), field("node"), field("grpc_addr"));
             }
         };
         Server {
             child,
             url: format!("http://{addr}"),
+            node,
+            grpc_url: format!("http://{grpc}"),
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             logs,

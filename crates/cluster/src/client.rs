@@ -1,0 +1,108 @@
+//! Channels to other nodes: one lazily connected HTTP/2 channel per remote
+//! host, shared by the CartActor and ControlPlane clients, with a per-RPC
+//! deadline. Request payloads above 8 KiB are gzip-compressed; small ones
+//! (nearly all mutations) are not.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::node::NodeAddr;
+use crate::proto::cart::cart_actor_client::CartActorClient;
+use crate::proto::control::control_plane_client::ControlPlaneClient;
+
+/// Payloads larger than this are compressed.
+pub const COMPRESS_ABOVE_BYTES: usize = 8 * 1024;
+
+/// The channels of this node to its peers.
+pub struct Peers {
+    channels: Mutex<HashMap<NodeAddr, Channel>>,
+    deadline: Duration,
+}
+
+impl Peers {
+    /// Peers with this per-RPC deadline.
+    pub fn new(deadline: Duration) -> Self {
+        Peers {
+            channels: Mutex::new(HashMap::new()),
+            deadline,
+        }
+    }
+
+    /// The per-RPC deadline.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    fn channel(&self, addr: &NodeAddr) -> Result<Channel, tonic::Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(addr.grpc_uri())
+            .map_err(|e| tonic::Status::invalid_argument(format!("bad peer address {addr}: {e}")))?
+            .connect_timeout(self.deadline)
+            .timeout(self.deadline)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        channels.insert(addr.clone(), channel.clone());
+        Ok(channel)
+    }
+
+    /// A CartActor client for `addr`; compresses its request when
+    /// `payload_len` is above [`COMPRESS_ABOVE_BYTES`].
+    pub fn cart(
+        &self,
+        addr: &NodeAddr,
+        payload_len: usize,
+    ) -> Result<CartActorClient<Channel>, tonic::Status> {
+        let client =
+            CartActorClient::new(self.channel(addr)?).accept_compressed(CompressionEncoding::Gzip);
+        Ok(if payload_len > COMPRESS_ABOVE_BYTES {
+            client.send_compressed(CompressionEncoding::Gzip)
+        } else {
+            client
+        })
+    }
+
+    /// A ControlPlane client for `addr`.
+    pub fn control(&self, addr: &NodeAddr) -> Result<ControlPlaneClient<Channel>, tonic::Status> {
+        Ok(ControlPlaneClient::new(self.channel(addr)?))
+    }
+
+    /// Drops the channel to a departed host.
+    pub fn forget(&self, addr: &NodeAddr) {
+        self.channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(addr);
+    }
+
+    /// A request with the per-RPC deadline set.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.deadline);
+        request
+    }
+}
+
+/// Whether a failed call certainly never reached the peer (the connection
+/// was refused), so retrying elsewhere cannot apply a request twice.
+pub fn never_delivered(status: &tonic::Status) -> bool {
+    let mut source = status.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}

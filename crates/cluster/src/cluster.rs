@@ -1,0 +1,331 @@
+//! One node of the cluster: its gRPC servers and the loops that keep its
+//! member view current.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cart_grain::{Clock, GrainRuntime};
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::client::Peers;
+use crate::discovery::Discovery;
+use crate::handover::ConfirmOwner;
+use crate::membership::Membership;
+use crate::metrics_layer::GrpcMetricsLayer;
+use crate::node::NodeAddr;
+use crate::placement;
+use crate::proto::cart::cart_actor_server::{CartActorServer, SERVICE_NAME as CART_SERVICE};
+use crate::proto::control::control_plane_server::{
+    ControlPlaneServer, SERVICE_NAME as CONTROL_SERVICE,
+};
+use crate::proto::control::{ClosingNotice, Empty, NegotiateRequest};
+use crate::router::ClusterCarts;
+use crate::server::{CartActorService, ControlPlaneService};
+
+/// Settings of a node.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// This node's address as peers reach it.
+    pub me: NodeAddr,
+    /// How often every member is pinged.
+    pub ping_interval: Duration,
+    /// Missed pings in a row before a member is evicted.
+    pub max_misses: u32,
+    /// Deadline of every node-to-node call.
+    pub rpc_deadline: Duration,
+    /// How often discovery is polled and the view negotiated.
+    pub discovery_interval: Duration,
+}
+
+impl ClusterOptions {
+    /// Defaults for `me`: ping every 300 ms, evict after 3 misses (a dead
+    /// node's carts move within about 1 to 2 s, a stall shorter than about
+    /// 1 s causes no churn), 400 ms deadlines, discovery every 2 s.
+    pub fn new(me: NodeAddr) -> Self {
+        ClusterOptions {
+            me,
+            ping_interval: Duration::from_millis(300),
+            max_misses: 3,
+            rpc_deadline: Duration::from_millis(400),
+            discovery_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A running cluster node.
+pub struct Cluster {
+    options: ClusterOptions,
+    membership: Arc<Membership>,
+    peers: Arc<Peers>,
+    runtime: Arc<GrainRuntime>,
+    carts: Arc<ClusterCarts>,
+    discovery: Arc<dyn Discovery>,
+    clock: Arc<dyn Clock>,
+    ready: AtomicBool,
+}
+
+impl Cluster {
+    /// A node serving `runtime`'s grains; installs the ConfirmOwner handover.
+    pub fn new(
+        options: ClusterOptions,
+        runtime: Arc<GrainRuntime>,
+        discovery: Arc<dyn Discovery>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        let membership = Arc::new(Membership::new(options.me.clone(), options.max_misses));
+        let peers = Arc::new(Peers::new(options.rpc_deadline));
+        runtime.set_handover(Arc::new(ConfirmOwner::new(
+            Arc::clone(&membership),
+            Arc::clone(&peers),
+        )));
+        let carts = Arc::new(ClusterCarts::new(
+            Arc::clone(&runtime),
+            Arc::clone(&membership),
+            Arc::clone(&peers),
+        ));
+        Arc::new(Cluster {
+            options,
+            membership,
+            peers,
+            runtime,
+            carts,
+            discovery,
+            clock,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// The cluster-wide carts, for the HTTP API.
+    pub fn carts(&self) -> Arc<ClusterCarts> {
+        Arc::clone(&self.carts)
+    }
+
+    /// The member view.
+    pub fn membership(&self) -> Arc<Membership> {
+        Arc::clone(&self.membership)
+    }
+
+    /// Whether the node has a member view (after its first discovery and
+    /// negotiation round) and is not closing.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.membership.is_closing()
+    }
+
+    /// Serves CartActor, ControlPlane and gRPC health on `listener` until
+    /// `shutdown` resolves. Both services are served on both ports, so one
+    /// channel per host reaches both.
+    pub async fn serve(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status(CART_SERVICE, tonic_health::ServingStatus::Serving)
+            .await;
+        reporter
+            .set_service_status(CONTROL_SERVICE, tonic_health::ServingStatus::Serving)
+            .await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let cart = CartActorServer::new(CartActorService::new(Arc::clone(&self.carts)))
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let control = ControlPlaneServer::new(ControlPlaneService::new(
+            Arc::clone(&self.membership),
+            Arc::clone(&self.runtime),
+            Arc::clone(&self.peers),
+            Arc::clone(&self.clock),
+        ));
+        Server::builder()
+            .tcp_nodelay(true)
+            .layer(GrpcMetricsLayer)
+            .add_service(health)
+            .add_service(cart)
+            .add_service(control)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown,
+            )
+            .await
+    }
+
+    /// Starts the discovery/negotiation, ping and view-change loops.
+    pub fn spawn_loops(self: &Arc<Self>) {
+        let node = Arc::clone(self);
+        tokio::spawn(async move { node.discovery_loop().await });
+        let node = Arc::clone(self);
+        tokio::spawn(async move { node.ping_loop().await });
+        let node = Arc::clone(self);
+        tokio::spawn(async move { node.view_loop().await });
+    }
+
+    async fn discovery_loop(&self) {
+        let mut tick = tokio::time::interval(self.options.discovery_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.membership.is_closing() {
+                return;
+            }
+            self.discovery_round().await;
+            if !self.ready.swap(true, Ordering::SeqCst) {
+                tracing::info!(view = ?self.view_names(), "member view established; ready");
+            }
+        }
+    }
+
+    fn view_names(&self) -> Vec<String> {
+        self.membership
+            .view()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Asks discovery for hosts, negotiates with everyone known, and pings
+    /// new candidates so they can join this round.
+    async fn discovery_round(&self) {
+        match self.discovery.peers().await {
+            Ok(found) => {
+                self.membership.learn(found, self.clock.now_ms());
+            }
+            Err(e) => tracing::warn!(error = %e, "discovery failed"),
+        }
+        let targets = self.membership.ping_targets();
+        let known_hosts = self.view_names();
+        let known_hosts = &known_hosts;
+        let rounds = targets.iter().map(|host| async move {
+            let Ok(mut client) = self.peers.control(host) else {
+                return;
+            };
+            let request = self.peers.request(NegotiateRequest {
+                known_hosts: known_hosts.clone(),
+            });
+            match client.negotiate(request).await {
+                Ok(reply) => {
+                    let offered = reply
+                        .into_inner()
+                        .hosts
+                        .iter()
+                        .filter_map(|h| h.parse().ok())
+                        .collect::<Vec<NodeAddr>>();
+                    let learned = self.membership.learn(offered, self.clock.now_ms());
+                    tracing::debug!(with = %host, learned = learned.len(), "negotiation round");
+                }
+                Err(status) => {
+                    tracing::debug!(with = %host, code = ?status.code(), "negotiation failed")
+                }
+            }
+        });
+        futures_join_all(rounds).await;
+        self.ping_round().await;
+    }
+
+    async fn ping_loop(&self) {
+        let mut tick = tokio::time::interval(self.options.ping_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.membership.is_closing() {
+                return;
+            }
+            self.ping_round().await;
+        }
+    }
+
+    async fn ping_round(&self) {
+        let pings = self
+            .membership
+            .ping_targets()
+            .into_iter()
+            .map(|host| async move {
+                let ok = match self.peers.control(&host) {
+                    Ok(mut client) => client.ping(self.peers.request(Empty {})).await.is_ok(),
+                    Err(_) => false,
+                };
+                if ok {
+                    self.membership.ping_ok(&host, self.clock.now_ms());
+                } else {
+                    self.membership.ping_failed(&host);
+                }
+            });
+        futures_join_all(pings).await;
+    }
+
+    /// On every view change, passivates idle grains this node no longer owns.
+    async fn view_loop(&self) {
+        let mut changes = self.membership.subscribe();
+        while changes.changed().await.is_ok() {
+            let view = self.membership.view();
+            let me = self.membership.me().clone();
+            let moved = self
+                .runtime
+                .passivate_unless(|id| placement::owner(id.as_str(), &view, &[]) == Some(&me));
+            if moved > 0 {
+                tracing::info!(
+                    passivated = moved,
+                    view_version = self.membership.version(),
+                    "passivated carts that moved to other nodes"
+                );
+            }
+        }
+    }
+
+    /// Leaves the cluster: drops out of its own view (so requests it takes
+    /// route elsewhere) and tells every peer, waiting for their acks so no
+    /// peer forwards to it afterwards.
+    pub async fn leave(&self) {
+        self.membership.close();
+        let notice = ClosingNotice {
+            host: self.membership.me().to_string(),
+        };
+        let notices = self.membership.peers().into_iter().map(|host| {
+            let notice = notice.clone();
+            async move {
+                let Ok(mut client) = self.peers.control(&host) else { return };
+                if let Err(status) = client.closing(self.peers.request(notice)).await {
+                    tracing::warn!(peer = %host, code = ?status.code(), "Closing notice not delivered");
+                }
+            }
+        });
+        futures_join_all(notices).await;
+        tracing::info!("left the cluster");
+    }
+
+    /// This node's view as JSON, for `GET /api/cluster`.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "node": self.membership.me().to_string(),
+            "ready": self.is_ready(),
+            "closing": self.membership.is_closing(),
+            "viewVersion": self.membership.version(),
+            "members": self.membership.status(),
+            "localGrains": self.runtime.resident(),
+        })
+    }
+}
+
+/// Runs futures concurrently and waits for all of them.
+async fn futures_join_all<F: Future<Output = ()>>(futures: impl IntoIterator<Item = F>) {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(f);
+    }
+    let mut pinned: Vec<Pin<Box<F>>> = set.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        pinned.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if pinned.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+use std::pin::Pin;

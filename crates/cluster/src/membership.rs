@@ -1,0 +1,312 @@
+//! The member view: who is in the cluster, as this node sees it.
+//!
+//! Hosts are learned from discovery and from other nodes' Negotiate lists,
+//! but a learned host becomes a *member* only after this node's own ping to it
+//! succeeds, so a dead node is never brought back by a peer's stale list. A
+//! member that misses `max_misses` pings in a row is evicted; a Closing notice
+//! removes it at once and keeps it out for a while. The view (members plus
+//! this node) is what placement hashes over; every change bumps its version.
+//!
+//! Time enters only through the `now_ms` arguments, so the rules are tested
+//! without sleeping.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, PoisonError};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::node::NodeAddr;
+
+/// How long a node that sent Closing is kept out of the view.
+pub const DEPARTED_QUARANTINE_MS: u64 = 30_000;
+
+#[derive(Debug, Clone, Serialize)]
+struct MemberState {
+    misses: u32,
+    last_ok_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    members: BTreeMap<NodeAddr, MemberState>,
+    candidates: BTreeSet<NodeAddr>,
+    departed: HashMap<NodeAddr, u64>,
+    version: u64,
+    closing: bool,
+}
+
+/// One member as shown by `/api/cluster`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    /// Its address.
+    pub host: String,
+    /// Consecutive missed pings.
+    pub misses: u32,
+    /// When its last ping succeeded, ms since the epoch (0 for this node).
+    pub last_ok_ms: u64,
+    /// Whether this is the reporting node.
+    pub me: bool,
+}
+
+/// This node's view of the cluster.
+pub struct Membership {
+    me: NodeAddr,
+    max_misses: u32,
+    inner: Mutex<Inner>,
+    changes: watch::Sender<u64>,
+}
+
+impl Membership {
+    /// A view holding only `me`.
+    pub fn new(me: NodeAddr, max_misses: u32) -> Self {
+        Membership {
+            me,
+            max_misses: max_misses.max(1),
+            inner: Mutex::default(),
+            changes: watch::channel(0).0,
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// This node's address.
+    pub fn me(&self) -> &NodeAddr {
+        &self.me
+    }
+
+    /// Notified with the view version on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self, inner: &mut Inner, what: &str, host: &NodeAddr) {
+        inner.version += 1;
+        tracing::info!(event = what, host = %host, view_version = inner.version, members = inner.members.len() + 1, "membership changed");
+        metrics::gauge!("cart_remote_hosts").set(inner.members.len() as f64);
+        self.changes.send_replace(inner.version);
+    }
+
+    /// The members placement hashes over: alive peers plus this node (unless
+    /// it is closing), sorted.
+    pub fn view(&self) -> Vec<NodeAddr> {
+        let inner = self.inner();
+        let mut view: Vec<NodeAddr> = inner.members.keys().cloned().collect();
+        if !inner.closing {
+            view.push(self.me.clone());
+            view.sort();
+        }
+        view
+    }
+
+    /// The view's version; it grows with every change.
+    pub fn version(&self) -> u64 {
+        self.inner().version
+    }
+
+    /// Alive peers (members other than this node).
+    pub fn peers(&self) -> Vec<NodeAddr> {
+        self.inner().members.keys().cloned().collect()
+    }
+
+    /// Everyone worth pinging: members and candidates.
+    pub fn ping_targets(&self) -> Vec<NodeAddr> {
+        let inner = self.inner();
+        inner
+            .members
+            .keys()
+            .chain(inner.candidates.iter())
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `host` is a member (or this node).
+    pub fn is_member(&self, host: &NodeAddr) -> bool {
+        *host == self.me || self.inner().members.contains_key(host)
+    }
+
+    /// Records hosts heard of (from discovery or Negotiate). Unknown ones
+    /// become candidates; returns them.
+    pub fn learn(&self, hosts: impl IntoIterator<Item = NodeAddr>, now_ms: u64) -> Vec<NodeAddr> {
+        let mut inner = self.inner();
+        inner
+            .departed
+            .retain(|_, at| now_ms.saturating_sub(*at) < DEPARTED_QUARANTINE_MS);
+        let mut new = Vec::new();
+        for host in hosts {
+            if host == self.me
+                || inner.members.contains_key(&host)
+                || inner.departed.contains_key(&host)
+            {
+                continue;
+            }
+            if inner.candidates.insert(host.clone()) {
+                new.push(host);
+            }
+        }
+        new
+    }
+
+    /// A ping to `host` succeeded: a candidate becomes a member.
+    pub fn ping_ok(&self, host: &NodeAddr, now_ms: u64) {
+        let mut inner = self.inner();
+        if let Some(m) = inner.members.get_mut(host) {
+            m.misses = 0;
+            m.last_ok_ms = now_ms;
+            return;
+        }
+        if inner.candidates.remove(host) {
+            inner.members.insert(
+                host.clone(),
+                MemberState {
+                    misses: 0,
+                    last_ok_ms: now_ms,
+                },
+            );
+            self.changed(&mut inner, "joined", host);
+        }
+    }
+
+    /// A ping to `host` failed or timed out. A member is evicted after
+    /// `max_misses` in a row; a candidate is forgotten (discovery or
+    /// negotiation will offer it again).
+    pub fn ping_failed(&self, host: &NodeAddr) {
+        let mut inner = self.inner();
+        inner.candidates.remove(host);
+        let evict = match inner.members.get_mut(host) {
+            Some(m) => {
+                m.misses += 1;
+                m.misses >= self.max_misses
+            }
+            None => false,
+        };
+        if evict {
+            inner.members.remove(host);
+            self.changed(&mut inner, "evicted", host);
+        }
+    }
+
+    /// `host` announced it is closing: remove it now and keep it out.
+    pub fn departed(&self, host: &NodeAddr, now_ms: u64) {
+        let mut inner = self.inner();
+        inner.candidates.remove(host);
+        inner.departed.insert(host.clone(), now_ms);
+        if inner.members.remove(host).is_some() {
+            self.changed(&mut inner, "closed", host);
+        }
+    }
+
+    /// This node is shutting down: it leaves its own view, so everything
+    /// routes to the others.
+    pub fn close(&self) {
+        let mut inner = self.inner();
+        if !inner.closing {
+            inner.closing = true;
+            let me = self.me.clone();
+            self.changed(&mut inner, "leaving", &me);
+        }
+    }
+
+    /// Whether this node is shutting down.
+    pub fn is_closing(&self) -> bool {
+        self.inner().closing
+    }
+
+    /// Members for `/api/cluster`.
+    pub fn status(&self) -> Vec<MemberStatus> {
+        let inner = self.inner();
+        let mut out: Vec<MemberStatus> = inner
+            .members
+            .iter()
+            .map(|(host, m)| MemberStatus {
+                host: host.to_string(),
+                misses: m.misses,
+                last_ok_ms: m.last_ok_ms,
+                me: false,
+            })
+            .collect();
+        if !inner.closing {
+            out.push(MemberStatus {
+                host: self.me.to_string(),
+                misses: 0,
+                last_ok_ms: 0,
+                me: true,
+            });
+        }
+        out.sort_by(|a, b| a.host.cmp(&b.host));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> NodeAddr {
+        format!("127.0.0.1:{port}").parse().unwrap()
+    }
+
+    #[test]
+    fn learned_hosts_join_only_after_a_successful_ping() {
+        let m = Membership::new(addr(1), 3);
+        assert_eq!(m.view(), vec![addr(1)]);
+        assert_eq!(m.learn([addr(2), addr(1)], 0), vec![addr(2)]);
+        assert_eq!(m.view(), vec![addr(1)], "a candidate is not a member");
+        m.ping_ok(&addr(2), 10);
+        assert_eq!(m.view(), vec![addr(1), addr(2)]);
+        assert_eq!(m.version(), 1);
+    }
+
+    #[test]
+    fn a_member_is_evicted_after_consecutive_misses_only() {
+        let m = Membership::new(addr(1), 3);
+        m.learn([addr(2)], 0);
+        m.ping_ok(&addr(2), 0);
+        m.ping_failed(&addr(2));
+        m.ping_failed(&addr(2));
+        m.ping_ok(&addr(2), 5);
+        m.ping_failed(&addr(2));
+        m.ping_failed(&addr(2));
+        assert!(m.is_member(&addr(2)), "a brief stall does not evict");
+        m.ping_failed(&addr(2));
+        assert!(!m.is_member(&addr(2)));
+        assert_eq!(m.view(), vec![addr(1)]);
+    }
+
+    #[test]
+    fn a_failed_candidate_never_joins_from_a_stale_list() {
+        let m = Membership::new(addr(1), 3);
+        m.learn([addr(9)], 0);
+        m.ping_failed(&addr(9));
+        assert_eq!(m.view(), vec![addr(1)]);
+        assert!(m.ping_targets().is_empty());
+    }
+
+    #[test]
+    fn closing_removes_at_once_and_quarantines() {
+        let m = Membership::new(addr(1), 3);
+        m.learn([addr(2)], 0);
+        m.ping_ok(&addr(2), 0);
+        let changes = m.subscribe();
+        m.departed(&addr(2), 1_000);
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(m.view(), vec![addr(1)]);
+        assert!(m.learn([addr(2)], 2_000).is_empty(), "quarantined");
+        assert_eq!(
+            m.learn([addr(2)], 1_000 + DEPARTED_QUARANTINE_MS),
+            vec![addr(2)]
+        );
+    }
+
+    #[test]
+    fn a_closing_node_leaves_its_own_view() {
+        let m = Membership::new(addr(1), 3);
+        m.learn([addr(2)], 0);
+        m.ping_ok(&addr(2), 0);
+        m.close();
+        assert_eq!(m.view(), vec![addr(2)]);
+        assert!(m.is_closing());
+    }
+}

@@ -1,0 +1,84 @@
+//! A tower layer recording the plan's gRPC metrics for every call:
+//! `cart_grpc_mutate_calls_total`, `cart_grpc_mutate_duration_seconds`,
+//! `cart_grpc_mutate_errors_total` (gRPC-level failures; the service counts
+//! failed replies), and the `cart_grpc_control_*` and `cart_grpc_state_*`
+//! equivalents labelled by method.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tonic::codegen::http;
+use tower::{Layer, Service};
+
+/// See the module documentation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcMetricsLayer;
+
+impl<S> Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetrics { inner }
+    }
+}
+
+/// The service [`GrpcMetricsLayer`] wraps around a gRPC router.
+#[derive(Debug, Clone)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<http::Request<B>> for GrpcMetrics<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        let started = Instant::now();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let result = future.await;
+            let failed = match &result {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .is_some_and(|s| s.as_bytes() != b"0"),
+                Err(_) => true,
+            };
+            record(&path, started.elapsed(), failed);
+            result
+        })
+    }
+}
+
+fn record(path: &str, elapsed: std::time::Duration, failed: bool) {
+    let method = path.rsplit('/').next().unwrap_or_default().to_owned();
+    if path.starts_with("/cart.CartActor/Mutate") {
+        metrics::counter!("cart_grpc_mutate_calls_total").increment(1);
+        metrics::histogram!("cart_grpc_mutate_duration_seconds").record(elapsed);
+        if failed {
+            metrics::counter!("cart_grpc_mutate_errors_total").increment(1);
+        }
+    } else if path.starts_with("/cart.CartActor/") {
+        metrics::counter!("cart_grpc_state_calls_total").increment(1);
+        metrics::histogram!("cart_grpc_state_duration_seconds").record(elapsed);
+    } else if path.starts_with("/control.ControlPlane/") {
+        metrics::counter!("cart_grpc_control_calls_total", "method" => method.clone()).increment(1);
+        metrics::histogram!("cart_grpc_control_duration_seconds", "method" => method.clone())
+            .record(elapsed);
+        if failed {
+            metrics::counter!("cart_grpc_control_errors_total", "method" => method).increment(1);
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The gRPC services every node serves: CartActor (carts by id, for other
+//! nodes and other services) and ControlPlane (membership and ownership).
+
+use std::sync::Arc;
+
+use cart_grain::{CartId, Carts, Clock, GrainRuntime};
+use tonic::{Request, Response, Status};
+
+use crate::client::Peers;
+use crate::mapping;
+use crate::membership::Membership;
+use crate::node::NodeAddr;
+use crate::proto::cart::cart_actor_server::CartActor;
+use crate::proto::cart::{MutationReply, MutationRequest, StateReply, StateRequest};
+use crate::proto::control::control_plane_server::ControlPlane;
+use crate::proto::control::{
+    CartIdsReply, ClosingNotice, Empty, NegotiateReply, NegotiateRequest, OwnerChangeAck,
+    OwnerChangeRequest, PingReply,
+};
+use crate::router::ClusterCarts;
+
+/// CartActor: a request marked `forwarded` is served by this node; any other
+/// (from a client outside the cluster) is routed like an HTTP request.
+pub struct CartActorService {
+    carts: Arc<ClusterCarts>,
+}
+
+impl CartActorService {
+    /// The service over the cluster's carts.
+    pub fn new(carts: Arc<ClusterCarts>) -> Self {
+        CartActorService { carts }
+    }
+}
+
+#[tonic::async_trait]
+impl CartActor for CartActorService {
+    async fn mutate(
+        &self,
+        request: Request<MutationRequest>,
+    ) -> Result<Response<MutationReply>, Status> {
+        let wire = request.into_inner();
+        let result = match mapping::decode_request(&wire) {
+            Err(e) => Err(e),
+            Ok((id, request)) if wire.forwarded => {
+                self.carts.serve_forwarded_mutate(&id, request).await
+            }
+            Ok((id, request)) => self.carts.mutate(&id, request).await,
+        };
+        if let Err(e) = &result
+            && e.status() >= 500
+        {
+            metrics::counter!("cart_grpc_mutate_errors_total").increment(1);
+            tracing::warn!(cart = %wire.cart_id, r#type = wire.r#type, error = %e, "mutation failed");
+        }
+        Ok(Response::new(mapping::mutation_reply(result)))
+    }
+
+    async fn get_state(
+        &self,
+        request: Request<StateRequest>,
+    ) -> Result<Response<StateReply>, Status> {
+        let wire = request.into_inner();
+        let result = match CartId::parse(&wire.cart_id) {
+            Err(e) => Err(e),
+            Ok(id) if wire.forwarded => self.carts.serve_forwarded_get(&id).await,
+            Ok(id) => self.carts.get(&id).await,
+        };
+        Ok(Response::new(mapping::state_reply(result)))
+    }
+}
+
+/// ControlPlane: ping, negotiation, ownership handover and departures.
+pub struct ControlPlaneService {
+    membership: Arc<Membership>,
+    runtime: Arc<GrainRuntime>,
+    peers: Arc<Peers>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ControlPlaneService {
+    /// The service for this node.
+    pub fn new(
+        membership: Arc<Membership>,
+        runtime: Arc<GrainRuntime>,
+        peers: Arc<Peers>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        ControlPlaneService {
+            membership,
+            runtime,
+            peers,
+            clock,
+        }
+    }
+}
+
+fn ack(accepted: bool, message: impl Into<String>) -> Response<OwnerChangeAck> {
+    Response::new(OwnerChangeAck {
+        accepted,
+        message: message.into(),
+    })
+}
+
+#[tonic::async_trait]
+impl ControlPlane for ControlPlaneService {
+    async fn ping(&self, _: Request<Empty>) -> Result<Response<PingReply>, Status> {
+        if self.membership.is_closing() {
+            return Err(Status::unavailable("closing"));
+        }
+        let unix_time = i64::try_from(self.clock.now_ms() / 1000).unwrap_or(i64::MAX);
+        Ok(Response::new(PingReply {
+            host: self.membership.me().to_string(),
+            unix_time,
+        }))
+    }
+
+    async fn negotiate(
+        &self,
+        request: Request<NegotiateRequest>,
+    ) -> Result<Response<NegotiateReply>, Status> {
+        let offered: Vec<NodeAddr> = request
+            .into_inner()
+            .known_hosts
+            .iter()
+            .filter_map(|h| h.parse().ok())
+            .collect();
+        let learned = self.membership.learn(offered, self.clock.now_ms());
+        if !learned.is_empty() {
+            tracing::info!(learned = ?learned.iter().map(ToString::to_string).collect::<Vec<_>>(), "negotiation: new hosts offered");
+        }
+        let hosts = self
+            .membership
+            .view()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        Ok(Response::new(NegotiateReply { hosts }))
+    }
+
+    async fn get_cart_ids(&self, _: Request<Empty>) -> Result<Response<CartIdsReply>, Status> {
+        let cart_ids = self
+            .runtime
+            .resident_ids()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        Ok(Response::new(CartIdsReply { cart_ids }))
+    }
+
+    async fn confirm_owner(
+        &self,
+        request: Request<OwnerChangeRequest>,
+    ) -> Result<Response<OwnerChangeAck>, Status> {
+        let request = request.into_inner();
+        let Ok(new_host) = request.new_host.parse::<NodeAddr>() else {
+            return Ok(ack(false, format!("bad host {:?}", request.new_host)));
+        };
+        if !self.membership.is_member(&new_host) {
+            return Ok(ack(
+                false,
+                format!(
+                    "{new_host} is not a member of {}'s view",
+                    self.membership.me()
+                ),
+            ));
+        }
+        let Ok(cart) = CartId::parse(&request.cart_id) else {
+            return Ok(ack(false, "bad cart id"));
+        };
+        match self.runtime.hand_over(&cart).await {
+            Ok(was_active) => {
+                tracing::info!(cart = %cart, to = %new_host, was_active, "handed the cart over");
+                Ok(ack(true, "passivated"))
+            }
+            Err(e) => Ok(ack(false, format!("flush failed: {e}"))),
+        }
+    }
+
+    async fn closing(
+        &self,
+        request: Request<ClosingNotice>,
+    ) -> Result<Response<OwnerChangeAck>, Status> {
+        let host = request.into_inner().host;
+        let Ok(addr) = host.parse::<NodeAddr>() else {
+            return Ok(ack(false, format!("bad host {host:?}")));
+        };
+        self.membership.departed(&addr, self.clock.now_ms());
+        self.peers.forget(&addr);
+        Ok(ack(true, "removed"))
+    }
+}
