@@ -23,10 +23,7 @@ impl FileCatalog {
         let items: Vec<CatalogItem> = serde_json::from_str(json)
             .map_err(|e| CatalogError::BadResponse(format!("catalogue file: {e}")))?;
         Ok(FileCatalog {
-            by_sku: items
-                .into_iter()
-                .map(|i| (i.sku.clone(), Arc::new(i)))
-                .collect(),
+            by_sku: items.into_iter().map(|i| (i.sku.clone(), Arc::new(i))).collect(),
         })
     }
 
@@ -54,10 +51,7 @@ impl FileCatalog {
 #[async_trait]
 impl Catalog for FileCatalog {
     async fn lookup(&self, sku: &str) -> Result<Arc<CatalogItem>, CatalogError> {
-        self.by_sku
-            .get(sku)
-            .cloned()
-            .ok_or_else(|| CatalogError::UnknownSku(sku.to_owned()))
+        self.by_sku.get(sku).cloned().ok_or_else(|| CatalogError::UnknownSku(sku.to_owned()))
     }
 }
 
@@ -71,9 +65,6 @@ mod tests {
         assert!(c.skus().len() >= 30);
         let item = c.lookup("861200").await.unwrap();
         assert!(item.title.contains("Ryzen"));
-        assert!(matches!(
-            c.lookup("nope").await,
-            Err(CatalogError::UnknownSku(_))
-        ));
+        assert!(matches!(c.lookup("nope").await, Err(CatalogError::UnknownSku(_))));
     }
 }

@@ -56,11 +56,7 @@ impl HttpCatalog {
             .connect_timeout(options.timeout)
             .build()
             .map_err(|e| CatalogError::Unavailable(format!("cannot build HTTP client: {e}")))?;
-        Ok(HttpCatalog {
-            client,
-            options,
-            cache: Mutex::new(HashMap::new()),
-        })
+        Ok(HttpCatalog { client, options, cache: Mutex::new(HashMap::new()) })
     }
 
     fn cached(&self, sku: &str, now: Instant) -> Option<Result<Arc<CatalogItem>, CatalogError>> {
@@ -94,11 +90,7 @@ impl HttpCatalog {
             encode_path_segment(sku)
         );
         let response = self.client.get(&url).send().await.map_err(|e| {
-            let what = if e.is_timeout() {
-                "timed out"
-            } else {
-                "unreachable"
-            };
+            let what = if e.is_timeout() { "timed out" } else { "unreachable" };
             tracing::warn!(%url, error = %e, "catalogue {what}");
             CatalogError::Unavailable(format!("lookup of {sku} {what}"))
         })?;
@@ -106,14 +98,10 @@ impl HttpCatalog {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Err(CatalogError::UnknownSku(sku.to_owned())),
             status if status.is_server_error() => {
-                return Err(CatalogError::Unavailable(format!(
-                    "catalogue answered {status}"
-                )));
+                return Err(CatalogError::Unavailable(format!("catalogue answered {status}")));
             }
             status => {
-                return Err(CatalogError::BadResponse(format!(
-                    "catalogue answered {status}"
-                )));
+                return Err(CatalogError::BadResponse(format!("catalogue answered {status}")));
             }
         }
         let body = response.bytes().await.map_err(|e| {
@@ -122,10 +110,7 @@ impl HttpCatalog {
         let item: CatalogItem = serde_json::from_slice(&body)
             .map_err(|e| CatalogError::BadResponse(format!("item {sku} is malformed: {e}")))?;
         if item.sku != sku {
-            return Err(CatalogError::BadResponse(format!(
-                "asked for {sku}, got {}",
-                item.sku
-            )));
+            return Err(CatalogError::BadResponse(format!("asked for {sku}, got {}", item.sku)));
         }
         Ok(Arc::new(item))
     }

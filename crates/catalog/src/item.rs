@@ -77,11 +77,7 @@ impl CatalogItem {
             Some(store) => self.stock.get(store).cloned().unwrap_or_default(),
             None => self.text(field::STOCK_LEVEL),
         };
-        let digits: String = raw
-            .trim()
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
+        let digits: String = raw.trim().chars().take_while(char::is_ascii_digit).collect();
         digits.parse().unwrap_or(0)
     }
 
@@ -108,10 +104,7 @@ impl CatalogItem {
             item_id: self.id,
             quantity,
             price,
-            org_price: self
-                .amount(field::PREVIOUS_PRICE)
-                .filter(|p| *p > price)
-                .unwrap_or(0),
+            org_price: self.amount(field::PREVIOUS_PRICE).filter(|p| *p > price).unwrap_or(0),
             sku: self.sku.clone(),
             name: self.title.clone(),
             image: self.img.clone(),
@@ -139,11 +132,7 @@ mod tests {
     use super::*;
 
     fn market() -> Market {
-        Market {
-            country: "se".into(),
-            currency: "SEK".into(),
-            vat_rate: 2500,
-        }
+        Market { country: "se".into(), currency: "SEK".into(), vat_rate: 2500 }
     }
 
     fn item(json: serde_json::Value) -> CatalogItem {
@@ -159,15 +148,9 @@ mod tests {
                        "10": "A", "11": "B", "12": "C", "20": "B-grade", "24": "001071"}
         }));
         let web = i.to_add_item(2, None, &market()).unwrap();
-        assert_eq!(
-            (web.price, web.org_price, web.stock, web.tax),
-            (515900, 549900, 10, 2500)
-        );
+        assert_eq!((web.price, web.org_price, web.stock, web.tax), (515900, 549900, 10, 2500));
         assert_eq!((web.brand.as_str(), web.category3.as_str()), ("AMD", "C"));
-        assert_eq!(
-            (web.seller_id.as_str(), web.outlet.as_str()),
-            ("001071", "B-grade")
-        );
+        assert_eq!((web.seller_id.as_str(), web.outlet.as_str()), ("001071", "B-grade"));
         assert_eq!((web.currency.as_str(), web.quantity), ("SEK", 2));
         let store = i.to_add_item(1, Some("2001"), &market()).unwrap();
         assert_eq!(store.stock, 3);
@@ -184,10 +167,7 @@ mod tests {
     fn refuses_unbuyable_and_priceless_items() {
         let gone =
             item(serde_json::json!({"id": 1, "sku": "1", "buyable": false, "values": {"4": 1}}));
-        assert!(matches!(
-            gone.to_add_item(1, None, &market()),
-            Err(CatalogError::NotForSale(_))
-        ));
+        assert!(matches!(gone.to_add_item(1, None, &market()), Err(CatalogError::NotForSale(_))));
         let priceless = item(serde_json::json!({"id": 1, "sku": "1", "values": {}}));
         assert!(matches!(
             priceless.to_add_item(1, None, &market()),

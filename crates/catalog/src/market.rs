@@ -24,20 +24,13 @@ pub struct Markets {
 impl Markets {
     /// Markets from a list; `default_country` must be one of them.
     pub fn new(markets: Vec<Market>, default_country: &str) -> Result<Self, String> {
-        let by_country: HashMap<String, Market> = markets
-            .into_iter()
-            .map(|m| (m.country.clone(), m))
-            .collect();
+        let by_country: HashMap<String, Market> =
+            markets.into_iter().map(|m| (m.country.clone(), m)).collect();
         let default_country = default_country.to_ascii_lowercase();
         if !by_country.contains_key(&default_country) {
-            return Err(format!(
-                "default country {default_country:?} is not a configured market"
-            ));
+            return Err(format!("default country {default_country:?} is not a configured market"));
         }
-        Ok(Markets {
-            by_country,
-            default_country,
-        })
+        Ok(Markets { by_country, default_country })
     }
 
     /// The market of `country`, or the default market when `None`.
@@ -52,15 +45,9 @@ impl Markets {
 impl Default for Markets {
     /// Sweden (SEK, 25 %) as the default, and Norway (NOK, 25 %).
     fn default() -> Self {
-        let list = "se:SEK:2500,no:NOK:2500"
-            .parse::<MarketList>()
-            .map(|l| l.0)
-            .unwrap_or_default();
+        let list = "se:SEK:2500,no:NOK:2500".parse::<MarketList>().map(|l| l.0).unwrap_or_default();
         let by_country = list.into_iter().map(|m| (m.country.clone(), m)).collect();
-        Markets {
-            by_country,
-            default_country: "se".into(),
-        }
+        Markets { by_country, default_country: "se".into() }
     }
 }
 
@@ -89,9 +76,9 @@ impl FromStr for MarketList {
                             vat_rate,
                         })
                     }
-                    _ => Err(format!(
-                        "bad market {entry:?}: use country:CURRENCY:vat_basis_points"
-                    )),
+                    _ => {
+                        Err(format!("bad market {entry:?}: use country:CURRENCY:vat_basis_points"))
+                    }
                 }
             })
             .collect::<Result<Vec<_>, _>>()

@@ -17,10 +17,7 @@ pub struct Resolver {
 impl Resolver {
     /// A resolver over `catalog` and `markets`.
     pub fn new(catalog: Arc<dyn Catalog>, markets: Markets) -> Self {
-        Resolver {
-            catalog,
-            markets: Arc::new(markets),
-        }
+        Resolver { catalog, markets: Arc::new(markets) }
     }
 
     /// The line an AddRequest asks for. Quantity is checked by the cart.

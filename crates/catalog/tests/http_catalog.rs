@@ -29,9 +29,8 @@ async fn by_sku(State(hits): State<Arc<AtomicUsize>>, Path(sku): Path<String>) -
 
 async fn serve() -> (String, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
-    let app = axum::Router::new()
-        .route("/api/by-sku/{sku}", get(by_sku))
-        .with_state(Arc::clone(&hits));
+    let app =
+        axum::Router::new().route("/api/by-sku/{sku}", get(by_sku)).with_state(Arc::clone(&hits));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -66,39 +65,24 @@ async fn a_slow_catalogue_times_out_quickly() {
     let (base, _) = serve().await;
     let started = std::time::Instant::now();
     let result = client(&base).lookup("slow").await;
-    assert!(
-        matches!(result, Err(CatalogError::Unavailable(_))),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(CatalogError::Unavailable(_))), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[tokio::test]
 async fn malformed_json_is_a_bad_response() {
     let (base, _) = serve().await;
-    assert!(matches!(
-        client(&base).lookup("malformed").await,
-        Err(CatalogError::BadResponse(_))
-    ));
+    assert!(matches!(client(&base).lookup("malformed").await, Err(CatalogError::BadResponse(_))));
 }
 
 #[tokio::test]
 async fn server_errors_and_a_down_catalogue_are_unavailable() {
     let (base, hits) = serve().await;
     let c = client(&base);
-    assert!(matches!(
-        c.lookup("broken").await,
-        Err(CatalogError::Unavailable(_))
-    ));
-    assert!(matches!(
-        c.lookup("broken").await,
-        Err(CatalogError::Unavailable(_))
-    ));
+    assert!(matches!(c.lookup("broken").await, Err(CatalogError::Unavailable(_))));
+    assert!(matches!(c.lookup("broken").await, Err(CatalogError::Unavailable(_))));
     assert_eq!(hits.load(Ordering::SeqCst), 2, "failures are not cached");
     // Nothing listens on port 9 of localhost.
     let down = client("http://127.0.0.1:9");
-    assert!(matches!(
-        down.lookup("1001").await,
-        Err(CatalogError::Unavailable(_))
-    ));
+    assert!(matches!(down.lookup("1001").await, Err(CatalogError::Unavailable(_))));
 }

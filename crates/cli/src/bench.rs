@@ -64,11 +64,7 @@ pub struct BenchArgs {
 
 /// SKUs of the shipped sample catalogue, which the default server serves.
 fn skus() -> anyhow::Result<Vec<String>> {
-    Ok(cart_catalog::FileCatalog::sample()?
-        .skus()
-        .into_iter()
-        .filter(|s| s != "999001")
-        .collect())
+    Ok(cart_catalog::FileCatalog::sample()?.skus().into_iter().filter(|s| s != "999001").collect())
 }
 
 /// Runs the benchmark and prints its report.
@@ -91,10 +87,7 @@ fn target(url: &str) -> anyhow::Result<Target> {
         .context("--url must start with http://")?
         .trim_end_matches('/')
         .to_owned();
-    Ok(Target {
-        host: authority.clone(),
-        authority,
-    })
+    Ok(Target { host: authority.clone(), authority })
 }
 
 /// One keep-alive connection.
@@ -105,16 +98,11 @@ struct Conn {
 
 impl Conn {
     async fn open(t: &Target) -> anyhow::Result<Conn> {
-        let stream = tokio::net::TcpStream::connect(&t.host)
-            .await
-            .context("connect")?;
+        let stream = tokio::net::TcpStream::connect(&t.host).await.context("connect")?;
         stream.set_nodelay(true)?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        Ok(Conn {
-            sender,
-            authority: t.authority.clone(),
-        })
+        Ok(Conn { sender, authority: t.authority.clone() })
     }
 
     /// Sends one request; returns the status and body.
@@ -125,10 +113,7 @@ impl Conn {
         cookie: Option<&str>,
         body: Bytes,
     ) -> anyhow::Result<(u16, Bytes)> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.authority);
+        let mut req = Request::builder().method(method).uri(path).header("host", &self.authority);
         if let Some(c) = cookie {
             req = req.header("cookie", c);
         }
@@ -194,17 +179,12 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                         // carts stay realistically small however long it runs.
                         let sku = &skus[(cart + rng.below(lines)) % skus.len()];
                         let body = format!(r#"{{"sku":"{sku}","quantity":1}}"#);
-                        conn.send(Method::POST, "/cart/", Some(&cookie), Bytes::from(body))
-                            .await?
+                        conn.send(Method::POST, "/cart/", Some(&cookie), Bytes::from(body)).await?
                     }
                     Workload::Read => {
-                        conn.send(Method::GET, "/cart/", Some(&cookie), Bytes::new())
-                            .await?
+                        conn.send(Method::GET, "/cart/", Some(&cookie), Bytes::new()).await?
                     }
-                    _ => {
-                        conn.send(Method::GET, "/healthz", None, Bytes::new())
-                            .await?
-                    }
+                    _ => conn.send(Method::GET, "/healthz", None, Bytes::new()).await?,
                 };
                 if measuring.load(Ordering::Relaxed) {
                     hist.record(started.elapsed().as_micros() as u64)?;
@@ -265,17 +245,13 @@ async fn populate(
             for cart in (c..carts).step_by(conns) {
                 let items: Vec<String> = (0..lines)
                     .map(|l| {
-                        format!(
-                            r#"{{"sku":"{}","quantity":1}}"#,
-                            skus[(cart + l) % skus.len()]
-                        )
+                        format!(r#"{{"sku":"{}","quantity":1}}"#, skus[(cart + l) % skus.len()])
                     })
                     .collect();
                 let body = format!(r#"{{"items":[{}]}}"#, items.join(","));
                 let cookie = format!("cartid={prefix}-{cart}");
-                let (status, text) = conn
-                    .send(Method::POST, "/cart/add", Some(&cookie), Bytes::from(body))
-                    .await?;
+                let (status, text) =
+                    conn.send(Method::POST, "/cart/add", Some(&cookie), Bytes::from(body)).await?;
                 if status != 200 {
                     bail!(
                         "filling cart {cart} failed: {status} {}",
@@ -311,9 +287,7 @@ async fn prefill(
 
 async fn resident_bytes(t: &Target) -> anyhow::Result<f64> {
     let mut conn = Conn::open(t).await?;
-    let (_, body) = conn
-        .send(Method::GET, "/metrics", None, Bytes::new())
-        .await?;
+    let (_, body) = conn.send(Method::GET, "/metrics", None, Bytes::new()).await?;
     let text = String::from_utf8_lossy(&body);
     text.lines()
         .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))

@@ -130,12 +130,10 @@ pub struct ServeArgs {
 /// Parses `250ms`, `10s`, `15m`, `2h` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (number, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: use e.g. 250ms, 10s, 15m"))?;
+    let (number, unit) =
+        s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: u64 =
+        number.parse().map_err(|_| format!("bad duration {s:?}: use e.g. 250ms, 10s, 15m"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),

@@ -74,10 +74,7 @@ fn discovery(args: &ServeArgs, me: &NodeAddr) -> anyhow::Result<Arc<dyn Discover
     Ok(match args.discovery {
         DiscoveryKind::Static => Arc::new(StaticPeers(args.peers.clone())),
         DiscoveryKind::Dns => Arc::new(DnsPeers {
-            name: args
-                .dns_name
-                .clone()
-                .context("--discovery dns needs --dns-name")?,
+            name: args.dns_name.clone().context("--discovery dns needs --dns-name")?,
             grpc_port: me.grpc_port,
             control_port: me.control_port,
         }),
@@ -90,14 +87,8 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let markets =
         Markets::new(args.markets.0.clone(), &args.default_country).map_err(anyhow::Error::msg)?;
-    let resolver = Resolver::new(
-        catalog(&args).context("cannot load the catalogue")?,
-        markets,
-    );
-    let options = FileStoreOptions {
-        dir: args.data_dir.clone(),
-        fsync: args.fsync,
-    };
+    let resolver = Resolver::new(catalog(&args).context("cannot load the catalogue")?, markets);
+    let options = FileStoreOptions { dir: args.data_dir.clone(), fsync: args.fsync };
     let store = tokio::task::spawn_blocking(move || FileStore::open(options))
         .await?
         .with_context(|| format!("cannot open the event store in {}", args.data_dir.display()))?;
@@ -128,12 +119,7 @@ async fn serve(
     cluster_options.max_misses = args.ping_misses;
     cluster_options.rpc_deadline = args.rpc_deadline;
     cluster_options.discovery_interval = args.discovery_interval;
-    let cluster = Cluster::new(
-        cluster_options,
-        Arc::clone(&grains),
-        discovery(&args, &me)?,
-        clock,
-    );
+    let cluster = Cluster::new(cluster_options, Arc::clone(&grains), discovery(&args, &me)?, clock);
 
     let (stop_grpc, grpc_stopped) = watch::channel(false);
     let mut grpc_servers = Vec::new();
@@ -214,10 +200,7 @@ async fn serve(
             Err(_) => tracing::warn!("gRPC server did not stop in time"),
         }
     }
-    grains
-        .flush()
-        .await
-        .context("final flush of the event log failed")?;
+    grains.flush().await.context("final flush of the event log failed")?;
     tracing::info!("stopped; every acknowledged mutation is on disk");
     outcome
 }

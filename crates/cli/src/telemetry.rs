@@ -24,9 +24,7 @@ pub fn init_logs(format: LogFormat, filter: &str) -> anyhow::Result<()> {
 /// Installs the global Prometheus recorder. Latency metrics are histograms
 /// with few buckets (cheap to scrape); everything else renders as-is.
 pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
-    let latency = [
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-    ];
+    let latency = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
     let batch = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), &latency)

@@ -31,12 +31,7 @@ fn start_load(url: &str) -> Load {
         let url = format!("{url}/api/carts/w{w}/items");
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) && count.load(Ordering::SeqCst) < 900 {
-                match http
-                    .post(&url)
-                    .json(&json!({"sku": SKU_A, "quantity": 1}))
-                    .send()
-                    .await
-                {
+                match http.post(&url).json(&json!({"sku": SKU_A, "quantity": 1})).send().await {
                     Ok(r) if r.status() == 200 => {
                         count.fetch_add(1, Ordering::SeqCst);
                     }
@@ -55,13 +50,7 @@ fn start_load(url: &str) -> Load {
 
 async fn wait_for_acks(load: &Load, at_least: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while load
-        .acked
-        .iter()
-        .map(|a| a.load(Ordering::SeqCst))
-        .sum::<u64>()
-        < at_least
-    {
+    while load.acked.iter().map(|a| a.load(Ordering::SeqCst)).sum::<u64>() < at_least {
         assert!(Instant::now() < deadline, "load made no progress");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -71,11 +60,7 @@ async fn stored_quantities(server: &Server) -> Vec<u64> {
     let http = client();
     let mut out = Vec::new();
     for w in 0..WRITERS {
-        let r = http
-            .get(format!("{}/api/carts/w{w}", server.url))
-            .send()
-            .await
-            .unwrap();
+        let r = http.get(format!("{}/api/carts/w{w}", server.url)).send().await.unwrap();
         let q = if r.status() == 404 {
             0
         } else {
@@ -161,7 +146,7 @@ async fn a_torn_tail_on_disk_is_repaired_at_start() {
     let mut bytes = std::fs::read(&log).unwrap();
     bytes.extend_from_within(..20);
     std::fs::write(&log, &bytes).unwrap();
-    let mut server = Server::start(dir.path(), &[]);
+    let server = Server::start(dir.path(), &[]);
     let cart: Value = client()
         .get(format!("{}/api/carts/t1", server.url))
         .send()
@@ -171,13 +156,6 @@ async fn a_torn_tail_on_disk_is_repaired_at_start() {
         .await
         .unwrap();
     assert_eq!(cart["items"][0]["qty"], 3);
-    assert_eq!(
-        std::fs::metadata(&log).unwrap().len(),
-        len,
-        "the torn tail was cut off"
-    );
-    assert!(
-        server.logs().iter().any(|l| l.contains("torn tail")),
-        "the repair is logged"
-    );
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), len, "the torn tail was cut off");
+    assert!(server.logs().iter().any(|l| l.contains("torn tail")), "the repair is logged");
 }

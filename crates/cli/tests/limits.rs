@@ -25,10 +25,7 @@ async fn bad_input_is_refused_clearly() {
                 let got = r.status().as_u16();
                 let body = r.text().await.unwrap();
                 assert_eq!(got, status, "{method} {url}: {body}");
-                assert!(
-                    body.contains(text),
-                    "{method} {url}: {body:?} lacks {text:?}"
-                );
+                assert!(body.contains(text), "{method} {url}: {body:?} lacks {text:?}");
                 assert!(body.len() < 300, "error texts are short: {body}");
             }
         };
@@ -37,22 +34,9 @@ async fn bad_input_is_refused_clearly() {
     let huge = json!({"sku": SKU_A, "pad": "x".repeat(70 * 1024)}).to_string();
     check(Method::POST, "/cart/".into(), Some(huge), 413, "too large").await;
     // Malformed and mistyped JSON.
-    check(
-        Method::POST,
-        "/cart/".into(),
-        Some("{not json".into()),
-        400,
-        "invalid JSON",
-    )
-    .await;
-    check(
-        Method::POST,
-        "/cart/".into(),
-        Some(json!({"sku": 5}).to_string()),
-        400,
-        "invalid JSON",
-    )
-    .await;
+    check(Method::POST, "/cart/".into(), Some("{not json".into()), 400, "invalid JSON").await;
+    check(Method::POST, "/cart/".into(), Some(json!({"sku": 5}).to_string()), 400, "invalid JSON")
+        .await;
     check(
         Method::POST,
         "/cart/".into(),
@@ -95,31 +79,10 @@ async fn bad_input_is_refused_clearly() {
         "sku",
     )
     .await;
-    check(
-        Method::POST,
-        "/cart/".into(),
-        Some(json!({"sku": ""}).to_string()),
-        400,
-        "sku",
-    )
-    .await;
+    check(Method::POST, "/cart/".into(), Some(json!({"sku": ""}).to_string()), 400, "sku").await;
     // Cart id.
-    check(
-        Method::GET,
-        format!("/api/carts/{}", "a".repeat(65)),
-        None,
-        400,
-        "cart id",
-    )
-    .await;
-    check(
-        Method::GET,
-        "/api/carts/bad%20id".into(),
-        None,
-        400,
-        "cart id",
-    )
-    .await;
+    check(Method::GET, format!("/api/carts/{}", "a".repeat(65)), None, 400, "cart id").await;
+    check(Method::GET, "/api/carts/bad%20id".into(), None, 400, "cart id").await;
     // Line ids that are not numbers.
     check(
         Method::PATCH,
@@ -130,9 +93,8 @@ async fn bad_input_is_refused_clearly() {
     )
     .await;
     // Too many lines in one request, refused before the catalogue is asked.
-    let items: Vec<_> = (0..501)
-        .map(|i| json!({"sku": format!("sku{i}"), "quantity": 1}))
-        .collect();
+    let items: Vec<_> =
+        (0..501).map(|i| json!({"sku": format!("sku{i}"), "quantity": 1})).collect();
     check(
         Method::PUT,
         "/api/carts/c1/items".into(),
@@ -152,10 +114,7 @@ async fn bad_input_is_refused_clearly() {
     assert_eq!(r.status(), 400);
 
     // The server is still healthy after all that.
-    assert_eq!(
-        http.get(url("/healthz")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(http.get(url("/healthz")).send().await.unwrap().status(), 200);
 }
 
 #[tokio::test]
@@ -166,28 +125,13 @@ async fn a_cart_stops_at_500_lines() {
         .map(|i| json!({"id": i, "sku": format!("s{i}"), "title": format!("Item {i}"), "values": {"4": 100}}))
         .collect();
     std::fs::write(&catalog, serde_json::to_string(&items).unwrap()).unwrap();
-    let server = Server::start(
-        &dir.path().join("data"),
-        &["--catalog", catalog.to_str().unwrap()],
-    );
+    let server = Server::start(&dir.path().join("data"), &["--catalog", catalog.to_str().unwrap()]);
     let http = client();
     let url = format!("{}/api/carts/big/items", server.url);
-    let first: Vec<_> = (0..500)
-        .map(|i| json!({"sku": format!("s{i}"), "quantity": 1}))
-        .collect();
-    let r = http
-        .put(&url)
-        .json(&json!({"items": first}))
-        .send()
-        .await
-        .unwrap();
+    let first: Vec<_> = (0..500).map(|i| json!({"sku": format!("s{i}"), "quantity": 1})).collect();
+    let r = http.put(&url).json(&json!({"items": first})).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = http
-        .post(&url)
-        .json(&json!({"sku": "s500"}))
-        .send()
-        .await
-        .unwrap();
+    let r = http.post(&url).json(&json!({"sku": "s500"})).send().await.unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(r.text().await.unwrap(), "a cart holds at most 500 lines");
 }

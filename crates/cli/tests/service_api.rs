@@ -13,10 +13,7 @@ struct Api {
 
 impl Api {
     fn new(server: &Server, cart: &str) -> Api {
-        Api {
-            http: client(),
-            base: format!("{}/api/carts/{cart}", server.url),
-        }
+        Api { http: client(), base: format!("{}/api/carts/{cart}", server.url) }
     }
 
     fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
@@ -26,12 +23,7 @@ impl Api {
 
 async fn ok(r: reqwest::Response) -> (u64, Value) {
     assert_eq!(r.status(), 200);
-    let etag = r.headers()["etag"]
-        .to_str()
-        .unwrap()
-        .trim_matches('"')
-        .parse()
-        .unwrap();
+    let etag = r.headers()["etag"].to_str().unwrap().trim_matches('"').parse().unwrap();
     (etag, r.json().await.unwrap())
 }
 
@@ -68,13 +60,9 @@ async fn every_route_and_etags() {
         .collect();
     assert_eq!(lines, vec![(1, 1), (2, 3), (3, 1)]);
 
-    let (_, cart) = ok(api
-        .req(Method::PATCH, "/items/2")
-        .json(&json!({"quantity": 7}))
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let (_, cart) =
+        ok(api.req(Method::PATCH, "/items/2").json(&json!({"quantity": 7})).send().await.unwrap())
+            .await;
     assert_eq!(cart["items"][1]["qty"], 7);
     let (_, cart) = ok(api.req(Method::DELETE, "/items/3").send().await.unwrap()).await;
     assert_eq!(cart["items"].as_array().unwrap().len(), 2);
@@ -95,12 +83,7 @@ async fn every_route_and_etags() {
         .unwrap())
     .await;
     assert_eq!(cart["deliveries"][0]["pickupPoint"]["city"], "Malmö");
-    let (v, cart) = ok(api
-        .req(Method::DELETE, "/deliveries/1")
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let (v, cart) = ok(api.req(Method::DELETE, "/deliveries/1").send().await.unwrap()).await;
     assert_eq!(cart["deliveries"], json!([]));
 
     let (etag, read) = ok(api.req(Method::GET, "").send().await.unwrap()).await;
@@ -113,13 +96,9 @@ async fn if_match_guards_writes() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let api = Api::new(&server, "c-if-match");
-    let (v, _) = ok(api
-        .req(Method::POST, "/items")
-        .json(&json!({"sku": SKU_A}))
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let (v, _) =
+        ok(api.req(Method::POST, "/items").json(&json!({"sku": SKU_A})).send().await.unwrap())
+            .await;
     let stale = api
         .req(Method::PATCH, "/items/1")
         .header("if-match", format!("\"{}\"", v + 1))
@@ -162,13 +141,8 @@ async fn idempotent_retries_apply_once_even_across_a_restart() {
         let (v1, b1) = ok(add().send().await.unwrap()).await;
         let (v2, b2) = ok(add().send().await.unwrap()).await;
         assert_eq!((v1, &b1), (v2, &b2), "the retry answers the first result");
-        ok(api
-            .req(Method::POST, "/items")
-            .json(&json!({"sku": SKU_B}))
-            .send()
-            .await
-            .unwrap())
-        .await;
+        ok(api.req(Method::POST, "/items").json(&json!({"sku": SKU_B})).send().await.unwrap())
+            .await;
         first_body = b1;
         server.terminate();
     }

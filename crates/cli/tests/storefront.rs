@@ -55,17 +55,8 @@ async fn the_whole_storefront_flow() {
     use reqwest::Method;
 
     // Same SKU again raises the quantity; /cart without slash works too.
-    let r = send(
-        Method::POST,
-        "/cart",
-        Some(json!({"sku": SKU_A, "quantity": 2})),
-    )
-    .await
-    .unwrap();
-    assert!(
-        cart_cookie(&r).is_none(),
-        "an existing cart keeps its cookie"
-    );
+    let r = send(Method::POST, "/cart", Some(json!({"sku": SKU_A, "quantity": 2}))).await.unwrap();
+    assert!(cart_cookie(&r).is_none(), "an existing cart keeps its cookie");
     let cart = body(r).await;
     assert_eq!(cart["items"].as_array().unwrap().len(), 1);
     assert_eq!(cart["items"][0]["qty"], 3);
@@ -78,19 +69,13 @@ async fn the_whole_storefront_flow() {
     assert_eq!(cart["items"].as_array().unwrap().len(), 3);
 
     // Quantity change, 0 removes.
-    let cart = body(
-        send(Method::PUT, "/cart/", Some(json!({"id": 1, "quantity": 5})))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let cart =
+        body(send(Method::PUT, "/cart/", Some(json!({"id": 1, "quantity": 5}))).await.unwrap())
+            .await;
     assert_eq!(cart["items"][0]["qty"], 5);
-    let cart = body(
-        send(Method::PUT, "/cart/", Some(json!({"id": 3, "quantity": 0})))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let cart =
+        body(send(Method::PUT, "/cart/", Some(json!({"id": 3, "quantity": 0}))).await.unwrap())
+            .await;
     assert_eq!(cart["items"].as_array().unwrap().len(), 2);
 
     // Delivery and pickup point.
@@ -113,11 +98,7 @@ async fn the_whole_storefront_flow() {
         .iter()
         .map(|l| l["price"].as_i64().unwrap() * l["qty"].as_i64().unwrap())
         .sum();
-    assert_eq!(
-        cart["totalPrice"].as_i64().unwrap(),
-        lines + 4900,
-        "total includes the delivery"
-    );
+    assert_eq!(cart["totalPrice"].as_i64().unwrap(), lines + 4900, "total includes the delivery");
     let delivery_id = delivery["id"].as_i64().unwrap();
     let cart = body(
         send(
@@ -135,16 +116,9 @@ async fn the_whole_storefront_flow() {
     // Remove a line: it leaves the delivery too.
     let cart = body(send(Method::DELETE, "/cart/2", None).await.unwrap()).await;
     assert_eq!(cart["deliveries"][0]["items"], json!([1]));
-    let cart = body(
-        send(
-            Method::DELETE,
-            &format!("/cart/delivery/{delivery_id}"),
-            None,
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
+    let cart =
+        body(send(Method::DELETE, &format!("/cart/delivery/{delivery_id}"), None).await.unwrap())
+            .await;
     assert_eq!(cart["deliveries"], json!([]));
 
     // Unknown line and delivery: 404 with a readable text.
@@ -160,10 +134,7 @@ async fn the_whole_storefront_flow() {
     let r = send(Method::DELETE, "/cart/", None).await.unwrap();
     assert!(r.status().is_success());
     let cleared = r.headers()["set-cookie"].to_str().unwrap();
-    assert!(
-        cleared.starts_with("cartid=;") && cleared.contains("Max-Age=0"),
-        "{cleared}"
-    );
+    assert!(cleared.starts_with("cartid=;") && cleared.contains("Max-Age=0"), "{cleared}");
     let r = http
         .post(url("/cart/"))
         .body(json!({"sku": SKU_B, "quantity": 1}).to_string())
@@ -280,12 +251,8 @@ async fn concurrent_adds_to_one_cart_lose_no_update() {
         .json()
         .await
         .unwrap();
-    let total: i64 = cart["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["qty"].as_i64().unwrap())
-        .sum();
+    let total: i64 =
+        cart["items"].as_array().unwrap().iter().map(|l| l["qty"].as_i64().unwrap()).sum();
     assert_eq!(total, 61);
     assert_eq!(cart["version"], 61);
 }

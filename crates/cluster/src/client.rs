@@ -27,10 +27,7 @@ pub struct Peers {
 impl Peers {
     /// Peers with this per-RPC deadline.
     pub fn new(deadline: Duration) -> Self {
-        Peers {
-            channels: Mutex::new(HashMap::new()),
-            deadline,
-        }
+        Peers { channels: Mutex::new(HashMap::new()), deadline }
     }
 
     /// The per-RPC deadline.
@@ -78,10 +75,7 @@ impl Peers {
 
     /// Drops the channel to a departed host.
     pub fn forget(&self, addr: &NodeAddr) {
-        self.channels
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(addr);
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner).remove(addr);
     }
 
     /// A request with the per-RPC deadline set.

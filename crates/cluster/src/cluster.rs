@@ -78,10 +78,8 @@ impl Cluster {
     ) -> Arc<Self> {
         let membership = Arc::new(Membership::new(options.me.clone(), options.max_misses));
         let peers = Arc::new(Peers::new(options.rpc_deadline));
-        runtime.set_handover(Arc::new(ConfirmOwner::new(
-            Arc::clone(&membership),
-            Arc::clone(&peers),
-        )));
+        runtime
+            .set_handover(Arc::new(ConfirmOwner::new(Arc::clone(&membership), Arc::clone(&peers))));
         let carts = Arc::new(ClusterCarts::new(
             Arc::clone(&runtime),
             Arc::clone(&membership),
@@ -124,15 +122,9 @@ impl Cluster {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
         let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_service_status(CART_SERVICE, tonic_health::ServingStatus::Serving)
-            .await;
-        reporter
-            .set_service_status(CONTROL_SERVICE, tonic_health::ServingStatus::Serving)
-            .await;
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
+        reporter.set_service_status(CART_SERVICE, tonic_health::ServingStatus::Serving).await;
+        reporter.set_service_status(CONTROL_SERVICE, tonic_health::ServingStatus::Serving).await;
+        reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
         let cart = CartActorServer::new(CartActorService::new(Arc::clone(&self.carts)))
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let control = ControlPlaneServer::new(ControlPlaneService::new(
@@ -180,11 +172,7 @@ impl Cluster {
     }
 
     fn view_names(&self) -> Vec<String> {
-        self.membership
-            .view()
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        self.membership.view().iter().map(ToString::to_string).collect()
     }
 
     /// Asks discovery for hosts, negotiates with everyone known, and pings
@@ -203,9 +191,7 @@ impl Cluster {
             let Ok(mut client) = self.peers.control(host) else {
                 return;
             };
-            let request = self.peers.request(NegotiateRequest {
-                known_hosts: known_hosts.clone(),
-            });
+            let request = self.peers.request(NegotiateRequest { known_hosts: known_hosts.clone() });
             match client.negotiate(request).await {
                 Ok(reply) => {
                     let offered = reply
@@ -239,21 +225,17 @@ impl Cluster {
     }
 
     async fn ping_round(&self) {
-        let pings = self
-            .membership
-            .ping_targets()
-            .into_iter()
-            .map(|host| async move {
-                let ok = match self.peers.control(&host) {
-                    Ok(mut client) => client.ping(self.peers.request(Empty {})).await.is_ok(),
-                    Err(_) => false,
-                };
-                if ok {
-                    self.membership.ping_ok(&host, self.clock.now_ms());
-                } else {
-                    self.membership.ping_failed(&host);
-                }
-            });
+        let pings = self.membership.ping_targets().into_iter().map(|host| async move {
+            let ok = match self.peers.control(&host) {
+                Ok(mut client) => client.ping(self.peers.request(Empty {})).await.is_ok(),
+                Err(_) => false,
+            };
+            if ok {
+                self.membership.ping_ok(&host, self.clock.now_ms());
+            } else {
+                self.membership.ping_failed(&host);
+            }
+        });
         futures_join_all(pings).await;
     }
 
@@ -281,9 +263,7 @@ impl Cluster {
     /// peer forwards to it afterwards.
     pub async fn leave(&self) {
         self.membership.close();
-        let notice = ClosingNotice {
-            host: self.membership.me().to_string(),
-        };
+        let notice = ClosingNotice { host: self.membership.me().to_string() };
         let notices = self.membership.peers().into_iter().map(|host| {
             let notice = notice.clone();
             async move {
@@ -319,11 +299,7 @@ async fn futures_join_all<F: Future<Output = ()>>(futures: impl IntoIterator<Ite
     let mut pinned: Vec<Pin<Box<F>>> = set.into_iter().map(Box::pin).collect();
     std::future::poll_fn(|cx| {
         pinned.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if pinned.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
+        if pinned.is_empty() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
     })
     .await
 }

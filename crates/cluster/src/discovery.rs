@@ -59,21 +59,11 @@ mod tests {
 
     #[tokio::test]
     async fn dns_resolves_localhost_to_peers() {
-        let dns = DnsPeers {
-            name: "localhost".into(),
-            grpc_port: 4001,
-            control_port: 4002,
-        };
+        let dns = DnsPeers { name: "localhost".into(), grpc_port: 4001, control_port: 4002 };
         let peers = dns.peers().await.unwrap();
-        assert!(
-            peers.contains(&"127.0.0.1:4001:4002".parse().unwrap()),
-            "{peers:?}"
-        );
-        let missing = DnsPeers {
-            name: "no-such-host.invalid".into(),
-            grpc_port: 1,
-            control_port: 2,
-        };
+        assert!(peers.contains(&"127.0.0.1:4001:4002".parse().unwrap()), "{peers:?}");
+        let missing =
+            DnsPeers { name: "no-such-host.invalid".into(), grpc_port: 1, control_port: 2 };
         assert!(missing.peers().await.is_err());
     }
 }

@@ -43,14 +43,15 @@ impl Handover for ConfirmOwner {
             tracing::info!(cart = %cart, from = %previous, "taking over a cart from a departed node");
             return Ok(());
         }
-        let mut client = self
+        let mut client =
+            self.peers.control(&previous).map_err(|e| GrainError::Unreachable(e.to_string()))?;
+        let request = self
             .peers
-            .control(&previous)
-            .map_err(|e| GrainError::Unreachable(e.to_string()))?;
-        let request = self.peers.request(OwnerChangeRequest {
-            cart_id: cart.to_string(),
-            new_host: me.to_string(),
-        });
+            .request(OwnerChangeRequest { cart_id: cart.to_string(), new_host: me.to_string() });
+        // Half the deadline: this runs inside a turn that may itself be a
+        // forwarded request under the full deadline.
+        let mut request = request;
+        request.set_timeout(self.peers.deadline() / 2);
         match client.confirm_owner(request).await {
             Ok(ack) if ack.get_ref().accepted => {
                 tracing::info!(cart = %cart, from = %previous, to = %me, "ownership moved");

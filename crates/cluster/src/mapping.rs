@@ -40,10 +40,7 @@ fn decode_one(cart: &str, kind: i32, payload: &[u8]) -> Result<Mutation, GrainEr
 }
 
 fn bad(message: String) -> GrainError {
-    GrainError::Remote {
-        status: 400,
-        message,
-    }
+    GrainError::Remote { status: 400, message }
 }
 
 /// The envelope of a request to mutate `cart`.
@@ -62,11 +59,7 @@ pub fn encode_request(cart: &CartId, request: &MutateRequest, forwarded: bool) -
             })
             .collect(),
         if_match: request.if_match,
-        idempotency_key: request
-            .idempotency
-            .as_ref()
-            .map(|t| t.key.clone())
-            .unwrap_or_default(),
+        idempotency_key: request.idempotency.as_ref().map(|t| t.key.clone()).unwrap_or_default(),
         idempotency_fingerprint: request.idempotency.as_ref().map_or(0, |t| t.fingerprint),
         forwarded,
     }
@@ -83,35 +76,20 @@ pub fn decode_request(r: &MutationRequest) -> Result<(CartId, MutateRequest), Gr
         key: r.idempotency_key.clone(),
         fingerprint: r.idempotency_fingerprint,
     });
-    Ok((
-        cart,
-        MutateRequest {
-            mutations,
-            if_match: r.if_match,
-            idempotency,
-        },
-    ))
+    Ok((cart, MutateRequest { mutations, if_match: r.if_match, idempotency }))
 }
 
 /// A reply carrying a result: the cart JSON with 200, or the error's status
 /// and text.
 pub fn mutation_reply(result: Result<CartSnapshot, GrainError>) -> MutationReply {
     let (status_code, payload, version) = reply_parts(result);
-    MutationReply {
-        status_code,
-        payload,
-        version,
-    }
+    MutationReply { status_code, payload, version }
 }
 
 /// See [`mutation_reply`].
 pub fn state_reply(result: Result<CartSnapshot, GrainError>) -> StateReply {
     let (status_code, payload, version) = reply_parts(result);
-    StateReply {
-        status_code,
-        payload,
-        version,
-    }
+    StateReply { status_code, payload, version }
 }
 
 fn reply_parts(result: Result<CartSnapshot, GrainError>) -> (i32, Vec<u8>, u64) {
@@ -128,10 +106,7 @@ pub fn from_reply(
     version: u64,
 ) -> Result<CartSnapshot, GrainError> {
     if status_code == 200 {
-        Ok(CartSnapshot {
-            version,
-            json: payload,
-        })
+        Ok(CartSnapshot { version, json: payload })
     } else {
         Err(GrainError::Remote {
             status: u16::try_from(status_code).unwrap_or(502),
@@ -155,10 +130,7 @@ mod tests {
         assert_eq!(from_wire(0), None);
         assert_eq!(from_wire(3), None);
         assert_eq!(from_wire(-1), None);
-        assert_eq!(
-            MutationType::MutationOrderCompleted.as_str_name(),
-            "MUTATION_ORDER_COMPLETED"
-        );
+        assert_eq!(MutationType::MutationOrderCompleted.as_str_name(), "MUTATION_ORDER_COMPLETED");
     }
 
     #[test]
@@ -175,10 +147,7 @@ mod tests {
                 Mutation::ChangeQuantity(ChangeQuantity { id: 1, quantity: 3 }),
             ],
             if_match: Some(4),
-            idempotency: Some(IdempotencyTag {
-                key: "k".into(),
-                fingerprint: 99,
-            }),
+            idempotency: Some(IdempotencyTag { key: "k".into(), fingerprint: 99 }),
         };
         let wire = encode_request(&cart, &request, true);
         assert_eq!(wire.r#type, MutationType::MutationAddRequest as i32);
@@ -198,10 +167,7 @@ mod tests {
         let mut wire = encode_request(
             &CartId::parse("c").unwrap(),
             &MutateRequest {
-                mutations: vec![Mutation::ChangeQuantity(ChangeQuantity {
-                    id: 1,
-                    quantity: 1,
-                })],
+                mutations: vec![Mutation::ChangeQuantity(ChangeQuantity { id: 1, quantity: 1 })],
                 ..Default::default()
             },
             false,
@@ -217,10 +183,7 @@ mod tests {
 
     #[test]
     fn replies_carry_http_statuses() {
-        let ok = mutation_reply(Ok(CartSnapshot {
-            version: 3,
-            json: b"{}".to_vec(),
-        }));
+        let ok = mutation_reply(Ok(CartSnapshot { version: 3, json: b"{}".to_vec() }));
         assert_eq!((ok.status_code, ok.version), (200, 3));
         let err = mutation_reply(Err(GrainError::NotFound));
         assert_eq!(err.status_code, 404);

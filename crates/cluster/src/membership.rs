@@ -114,12 +114,7 @@ impl Membership {
     /// Everyone worth pinging: members and candidates.
     pub fn ping_targets(&self) -> Vec<NodeAddr> {
         let inner = self.inner();
-        inner
-            .members
-            .keys()
-            .chain(inner.candidates.iter())
-            .cloned()
-            .collect()
+        inner.members.keys().chain(inner.candidates.iter()).cloned().collect()
     }
 
     /// Whether `host` is a member (or this node).
@@ -131,9 +126,7 @@ impl Membership {
     /// become candidates; returns them.
     pub fn learn(&self, hosts: impl IntoIterator<Item = NodeAddr>, now_ms: u64) -> Vec<NodeAddr> {
         let mut inner = self.inner();
-        inner
-            .departed
-            .retain(|_, at| now_ms.saturating_sub(*at) < DEPARTED_QUARANTINE_MS);
+        inner.departed.retain(|_, at| now_ms.saturating_sub(*at) < DEPARTED_QUARANTINE_MS);
         let mut new = Vec::new();
         for host in hosts {
             if host == self.me
@@ -158,13 +151,7 @@ impl Membership {
             return;
         }
         if inner.candidates.remove(host) {
-            inner.members.insert(
-                host.clone(),
-                MemberState {
-                    misses: 0,
-                    last_ok_ms: now_ms,
-                },
-            );
+            inner.members.insert(host.clone(), MemberState { misses: 0, last_ok_ms: now_ms });
             self.changed(&mut inner, "joined", host);
         }
     }
@@ -294,10 +281,7 @@ mod tests {
         assert!(changes.has_changed().unwrap());
         assert_eq!(m.view(), vec![addr(1)]);
         assert!(m.learn([addr(2)], 2_000).is_empty(), "quarantined");
-        assert_eq!(
-            m.learn([addr(2)], 1_000 + DEPARTED_QUARANTINE_MS),
-            vec![addr(2)]
-        );
+        assert_eq!(m.learn([addr(2)], 1_000 + DEPARTED_QUARANTINE_MS), vec![addr(2)]);
     }
 
     #[test]

@@ -50,10 +50,9 @@ where
         Box::pin(async move {
             let result = future.await;
             let failed = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .is_some_and(|s| s.as_bytes() != b"0"),
+                Ok(response) => {
+                    response.headers().get("grpc-status").is_some_and(|s| s.as_bytes() != b"0")
+                }
                 Err(_) => true,
             };
             record(&path, started.elapsed(), failed);

@@ -56,10 +56,7 @@ impl FromStr for NodeAddr {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.trim().split(':').collect();
-        let port = |p: &str| {
-            p.parse::<u16>()
-                .map_err(|_| format!("bad port {p:?} in {s:?}"))
-        };
+        let port = |p: &str| p.parse::<u16>().map_err(|_| format!("bad port {p:?} in {s:?}"));
         let host = parts.first().copied().unwrap_or_default();
         let valid_host = !host.is_empty()
             && host.len() <= 253
@@ -67,25 +64,17 @@ impl FromStr for NodeAddr {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
         if !valid_host {
-            return Err(format!(
-                "bad host in {s:?}: use host[:grpc_port[:control_port]]"
-            ));
+            return Err(format!("bad host in {s:?}: use host[:grpc_port[:control_port]]"));
         }
         let (grpc_port, control_port) = match parts.as_slice() {
             [_] => (DEFAULT_GRPC_PORT, DEFAULT_CONTROL_PORT),
             [_, g] => (port(g)?, DEFAULT_CONTROL_PORT),
             [_, g, c] => (port(g)?, port(c)?),
             _ => {
-                return Err(format!(
-                    "bad node address {s:?}: use host[:grpc_port[:control_port]]"
-                ));
+                return Err(format!("bad node address {s:?}: use host[:grpc_port[:control_port]]"));
             }
         };
-        Ok(NodeAddr {
-            host: host.to_owned(),
-            grpc_port,
-            control_port,
-        })
+        Ok(NodeAddr { host: host.to_owned(), grpc_port, control_port })
     }
 }
 

@@ -31,10 +31,7 @@ pub fn score(member: &NodeAddr, cart: &str) -> u64 {
 /// The owner of `cart` among `members`, skipping `avoid`; `None` if no
 /// member is left.
 pub fn owner<'a>(cart: &str, members: &'a [NodeAddr], avoid: &[NodeAddr]) -> Option<&'a NodeAddr> {
-    members
-        .iter()
-        .filter(|m| !avoid.contains(m))
-        .max_by_key(|m| (score(m, cart), *m))
+    members.iter().filter(|m| !avoid.contains(m)).max_by_key(|m| (score(m, cart), *m))
 }
 
 #[cfg(test)]
@@ -42,9 +39,7 @@ mod tests {
     use super::*;
 
     fn nodes(n: u16) -> Vec<NodeAddr> {
-        (0..n)
-            .map(|i| format!("10.0.0.1:{}", 4000 + i).parse().unwrap())
-            .collect()
+        (0..n).map(|i| format!("10.0.0.1:{}", 4000 + i).parse().unwrap()).collect()
     }
 
     #[test]

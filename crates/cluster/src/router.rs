@@ -45,11 +45,7 @@ pub struct ClusterCarts {
 impl ClusterCarts {
     /// Routes over `membership`'s view, serving owned carts from `runtime`.
     pub fn new(runtime: Arc<GrainRuntime>, membership: Arc<Membership>, peers: Arc<Peers>) -> Self {
-        ClusterCarts {
-            runtime,
-            membership,
-            peers,
-        }
+        ClusterCarts { runtime, membership, peers }
     }
 
     fn owner(&self, id: &CartId, avoid: &[NodeAddr]) -> Result<NodeAddr, GrainError> {
@@ -89,11 +85,7 @@ impl ClusterCarts {
             Attempt::Done(result) => return result,
             Attempt::Reroute { why, skip_owner } => (why, skip_owner),
         };
-        let avoid = if skip_owner {
-            vec![first.clone()]
-        } else {
-            vec![]
-        };
+        let avoid = if skip_owner { vec![first.clone()] } else { vec![] };
         let next = self.owner(id, &avoid)?;
         tracing::info!(cart = %id, from = %first, to = %next, reason = %why, "retrying after an owner change");
         match attempt(next).await {
@@ -111,10 +103,7 @@ impl ClusterCarts {
             Ok(c) => c,
             Err(e) => return Attempt::Done(Err(GrainError::Unreachable(e.to_string()))),
         };
-        let request = self.peers.request(StateRequest {
-            cart_id: id.to_string(),
-            forwarded: true,
-        });
+        let request = self.peers.request(StateRequest { cart_id: id.to_string(), forwarded: true });
         remote(
             owner,
             client.get_state(request).await.map(|r| {
@@ -159,10 +148,7 @@ fn misdirected_if_moving(
 ) -> Result<CartSnapshot, GrainError> {
     match result {
         Err(e @ (GrainError::ShuttingDown | GrainError::HandoverRefused(_))) => {
-            Err(GrainError::Remote {
-                status: MISDIRECTED,
-                message: e.to_string(),
-            })
+            Err(GrainError::Remote { status: MISDIRECTED, message: e.to_string() })
         }
         other => other,
     }
@@ -170,33 +156,23 @@ fn misdirected_if_moving(
 
 fn local<T>(result: Result<T, GrainError>) -> Attempt<T> {
     match result {
-        // Nothing was applied. Fenced: another node claimed the cart; this
-        // node reloads and, still the owner by its view, tries once more.
-        Err(why @ GrainError::Fenced) => Attempt::Reroute {
-            why,
-            skip_owner: false,
-        },
+        // Nothing was applied. Fenced or behind: another node wrote the
+        // cart; this node reloads and, still the owner by its view, tries
+        // once more.
+        Err(why @ (GrainError::Fenced | GrainError::Conflict)) => {
+            Attempt::Reroute { why, skip_owner: false }
+        }
         // The previous owner does not know this node yet: let it serve.
-        Err(why @ GrainError::HandoverRefused(_)) => Attempt::Reroute {
-            why,
-            skip_owner: true,
-        },
+        Err(why @ GrainError::HandoverRefused(_)) => Attempt::Reroute { why, skip_owner: true },
         other => Attempt::Done(other),
     }
 }
 
 fn remote<T>(owner: &NodeAddr, result: Result<Result<T, GrainError>, tonic::Status>) -> Attempt<T> {
     match result {
-        Ok(Err(GrainError::Remote {
-            status: MISDIRECTED,
-            message,
-        })) => Attempt::Reroute {
-            why: GrainError::Remote {
-                status: 503,
-                message,
-            },
-            skip_owner: true,
-        },
+        Ok(Err(GrainError::Remote { status: MISDIRECTED, message })) => {
+            Attempt::Reroute { why: GrainError::Remote { status: 503, message }, skip_owner: true }
+        }
         Ok(other) => Attempt::Done(other),
         Err(status) if never_delivered(&status) => Attempt::Reroute {
             why: GrainError::Unreachable(format!("{owner} refused the connection")),
@@ -204,10 +180,7 @@ fn remote<T>(owner: &NodeAddr, result: Result<Result<T, GrainError>, tonic::Stat
         },
         Err(status) => {
             tracing::warn!(owner = %owner, code = ?status.code(), message = status.message(), "call to the cart's owner failed");
-            Attempt::Done(Err(GrainError::Unreachable(format!(
-                "{owner}: {}",
-                status.message()
-            ))))
+            Attempt::Done(Err(GrainError::Unreachable(format!("{owner}: {}", status.message()))))
         }
     }
 }
@@ -226,11 +199,7 @@ impl Carts for ClusterCarts {
         // Resolve add-by-SKU here, at the entry node, so the owner's turn
         // does no catalogue I/O within the forwarding deadline.
         let mutations = self.runtime.resolve(request.mutations).await?;
-        let request = MutateRequest {
-            mutations,
-            ..request
-        };
-        self.routed(id, |owner| self.try_mutate(owner, id, &request))
-            .await
+        let request = MutateRequest { mutations, ..request };
+        self.routed(id, |owner| self.try_mutate(owner, id, &request)).await
     }
 }

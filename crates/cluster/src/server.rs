@@ -85,20 +85,12 @@ impl ControlPlaneService {
         peers: Arc<Peers>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        ControlPlaneService {
-            membership,
-            runtime,
-            peers,
-            clock,
-        }
+        ControlPlaneService { membership, runtime, peers, clock }
     }
 }
 
 fn ack(accepted: bool, message: impl Into<String>) -> Response<OwnerChangeAck> {
-    Response::new(OwnerChangeAck {
-        accepted,
-        message: message.into(),
-    })
+    Response::new(OwnerChangeAck { accepted, message: message.into() })
 }
 
 #[tonic::async_trait]
@@ -108,42 +100,25 @@ impl ControlPlane for ControlPlaneService {
             return Err(Status::unavailable("closing"));
         }
         let unix_time = i64::try_from(self.clock.now_ms() / 1000).unwrap_or(i64::MAX);
-        Ok(Response::new(PingReply {
-            host: self.membership.me().to_string(),
-            unix_time,
-        }))
+        Ok(Response::new(PingReply { host: self.membership.me().to_string(), unix_time }))
     }
 
     async fn negotiate(
         &self,
         request: Request<NegotiateRequest>,
     ) -> Result<Response<NegotiateReply>, Status> {
-        let offered: Vec<NodeAddr> = request
-            .into_inner()
-            .known_hosts
-            .iter()
-            .filter_map(|h| h.parse().ok())
-            .collect();
+        let offered: Vec<NodeAddr> =
+            request.into_inner().known_hosts.iter().filter_map(|h| h.parse().ok()).collect();
         let learned = self.membership.learn(offered, self.clock.now_ms());
         if !learned.is_empty() {
             tracing::info!(learned = ?learned.iter().map(ToString::to_string).collect::<Vec<_>>(), "negotiation: new hosts offered");
         }
-        let hosts = self
-            .membership
-            .view()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let hosts = self.membership.view().iter().map(ToString::to_string).collect();
         Ok(Response::new(NegotiateReply { hosts }))
     }
 
     async fn get_cart_ids(&self, _: Request<Empty>) -> Result<Response<CartIdsReply>, Status> {
-        let cart_ids = self
-            .runtime
-            .resident_ids()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let cart_ids = self.runtime.resident_ids().iter().map(ToString::to_string).collect();
         Ok(Response::new(CartIdsReply { cart_ids }))
     }
 
@@ -158,10 +133,7 @@ impl ControlPlane for ControlPlaneService {
         if !self.membership.is_member(&new_host) {
             return Ok(ack(
                 false,
-                format!(
-                    "{new_host} is not a member of {}'s view",
-                    self.membership.me()
-                ),
+                format!("{new_host} is not a member of {}'s view", self.membership.me()),
             ));
         }
         let Ok(cart) = CartId::parse(&request.cart_id) else {

@@ -78,9 +78,7 @@ impl CartLine {
 
     /// Discount on the whole line: the drop from the previous price.
     pub fn discount(&self) -> i64 {
-        (self.org_price - self.price)
-            .max(0)
-            .saturating_mul(i64::from(self.qty))
+        (self.org_price - self.price).max(0).saturating_mul(i64::from(self.qty))
     }
 }
 
@@ -211,11 +209,7 @@ impl Cart {
     /// Totals derived from lines and deliveries. Every line and delivery is
     /// taxed on its own (see [`crate::money`]) and the VAT amounts are summed.
     pub fn totals(&self) -> Totals {
-        let mut t = Totals {
-            price: 0,
-            tax: 0,
-            discount: 0,
-        };
+        let mut t = Totals { price: 0, tax: 0, discount: 0 };
         for line in &self.lines {
             let total = line.total();
             t.price = t.price.saturating_add(total);
@@ -256,11 +250,7 @@ impl Cart {
         let qty = quantity(i64::from(m.quantity))?;
         self.check_market(m)?;
         let store = m.store_id.as_deref();
-        if let Some(line) = self
-            .lines
-            .iter_mut()
-            .find(|l| same_product(l, &m.sku, store))
-        {
+        if let Some(line) = self.lines.iter_mut().find(|l| same_product(l, &m.sku, store)) {
             let merged = quantity(i64::from(line.qty) + i64::from(qty))?;
             *line = build_line(line.id, merged, m, items);
         } else {
@@ -318,9 +308,7 @@ impl Cart {
         };
         let pickup_point = m.pickup_point.as_ref().map(pickup_point).transpose()?;
         if self.deliveries.len() >= MAX_DELIVERIES {
-            return Err(CartError::TooManyDeliveries {
-                max: MAX_DELIVERIES,
-            });
+            return Err(CartError::TooManyDeliveries { max: MAX_DELIVERIES });
         }
         for d in &mut self.deliveries {
             d.items.retain(|line| !covered.contains(line));
@@ -341,10 +329,10 @@ impl Cart {
 
     fn set_pickup_point(&mut self, m: &proto::SetPickupPoint) -> Result<(), CartError> {
         let index = self.delivery_index(m.delivery_id)?;
-        let point = m.pickup_point.as_ref().ok_or(CartError::InvalidField {
-            field: "pickupPoint",
-            reason: "is required",
-        })?;
+        let point = m
+            .pickup_point
+            .as_ref()
+            .ok_or(CartError::InvalidField { field: "pickupPoint", reason: "is required" })?;
         let point = pickup_point(point)?;
         self.deliveries[index].pickup_point = Some(Box::new(point));
         Ok(())
@@ -353,10 +341,7 @@ impl Cart {
     fn create_checkout_order(&mut self, m: &proto::CreateCheckoutOrder) -> Result<(), CartError> {
         text("orderId", &m.order_id)?;
         if m.status.len() > MAX_TEXT_LEN {
-            return Err(CartError::InvalidField {
-                field: "status",
-                reason: "is too long",
-            });
+            return Err(CartError::InvalidField { field: "status", reason: "is too long" });
         }
         self.checkout = Some(Box::new(Checkout {
             order_id: m.order_id.as_str().into(),
@@ -442,10 +427,7 @@ impl Cart {
     }
 
     fn line_index(&self, id: i64) -> Result<usize, CartError> {
-        self.lines
-            .iter()
-            .position(|l| i64::from(l.id) == id)
-            .ok_or(CartError::LineNotFound(id))
+        self.lines.iter().position(|l| i64::from(l.id) == id).ok_or(CartError::LineNotFound(id))
     }
 
     fn delivery_index(&self, id: i64) -> Result<usize, CartError> {
@@ -522,32 +504,20 @@ pub fn validate_set_cart_items(m: &proto::SetCartItems) -> Result<(), CartError>
 
 fn sku(sku: &str) -> Result<(), CartError> {
     if sku.is_empty() {
-        return Err(CartError::InvalidField {
-            field: "sku",
-            reason: "is required",
-        });
+        return Err(CartError::InvalidField { field: "sku", reason: "is required" });
     }
     if sku.len() > MAX_SKU_LEN {
-        return Err(CartError::InvalidField {
-            field: "sku",
-            reason: "is too long",
-        });
+        return Err(CartError::InvalidField { field: "sku", reason: "is too long" });
     }
     Ok(())
 }
 
 fn validate_add_item(m: &proto::AddItem) -> Result<(), CartError> {
     if m.sku.is_empty() {
-        return Err(CartError::InvalidField {
-            field: "sku",
-            reason: "is required",
-        });
+        return Err(CartError::InvalidField { field: "sku", reason: "is required" });
     }
     if m.sku.len() > MAX_SKU_LEN {
-        return Err(CartError::InvalidField {
-            field: "sku",
-            reason: "is too long",
-        });
+        return Err(CartError::InvalidField { field: "sku", reason: "is too long" });
     }
     money("price", m.price)?;
     money("orgPrice", m.org_price)?;
@@ -559,25 +529,15 @@ fn quantity(q: i64) -> Result<u32, CartError> {
     u32::try_from(q)
         .ok()
         .filter(|q| (MIN_QUANTITY..=MAX_QUANTITY).contains(q))
-        .ok_or(CartError::InvalidQuantity {
-            got: q,
-            min: MIN_QUANTITY,
-            max: MAX_QUANTITY,
-        })
+        .ok_or(CartError::InvalidQuantity { got: q, min: MIN_QUANTITY, max: MAX_QUANTITY })
 }
 
 fn money(field: &'static str, amount: i64) -> Result<(), CartError> {
     if amount < 0 {
-        return Err(CartError::InvalidField {
-            field,
-            reason: "must not be negative",
-        });
+        return Err(CartError::InvalidField { field, reason: "must not be negative" });
     }
     if amount > MAX_PRICE {
-        return Err(CartError::InvalidField {
-            field,
-            reason: "is too large",
-        });
+        return Err(CartError::InvalidField { field, reason: "is too large" });
     }
     Ok(())
 }
@@ -586,24 +546,15 @@ fn tax_rate(rate: i32) -> Result<u32, CartError> {
     u32::try_from(rate)
         .ok()
         .filter(|r| *r <= MAX_TAX_RATE)
-        .ok_or(CartError::InvalidField {
-            field: "tax",
-            reason: "must be 0..=10000 basis points",
-        })
+        .ok_or(CartError::InvalidField { field: "tax", reason: "must be 0..=10000 basis points" })
 }
 
 fn text(field: &'static str, value: &str) -> Result<(), CartError> {
     if value.is_empty() {
-        return Err(CartError::InvalidField {
-            field,
-            reason: "is required",
-        });
+        return Err(CartError::InvalidField { field, reason: "is required" });
     }
     if value.len() > MAX_TEXT_LEN {
-        return Err(CartError::InvalidField {
-            field,
-            reason: "is too long",
-        });
+        return Err(CartError::InvalidField { field, reason: "is too long" });
     }
     Ok(())
 }
@@ -611,10 +562,9 @@ fn text(field: &'static str, value: &str) -> Result<(), CartError> {
 fn pickup_point(p: &proto::PickupPoint) -> Result<PickupPoint, CartError> {
     text("pickupPoint.id", &p.id)?;
     let optional = |field: &'static str, v: &Option<String>| match v {
-        Some(s) if s.len() > MAX_TEXT_LEN => Err(CartError::InvalidField {
-            field,
-            reason: "is too long",
-        }),
+        Some(s) if s.len() > MAX_TEXT_LEN => {
+            Err(CartError::InvalidField { field, reason: "is too long" })
+        }
         other => Ok(other.clone()),
     };
     Ok(PickupPoint {

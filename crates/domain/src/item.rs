@@ -158,12 +158,7 @@ impl ItemInterner {
 
     /// How many distinct infos are held.
     pub fn len(&self) -> usize {
-        self.items
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(Vec::len)
-            .sum()
+        self.items.lock().unwrap_or_else(PoisonError::into_inner).values().map(Vec::len).sum()
     }
 
     /// Whether no info is held.
@@ -179,19 +174,12 @@ mod tests {
     #[test]
     fn equal_infos_share_one_allocation_and_sweep_frees_unused() {
         let interner = ItemInterner::new();
-        let m = proto::AddItem {
-            sku: "1".into(),
-            name: "A".into(),
-            ..Default::default()
-        };
+        let m = proto::AddItem { sku: "1".into(), name: "A".into(), ..Default::default() };
         let a = interner.intern(&m);
         let b = interner.intern(&m);
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(*a, ItemInfo::from_add_item(&m));
-        let other = interner.intern(&proto::AddItem {
-            name: "B".into(),
-            ..m.clone()
-        });
+        let other = interner.intern(&proto::AddItem { name: "B".into(), ..m.clone() });
         assert!(!Arc::ptr_eq(&a, &other));
         assert_eq!(interner.len(), 2);
         drop(other);

@@ -154,10 +154,7 @@ impl Mutation {
     /// Decodes a payload of the given numeric type code.
     pub fn decode(code: u32, payload: &[u8]) -> Result<Self, DecodeError> {
         let kind = MutationType::from_code(code).ok_or(DecodeError::UnknownType(code))?;
-        let malformed = |source| DecodeError::Malformed {
-            kind: kind.name(),
-            source,
-        };
+        let malformed = |source| DecodeError::Malformed { kind: kind.name(), source };
         Ok(match kind {
             MutationType::AddRequest => {
                 Mutation::AddRequest(proto::AddRequest::decode(payload).map_err(malformed)?)
@@ -218,10 +215,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(matches!(
-            Mutation::decode(3, &[]),
-            Err(DecodeError::UnknownType(3))
-        ));
+        assert!(matches!(Mutation::decode(3, &[]), Err(DecodeError::UnknownType(3))));
         assert!(matches!(
             Mutation::decode(2, &[0xff, 0xff, 0xff]),
             Err(DecodeError::Malformed { .. })

@@ -64,28 +64,16 @@ fn check_invariants(cart: &Cart) -> Result<(), TestCaseError> {
     for d in cart.deliveries() {
         prop_assert!(!d.items.is_empty());
         for i in &d.items {
-            prop_assert!(
-                ids.binary_search(i).is_ok(),
-                "delivery covers a missing line"
-            );
+            prop_assert!(ids.binary_search(i).is_ok(), "delivery covers a missing line");
         }
     }
     let t = cart.totals();
-    let expected_price: i64 = lines
-        .iter()
-        .map(|l| l.price * i64::from(l.qty))
-        .sum::<i64>()
+    let expected_price: i64 = lines.iter().map(|l| l.price * i64::from(l.qty)).sum::<i64>()
         + cart.deliveries().iter().map(|d| d.price).sum::<i64>();
     prop_assert_eq!(t.price, expected_price);
-    let expected_tax: i64 = lines
-        .iter()
-        .map(|l| vat_included(l.price * i64::from(l.qty), l.tax))
-        .sum::<i64>()
-        + cart
-            .deliveries()
-            .iter()
-            .map(|d| vat_included(d.price, d.tax))
-            .sum::<i64>();
+    let expected_tax: i64 =
+        lines.iter().map(|l| vat_included(l.price * i64::from(l.qty), l.tax)).sum::<i64>()
+            + cart.deliveries().iter().map(|d| vat_included(d.price, d.tax)).sum::<i64>();
     prop_assert_eq!(t.tax, expected_tax);
     prop_assert!(t.tax >= 0 && t.tax <= t.price);
     prop_assert!(t.discount >= 0);

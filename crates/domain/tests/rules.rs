@@ -26,10 +26,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        Fixture {
-            cart: Cart::new("c1".into()),
-            items: ItemInterner::new(),
-        }
+        Fixture { cart: Cart::new("c1".into()), items: ItemInterner::new() }
     }
 
     fn apply(&mut self, m: Mutation) -> Result<(), CartError> {
@@ -113,10 +110,7 @@ fn quantity_limits_are_enforced() {
         CartError::InvalidQuantity { .. }
     ));
     assert!(matches!(
-        f.refused(Mutation::ChangeQuantity(ChangeQuantity {
-            id: 1,
-            quantity: -1
-        })),
+        f.refused(Mutation::ChangeQuantity(ChangeQuantity { id: 1, quantity: -1 })),
         CartError::InvalidQuantity { .. }
     ));
 }
@@ -125,10 +119,7 @@ fn quantity_limits_are_enforced() {
 fn change_quantity_to_zero_removes_the_line_and_ids_are_not_reused() {
     let mut f = Fixture::new();
     f.ok(Mutation::AddItem(item("a", 1, 1)));
-    f.ok(Mutation::ChangeQuantity(ChangeQuantity {
-        id: 1,
-        quantity: 0,
-    }));
+    f.ok(Mutation::ChangeQuantity(ChangeQuantity { id: 1, quantity: 0 }));
     assert!(f.cart.lines().is_empty());
     f.ok(Mutation::AddItem(item("a", 1, 1)));
     assert_eq!(f.cart.lines()[0].id, 2);
@@ -140,10 +131,7 @@ fn a_cart_holds_at_most_500_lines() {
     for i in 0..500 {
         f.ok(Mutation::AddItem(item(&i.to_string(), 1, 1)));
     }
-    assert_eq!(
-        f.refused(Mutation::AddItem(item("x", 1, 1))),
-        CartError::TooManyLines { max: 500 }
-    );
+    assert_eq!(f.refused(Mutation::AddItem(item("x", 1, 1))), CartError::TooManyLines { max: 500 });
     // Raising an existing line is still fine.
     f.ok(Mutation::AddItem(item("7", 1, 1)));
 }
@@ -154,11 +142,7 @@ fn deliveries_cover_existing_lines_only_and_follow_removals() {
     f.ok(Mutation::AddItem(item("a", 1, 1)));
     f.ok(Mutation::AddItem(item("b", 1, 1)));
     let delivery = |items: Vec<i64>| {
-        Mutation::SetDelivery(SetDelivery {
-            provider: "dhl".into(),
-            items,
-            ..Default::default()
-        })
+        Mutation::SetDelivery(SetDelivery { provider: "dhl".into(), items, ..Default::default() })
     };
     assert_eq!(f.refused(delivery(vec![1, 9])), CartError::LineNotFound(9));
     assert_eq!(f.refused(delivery(vec![])), CartError::EmptyDelivery);
@@ -166,10 +150,7 @@ fn deliveries_cover_existing_lines_only_and_follow_removals() {
     f.ok(Mutation::RemoveItem(RemoveItem { id: 1 }));
     assert_eq!(f.cart.deliveries()[0].items, vec![2]);
     f.ok(Mutation::RemoveItem(RemoveItem { id: 2 }));
-    assert!(
-        f.cart.deliveries().is_empty(),
-        "an empty delivery is dropped"
-    );
+    assert!(f.cart.deliveries().is_empty(), "an empty delivery is dropped");
 }
 
 #[test]
@@ -178,11 +159,7 @@ fn a_line_moves_to_the_newest_delivery() {
     f.ok(Mutation::AddItem(item("a", 1, 1)));
     f.ok(Mutation::AddItem(item("b", 1, 1)));
     let set = |p: &str, items| {
-        Mutation::SetDelivery(SetDelivery {
-            provider: p.into(),
-            items,
-            ..Default::default()
-        })
+        Mutation::SetDelivery(SetDelivery { provider: p.into(), items, ..Default::default() })
     };
     f.ok(set("dhl", vec![1, 2]));
     f.ok(set("postnord", vec![2]));
@@ -200,11 +177,7 @@ fn pickup_points_and_delivery_removal() {
         items: vec![1],
         ..Default::default()
     }));
-    let point = PickupPoint {
-        id: "p1".into(),
-        city: Some("Lund".into()),
-        ..Default::default()
-    };
+    let point = PickupPoint { id: "p1".into(), city: Some("Lund".into()), ..Default::default() };
     assert_eq!(
         f.refused(Mutation::SetPickupPoint(SetPickupPoint {
             delivery_id: 7,
@@ -212,19 +185,8 @@ fn pickup_points_and_delivery_removal() {
         })),
         CartError::DeliveryNotFound(7)
     );
-    f.ok(Mutation::SetPickupPoint(SetPickupPoint {
-        delivery_id: 1,
-        pickup_point: Some(point),
-    }));
-    assert_eq!(
-        f.cart.deliveries()[0]
-            .pickup_point
-            .as_ref()
-            .unwrap()
-            .city
-            .as_deref(),
-        Some("Lund")
-    );
+    f.ok(Mutation::SetPickupPoint(SetPickupPoint { delivery_id: 1, pickup_point: Some(point) }));
+    assert_eq!(f.cart.deliveries()[0].pickup_point.as_ref().unwrap().city.as_deref(), Some("Lund"));
     f.ok(Mutation::RemoveDelivery(RemoveDelivery { id: 1 }));
     assert_eq!(
         f.refused(Mutation::RemoveDelivery(RemoveDelivery { id: 1 })),
@@ -238,10 +200,7 @@ fn the_cart_keeps_one_currency() {
     f.ok(Mutation::AddItem(item("a", 1, 1)));
     let mut nok = item("b", 1, 1);
     nok.currency = "NOK".into();
-    assert!(matches!(
-        f.refused(Mutation::AddItem(nok)),
-        CartError::CurrencyMismatch { .. }
-    ));
+    assert!(matches!(f.refused(Mutation::AddItem(nok)), CartError::CurrencyMismatch { .. }));
     assert_eq!(f.cart.currency(), Some("SEK"));
 }
 
@@ -282,12 +241,7 @@ fn set_cart_items_replaces_lines_keeping_ids_of_kept_products() {
         requests: vec![],
         items: vec![item("b", 1, 4), item("c", 1, 1), item("c", 1, 1)],
     }));
-    let lines: Vec<_> = f
-        .cart
-        .lines()
-        .iter()
-        .map(|l| (l.id, &*l.info.sku, l.qty))
-        .collect();
+    let lines: Vec<_> = f.cart.lines().iter().map(|l| (l.id, &*l.info.sku, l.qty)).collect();
     assert_eq!(lines, vec![(2, "b", 4), (3, "c", 2)]);
     assert_eq!(f.cart.deliveries()[0].items, vec![2]);
 }
@@ -343,9 +297,9 @@ fn json_has_the_storefront_shape() {
     assert_eq!(v["processing"], false);
     assert_eq!(v["paymentInProgress"], false);
     let line = &v["items"][0];
-    for key in [
-        "id", "itemId", "sku", "name", "image", "price", "orgPrice", "qty", "stock", "tax", "type",
-    ] {
+    for key in
+        ["id", "itemId", "sku", "name", "image", "price", "orgPrice", "qty", "stock", "tax", "type"]
+    {
         assert!(line.get(key).is_some(), "line lacks {key}");
     }
     assert_eq!(line["itemId"], 861201);
@@ -354,17 +308,7 @@ fn json_has_the_storefront_shape() {
     assert_eq!(line["tax"], 2500);
     let d = &v["deliveries"][0];
     assert_eq!(
-        (
-            d["id"].clone(),
-            d["provider"].clone(),
-            d["items"].clone(),
-            d["price"].clone()
-        ),
-        (
-            1.into(),
-            "postnord".into(),
-            serde_json::json!([1]),
-            4_900.into()
-        )
+        (d["id"].clone(), d["provider"].clone(), d["items"].clone(), d["price"].clone()),
+        (1.into(), "postnord".into(), serde_json::json!([1]), 4_900.into())
     );
 }

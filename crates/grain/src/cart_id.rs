@@ -17,13 +17,8 @@ impl CartId {
     pub fn parse(s: &str) -> Result<Self, GrainError> {
         let ok = !s.is_empty()
             && s.len() <= MAX_CART_ID_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if ok {
-            Ok(CartId(s.into()))
-        } else {
-            Err(GrainError::InvalidCartId)
-        }
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok { Ok(CartId(s.into())) } else { Err(GrainError::InvalidCartId) }
     }
 
     /// A new random id: a base62 rendering of 64 random bits.

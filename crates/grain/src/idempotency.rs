@@ -26,18 +26,13 @@ impl IdempotencyKeys {
         if self.keys.len() >= MAX_KEYS_PER_CART {
             self.keys.remove(0);
         }
-        self.keys
-            .push((tag.key.as_str().into(), tag.fingerprint, version));
+        self.keys.push((tag.key.as_str().into(), tag.fingerprint, version));
     }
 
     /// Whether `tag`'s key was seen, and with what.
     pub fn check(&self, tag: &IdempotencyTag) -> Option<Seen> {
         let (_, fingerprint, version) = self.keys.iter().rev().find(|(k, _, _)| **k == *tag.key)?;
-        Some(if *fingerprint == tag.fingerprint {
-            Seen::Replay(*version)
-        } else {
-            Seen::Reused
-        })
+        Some(if *fingerprint == tag.fingerprint { Seen::Replay(*version) } else { Seen::Reused })
     }
 }
 
@@ -46,10 +41,7 @@ mod tests {
     use super::*;
 
     fn tag(key: &str, fingerprint: u64) -> IdempotencyTag {
-        IdempotencyTag {
-            key: key.into(),
-            fingerprint,
-        }
+        IdempotencyTag { key: key.into(), fingerprint }
     }
 
     #[test]

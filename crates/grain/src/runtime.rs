@@ -56,10 +56,7 @@ pub struct CartSnapshot {
 
 impl CartSnapshot {
     fn of(cart: &Cart) -> Self {
-        CartSnapshot {
-            version: cart.version(),
-            json: cart.to_json(),
-        }
+        CartSnapshot { version: cart.version(), json: cart.to_json() }
     }
 }
 
@@ -161,11 +158,7 @@ impl GrainRuntime {
             return Err(GrainError::ShuttingDown);
         }
         if request.mutations.is_empty() {
-            return Err(CartError::InvalidField {
-                field: "mutations",
-                reason: "is empty",
-            }
-            .into());
+            return Err(CartError::InvalidField { field: "mutations", reason: "is empty" }.into());
         }
         let runtime = Arc::clone(self);
         let id = id.clone();
@@ -189,15 +182,8 @@ impl GrainRuntime {
             Err(e) => return Err(count_outcome(id, &kinds, e)),
         };
         let mut slot = grain.state.lock().await;
-        let result = self
-            .apply_turn(
-                id,
-                &mut slot,
-                resolved,
-                request.if_match,
-                request.idempotency,
-            )
-            .await;
+        let result =
+            self.apply_turn(id, &mut slot, resolved, request.if_match, request.idempotency).await;
         match result {
             Ok(snapshot) => {
                 for kind in &kinds {
@@ -227,9 +213,7 @@ impl GrainRuntime {
         if let Some(expected) = if_match
             && expected != state.cart.version()
         {
-            return Err(GrainError::PreconditionFailed {
-                current: state.cart.version(),
-            });
+            return Err(GrainError::PreconditionFailed { current: state.cart.version() });
         }
         let mut next = state.cart.clone();
         for m in &mutations {
@@ -251,11 +235,7 @@ impl GrainRuntime {
             Some(epoch) => Fence::Epoch(epoch),
             None => Fence::Claim(self.options.node.clone()),
         };
-        match self
-            .store
-            .append(id.as_str(), state.cart.version(), fence, events)
-            .await
-        {
+        match self.store.append(id.as_str(), state.cart.version(), fence, events).await {
             Ok(appended) => state.epoch = Some(appended.epoch),
             Err(StoreError::Conflict { expected, actual }) => {
                 tracing::warn!(cart = %id, expected, actual, "another writer appended first; reloading the grain");
@@ -299,10 +279,7 @@ impl GrainRuntime {
     /// The cart as it was at `version`, rebuilt from the log.
     async fn snapshot_at(&self, id: &CartId, version: u64) -> Result<CartSnapshot, GrainError> {
         let events = self.store.load(id.as_str()).await?;
-        let upto: Vec<Event> = events
-            .into_iter()
-            .take_while(|e| e.seq <= version)
-            .collect();
+        let upto: Vec<Event> = events.into_iter().take_while(|e| e.seq <= version).collect();
         let (cart, _) = self.replay(id, &upto)?;
         Ok(CartSnapshot::of(&cart))
     }
@@ -322,10 +299,7 @@ impl GrainRuntime {
                     for r in &s.requests {
                         items.push(self.resolver.resolve(r).await?);
                     }
-                    Mutation::SetCartItems(SetCartItems {
-                        requests: Vec::new(),
-                        items,
-                    })
+                    Mutation::SetCartItems(SetCartItems { requests: Vec::new(), items })
                 }
                 other => other,
             });
@@ -352,11 +326,7 @@ impl GrainRuntime {
             metrics::counter!("cart_grain_activations_total").increment(1);
             metrics::histogram!("cart_grain_activation_duration_seconds").record(started.elapsed());
             tracing::debug!(cart = %id, events = events.len(), "grain activated");
-            *slot = Some(GrainState {
-                cart,
-                keys,
-                epoch: None,
-            });
+            *slot = Some(GrainState { cart, keys, epoch: None });
         }
         slot.as_mut().ok_or(GrainError::NotFound)
     }
@@ -373,13 +343,9 @@ impl GrainRuntime {
             };
             let m = Mutation::decode(u32::from(event.kind), &event.payload)
                 .map_err(|e| corrupt(e.to_string()))?;
-            cart.apply(&m, &self.items)
-                .map_err(|e| corrupt(format!("refused on replay: {e}")))?;
+            cart.apply(&m, &self.items).map_err(|e| corrupt(format!("refused on replay: {e}")))?;
             if cart.version() != event.seq {
-                return Err(corrupt(format!(
-                    "replay reached version {}",
-                    cart.version()
-                )));
+                return Err(corrupt(format!("replay reached version {}", cart.version())));
             }
             if let Some(tag) = &event.idempotency {
                 keys.record(tag, event.seq);
@@ -498,20 +464,12 @@ impl GrainRuntime {
 
     /// Ids of the resident grains.
     pub fn resident_ids(&self) -> Vec<CartId> {
-        self.grains
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect()
+        self.grains.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect()
     }
 
     /// How many grains are resident.
     pub fn resident(&self) -> usize {
-        self.grains
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.grains.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     /// Refuses new mutations from now on (reads still work).
@@ -545,11 +503,7 @@ fn evict_idle(grains: &mut HashMap<CartId, Arc<Grain>>, want: usize) -> usize {
 }
 
 fn count_outcome(id: &CartId, kinds: &[&'static str], e: GrainError) -> GrainError {
-    let outcome = if e.status() < 500 {
-        "refused"
-    } else {
-        "failed"
-    };
+    let outcome = if e.status() < 500 { "refused" } else { "failed" };
     for kind in kinds {
         metrics::counter!("cart_mutations_total", "type" => *kind, "outcome" => outcome)
             .increment(1);

@@ -14,11 +14,7 @@ const SKU: &str = "861200";
 
 fn store(dir: &std::path::Path) -> Arc<FileStore> {
     Arc::new(
-        FileStore::open(FileStoreOptions {
-            dir: dir.into(),
-            fsync: FsyncPolicy::Always,
-        })
-        .unwrap(),
+        FileStore::open(FileStoreOptions { dir: dir.into(), fsync: FsyncPolicy::Always }).unwrap(),
     )
 }
 
@@ -56,17 +52,11 @@ fn id(s: &str) -> CartId {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_adds_to_one_cart_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(
-        store(dir.path()),
-        Arc::new(ManualClock::new(0)),
-        RuntimeOptions::default(),
-    );
+    let rt = runtime(store(dir.path()), Arc::new(ManualClock::new(0)), RuntimeOptions::default());
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let rt = Arc::clone(&rt);
-        tasks.push(tokio::spawn(async move {
-            rt.mutate(&id("c1"), add(SKU, 1)).await.unwrap()
-        }));
+        tasks.push(tokio::spawn(async move { rt.mutate(&id("c1"), add(SKU, 1)).await.unwrap() }));
     }
     for t in tasks {
         t.await.unwrap();
@@ -80,59 +70,32 @@ async fn concurrent_adds_to_one_cart_lose_nothing() {
 async fn a_restarted_runtime_replays_the_same_cart() {
     let dir = tempfile::tempdir().unwrap();
     let before = {
-        let rt = runtime(
-            store(dir.path()),
-            Arc::new(ManualClock::new(0)),
-            RuntimeOptions::default(),
-        );
+        let rt =
+            runtime(store(dir.path()), Arc::new(ManualClock::new(0)), RuntimeOptions::default());
         rt.mutate(&id("c1"), add(SKU, 2)).await.unwrap();
         rt.mutate(&id("c1"), add("861217", 1)).await.unwrap();
         let change = Mutation::ChangeQuantity(ChangeQuantity { id: 1, quantity: 5 });
-        rt.mutate(
-            &id("c1"),
-            MutateRequest {
-                mutations: vec![change],
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
+        rt.mutate(&id("c1"), MutateRequest { mutations: vec![change], ..Default::default() })
+            .await
+            .unwrap()
     };
-    let rt = runtime(
-        store(dir.path()),
-        Arc::new(ManualClock::new(0)),
-        RuntimeOptions::default(),
-    );
+    let rt = runtime(store(dir.path()), Arc::new(ManualClock::new(0)), RuntimeOptions::default());
     assert_eq!(rt.get(&id("c1")).await.unwrap(), before);
 }
 
 #[tokio::test]
 async fn unknown_carts_are_not_found_and_not_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(
-        store(dir.path()),
-        Arc::new(ManualClock::new(0)),
-        RuntimeOptions::default(),
-    );
-    assert!(matches!(
-        rt.get(&id("nope")).await,
-        Err(GrainError::NotFound)
-    ));
+    let rt = runtime(store(dir.path()), Arc::new(ManualClock::new(0)), RuntimeOptions::default());
+    assert!(matches!(rt.get(&id("nope")).await, Err(GrainError::NotFound)));
     assert_eq!(rt.resident(), 0);
 }
 
 #[tokio::test]
 async fn refused_mutations_change_nothing_and_map_to_statuses() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(
-        store(dir.path()),
-        Arc::new(ManualClock::new(0)),
-        RuntimeOptions::default(),
-    );
-    let err = rt
-        .mutate(&id("c1"), add("no-such-sku", 1))
-        .await
-        .unwrap_err();
+    let rt = runtime(store(dir.path()), Arc::new(ManualClock::new(0)), RuntimeOptions::default());
+    let err = rt.mutate(&id("c1"), add("no-such-sku", 1)).await.unwrap_err();
     assert_eq!(err.status(), 404);
     let err = rt.mutate(&id("c1"), add(SKU, 1000)).await.unwrap_err();
     assert_eq!(err.status(), 400);
@@ -145,10 +108,7 @@ async fn refused_mutations_change_nothing_and_map_to_statuses() {
 async fn idle_grains_passivate_by_the_clock_and_reactivate_intact() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000));
-    let options = RuntimeOptions {
-        idle_ttl: Duration::from_secs(60),
-        ..Default::default()
-    };
+    let options = RuntimeOptions { idle_ttl: Duration::from_secs(60), ..Default::default() };
     let rt = runtime(store(dir.path()), Arc::clone(&clock), options);
     let before = rt.mutate(&id("c1"), add(SKU, 3)).await.unwrap();
     clock.advance(59_000);
@@ -164,10 +124,7 @@ async fn idle_grains_passivate_by_the_clock_and_reactivate_intact() {
 async fn the_cap_evicts_idle_grains_first() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(0));
-    let options = RuntimeOptions {
-        max_grains: 4,
-        ..Default::default()
-    };
+    let options = RuntimeOptions { max_grains: 4, ..Default::default() };
     let rt = runtime(store(dir.path()), Arc::clone(&clock), options);
     for i in 0..10 {
         clock.advance(1);
@@ -175,10 +132,7 @@ async fn the_cap_evicts_idle_grains_first() {
         assert!(rt.resident() <= 4);
     }
     for i in 0..10 {
-        assert_eq!(
-            json(&rt.get(&id(&format!("c{i}"))).await.unwrap())["items"][0]["qty"],
-            1
-        );
+        assert_eq!(json(&rt.get(&id(&format!("c{i}"))).await.unwrap())["items"][0]["qty"], 1);
     }
 }
 
@@ -195,10 +149,7 @@ impl Catalog for StuckCatalog {
 #[tokio::test]
 async fn when_no_grain_can_be_evicted_the_answer_is_overloaded() {
     let dir = tempfile::tempdir().unwrap();
-    let options = RuntimeOptions {
-        max_grains: 2,
-        ..Default::default()
-    };
+    let options = RuntimeOptions { max_grains: 2, ..Default::default() };
     let rt = GrainRuntime::new(
         store(dir.path()),
         Resolver::new(Arc::new(StuckCatalog), Markets::default()),
@@ -211,10 +162,7 @@ async fn when_no_grain_can_be_evicted_the_answer_is_overloaded() {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while rt.resident() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "busy grains never became resident"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "busy grains never became resident");
         tokio::task::yield_now().await;
     }
     let err = rt.get(&id("third")).await.unwrap_err();
@@ -225,16 +173,10 @@ async fn when_no_grain_can_be_evicted_the_answer_is_overloaded() {
 #[tokio::test]
 async fn if_match_and_idempotency_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let tag = IdempotencyTag {
-        key: "k1".into(),
-        fingerprint: 42,
-    };
+    let tag = IdempotencyTag { key: "k1".into(), fingerprint: 42 };
     let first = {
-        let rt = runtime(
-            store(dir.path()),
-            Arc::new(ManualClock::new(0)),
-            RuntimeOptions::default(),
-        );
+        let rt =
+            runtime(store(dir.path()), Arc::new(ManualClock::new(0)), RuntimeOptions::default());
         let mut req = add(SKU, 1);
         req.if_match = Some(3);
         assert!(matches!(
@@ -254,52 +196,27 @@ async fn if_match_and_idempotency_keys() {
     };
     // After a restart the key is still known, and the answer is still the
     // cart as the first request left it.
-    let rt = runtime(
-        store(dir.path()),
-        Arc::new(ManualClock::new(0)),
-        RuntimeOptions::default(),
-    );
+    let rt = runtime(store(dir.path()), Arc::new(ManualClock::new(0)), RuntimeOptions::default());
     let mut req = add(SKU, 1);
     req.idempotency = Some(tag.clone());
     assert_eq!(rt.mutate(&id("c1"), req).await.unwrap(), first);
-    assert_eq!(
-        json(&rt.get(&id("c1")).await.unwrap())["items"][0]["qty"],
-        2,
-        "applied once"
-    );
+    assert_eq!(json(&rt.get(&id("c1")).await.unwrap())["items"][0]["qty"], 2, "applied once");
     let mut other = add(SKU, 2);
-    other.idempotency = Some(IdempotencyTag {
-        key: "k1".into(),
-        fingerprint: 7,
-    });
-    assert!(matches!(
-        rt.mutate(&id("c1"), other).await,
-        Err(GrainError::IdempotencyKeyReused)
-    ));
+    other.idempotency = Some(IdempotencyTag { key: "k1".into(), fingerprint: 7 });
+    assert!(matches!(rt.mutate(&id("c1"), other).await, Err(GrainError::IdempotencyKeyReused)));
 }
 
 #[tokio::test]
 async fn a_stale_writer_gets_a_conflict_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let shared = store(dir.path());
-    let a = runtime(
-        Arc::clone(&shared),
-        Arc::new(ManualClock::new(0)),
-        RuntimeOptions::default(),
-    );
-    let b = runtime(
-        Arc::clone(&shared),
-        Arc::new(ManualClock::new(0)),
-        RuntimeOptions::default(),
-    );
+    let a = runtime(Arc::clone(&shared), Arc::new(ManualClock::new(0)), RuntimeOptions::default());
+    let b = runtime(Arc::clone(&shared), Arc::new(ManualClock::new(0)), RuntimeOptions::default());
     a.mutate(&id("c1"), add(SKU, 1)).await.unwrap();
     b.get(&id("c1")).await.unwrap();
     a.mutate(&id("c1"), add(SKU, 1)).await.unwrap();
     // b's grain is at version 1 while the log is at 2: its append is fenced.
-    assert!(matches!(
-        b.mutate(&id("c1"), add(SKU, 1)).await,
-        Err(GrainError::Conflict)
-    ));
+    assert!(matches!(b.mutate(&id("c1"), add(SKU, 1)).await, Err(GrainError::Conflict)));
     let after = b.mutate(&id("c1"), add(SKU, 1)).await.unwrap();
     assert_eq!(json(&after)["items"][0]["qty"], 3);
 }

@@ -25,10 +25,8 @@ pub fn cart_id(headers: &HeaderMap) -> Option<CartId> {
 /// `HttpOnly` (the storefront deletes it from JavaScript), `SameSite=Lax`.
 pub fn set(id: &CartId) -> HeaderValue {
     // Cart ids are ASCII alphanumerics, `_` and `-`, always a valid header.
-    HeaderValue::from_str(&format!(
-        "{NAME}={id}; Path=/; Max-Age={MAX_AGE_SECONDS}; SameSite=Lax"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static("cartid=; Path=/"))
+    HeaderValue::from_str(&format!("{NAME}={id}; Path=/; Max-Age={MAX_AGE_SECONDS}; SameSite=Lax"))
+        .unwrap_or_else(|_| HeaderValue::from_static("cartid=; Path=/"))
 }
 
 /// `Set-Cookie` that deletes the cookie.
@@ -43,10 +41,7 @@ mod tests {
     #[test]
     fn finds_the_cookie_among_others() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; cartid=Abc123; b=2"),
-        );
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; cartid=Abc123; b=2"));
         assert_eq!(cart_id(&h).unwrap().as_str(), "Abc123");
         h.insert(header::COOKIE, HeaderValue::from_static("cartid=../etc"));
         assert!(cart_id(&h).is_none());

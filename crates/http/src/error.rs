@@ -43,10 +43,7 @@ impl ApiError {
             ApiError::Unavailable(text) => (StatusCode::SERVICE_UNAVAILABLE, text.clone()),
             ApiError::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "request body too large (at most {} KiB)",
-                    crate::MAX_BODY_BYTES / 1024
-                ),
+                format!("request body too large (at most {} KiB)", crate::MAX_BODY_BYTES / 1024),
             ),
         }
     }
@@ -64,9 +61,7 @@ impl IntoResponse for ApiError {
                 ApiError::Grain(e) => e.retry_after().unwrap_or(1),
                 _ => 1,
             };
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

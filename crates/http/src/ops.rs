@@ -26,10 +26,7 @@ async fn ready(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        (s.metrics)(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], (s.metrics)())
 }
 
 /// `GET /api/cluster`: this node's view of the cluster.

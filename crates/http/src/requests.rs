@@ -103,18 +103,12 @@ fn add_requests(b: ItemsBody) -> Vec<AddRequest> {
 
 /// Adds of several SKUs, applied together or not at all.
 pub fn add_many(b: ItemsBody) -> Vec<Mutation> {
-    add_requests(b)
-        .into_iter()
-        .map(Mutation::AddRequest)
-        .collect()
+    add_requests(b).into_iter().map(Mutation::AddRequest).collect()
 }
 
 /// Replace all lines.
 pub fn set_items(b: ItemsBody) -> Mutation {
-    Mutation::SetCartItems(SetCartItems {
-        requests: add_requests(b),
-        items: Vec::new(),
-    })
+    Mutation::SetCartItems(SetCartItems { requests: add_requests(b), items: Vec::new() })
 }
 
 /// Change a line's quantity.
@@ -145,8 +139,5 @@ pub fn remove_delivery(id: i64) -> Mutation {
 
 /// Set a delivery's pickup point.
 pub fn set_pickup_point(delivery_id: i64, p: PickupPoint) -> Mutation {
-    Mutation::SetPickupPoint(SetPickupPoint {
-        delivery_id,
-        pickup_point: Some(p.into()),
-    })
+    Mutation::SetPickupPoint(SetPickupPoint { delivery_id, pickup_point: Some(p.into()) })
 }

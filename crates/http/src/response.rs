@@ -17,10 +17,7 @@ pub fn cart(snapshot: CartSnapshot) -> Response {
     (
         StatusCode::OK,
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
             (header::ETAG, etag(snapshot.version)),
         ],

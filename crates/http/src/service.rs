@@ -28,22 +28,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/carts/{id}", get(get_cart))
         .route("/api/carts/{id}/items", put(set_items).post(add_item))
-        .route(
-            "/api/carts/{id}/items/{line}",
-            patch(change_quantity).delete(remove_item),
-        )
-        .route(
-            "/api/carts/{id}/deliveries",
-            axum::routing::post(set_delivery),
-        )
-        .route(
-            "/api/carts/{id}/deliveries/{delivery}",
-            delete(remove_delivery),
-        )
-        .route(
-            "/api/carts/{id}/deliveries/{delivery}/pickup-point",
-            put(set_pickup_point),
-        )
+        .route("/api/carts/{id}/items/{line}", patch(change_quantity).delete(remove_item))
+        .route("/api/carts/{id}/deliveries", axum::routing::post(set_delivery))
+        .route("/api/carts/{id}/deliveries/{delivery}", delete(remove_delivery))
+        .route("/api/carts/{id}/deliveries/{delivery}/pickup-point", put(set_pickup_point))
 }
 
 fn cart_id(raw: &str) -> Result<CartId, ApiError> {
@@ -87,17 +75,9 @@ async fn mutate(
     let id = cart_id(id)?;
     let idempotency = write.key.map(|key| IdempotencyTag {
         key,
-        fingerprint: fingerprint(&[
-            write.method.as_str().as_bytes(),
-            write.path.as_bytes(),
-            body,
-        ]),
+        fingerprint: fingerprint(&[write.method.as_str().as_bytes(), write.path.as_bytes(), body]),
     });
-    let request = MutateRequest {
-        mutations,
-        if_match: write.if_match,
-        idempotency,
-    };
+    let request = MutateRequest { mutations, if_match: write.if_match, idempotency };
     Ok(response::cart(s.carts.mutate(&id, request).await?))
 }
 
@@ -113,9 +93,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     }
     let version = text.trim_start_matches("W/").trim_matches('"');
     version.parse().map(Some).map_err(|_| {
-        ApiError::BadRequest(format!(
-            "If-Match must be a cart version such as \"3\", got {text:?}"
-        ))
+        ApiError::BadRequest(format!("If-Match must be a cart version such as \"3\", got {text:?}"))
     })
 }
 
@@ -163,14 +141,7 @@ async fn set_items(
     write: WriteHeaders,
     body: JsonWithBytes<ItemsBody>,
 ) -> Result<Response, ApiError> {
-    mutate(
-        &s,
-        &id,
-        write,
-        &body.bytes,
-        vec![requests::set_items(body.value)],
-    )
-    .await
+    mutate(&s, &id, write, &body.bytes, vec![requests::set_items(body.value)]).await
 }
 
 async fn change_quantity(
@@ -197,14 +168,7 @@ async fn set_delivery(
     write: WriteHeaders,
     body: JsonWithBytes<DeliveryBody>,
 ) -> Result<Response, ApiError> {
-    mutate(
-        &s,
-        &id,
-        write,
-        &body.bytes,
-        vec![requests::set_delivery(body.value)],
-    )
-    .await
+    mutate(&s, &id, write, &body.bytes, vec![requests::set_delivery(body.value)]).await
 }
 
 async fn remove_delivery(
@@ -212,14 +176,7 @@ async fn remove_delivery(
     Path((id, delivery)): Path<(String, i64)>,
     write: WriteHeaders,
 ) -> Result<Response, ApiError> {
-    mutate(
-        &s,
-        &id,
-        write,
-        &[],
-        vec![requests::remove_delivery(delivery)],
-    )
-    .await
+    mutate(&s, &id, write, &[], vec![requests::remove_delivery(delivery)]).await
 }
 
 async fn set_pickup_point(
@@ -239,10 +196,7 @@ mod tests {
     #[test]
     fn fingerprints_separate_parts() {
         assert_ne!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"a", b"bc"]));
-        assert_eq!(
-            fingerprint(&[b"POST", b"/x", b"{}"]),
-            fingerprint(&[b"POST", b"/x", b"{}"])
-        );
+        assert_eq!(fingerprint(&[b"POST", b"/x", b"{}"]), fingerprint(&[b"POST", b"/x", b"{}"]));
     }
 
     #[test]

@@ -18,12 +18,7 @@ use crate::{AppState, cookie, response};
 
 /// The `/cart` routes; `/cart` and `/cart/` are the same.
 pub fn routes() -> Router<AppState> {
-    let collection = || {
-        get(get_cart)
-            .post(add)
-            .put(change_quantity)
-            .delete(start_over)
-    };
+    let collection = || get(get_cart).post(add).put(change_quantity).delete(start_over);
     Router::new()
         .route("/cart", collection())
         .route("/cart/", collection())
@@ -56,20 +51,10 @@ async fn mutate(
         None if create => (CartId::random(random_u64()?), true),
         None => return Err(no_cart()),
     };
-    let snapshot = carts
-        .mutate(
-            &id,
-            MutateRequest {
-                mutations,
-                ..Default::default()
-            },
-        )
-        .await?;
+    let snapshot = carts.mutate(&id, MutateRequest { mutations, ..Default::default() }).await?;
     let mut response = response::cart(snapshot);
     if new {
-        response
-            .headers_mut()
-            .insert(header::SET_COOKIE, cookie::set(&id));
+        response.headers_mut().insert(header::SET_COOKIE, cookie::set(&id));
     }
     Ok(response)
 }
@@ -108,23 +93,13 @@ async fn remove_line(
     headers: HeaderMap,
     Path(line_id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    mutate(
-        &s.carts,
-        &headers,
-        vec![requests::remove_item(line_id)],
-        false,
-    )
-    .await
+    mutate(&s.carts, &headers, vec![requests::remove_item(line_id)], false).await
 }
 
 /// Starts over: forgets the cookie, so the next add creates a new cart. The
 /// old cart stays in the log, untouched.
 async fn start_over() -> Response {
-    (
-        StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, cookie::clear())],
-    )
-        .into_response()
+    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie::clear())]).into_response()
 }
 
 async fn set_delivery(
@@ -132,13 +107,7 @@ async fn set_delivery(
     headers: HeaderMap,
     JsonBody(body): JsonBody<DeliveryBody>,
 ) -> Result<Response, ApiError> {
-    mutate(
-        &s.carts,
-        &headers,
-        vec![requests::set_delivery(body)],
-        false,
-    )
-    .await
+    mutate(&s.carts, &headers, vec![requests::set_delivery(body)], false).await
 }
 
 async fn remove_delivery(
@@ -146,13 +115,7 @@ async fn remove_delivery(
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    mutate(
-        &s.carts,
-        &headers,
-        vec![requests::remove_delivery(id)],
-        false,
-    )
-    .await
+    mutate(&s.carts, &headers, vec![requests::remove_delivery(id)], false).await
 }
 
 async fn set_pickup_point(
@@ -161,11 +124,5 @@ async fn set_pickup_point(
     Path(id): Path<i64>,
     JsonBody(body): JsonBody<cart_domain::PickupPoint>,
 ) -> Result<Response, ApiError> {
-    mutate(
-        &s.carts,
-        &headers,
-        vec![requests::set_pickup_point(id, body)],
-        false,
-    )
-    .await
+    mutate(&s.carts, &headers, vec![requests::set_pickup_point(id, body)], false).await
 }

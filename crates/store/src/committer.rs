@@ -97,8 +97,7 @@ impl Committer {
 
     fn periodic_sync(&mut self, schedule: &mut Option<SyncSchedule>) {
         if let Err(e) = self.sync(1) {
-            self.shared
-                .poison(format!("periodic fdatasync failed: {e}"));
+            self.shared.poison(format!("periodic fdatasync failed: {e}"));
         }
         if let Some(s) = schedule {
             s.synced(Instant::now());
@@ -120,9 +119,8 @@ impl Committer {
         buf: &mut Vec<u8>,
         schedule: &mut Option<SyncSchedule>,
     ) {
-        let (appends, flushes): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .partition(|c| matches!(c, Command::Append(_)));
+        let (appends, flushes): (Vec<_>, Vec<_>) =
+            batch.into_iter().partition(|c| matches!(c, Command::Append(_)));
         if !appends.is_empty() {
             if let Err(e) = self.lock.lock() {
                 let reason = format!("cannot lock the data directory: {e}");
@@ -137,8 +135,7 @@ impl Committer {
                 self.commit_locked(&mut index, appends, buf, schedule);
                 drop(index);
                 if let Err(e) = self.lock.unlock() {
-                    self.shared
-                        .poison(format!("cannot unlock the data directory: {e}"));
+                    self.shared.poison(format!("cannot unlock the data directory: {e}"));
                 }
             }
         }
@@ -173,8 +170,7 @@ impl Committer {
         schedule: &mut Option<SyncSchedule>,
     ) {
         if let Err(e) = self.shared.catch_up(index, Some(&self.file)) {
-            self.shared
-                .poison(format!("cannot read other writers' appends: {e}"));
+            self.shared.poison(format!("cannot read other writers' appends: {e}"));
         }
         let len = index.scanned;
         buf.clear();
@@ -227,18 +223,9 @@ impl Committer {
                 };
                 record::encode(buf, &req.cart, &event);
             }
-            let appended = Appended {
-                version: version + offsets.len() as u64,
-                epoch,
-            };
+            let appended = Appended { version: version + offsets.len() as u64, epoch };
             pending.insert(req.cart.clone(), (appended.version, epoch));
-            accepted.push(Accepted {
-                reply: req.reply,
-                cart: req.cart,
-                offsets,
-                claim,
-                appended,
-            });
+            accepted.push(Accepted { reply: req.reply, cart: req.cart, offsets, claim, appended });
         }
         if accepted.is_empty() {
             return;
@@ -246,9 +233,7 @@ impl Committer {
         if let Err(e) = self.write_and_sync(buf, len, accepted.len(), schedule) {
             let reason = e.to_string();
             for a in accepted {
-                let _ = a
-                    .reply
-                    .send(Err(StoreError::Io(std::io::Error::other(reason.clone()))));
+                let _ = a.reply.send(Err(StoreError::Io(std::io::Error::other(reason.clone()))));
             }
             return;
         }
@@ -277,8 +262,7 @@ impl Committer {
         if let Err(e) = self.file.write_all(buf) {
             // Cut off a partial write so the log stays a sequence of whole records.
             if let Err(cut) = self.file.set_len(len) {
-                self.shared
-                    .poison(format!("write failed ({e}) and truncation failed ({cut})"));
+                self.shared.poison(format!("write failed ({e}) and truncation failed ({cut})"));
             }
             return Err(e);
         }
@@ -310,24 +294,18 @@ impl Committer {
 }
 
 fn check(req: &AppendRequest, version: u64, epoch: u64) -> Result<(), StoreError> {
-    if req.expected != version {
-        return Err(StoreError::Conflict {
-            expected: req.expected,
-            actual: version,
-        });
-    }
+    // Fencing first: a writer that lost its claim is told so, whatever its
+    // version.
     if let Fence::Epoch(held) = req.fence
         && held != epoch
     {
-        return Err(StoreError::Fenced {
-            held,
-            current: epoch,
-        });
+        return Err(StoreError::Fenced { held, current: epoch });
+    }
+    if req.expected != version {
+        return Err(StoreError::Conflict { expected: req.expected, actual: version });
     }
     if req.cart.is_empty() || req.cart.len() > MAX_KEY_LEN {
-        return Err(StoreError::Invalid(format!(
-            "cart id must be 1..={MAX_KEY_LEN} bytes"
-        )));
+        return Err(StoreError::Invalid(format!("cart id must be 1..={MAX_KEY_LEN} bytes")));
     }
     if let Fence::Claim(owner) = &req.fence
         && owner.len() > record::MAX_BODY_LEN / 2
@@ -335,15 +313,10 @@ fn check(req: &AppendRequest, version: u64, epoch: u64) -> Result<(), StoreError
         return Err(StoreError::Invalid("owner name too long".into()));
     }
     if req.events.is_empty() && matches!(req.fence, Fence::Epoch(_)) {
-        return Err(StoreError::Invalid(
-            "an append needs at least one event".into(),
-        ));
+        return Err(StoreError::Invalid("an append needs at least one event".into()));
     }
-    if req.events.iter().any(|e| {
-        e.idempotency
-            .as_ref()
-            .is_some_and(|t| t.key.len() > MAX_KEY_LEN)
-    }) {
+    if req.events.iter().any(|e| e.idempotency.as_ref().is_some_and(|t| t.key.len() > MAX_KEY_LEN))
+    {
         return Err(StoreError::Invalid(format!(
             "idempotency key must be at most {MAX_KEY_LEN} bytes"
         )));

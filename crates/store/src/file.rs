@@ -95,10 +95,7 @@ impl Shared {
     }
 
     pub(crate) fn poisoned(&self) -> Option<String> {
-        self.poisoned
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.poisoned.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Indexes what was appended since the last scan. With `repair` (only
@@ -131,8 +128,7 @@ impl Shared {
         let corrupt = |why: &str| StoreError::Corrupt(format!("record at offset {offset}: {why}"));
         let h = record::decode_header(&header).map_err(corrupt)?;
         let mut body = vec![0u8; h.body_len];
-        self.reader
-            .read_exact_at(&mut body, offset + HEADER_LEN as u64)?;
+        self.reader.read_exact_at(&mut body, offset + HEADER_LEN as u64)?;
         record::decode_body(h, &body).map_err(corrupt)
     }
 }
@@ -154,11 +150,7 @@ impl FileStore {
             .write(true)
             .open(options.dir.join(LOCK_FILE))?;
         let path = options.dir.join(LOG_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)?;
+        let file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
         let started = Instant::now();
         let mut index = LogIndex::default();
         lock.lock()?;
@@ -184,12 +176,8 @@ impl FileStore {
             poisoned: Mutex::new(None),
         });
         let (commands, rx) = mpsc::channel();
-        let committer = Committer {
-            file,
-            lock,
-            shared: Arc::clone(&shared),
-            policy: options.fsync,
-        };
+        let committer =
+            Committer { file, lock, shared: Arc::clone(&shared), policy: options.fsync };
         std::thread::Builder::new()
             .name("event-log-committer".into())
             .spawn(move || committer.run(rx))?;
@@ -266,10 +254,9 @@ impl EventStore for FileStore {
         self.blocking(move |shared| {
             let index = shared.caught_up()?;
             Ok(index.carts.get(cart.as_str()).and_then(|c| {
-                c.claim.as_ref().map(|(epoch, owner)| Claim {
-                    epoch: *epoch,
-                    owner: owner.to_string(),
-                })
+                c.claim
+                    .as_ref()
+                    .map(|(epoch, owner)| Claim { epoch: *epoch, owner: owner.to_string() })
             }))
         })
         .await
@@ -335,9 +322,7 @@ fn scan(path: &Path, index: &mut LogIndex) -> Result<ScanEnd, StoreError> {
             if event.seq <= entry.epoch() {
                 break Some("claim epoch out of order");
             }
-            let owner = String::from_utf8_lossy(&event.payload)
-                .into_owned()
-                .into_boxed_str();
+            let owner = String::from_utf8_lossy(&event.payload).into_owned().into_boxed_str();
             entry.claim = Some((event.seq, owner));
         } else {
             if event.seq != entry.offsets.len() as u64 + 1 {

@@ -93,21 +93,9 @@ pub fn decode_body(header: Header, body: &[u8]) -> Result<(String, Event), &'sta
     let idempotency = if key.is_empty() {
         None
     } else {
-        Some(IdempotencyTag {
-            key,
-            fingerprint: u64::from_le_bytes(r.array()?),
-        })
+        Some(IdempotencyTag { key, fingerprint: u64::from_le_bytes(r.array()?) })
     };
-    Ok((
-        cart,
-        Event {
-            seq,
-            kind,
-            timestamp_ms,
-            payload: r.bytes.to_vec(),
-            idempotency,
-        },
-    ))
+    Ok((cart, Event { seq, kind, timestamp_ms, payload: r.bytes.to_vec(), idempotency }))
 }
 
 struct Reader<'a> {

@@ -52,11 +52,7 @@ pub struct SyncSchedule {
 impl SyncSchedule {
     /// A schedule that last synced at `now`.
     pub fn new(interval: Duration, now: Instant) -> Self {
-        SyncSchedule {
-            interval,
-            last_sync: now,
-            dirty: false,
-        }
+        SyncSchedule { interval, last_sync: now, dirty: false }
     }
 
     /// Records unsynced writes.
@@ -78,10 +74,8 @@ impl SyncSchedule {
     /// How long the committer may wait for new work before a sync is due;
     /// `None` when nothing is waiting to be synced.
     pub fn wait(&self, now: Instant) -> Option<Duration> {
-        self.dirty.then(|| {
-            self.interval
-                .saturating_sub(now.saturating_duration_since(self.last_sync))
-        })
+        self.dirty
+            .then(|| self.interval.saturating_sub(now.saturating_duration_since(self.last_sync)))
     }
 }
 
@@ -93,10 +87,7 @@ mod tests {
     fn parses_policies() {
         assert_eq!("always".parse(), Ok(FsyncPolicy::Always));
         assert_eq!("never".parse(), Ok(FsyncPolicy::Never));
-        assert_eq!(
-            "batch:20".parse(),
-            Ok(FsyncPolicy::Batch(Duration::from_millis(20)))
-        );
+        assert_eq!("batch:20".parse(), Ok(FsyncPolicy::Batch(Duration::from_millis(20))));
         assert!("batch:0".parse::<FsyncPolicy>().is_err());
         assert!("sometimes".parse::<FsyncPolicy>().is_err());
     }

@@ -24,10 +24,7 @@ async fn put(
 }
 
 fn open(dir: &std::path::Path) -> Result<FileStore, StoreError> {
-    FileStore::open(FileStoreOptions {
-        dir: dir.to_path_buf(),
-        fsync: FsyncPolicy::Always,
-    })
+    FileStore::open(FileStoreOptions { dir: dir.to_path_buf(), fsync: FsyncPolicy::Always })
 }
 
 fn event(n: u8) -> NewEvent {
@@ -48,18 +45,12 @@ async fn appends_load_back_in_order_with_sequence_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).unwrap();
     assert!(store.load("a").await.unwrap().is_empty());
-    assert_eq!(
-        put(&store, "a", 0, vec![event(1), event(2)]).await.unwrap(),
-        2
-    );
+    assert_eq!(put(&store, "a", 0, vec![event(1), event(2)]).await.unwrap(), 2);
     assert_eq!(put(&store, "b", 0, vec![event(9)]).await.unwrap(), 1);
     assert_eq!(put(&store, "a", 2, vec![event(3)]).await.unwrap(), 3);
     let a = store.load("a").await.unwrap();
     assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert_eq!(
-        a.iter().map(|e| e.timestamp_ms).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
+    assert_eq!(a.iter().map(|e| e.timestamp_ms).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(a[2].payload, vec![3, 3, 3]);
     let mut ids = store.cart_ids().await.unwrap();
     ids.sort();
@@ -72,27 +63,9 @@ async fn a_writer_that_is_behind_gets_a_conflict_and_nothing_is_written() {
     let store = open(dir.path()).unwrap();
     put(&store, "a", 0, vec![event(1)]).await.unwrap();
     let err = put(&store, "a", 0, vec![event(2)]).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Conflict {
-                expected: 0,
-                actual: 1
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, StoreError::Conflict { expected: 0, actual: 1 }), "{err:?}");
     let err = put(&store, "a", 5, vec![event(2)]).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Conflict {
-                expected: 5,
-                actual: 1
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, StoreError::Conflict { expected: 5, actual: 1 }), "{err:?}");
     assert_eq!(store.load("a").await.unwrap().len(), 1);
 }
 
@@ -105,9 +78,7 @@ async fn concurrent_appends_to_many_carts_all_land() {
         let store = Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
             for v in 0..20u64 {
-                put(&store, &format!("cart-{cart}"), v, vec![event(1)])
-                    .await
-                    .unwrap();
+                put(&store, &format!("cart-{cart}"), v, vec![event(1)]).await.unwrap();
             }
         }));
     }
@@ -117,20 +88,14 @@ async fn concurrent_appends_to_many_carts_all_land() {
     drop(store);
     let reopened = open(dir.path()).unwrap();
     for cart in 0..64 {
-        assert_eq!(
-            reopened.load(&format!("cart-{cart}")).await.unwrap().len(),
-            20
-        );
+        assert_eq!(reopened.load(&format!("cart-{cart}")).await.unwrap().len(), 20);
     }
 }
 
 #[tokio::test]
 async fn idempotency_tags_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let tag = IdempotencyTag {
-        key: "key-1".into(),
-        fingerprint: 0xfeed,
-    };
+    let tag = IdempotencyTag { key: "key-1".into(), fingerprint: 0xfeed };
     {
         let store = open(dir.path()).unwrap();
         let mut e = event(4);
@@ -150,61 +115,19 @@ async fn two_writers_on_one_directory_see_and_fence_each_other() {
     // its own lock and index and catches up with the other's appends.
     let a = open(dir.path()).unwrap();
     let b = open(dir.path()).unwrap();
-    let first = a
-        .append("c", 0, Fence::Claim("a".into()), vec![event(1)])
-        .await
-        .unwrap();
+    let first = a.append("c", 0, Fence::Claim("a".into()), vec![event(1)]).await.unwrap();
     assert_eq!((first.version, first.epoch), (1, 1));
     assert_eq!(b.load("c").await.unwrap().len(), 1, "b sees a's append");
-    assert_eq!(
-        b.claim_of("c").await.unwrap(),
-        Some(Claim {
-            epoch: 1,
-            owner: "a".into()
-        })
-    );
+    assert_eq!(b.claim_of("c").await.unwrap(), Some(Claim { epoch: 1, owner: "a".into() }));
     // b takes the cart over: its claim fences a.
-    let taken = b
-        .append("c", 1, Fence::Claim("b".into()), vec![event(2)])
-        .await
-        .unwrap();
+    let taken = b.append("c", 1, Fence::Claim("b".into()), vec![event(2)]).await.unwrap();
     assert_eq!((taken.version, taken.epoch), (2, 2));
-    let err = a
-        .append("c", 2, Fence::Epoch(1), vec![event(3)])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Fenced {
-                held: 1,
-                current: 2
-            }
-        ),
-        "{err:?}"
-    );
+    let err = a.append("c", 2, Fence::Epoch(1), vec![event(3)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { held: 1, current: 2 }), "{err:?}");
     // A writer that is behind gets a conflict even with the right epoch.
-    let err = b
-        .append("c", 1, Fence::Epoch(2), vec![event(3)])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Conflict {
-                expected: 1,
-                actual: 2
-            }
-        ),
-        "{err:?}"
-    );
-    assert_eq!(
-        b.append("c", 2, Fence::Epoch(2), vec![event(3)])
-            .await
-            .unwrap()
-            .version,
-        3
-    );
+    let err = b.append("c", 1, Fence::Epoch(2), vec![event(3)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { expected: 1, actual: 2 }), "{err:?}");
+    assert_eq!(b.append("c", 2, Fence::Epoch(2), vec![event(3)]).await.unwrap().version, 3);
     let seqs: Vec<u64> = a.load("c").await.unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(seqs, vec![1, 2, 3]);
 }
@@ -212,9 +135,7 @@ async fn two_writers_on_one_directory_see_and_fence_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_on_one_directory_never_fork_a_cart() {
     let dir = tempfile::tempdir().unwrap();
-    let stores: Vec<Arc<FileStore>> = (0..3)
-        .map(|_| Arc::new(open(dir.path()).unwrap()))
-        .collect();
+    let stores: Vec<Arc<FileStore>> = (0..3).map(|_| Arc::new(open(dir.path()).unwrap())).collect();
     let mut tasks = Vec::new();
     for (n, store) in stores.iter().enumerate() {
         let store = Arc::clone(store);
@@ -224,11 +145,7 @@ async fn concurrent_writers_on_one_directory_never_fork_a_cart() {
                 // Everyone races to claim and append to the same cart.
                 let version = store.load("hot").await.unwrap().len() as u64;
                 let owner = format!("n{n}");
-                if store
-                    .append("hot", version, Fence::Claim(owner), vec![event(1)])
-                    .await
-                    .is_ok()
-                {
+                if store.append("hot", version, Fence::Claim(owner), vec![event(1)]).await.is_ok() {
                     won += 1;
                 }
             }
@@ -240,17 +157,8 @@ async fn concurrent_writers_on_one_directory_never_fork_a_cart() {
         total += t.await.unwrap();
     }
     let events = stores[0].load("hot").await.unwrap();
-    assert_eq!(
-        events.len() as u64,
-        total,
-        "every successful append is in the log once"
-    );
-    assert!(
-        events
-            .iter()
-            .enumerate()
-            .all(|(i, e)| e.seq == i as u64 + 1)
-    );
+    assert_eq!(events.len() as u64, total, "every successful append is in the log once");
+    assert!(events.iter().enumerate().all(|(i, e)| e.seq == i as u64 + 1));
 }
 
 async fn write_two_carts(dir: &std::path::Path) -> u64 {
@@ -266,18 +174,12 @@ async fn a_torn_tail_is_truncated_and_the_store_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
     let full = write_two_carts(dir.path()).await;
     // Cut the last record in half, as a crash mid-write would.
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(log_path(dir.path()))
-        .unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(log_path(dir.path())).unwrap();
     f.set_len(full - 7).unwrap();
     drop(f);
     let store = open(dir.path()).unwrap();
     assert_eq!(store.load("a").await.unwrap().len(), 1);
-    assert!(
-        store.load("b").await.unwrap().is_empty(),
-        "the torn record is gone"
-    );
+    assert!(store.load("b").await.unwrap().is_empty(), "the torn record is gone");
     assert_eq!(put(&store, "b", 0, vec![event(21)]).await.unwrap(), 1);
     drop(store);
     let store = open(dir.path()).unwrap();
@@ -288,10 +190,7 @@ async fn a_torn_tail_is_truncated_and_the_store_keeps_working() {
 async fn garbage_after_the_last_record_is_truncated() {
     let dir = tempfile::tempdir().unwrap();
     let full = write_two_carts(dir.path()).await;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(log_path(dir.path()))
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(log_path(dir.path())).unwrap();
     f.write_all(&[0u8; 100]).unwrap();
     drop(f);
     let store = open(dir.path()).unwrap();
@@ -324,11 +223,7 @@ async fn a_corrupt_record_followed_by_valid_ones_refuses_to_open() {
 }
 
 fn flip_byte(dir: &std::path::Path, at: u64) {
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(log_path(dir))
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(log_path(dir)).unwrap();
     let mut b = [0u8; 1];
     f.seek(SeekFrom::Start(at)).unwrap();
     std::io::Read::read_exact(&mut f, &mut b).unwrap();
@@ -338,17 +233,11 @@ fn flip_byte(dir: &std::path::Path, at: u64) {
 
 #[tokio::test]
 async fn batch_and_never_policies_still_persist_after_flush() {
-    for policy in [
-        FsyncPolicy::Batch(std::time::Duration::from_millis(2)),
-        FsyncPolicy::Never,
-    ] {
+    for policy in [FsyncPolicy::Batch(std::time::Duration::from_millis(2)), FsyncPolicy::Never] {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = FileStore::open(FileStoreOptions {
-                dir: dir.path().into(),
-                fsync: policy,
-            })
-            .unwrap();
+            let store = FileStore::open(FileStoreOptions { dir: dir.path().into(), fsync: policy })
+                .unwrap();
             put(&store, "a", 0, vec![event(1)]).await.unwrap();
             store.flush().await.unwrap();
         }

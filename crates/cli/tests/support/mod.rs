@@ -19,7 +19,7 @@ pub struct Server {
     data_dir: PathBuf,
     extra: Vec<String>,
     logs: mpsc::Receiver<String>,
-    startup_logs: Vec<String>,
+    startup_logs: std::sync::Mutex<Vec<String>>,
 }
 
 /// How long a server may take to start.
@@ -31,12 +31,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cart-actor"))
             .arg("serve")
             .args(["--http-addr", "127.0.0.1:0", "--log-format", "json"])
-            .args([
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--control-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["--grpc-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"])
             .args(["--advertise-host", "127.0.0.1"])
             .arg("--data-dir")
             .arg(data_dir)
@@ -58,9 +53,7 @@ impl Server {
         let mut startup_logs = Vec::new();
         let (addr, node, grpc) = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = logs
-                .recv_timeout(left)
-                .expect("server did not report its address in time");
+            let line = logs.recv_timeout(left).expect("server did not report its address in time");
             startup_logs.push(line.clone());
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                 && v["message"] == "listening"
@@ -77,7 +70,7 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             logs,
-            startup_logs,
+            startup_logs: std::sync::Mutex::new(startup_logs),
         }
     }
 
@@ -103,19 +96,16 @@ impl Server {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// Log lines printed so far.
-    pub fn logs(&mut self) -> Vec<String> {
-        let new: Vec<String> = self.logs.try_iter().collect();
-        self.startup_logs.extend(new);
-        self.startup_logs.clone()
+    pub fn logs(&self) -> Vec<String> {
+        let mut all = self.startup_logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.extend(self.logs.try_iter());
+        all.clone()
     }
 }
 
@@ -128,10 +118,7 @@ impl Drop for Server {
 
 /// An HTTP client without connection reuse surprises.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
 }
 
 /// The `cartid` value of a `Set-Cookie` header, if the response set one.

@@ -1,0 +1,393 @@
+//! Three real `cart-actor` processes on one shared data directory.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cart_cluster::proto::cart::cart_actor_client::CartActorClient;
+use cart_cluster::proto::cart::{MutationRequest, MutationType, StateRequest};
+use cart_cluster::proto::control::control_plane_client::ControlPlaneClient;
+use cart_cluster::proto::control::{Empty, OwnerChangeRequest};
+use prost::Message;
+use serde_json::{Value, json};
+use support::{SKU_A, SKU_B, Server, client};
+
+/// Starts three nodes in turn, each knowing only the previous one.
+fn start_three(dir: &std::path::Path) -> Vec<Server> {
+    let a = Server::start(dir, &[]);
+    let b = Server::start(dir, &["--peers", &a.node]);
+    let c = Server::start(dir, &["--peers", &b.node]);
+    vec![a, b, c]
+}
+
+async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn members(server: &Server) -> Vec<String> {
+    let Ok(r) = client().get(format!("{}/api/cluster", server.url)).send().await else {
+        return vec![];
+    };
+    let Ok(v) = r.json::<Value>().await else { return vec![] };
+    let mut hosts: Vec<String> = v["members"]
+        .as_array()
+        .map(|a| a.iter().map(|m| m["host"].as_str().unwrap_or_default().to_owned()).collect())
+        .unwrap_or_default();
+    hosts.sort();
+    hosts
+}
+
+async fn converged(nodes: &[&Server]) -> bool {
+    let mut expected: Vec<String> = nodes.iter().map(|n| n.node.clone()).collect();
+    expected.sort();
+    for n in nodes {
+        if members(n).await != expected {
+            return false;
+        }
+    }
+    true
+}
+
+async fn cart_ids(server: &Server) -> Vec<String> {
+    let mut c = ControlPlaneClient::connect(server.grpc_url.clone()).await.unwrap();
+    c.get_cart_ids(Empty {}).await.unwrap().into_inner().cart_ids
+}
+
+async fn add(server: &Server, cart: &str, sku: &str) -> reqwest::Response {
+    client()
+        .post(format!("{}/api/carts/{cart}/items", server.url))
+        .json(&json!({"sku": sku, "quantity": 1}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn read(server: &Server, cart: &str) -> Option<Value> {
+    let r = client().get(format!("{}/api/carts/{cart}", server.url)).send().await.ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+fn qty(cart: &Value) -> u64 {
+    cart["items"]
+        .as_array()
+        .map_or(0, |items| items.iter().map(|l| l["qty"].as_u64().unwrap_or(0)).sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn staggered_start_converges_and_any_node_serves_any_cart() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_three(dir.path());
+    let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
+    let all = [a, b, c];
+    wait_until("the views to converge", Duration::from_secs(15), || converged(&all)).await;
+    for n in [a, b, c] {
+        let r = client().get(format!("{}/readyz", n.url)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    // HTTP through A, read through B and C.
+    for cart in ["alpha", "beta", "gamma", "delta"] {
+        assert_eq!(add(a, cart, SKU_A).await.status(), 200);
+        assert_eq!(add(b, cart, SKU_B).await.status(), 200);
+        let via_a = read(a, cart).await.unwrap();
+        assert_eq!(read(b, cart).await.unwrap(), via_a);
+        assert_eq!(read(c, cart).await.unwrap(), via_a);
+        assert_eq!(qty(&via_a), 2);
+    }
+
+    // gRPC: a client built from the plan's proto mutates through C and reads
+    // through A.
+    let add_request = cart_domain::proto::AddRequest {
+        sku: SKU_A.into(),
+        quantity: 2,
+        country: None,
+        store_id: None,
+    };
+    let mut grpc = CartActorClient::connect(c.grpc_url.clone()).await.unwrap();
+    let reply = grpc
+        .mutate(MutationRequest {
+            cart_id: "alpha".into(),
+            r#type: MutationType::MutationAddRequest as i32,
+            payload: add_request.encode_to_vec(),
+            client_timestamp: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.status_code, 200, "{}", String::from_utf8_lossy(&reply.payload));
+    let cart: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(qty(&cart), 4);
+    let mut grpc_a = CartActorClient::connect(a.grpc_url.clone()).await.unwrap();
+    let state = grpc_a
+        .get_state(StateRequest { cart_id: "alpha".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state.status_code, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&state.payload).unwrap(),
+        read(b, "alpha").await.unwrap()
+    );
+    let missing = grpc_a
+        .get_state(StateRequest { cart_id: "nope".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(missing.status_code, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_cart_is_ever_active_on_two_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_three(dir.path());
+    let refs: Vec<&Server> = nodes.iter().collect();
+    wait_until("the views to converge", Duration::from_secs(15), || converged(&refs)).await;
+    for i in 0..150 {
+        let via = &nodes[i % 3];
+        assert_eq!(add(via, &format!("cart-{i}"), SKU_A).await.status(), 200);
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut per_node = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        let ids = cart_ids(node).await;
+        per_node.push(ids.len());
+        for id in ids {
+            if let Some(other) = seen.insert(id.clone(), n) {
+                panic!("cart {id} is active on node {other} and node {n}");
+            }
+        }
+    }
+    assert_eq!(seen.len(), 150, "every cart is active somewhere");
+    assert!(per_node.iter().all(|&n| n > 20), "carts are spread over all nodes: {per_node:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn confirm_owner_hands_over_or_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_three(dir.path());
+    let refs: Vec<&Server> = nodes.iter().collect();
+    wait_until("the views to converge", Duration::from_secs(15), || converged(&refs)).await;
+    // Find a cart active on A.
+    let mut on_a = None;
+    for i in 0..60 {
+        let cart = format!("h-{i}");
+        assert_eq!(add(&nodes[0], &cart, SKU_A).await.status(), 200);
+        if cart_ids(&nodes[0]).await.contains(&cart) {
+            on_a = Some(cart);
+            break;
+        }
+    }
+    let cart = on_a.expect("some cart lands on A");
+    let mut control = ControlPlaneClient::connect(nodes[0].grpc_url.clone()).await.unwrap();
+
+    // Refused: the asking host is not a member of A's view. A keeps the cart.
+    let ack = control
+        .confirm_owner(OwnerChangeRequest {
+            cart_id: cart.clone(),
+            new_host: "10.255.255.1:9:9".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!ack.accepted);
+    assert!(ack.message.contains("not a member"), "{}", ack.message);
+    assert!(cart_ids(&nodes[0]).await.contains(&cart));
+
+    // Accepted: a member asks; A flushes and passivates its grain.
+    let ack = control
+        .confirm_owner(OwnerChangeRequest {
+            cart_id: cart.clone(),
+            new_host: nodes[1].node.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ack.accepted, "{}", ack.message);
+    assert!(!cart_ids(&nodes[0]).await.contains(&cart));
+    assert_eq!(qty(&read(&nodes[2], &cart).await.unwrap()), 1, "nothing was lost in the handover");
+}
+
+/// Carts active on `node`, out of those created.
+async fn owned_by(node: &Server) -> Vec<String> {
+    cart_ids(node).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_a_node_and_its_carts_are_served_again_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_three(dir.path());
+    let refs: Vec<&Server> = nodes.iter().collect();
+    wait_until("the views to converge", Duration::from_secs(15), || converged(&refs)).await;
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    for i in 0..90 {
+        let cart = format!("k-{i}");
+        for _ in 0..2 {
+            assert_eq!(add(&nodes[i % 2], &cart, SKU_A).await.status(), 200);
+            *acked.entry(cart.clone()).or_default() += 1;
+        }
+    }
+    let victims = owned_by(&nodes[2]).await;
+    assert!(!victims.is_empty());
+    let killed = nodes.remove(2);
+    let killed_at = Instant::now();
+    killed.kill();
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let recovered = wait_until(
+        "the killed node's carts to be served again",
+        Duration::from_secs(10),
+        || async {
+            for cart in &victims {
+                match read(a, cart).await {
+                    Some(v) if qty(&v) == acked[cart] => {}
+                    _ => return false,
+                }
+            }
+            true
+        },
+    )
+    .await;
+    eprintln!(
+        "failover: {} carts served again {:?} after SIGKILL",
+        victims.len(),
+        killed_at.elapsed()
+    );
+    assert!(recovered < Duration::from_secs(5), "took {recovered:?}");
+    for (cart, n) in &acked {
+        assert_eq!(qty(&read(b, cart).await.unwrap()), *n, "cart {cart}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_a_node_under_load_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_three(dir.path());
+    let refs: Vec<&Server> = nodes.iter().collect();
+    wait_until("the views to converge", Duration::from_secs(15), || converged(&refs)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    // Load enters through A and B only; C owns a third of the carts.
+    for w in 0..12 {
+        let url = nodes[w % 2].url.clone();
+        let (stop, failures) = (Arc::clone(&stop), Arc::clone(&failures));
+        tasks.push(tokio::spawn(async move {
+            let http = client();
+            let cart = format!("t-{w}");
+            let mut ok = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let r = http
+                    .post(format!("{url}/api/carts/{cart}/items"))
+                    .json(&json!({"sku": SKU_A}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                        eprintln!("failed: {} {}", r.status(), r.text().await.unwrap_or_default());
+                    }
+                    Err(e) => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                        eprintln!("failed: {e}");
+                    }
+                }
+            }
+            (cart, ok)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = nodes.remove(2);
+    let status = tokio::task::spawn_blocking(move || c.terminate()).await.unwrap();
+    assert!(status.success(), "exit status {status}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.push(t.await.unwrap());
+    }
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "no request failed");
+    for (cart, ok) in acked {
+        assert!(ok > 0);
+        assert_eq!(qty(&read(&nodes[0], &cart).await.unwrap()), ok, "cart {cart}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_node_is_evicted_and_fenced_when_it_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_three(dir.path());
+    let refs: Vec<&Server> = nodes.iter().collect();
+    wait_until("the views to converge", Duration::from_secs(15), || converged(&refs)).await;
+    let (a, c) = (&nodes[0], &nodes[2]);
+    // A cart owned (and active) on C.
+    let mut cart = None;
+    for i in 0..60 {
+        let id = format!("s-{i}");
+        assert_eq!(add(c, &id, SKU_A).await.status(), 200);
+        if cart_ids(c).await.contains(&id) {
+            cart = Some(id);
+            break;
+        }
+    }
+    let cart = cart.expect("some cart lands on C");
+    c.signal(libc::SIGSTOP);
+    let b = &nodes[1];
+    let evicted = wait_until("C to be evicted", Duration::from_secs(10), || async {
+        !members(a).await.contains(&c.node) && !members(b).await.contains(&c.node)
+    })
+    .await;
+    eprintln!("SIGSTOPped node evicted after {evicted:?}");
+    // The cart moves: the survivors take it over and write to it.
+    for _ in 0..3 {
+        assert_eq!(add(a, &cart, SKU_B).await.status(), 200);
+    }
+    c.signal(libc::SIGCONT);
+    // C still believes it owns the cart, with its old grain: its write must
+    // be fenced, never forking the log.
+    let through_c = add(c, &cart, SKU_A).await;
+    let applied_via_c = u64::from(through_c.status() == 200);
+    eprintln!("write through the resumed node: {}", through_c.status());
+    let metrics =
+        client().get(format!("{}/metrics", c.url)).send().await.unwrap().text().await.unwrap();
+    let fenced = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cart_grain_fenced_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        fenced >= 1.0,
+        "C's stale append was fenced: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("fenced") || l.contains("passivations"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let final_cart = read(a, &cart).await.unwrap();
+    assert_eq!(qty(&final_cart), 1 + 3 + applied_via_c, "{final_cart}");
+    // Every event of the cart has a distinct, contiguous sequence number.
+    let versions: HashSet<u64> = [read(a, &cart).await, read(c, &cart).await]
+        .into_iter()
+        .flatten()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions.len(), 1, "all nodes agree on the version");
+}
