@@ -18,6 +18,8 @@ use hyper::client::conn::http1;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 
+use cart_cluster::{NodeAddr, placement};
+
 use crate::config::parse_duration;
 
 /// What the load consists of.
@@ -33,6 +35,17 @@ pub enum Workload {
     /// Creates `--carts` carts of `--lines` lines each, then reports the
     /// server's resident memory per cart (from its `/metrics`).
     Fill,
+}
+
+/// Which node owns the carts the benchmark uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Placement {
+    /// Any cart id.
+    Any,
+    /// Carts the target node owns.
+    Local,
+    /// Carts another node owns.
+    Remote,
 }
 
 /// Flags of `cart-actor bench`.
@@ -56,6 +69,11 @@ pub struct BenchArgs {
     /// Number of distinct carts.
     #[arg(long, default_value_t = 10_000)]
     pub carts: usize,
+    /// Which carts to use on a cluster: `any`, only those the target node
+    /// owns (`local`), or only those another node owns (`remote`, every
+    /// request forwarded one hop).
+    #[arg(long, value_enum, default_value_t = Placement::Any)]
+    pub placement: Placement,
     /// Lines per cart: `fill` and `read` carts have this many, `mutate`
     /// carts draw from this many products.
     #[arg(long, default_value_t = 5)]
@@ -148,13 +166,41 @@ fn run_prefix() -> String {
     format!("b{}", cart_grain::CartId::random(nanos))
 }
 
+/// `count` cart ids, owned by the target node or not as `placement` asks
+/// (placement computed from the target's `/api/cluster` view).
+async fn cart_names(t: &Target, placement: Placement, count: usize) -> anyhow::Result<Vec<String>> {
+    let prefix = run_prefix();
+    let all = (0..).map(|i| format!("{prefix}-{i}"));
+    if placement == Placement::Any {
+        return Ok(all.take(count).collect());
+    }
+    let mut conn = Conn::open(t).await?;
+    let (status, body) = conn.send(Method::GET, "/api/cluster", None, Bytes::new()).await?;
+    if status != 200 {
+        bail!("--placement needs the target's /api/cluster (status {status})");
+    }
+    let view: serde_json::Value = serde_json::from_slice(&body)?;
+    let me: NodeAddr = view["node"].as_str().context("no node in /api/cluster")?.parse().map_err(anyhow::Error::msg)?;
+    let members: Vec<NodeAddr> = view["members"]
+        .as_array()
+        .context("no members in /api/cluster")?
+        .iter()
+        .filter_map(|m| m["host"].as_str()?.parse().ok())
+        .collect();
+    if placement == Placement::Remote && members.len() < 2 {
+        bail!("--placement remote needs a cluster of at least two nodes");
+    }
+    let local = |name: &String| placement::owner(name, &members, &[]) == Some(&me);
+    Ok(all.filter(|n| local(n) == (placement == Placement::Local)).take(count).collect())
+}
+
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let t = target(&args.url)?;
     let skus = Arc::new(skus()?);
-    let prefix = run_prefix();
+    let names = Arc::new(cart_names(&t, args.placement, args.carts).await?);
     match args.workload {
-        Workload::Fill => return fill(&t, &args, &skus, &prefix).await,
-        Workload::Read => prefill(&t, &args, &skus, &prefix).await?,
+        Workload::Fill => return fill(&t, &args, &skus, &names).await,
+        Workload::Read => prefill(&t, &args, &skus, &names).await?,
         Workload::Mutate | Workload::Healthz => {}
     }
     let measuring = Arc::new(AtomicBool::new(false));
@@ -162,7 +208,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for c in 0..args.connections {
         let mut conn = Conn::open(&t).await?;
-        let (skus, prefix) = (Arc::clone(&skus), prefix.clone());
+        let (skus, names) = (Arc::clone(&skus), Arc::clone(&names));
         let (measuring, stop) = (Arc::clone(&measuring), Arc::clone(&stop));
         let (workload, carts, lines) = (args.workload, args.carts, args.lines);
         tasks.push(tokio::spawn(async move {
@@ -171,7 +217,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             let (mut ok, mut failed) = (0u64, 0u64);
             while !stop.load(Ordering::Relaxed) {
                 let cart = rng.below(carts);
-                let cookie = format!("cartid={prefix}-{cart}");
+                let cookie = format!("cartid={}", names[cart]);
                 let started = Instant::now();
                 let (status, _) = match workload {
                     Workload::Mutate => {
@@ -211,9 +257,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "workload={:?} connections={} carts={} duration={:.1}s ok={ok} failed={failed} \
+        "workload={:?} placement={:?} connections={} carts={} duration={:.1}s ok={ok} failed={failed} \
          throughput={:.0}/s p50={:.2}ms p99={:.2}ms p99.9={:.2}ms",
         args.workload,
+        args.placement,
         args.connections,
         args.carts,
         elapsed.as_secs_f64(),
@@ -233,14 +280,14 @@ async fn populate(
     t: &Target,
     args: &BenchArgs,
     skus: &Arc<Vec<String>>,
-    prefix: &str,
+    names: &Arc<Vec<String>>,
 ) -> anyhow::Result<()> {
     let conns = args.connections.min(args.carts).max(1);
     let mut tasks = Vec::new();
     for c in 0..conns {
         let mut conn = Conn::open(t).await?;
-        let (skus, prefix, lines, carts) =
-            (Arc::clone(skus), prefix.to_owned(), args.lines, args.carts);
+        let (skus, names, lines, carts) =
+            (Arc::clone(skus), Arc::clone(names), args.lines, args.carts);
         tasks.push(tokio::spawn(async move {
             for cart in (c..carts).step_by(conns) {
                 let items: Vec<String> = (0..lines)
@@ -249,7 +296,7 @@ async fn populate(
                     })
                     .collect();
                 let body = format!(r#"{{"items":[{}]}}"#, items.join(","));
-                let cookie = format!("cartid={prefix}-{cart}");
+                let cookie = format!("cartid={}", names[cart]);
                 let (status, text) =
                     conn.send(Method::POST, "/cart/add", Some(&cookie), Bytes::from(body)).await?;
                 if status != 200 {
@@ -272,10 +319,10 @@ async fn prefill(
     t: &Target,
     args: &BenchArgs,
     skus: &Arc<Vec<String>>,
-    prefix: &str,
+    names: &Arc<Vec<String>>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    populate(t, args, skus, prefix).await?;
+    populate(t, args, skus, names).await?;
     eprintln!(
         "prefilled {} carts of {} lines in {:.1}s",
         args.carts,
@@ -299,11 +346,11 @@ async fn fill(
     t: &Target,
     args: &BenchArgs,
     skus: &Arc<Vec<String>>,
-    prefix: &str,
+    names: &Arc<Vec<String>>,
 ) -> anyhow::Result<()> {
     let before = resident_bytes(t).await?;
     let started = Instant::now();
-    populate(t, args, skus, prefix).await?;
+    populate(t, args, skus, names).await?;
     let elapsed = started.elapsed();
     let after = resident_bytes(t).await?;
     println!(

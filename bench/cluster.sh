@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Two-node cluster benchmarks of docs/BENCHMARKS.md: local versus remote
+# (forwarded one hop over gRPC) durable mutations, latency at 1 connection and
+# throughput at 64, both nodes and the load generator on this one machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+bin=target/release/cart-actor
+work=$(mktemp -d -p "$PWD/target" bench.XXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+duration=${DURATION:-10s}
+
+echo "## machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
+node() { # http grpc control [peers]
+  "$bin" serve --http-addr "127.0.0.1:$1" --grpc-addr "127.0.0.1:$2" --control-addr "127.0.0.1:$3" \
+    --advertise-host 127.0.0.1 --data-dir "$work/data" --log warn ${4:+--peers "$4"} &
+}
+node 18091 18191 18291
+node 18092 18192 18292 127.0.0.1:18191:18291
+for _ in $(seq 200); do
+  n=$(curl -sf localhost:18091/api/cluster | grep -o '"host"' | wc -l || true)
+  [ "$n" = 2 ] && break; sleep 0.1
+done
+echo "cluster: $(curl -sf localhost:18091/api/cluster)"
+
+for conns in 1 64; do
+  for placement in local remote; do
+    "$bin" bench --url http://127.0.0.1:18091 --workload mutate --placement "$placement" \
+      --connections "$conns" --carts 10000 --duration "$duration"
+  done
+done
