@@ -180,7 +180,11 @@ async fn cart_names(t: &Target, placement: Placement, count: usize) -> anyhow::R
         bail!("--placement needs the target's /api/cluster (status {status})");
     }
     let view: serde_json::Value = serde_json::from_slice(&body)?;
-    let me: NodeAddr = view["node"].as_str().context("no node in /api/cluster")?.parse().map_err(anyhow::Error::msg)?;
+    let me: NodeAddr = view["node"]
+        .as_str()
+        .context("no node in /api/cluster")?
+        .parse()
+        .map_err(anyhow::Error::msg)?;
     let members: Vec<NodeAddr> = view["members"]
         .as_array()
         .context("no members in /api/cluster")?

@@ -24,6 +24,8 @@ pub enum DiscoveryKind {
     Static,
     /// Re-resolve `--dns-name` (a headless service) periodically.
     Dns,
+    /// Watch the pods matching `--k8s-selector` in the pod's namespace.
+    Kubernetes,
 }
 
 /// Settings of the cart service.
@@ -60,6 +62,14 @@ pub struct ServeArgs {
     /// default ports (or those of `--grpc-addr`/`--control-addr`).
     #[arg(long, env = "CART_DNS_NAME")]
     pub dns_name: Option<String>,
+
+    /// Label selector of the cart-actor pods for `--discovery kubernetes`.
+    #[arg(long, env = "CART_K8S_SELECTOR", default_value = "app=cart-actor")]
+    pub k8s_selector: String,
+
+    /// Namespace to watch for `--discovery kubernetes`; defaults to the pod's.
+    #[arg(long, env = "CART_K8S_NAMESPACE")]
+    pub k8s_namespace: Option<String>,
 
     /// How often every member is pinged.
     #[arg(long, env = "CART_PING_INTERVAL", default_value = "300ms", value_parser = parse_duration)]

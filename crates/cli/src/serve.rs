@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use cart_catalog::{Catalog, FileCatalog, HttpCatalog, HttpCatalogOptions, Markets, Resolver};
 use cart_cluster::discovery::{Discovery, DnsPeers, StaticPeers};
+use cart_cluster::kubernetes::KubernetesPeers;
 use cart_cluster::{Cluster, ClusterOptions, NodeAddr};
 use cart_grain::{Clock, GrainRuntime, RuntimeOptions, SystemClock};
 use cart_http::AppState;
@@ -70,7 +71,7 @@ fn advertise_host(args: &ServeArgs) -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-fn discovery(args: &ServeArgs, me: &NodeAddr) -> anyhow::Result<Arc<dyn Discovery>> {
+async fn discovery(args: &ServeArgs, me: &NodeAddr) -> anyhow::Result<Arc<dyn Discovery>> {
     Ok(match args.discovery {
         DiscoveryKind::Static => Arc::new(StaticPeers(args.peers.clone())),
         DiscoveryKind::Dns => Arc::new(DnsPeers {
@@ -78,6 +79,16 @@ fn discovery(args: &ServeArgs, me: &NodeAddr) -> anyhow::Result<Arc<dyn Discover
             grpc_port: me.grpc_port,
             control_port: me.control_port,
         }),
+        DiscoveryKind::Kubernetes => Arc::new(
+            KubernetesPeers::in_cluster(
+                args.k8s_namespace.as_deref(),
+                &args.k8s_selector,
+                me.grpc_port,
+                me.control_port,
+            )
+            .await
+            .map_err(anyhow::Error::msg)?,
+        ),
     })
 }
 
@@ -119,7 +130,8 @@ async fn serve(
     cluster_options.max_misses = args.ping_misses;
     cluster_options.rpc_deadline = args.rpc_deadline;
     cluster_options.discovery_interval = args.discovery_interval;
-    let cluster = Cluster::new(cluster_options, Arc::clone(&grains), discovery(&args, &me)?, clock);
+    let cluster =
+        Cluster::new(cluster_options, Arc::clone(&grains), discovery(&args, &me).await?, clock);
 
     let (stop_grpc, grpc_stopped) = watch::channel(false);
     let mut grpc_servers = Vec::new();

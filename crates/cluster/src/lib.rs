@@ -5,7 +5,8 @@
 //! - [`membership`]: the member view, failure detection by missed pings,
 //!   Closing notices.
 //! - [`placement`]: rendezvous hashing of carts over the member view.
-//! - [`discovery`]: where candidate members come from (static list, DNS).
+//! - [`discovery`]: where candidate members come from (static list, DNS);
+//!   [`kubernetes`]: a pod watch.
 //! - [`client`]: one gRPC channel per remote host, deadlines, compression.
 //! - [`router`]: the cluster's [`cart_grain::Carts`]: serve locally or forward
 //!   to the owner over CartActor, one hop, retried once when an owner change
@@ -18,6 +19,7 @@ pub mod client;
 pub mod cluster;
 pub mod discovery;
 pub mod handover;
+pub mod kubernetes;
 pub mod mapping;
 pub mod membership;
 pub mod metrics_layer;
