@@ -2,15 +2,8 @@
 # Two-node cluster benchmarks of docs/BENCHMARKS.md: local versus remote
 # (forwarded one hop over gRPC) durable mutations, latency at 1 connection and
 # throughput at 64, both nodes and the load generator on this one machine.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-cargo build --release --quiet
-bin=target/release/cart-actor
-work=$(mktemp -d -p "$PWD/target" bench.XXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-duration=${DURATION:-10s}
+source "$(dirname "$0")/lib.sh"
 
-echo "## machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
 node() { # http grpc control [peers]
   "$bin" serve --http-addr "127.0.0.1:$1" --grpc-addr "127.0.0.1:$2" --control-addr "127.0.0.1:$3" \
     --advertise-host 127.0.0.1 --data-dir "$work/data" --log warn ${4:+--peers "$4"} &

@@ -3,15 +3,7 @@
 # Redis 7 (appendfsync always) SETs versus durable cart mutations, hot cart
 # reads versus a trivial axum handler, and resident memory per cart.
 # Needs redis-server, redis-benchmark and wrk (Debian: redis-server wrk).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-cargo build --release --quiet
-bin=target/release/cart-actor
-work=$(mktemp -d -p "$PWD/target" bench.XXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-duration=${DURATION:-10s}
-
-echo "## machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
+source "$(dirname "$0")/lib.sh"
 
 echo "## redis: redis-benchmark -c 64 -t set, appendfsync always"
 redis-server --port 16379 --appendonly yes --appendfsync always --save '' --dir "$work" --daemonize yes >/dev/null
