@@ -87,6 +87,15 @@ pub struct ServeArgs {
     #[arg(long, env = "CART_DISCOVERY_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub discovery_interval: Duration,
 
+    /// Event store: `file` (the log in `--data-dir`) or a PostgreSQL URL
+    /// (`postgres://user:password@host:port/database`), shared by all nodes.
+    #[arg(long, env = "CART_STORE", default_value = "file")]
+    pub store: String,
+
+    /// Connections to PostgreSQL per node.
+    #[arg(long, env = "CART_PG_POOL_SIZE", default_value_t = 8)]
+    pub pg_pool_size: usize,
+
     /// Directory of the event log.
     #[arg(long, env = "CART_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,

@@ -3,7 +3,9 @@
 
 mod bench;
 mod config;
+mod migrate;
 mod serve;
+mod stores;
 mod telemetry;
 
 use clap::Parser;
@@ -19,6 +21,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 enum Command {
     /// Run the cart service.
     Serve(Box<config::ServeArgs>),
+    /// Copy every cart's event log from one store to another (idempotent,
+    /// resumable), e.g. from the file store to PostgreSQL.
+    Migrate(migrate::MigrateArgs),
     /// Drive a running service with storefront load and report throughput
     /// and latency.
     Bench(bench::BenchArgs),
@@ -28,5 +33,6 @@ fn main() -> anyhow::Result<()> {
     match Command::parse() {
         Command::Serve(args) => serve::run(*args),
         Command::Bench(args) => bench::run(args),
+        Command::Migrate(args) => migrate::run(args),
     }
 }

@@ -14,11 +14,11 @@ use cart_cluster::kubernetes::KubernetesPeers;
 use cart_cluster::{Cluster, ClusterOptions, NodeAddr};
 use cart_grain::{Clock, GrainRuntime, RuntimeOptions, SystemClock};
 use cart_http::AppState;
-use cart_store::{FileStore, FileStoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{DiscoveryKind, ServeArgs};
+use crate::stores::StoreSpec;
 use crate::telemetry;
 
 /// Runs the service.
@@ -99,10 +99,8 @@ async fn serve(
     let markets =
         Markets::new(args.markets.0.clone(), &args.default_country).map_err(anyhow::Error::msg)?;
     let resolver = Resolver::new(catalog(&args).context("cannot load the catalogue")?, markets);
-    let options = FileStoreOptions { dir: args.data_dir.clone(), fsync: args.fsync };
-    let store = tokio::task::spawn_blocking(move || FileStore::open(options))
-        .await?
-        .with_context(|| format!("cannot open the event store in {}", args.data_dir.display()))?;
+    let store_spec = StoreSpec::parse(&args.store, &args.data_dir);
+    let store = store_spec.open(args.fsync, args.pg_pool_size).await?;
 
     let (http_listener, http_addr) = bind(args.http_addr, "HTTP").await?;
     let (grpc_listener, grpc_addr) = bind(args.grpc_addr, "CartActor gRPC").await?;
@@ -115,7 +113,7 @@ async fn serve(
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let grains = GrainRuntime::new(
-        Arc::new(store),
+        Arc::clone(&store),
         resolver,
         Arc::clone(&clock),
         RuntimeOptions {
@@ -150,7 +148,8 @@ async fn serve(
     let draining = Arc::new(AtomicBool::new(false));
     let ready = {
         let (cluster, draining) = (Arc::clone(&cluster), Arc::clone(&draining));
-        Arc::new(move || cluster.is_ready() && !draining.load(Ordering::SeqCst))
+        let store = Arc::clone(&store);
+        Arc::new(move || cluster.is_ready() && store.healthy() && !draining.load(Ordering::SeqCst))
     };
     let render = Arc::new(move || {
         if let Some(rss) = telemetry::resident_bytes() {
@@ -170,7 +169,7 @@ async fn serve(
     });
     tracing::info!(
         %http_addr, %grpc_addr, %control_addr, node = %me,
-        data_dir = %args.data_dir.display(), fsync = ?args.fsync, catalog = %args.catalog,
+        store = %store_spec.redacted(), fsync = ?args.fsync, catalog = %args.catalog,
         "listening"
     );
 

@@ -142,6 +142,14 @@ impl Membership {
         new
     }
 
+    /// Whether `host` announced its departure within the quarantine.
+    pub fn is_quarantined(&self, host: &NodeAddr, now_ms: u64) -> bool {
+        self.inner()
+            .departed
+            .get(host)
+            .is_some_and(|at| now_ms.saturating_sub(*at) < DEPARTED_QUARANTINE_MS)
+    }
+
     /// A ping to `host` succeeded: a candidate becomes a member.
     pub fn ping_ok(&self, host: &NodeAddr, now_ms: u64) {
         let mut inner = self.inner();

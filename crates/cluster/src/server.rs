@@ -89,6 +89,36 @@ impl ControlPlaneService {
     }
 }
 
+impl ControlPlaneService {
+    /// Whether `host` is a member, admitting it at once if it is a live node
+    /// this node had not heard of yet (a node that just started asks before
+    /// this node's next ping round). A departed or unreachable host is not.
+    async fn admit(&self, host: &NodeAddr) -> bool {
+        if self.membership.is_member(host) {
+            return true;
+        }
+        let now = self.clock.now_ms();
+        if self.membership.is_quarantined(host, now) {
+            return false;
+        }
+        self.membership.learn([host.clone()], now);
+        let alive = match self.peers.control(host) {
+            Ok(mut client) => {
+                let mut ping = tonic::Request::new(Empty {});
+                ping.set_timeout(self.peers.deadline() / 4);
+                client.ping(ping).await.is_ok()
+            }
+            Err(_) => false,
+        };
+        if alive {
+            self.membership.ping_ok(host, self.clock.now_ms());
+        } else {
+            self.membership.ping_failed(host);
+        }
+        self.membership.is_member(host)
+    }
+}
+
 fn ack(accepted: bool, message: impl Into<String>) -> Response<OwnerChangeAck> {
     Response::new(OwnerChangeAck { accepted, message: message.into() })
 }
@@ -130,7 +160,7 @@ impl ControlPlane for ControlPlaneService {
         let Ok(new_host) = request.new_host.parse::<NodeAddr>() else {
             return Ok(ack(false, format!("bad host {:?}", request.new_host)));
         };
-        if !self.membership.is_member(&new_host) {
+        if !self.admit(&new_host).await {
             return Ok(ack(
                 false,
                 format!("{new_host} is not a member of {}'s view", self.membership.me()),

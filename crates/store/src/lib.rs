@@ -11,6 +11,7 @@
 
 mod committer;
 pub mod file;
+pub mod postgres;
 pub mod record;
 pub mod sync;
 
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 pub use file::{FileStore, FileStoreOptions};
+pub use postgres::{PgStore, PgStoreOptions};
 pub use sync::FsyncPolicy;
 
 /// A request fingerprint stored with an append, so a retried request can be
@@ -146,4 +148,9 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Ids of all carts with at least one event.
     async fn cart_ids(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Whether the store is reachable right now (for readiness).
+    fn healthy(&self) -> bool {
+        true
+    }
 }

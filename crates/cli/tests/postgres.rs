@@ -1,0 +1,369 @@
+//! Real `cart-actor` processes on a real PostgreSQL server: failover, rolling
+//! restarts, database outages and migration from the file store.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{SKU_A, SKU_B, Server, client};
+
+fn pg_node(dir: &std::path::Path, url: &str, peers: Option<&str>) -> Server {
+    let mut args = vec!["--store", url];
+    if let Some(p) = peers {
+        args.extend(["--peers", p]);
+    }
+    Server::start(dir, &args)
+}
+
+async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn member_count(s: &Server) -> usize {
+    match client().get(format!("{}/api/cluster", s.url)).send().await {
+        Ok(r) => r
+            .json::<Value>()
+            .await
+            .ok()
+            .and_then(|v| v["members"].as_array().map(Vec::len))
+            .unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+fn qty(cart: &Value) -> u64 {
+    cart["items"]
+        .as_array()
+        .map_or(0, |items| items.iter().map(|l| l["qty"].as_u64().unwrap_or(0)).sum())
+}
+
+async fn read(s: &Server, cart: &str) -> Option<Value> {
+    let r = client().get(format!("{}/api/carts/{cart}", s.url)).send().await.ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+/// Every cart's events have the sequence numbers 1..=n exactly once.
+async fn assert_no_forks(url: &str) {
+    let (db, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let rows = db
+        .query(
+            "SELECT cart_id, count(*), max(seq), min(seq) FROM cart_events GROUP BY cart_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    for r in rows {
+        let (cart, count, max, min): (String, i64, i64, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert_eq!((min, max), (1, count), "cart {cart}: sequence numbers are not 1..={count}");
+    }
+    let heads = db.query("SELECT h.cart_id FROM cart_heads h JOIN (SELECT cart_id, max(seq) m FROM cart_events GROUP BY cart_id) e ON e.cart_id = h.cart_id WHERE h.version <> e.m", &[]).await.unwrap();
+    assert!(heads.is_empty(), "every head's version is its last sequence number");
+}
+
+#[derive(Default)]
+struct Tally {
+    acked: HashMap<String, u64>,
+    uncertain: HashMap<String, u64>,
+    latencies_us: Vec<u64>,
+    errors: Vec<String>,
+}
+
+/// Writers adding one unit at a time to their own cart through whichever
+/// node `pick` chooses, until `stop`.
+fn start_writers(
+    writers: usize,
+    urls: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..writers)
+        .map(|w| {
+            let (urls, stop, tally) = (Arc::clone(&urls), Arc::clone(&stop), Arc::clone(&tally));
+            tokio::spawn(async move {
+                let http = client();
+                let cart = format!("w{w}");
+                let mut i = w;
+                while !stop.load(Ordering::SeqCst) {
+                    let url = {
+                        let urls = urls.lock().unwrap();
+                        i += 1;
+                        urls[i % urls.len()].clone()
+                    };
+                    let started = Instant::now();
+                    let r = http
+                        .post(format!("{url}/api/carts/{cart}/items"))
+                        .json(&json!({"sku": SKU_A}))
+                        .send()
+                        .await;
+                    let r = match r {
+                        Ok(r) if r.status() != 200 => Err(format!(
+                            "{} from {url}: {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        )),
+                        Ok(r) => Ok(r),
+                        Err(e) => Err(format!("{e} from {url}")),
+                    };
+                    let mut t = tally.lock().unwrap();
+                    match r {
+                        Ok(_) => {
+                            *t.acked.entry(cart.clone()).or_default() += 1;
+                            t.latencies_us.push(started.elapsed().as_micros() as u64);
+                        }
+                        Err(why) => {
+                            *t.uncertain.entry(cart.clone()).or_default() += 1;
+                            t.errors.push(why);
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_the_owner_on_postgres_loses_nothing_and_never_forks() {
+    let url = cart_testkit::fresh_database().await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = pg_node(dirs[0].path(), &url, None);
+    let b = pg_node(dirs[1].path(), &url, Some(&a.node));
+    let c = pg_node(dirs[2].path(), &url, Some(&b.node));
+    wait_until("convergence", Duration::from_secs(15), || async {
+        member_count(&a).await == 3 && member_count(&b).await == 3 && member_count(&c).await == 3
+    })
+    .await;
+    let urls = Arc::new(Mutex::new(vec![a.url.clone(), b.url.clone()]));
+    let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Tally::default())));
+    let writers = start_writers(24, urls, Arc::clone(&stop), Arc::clone(&tally));
+    wait_until("load", Duration::from_secs(20), || async {
+        tally.lock().unwrap().acked.values().sum::<u64>() > 300
+    })
+    .await;
+    c.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let t = tally.lock().unwrap();
+    for (cart, acked) in &t.acked {
+        let stored = qty(&read(&a, cart).await.unwrap());
+        let uncertain = t.uncertain.get(cart).copied().unwrap_or(0);
+        assert!(
+            stored >= *acked && stored <= acked + uncertain,
+            "{cart}: {acked} acked, {uncertain} uncertain, {stored} stored"
+        );
+    }
+    assert_no_forks(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rolling_restart_under_load_fails_no_request() {
+    let url = cart_testkit::fresh_database().await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = vec![pg_node(dirs[0].path(), &url, None)];
+    nodes.push(pg_node(dirs[1].path(), &url, Some(&nodes[0].node)));
+    nodes.push(pg_node(dirs[2].path(), &url, Some(&nodes[1].node)));
+    let refs: Vec<&Server> = nodes.iter().collect();
+    wait_until("convergence", Duration::from_secs(15), || async {
+        for n in &refs {
+            if member_count(n).await != 3 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let urls = Arc::new(Mutex::new(nodes.iter().map(|n| n.url.clone()).collect::<Vec<_>>()));
+    let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Tally::default())));
+    let writers = start_writers(16, Arc::clone(&urls), Arc::clone(&stop), Arc::clone(&tally));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        // The load balancer stops sending to the node (its readiness is about
+        // to go false), then it is terminated and started again.
+        let old = nodes.remove(i);
+        urls.lock().unwrap().retain(|u| *u != old.url);
+        let peer = nodes[0].node.clone();
+        let status = tokio::task::spawn_blocking(move || old.terminate()).await.unwrap();
+        assert!(status.success());
+        let fresh = pg_node(dirs[i].path(), &url, Some(&peer));
+        wait_until("the restarted node to be ready", Duration::from_secs(15), || async {
+            client()
+                .get(format!("{}/readyz", fresh.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+                && member_count(&fresh).await == 3
+        })
+        .await;
+        urls.lock().unwrap().push(fresh.url.clone());
+        nodes.insert(i, fresh);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut t = tally.lock().unwrap();
+    if !t.uncertain.is_empty() {
+        for n in &nodes {
+            for l in n
+                .logs()
+                .iter()
+                .filter(|l| {
+                    l.contains("retrying") || l.contains("refused") || l.contains("membership")
+                })
+                .take(12)
+            {
+                eprintln!("{} {}", n.node, &l[..l.len().min(330)]);
+            }
+        }
+    }
+    assert!(
+        t.uncertain.is_empty(),
+        "failed requests during the roll: {:?}: {:?}",
+        t.uncertain,
+        &t.errors[..t.errors.len().min(5)]
+    );
+    t.latencies_us.sort_unstable();
+    let p =
+        |q: f64| t.latencies_us[((t.latencies_us.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+    eprintln!(
+        "rolling restart: {} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        t.latencies_us.len(),
+        p(0.5),
+        p(0.99),
+        p(1.0)
+    );
+    for (cart, acked) in &t.acked {
+        assert_eq!(qty(&read(&nodes[0], cart).await.unwrap()), *acked, "{cart}");
+    }
+    assert_no_forks(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_answers_503_quickly_and_recovers_by_itself() {
+    let mut db = tokio::task::spawn_blocking(cart_testkit::PgServer::start).await.unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let node = pg_node(dir.path(), &db.url, None);
+    let http = client();
+    let add = |cart: &str| {
+        http.post(format!("{}/api/carts/{cart}/items", node.url))
+            .json(&json!({"sku": SKU_B}))
+            .send()
+    };
+    for cart in ["o1", "o2"] {
+        assert_eq!(add(cart).await.unwrap().status(), 200);
+    }
+    db = tokio::task::spawn_blocking(move || {
+        db.stop();
+        db
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let r = add("o1").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    wait_until("readiness to go false", Duration::from_secs(10), || async {
+        http.get(format!("{}/readyz", node.url)).send().await.is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    db = tokio::task::spawn_blocking(move || {
+        db.resume().unwrap();
+        db
+    })
+    .await
+    .unwrap();
+    wait_until("readiness to come back", Duration::from_secs(15), || async {
+        http.get(format!("{}/readyz", node.url)).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let recovered = AtomicUsize::new(0);
+    wait_until("writes to work again", Duration::from_secs(10), || async {
+        let ok = add("o2").await.is_ok_and(|r| r.status() == 200);
+        if ok {
+            recovered.fetch_add(1, Ordering::SeqCst);
+        }
+        ok
+    })
+    .await;
+    let o1 = read(&node, "o1").await.unwrap();
+    assert_eq!(qty(&o1), 1, "the refused write was not applied; the acknowledged one is there");
+    assert_eq!(qty(&read(&node, "o2").await.unwrap()), 2);
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrate_copies_the_file_store_to_postgres_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut before = Vec::new();
+    {
+        let file_node = Server::start(dir.path(), &[]);
+        for i in 0..20 {
+            let cart = format!("mig-{i}");
+            for sku in [SKU_A, SKU_B] {
+                let r = client()
+                    .post(format!("{}/api/carts/{cart}/items", file_node.url))
+                    .header("idempotency-key", format!("k-{i}-{sku}"))
+                    .json(&json!({"sku": sku}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+            before.push((cart.clone(), read(&file_node, &cart).await.unwrap()));
+        }
+        assert!(file_node.terminate().success());
+    }
+    let url = cart_testkit::fresh_database().await;
+    let migrate = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cart-actor"))
+            .args(["migrate", "--from", dir.path().to_str().unwrap(), "--to", &url])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = migrate();
+    assert!(first.contains("20 carts") && first.contains("40 events copied"), "{first}");
+    let second = migrate();
+    assert!(second.contains("0 events copied, 40 already present"), "{second}");
+    let pg = pg_node(tempfile::tempdir().unwrap().path(), &url, None);
+    for (cart, json) in &before {
+        assert_eq!(&read(&pg, cart).await.unwrap(), json, "{cart}");
+    }
+    // Idempotency keys came along.
+    let retry = client()
+        .post(format!("{}/api/carts/mig-0/items", pg.url))
+        .header("idempotency-key", format!("k-0-{SKU_A}"))
+        .json(&json!({"sku": SKU_A}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 200);
+    assert_eq!(qty(&read(&pg, "mig-0").await.unwrap()), 2, "the retried add was not applied again");
+    assert_no_forks(&url).await;
+}

@@ -1,0 +1,412 @@
+//! The shared PostgreSQL backend (`--store postgres://...`).
+//!
+//! Schema (applied at start-up, versioned in `cart_schema`):
+//!
+//! - `cart_heads(cart_id PK, version, epoch, owner)`: each cart's current
+//!   version and ownership claim, the row every append locks;
+//! - `cart_events(cart_id, seq, kind, ts_ms, payload, idem_key, idem_fp)`,
+//!   primary key `(cart_id, seq)`: the events, with idempotency keys kept
+//!   beside them.
+//!
+//! Group commit: one committer task takes every queued append, and in one
+//! transaction creates missing head rows, locks the heads of all carts in the
+//! batch (`FOR UPDATE`, in id order), checks each append's claim epoch and
+//! expected version, inserts all accepted events with one multi-row `INSERT`
+//! (`unnest`), updates the heads and commits. Nothing is acknowledged before
+//! the commit; the `(cart_id, seq)` key backs up the version check, so a stale
+//! writer can never fork a log. Reads use a connection pool.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::NoTls;
+
+use crate::{Appended, Claim, Event, EventStore, Fence, IdempotencyTag, NewEvent, StoreError};
+
+/// Most appends committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS cart_heads (
+    cart_id text PRIMARY KEY,
+    version bigint NOT NULL,
+    epoch bigint NOT NULL,
+    owner text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cart_events (
+    cart_id text NOT NULL,
+    seq bigint NOT NULL,
+    kind smallint NOT NULL,
+    ts_ms bigint NOT NULL,
+    payload bytea NOT NULL,
+    idem_key text,
+    idem_fp bigint,
+    PRIMARY KEY (cart_id, seq)
+);
+";
+
+/// Settings of a [`PgStore`].
+#[derive(Debug, Clone)]
+pub struct PgStoreOptions {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// Connections in the pool (the committer uses one).
+    pub pool_size: usize,
+    /// How long a request waits for a connection or for connecting before it
+    /// fails with [`StoreError::Unavailable`].
+    pub timeout: Duration,
+}
+
+impl PgStoreOptions {
+    /// Defaults for `url`: 8 connections, 1 s timeouts.
+    pub fn new(url: impl Into<String>) -> Self {
+        PgStoreOptions { url: url.into(), pool_size: 8, timeout: Duration::from_secs(1) }
+    }
+}
+
+struct AppendRequest {
+    cart: String,
+    expected: u64,
+    fence: Fence,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// The PostgreSQL event store.
+pub struct PgStore {
+    pool: Pool,
+    appends: mpsc::UnboundedSender<AppendRequest>,
+    healthy: Arc<AtomicBool>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("PostgreSQL: {e}"))
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl PgStore {
+    /// Connects, applies the schema and starts the committer. Fails if the
+    /// database cannot be reached.
+    pub async fn open(options: PgStoreOptions) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = options
+            .url
+            .parse()
+            .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
+        config.connect_timeout(options.timeout);
+        config.application_name("cart-actor");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(2))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(options.timeout),
+                create: Some(options.timeout),
+                recycle: Some(options.timeout),
+            })
+            .build()
+            .map_err(unavailable)?;
+        migrate(&pool).await?;
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (appends, rx) = mpsc::unbounded_channel();
+        tokio::spawn(committer(pool.clone(), rx, Arc::clone(&healthy)));
+        tokio::spawn(health_probe(pool.clone(), Arc::clone(&healthy)));
+        Ok(PgStore { pool, appends, healthy })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            self.healthy.store(false, Ordering::SeqCst);
+            unavailable(e)
+        })
+    }
+
+    fn failed(&self, e: tokio_postgres::Error) -> StoreError {
+        if e.is_closed() || e.as_db_error().is_none() {
+            self.healthy.store(false, Ordering::SeqCst);
+        }
+        unavailable(e)
+    }
+}
+
+async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(unavailable)?;
+    let tx = client.transaction().await.map_err(unavailable)?;
+    // One migrator at a time across nodes starting together.
+    tx.batch_execute("SELECT pg_advisory_xact_lock(4242001); CREATE TABLE IF NOT EXISTS cart_schema (version int PRIMARY KEY)")
+        .await
+        .map_err(unavailable)?;
+    let applied: Option<i32> = tx
+        .query_one("SELECT max(version) FROM cart_schema", &[])
+        .await
+        .map_err(unavailable)?
+        .get(0);
+    if applied.unwrap_or(0) < 1 {
+        tx.batch_execute(SCHEMA_V1).await.map_err(unavailable)?;
+        tx.execute("INSERT INTO cart_schema (version) VALUES (1)", &[])
+            .await
+            .map_err(unavailable)?;
+        tracing::info!("PostgreSQL schema migrated to version 1");
+    }
+    tx.commit().await.map_err(unavailable)
+}
+
+/// While the database is unreachable, checks every 500 ms whether it is back.
+async fn health_probe(pool: Pool, healthy: Arc<AtomicBool>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if healthy.load(Ordering::SeqCst) {
+            continue;
+        }
+        if let Ok(client) = pool.get().await
+            && client.simple_query("SELECT 1").await.is_ok()
+        {
+            tracing::info!("PostgreSQL is reachable again");
+            healthy.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn committer(
+    pool: Pool,
+    mut rx: mpsc::UnboundedReceiver<AppendRequest>,
+    healthy: Arc<AtomicBool>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let size = batch.len();
+        let replies = match commit(&pool, &batch).await {
+            Ok(results) => {
+                healthy.store(true, Ordering::SeqCst);
+                results
+            }
+            Err(e) => {
+                if !matches!(e, StoreError::Conflict { .. }) {
+                    healthy.store(false, Ordering::SeqCst);
+                    tracing::warn!(error = %e, appends = size, "PostgreSQL batch failed; nothing of it was acknowledged");
+                }
+                batch.iter().map(|_| Err(StoreError::Unavailable(e.to_string()))).collect()
+            }
+        };
+        metrics::histogram!("cart_log_fsync_batch_size").record(size as f64);
+        metrics::histogram!("cart_pg_commit_duration_seconds").record(started.elapsed());
+        for (request, result) in batch.into_iter().zip(replies) {
+            let _ = request.reply.send(result);
+        }
+    }
+}
+
+/// Commits one batch; returns each append's outcome in order.
+async fn commit(
+    pool: &Pool,
+    batch: &[AppendRequest],
+) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+    let mut client = pool.get().await.map_err(unavailable)?;
+    let tx = client.transaction().await.map_err(unavailable)?;
+    let mut carts: Vec<&str> = batch.iter().map(|r| r.cart.as_str()).collect();
+    carts.sort_unstable();
+    carts.dedup();
+    tx.execute(
+        "INSERT INTO cart_heads (cart_id, version, epoch, owner) \
+         SELECT c, 0, 0, '' FROM unnest($1::text[]) AS c ORDER BY c ON CONFLICT DO NOTHING",
+        &[&carts],
+    )
+    .await
+    .map_err(unavailable)?;
+    let rows = tx
+        .query(
+            "SELECT cart_id, version, epoch FROM cart_heads WHERE cart_id = ANY($1) ORDER BY cart_id FOR UPDATE",
+            &[&carts],
+        )
+        .await
+        .map_err(unavailable)?;
+    let mut heads: HashMap<String, (u64, u64, Option<String>)> = rows
+        .iter()
+        .map(|r| {
+            let version: i64 = r.get(1);
+            let epoch: i64 = r.get(2);
+            (r.get::<_, String>(0), (version as u64, epoch as u64, None))
+        })
+        .collect();
+    let mut results = Vec::with_capacity(batch.len());
+    let (mut ids, mut seqs, mut kinds, mut stamps, mut payloads, mut keys, mut fps) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for request in batch {
+        let Some(head) = heads.get_mut(&request.cart) else {
+            results.push(Err(StoreError::Unavailable("cart head row missing".into())));
+            continue;
+        };
+        let (version, epoch) = (head.0, head.1);
+        if let Err(e) = check(request, version, epoch) {
+            results.push(Err(e));
+            continue;
+        }
+        let epoch = match &request.fence {
+            Fence::Epoch(e) => *e,
+            Fence::Claim(owner) => {
+                head.2 = Some(owner.clone());
+                epoch + 1
+            }
+        };
+        for (i, event) in request.events.iter().enumerate() {
+            ids.push(request.cart.as_str());
+            seqs.push(to_i64(version + i as u64 + 1));
+            kinds.push(i16::from(event.kind));
+            stamps.push(event.timestamp_ms);
+            payloads.push(event.payload.as_slice());
+            keys.push(event.idempotency.as_ref().map(|t| t.key.as_str()));
+            fps.push(event.idempotency.as_ref().map(|t| t.fingerprint as i64));
+        }
+        head.0 = version + request.events.len() as u64;
+        head.1 = epoch;
+        results.push(Ok(Appended { version: head.0, epoch }));
+    }
+    if !ids.is_empty() {
+        tx.execute(
+            "INSERT INTO cart_events (cart_id, seq, kind, ts_ms, payload, idem_key, idem_fp) \
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::int2[], $4::int8[], $5::bytea[], $6::text[], $7::int8[])",
+            &[&ids, &seqs, &kinds, &stamps, &payloads, &keys, &fps],
+        )
+        .await
+        .map_err(unavailable)?;
+    }
+    let (mut h_ids, mut h_versions, mut h_epochs, mut h_owners) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (cart, (version, epoch, owner)) in &heads {
+        h_ids.push(cart.as_str());
+        h_versions.push(to_i64(*version));
+        h_epochs.push(to_i64(*epoch));
+        h_owners.push(owner.as_deref());
+    }
+    tx.execute(
+        "UPDATE cart_heads h SET version = v.version, epoch = v.epoch, owner = coalesce(v.owner, h.owner) \
+         FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[]) AS v(cart_id, version, epoch, owner) \
+         WHERE h.cart_id = v.cart_id",
+        &[&h_ids, &h_versions, &h_epochs, &h_owners],
+    )
+    .await
+    .map_err(unavailable)?;
+    tx.commit().await.map_err(unavailable)?;
+    Ok(results)
+}
+
+fn check(request: &AppendRequest, version: u64, epoch: u64) -> Result<(), StoreError> {
+    if let Fence::Epoch(held) = request.fence
+        && held != epoch
+    {
+        return Err(StoreError::Fenced { held, current: epoch });
+    }
+    if request.expected != version {
+        return Err(StoreError::Conflict { expected: request.expected, actual: version });
+    }
+    if request.cart.is_empty() || request.cart.len() > crate::record::MAX_KEY_LEN {
+        return Err(StoreError::Invalid("cart id must be 1..=255 bytes".into()));
+    }
+    if request.events.is_empty() {
+        return Err(StoreError::Invalid("an append needs at least one event".into()));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn load(&self, cart: &str) -> Result<Vec<Event>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT seq, kind, ts_ms, payload, idem_key, idem_fp FROM cart_events WHERE cart_id = $1 ORDER BY seq",
+                &[&cart],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        rows.iter()
+            .map(|r| {
+                let kind: i16 = r.get(1);
+                let key: Option<String> = r.get(4);
+                let fp: Option<i64> = r.get(5);
+                Ok(Event {
+                    seq: r.get::<_, i64>(0) as u64,
+                    kind: u8::try_from(kind)
+                        .map_err(|_| StoreError::Corrupt(format!("event kind {kind}")))?,
+                    timestamp_ms: r.get(2),
+                    payload: r.get(3),
+                    idempotency: key
+                        .map(|key| IdempotencyTag { key, fingerprint: fp.unwrap_or(0) as u64 }),
+                })
+            })
+            .collect()
+    }
+
+    async fn append(
+        &self,
+        cart: &str,
+        expected_version: u64,
+        fence: Fence,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        let started = Instant::now();
+        let (reply, answer) = oneshot::channel();
+        self.appends
+            .send(AppendRequest {
+                cart: cart.to_owned(),
+                expected: expected_version,
+                fence,
+                events,
+                reply,
+            })
+            .map_err(|_| StoreError::Unavailable("the PostgreSQL committer has stopped".into()))?;
+        let result = answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the PostgreSQL committer has stopped".into()))?;
+        metrics::histogram!("cart_log_append_duration_seconds").record(started.elapsed());
+        result
+    }
+
+    async fn claim_of(&self, cart: &str) -> Result<Option<Claim>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT epoch, owner FROM cart_heads WHERE cart_id = $1 AND epoch > 0",
+                &[&cart],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(row.map(|r| Claim { epoch: r.get::<_, i64>(0) as u64, owner: r.get(1) }))
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // Every acknowledged append is committed already.
+        Ok(())
+    }
+
+    async fn cart_ids(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT cart_id FROM cart_heads WHERE version > 0", &[])
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+}
