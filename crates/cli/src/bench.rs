@@ -35,6 +35,11 @@ pub enum Workload {
     /// Creates `--carts` carts of `--lines` lines each, then reports the
     /// server's resident memory per cart (from its `/metrics`).
     Fill,
+    /// Creates `--carts` carts of `--events` events each, waits
+    /// `--idle-wait` (start the server with a shorter `--idle-ttl` so they
+    /// passivate), then times the first read of each: the activation (load
+    /// and replay) latency.
+    Activation,
 }
 
 /// Which node owns the carts the benchmark uses.
@@ -74,6 +79,12 @@ pub struct BenchArgs {
     /// request forwarded one hop).
     #[arg(long, value_enum, default_value_t = Placement::Any)]
     pub placement: Placement,
+    /// Events per cart for `activation`.
+    #[arg(long, default_value_t = 200)]
+    pub events: usize,
+    /// How long `activation` waits for the carts to passivate.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub idle_wait: Duration,
     /// Lines per cart: `fill` and `read` carts have this many, `mutate`
     /// carts draw from this many products.
     #[arg(long, default_value_t = 5)]
@@ -204,6 +215,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let names = Arc::new(cart_names(&t, args.placement, args.carts).await?);
     match args.workload {
         Workload::Fill => return fill(&t, &args, &skus, &names).await,
+        Workload::Activation => return activation(&t, &args, &skus, &names).await,
         Workload::Read => prefill(&t, &args, &skus, &names).await?,
         Workload::Mutate | Workload::Healthz => {}
     }
@@ -365,6 +377,47 @@ async fn fill(
         before / 1048576.0,
         after / 1048576.0,
         (after - before) / args.carts as f64,
+    );
+    Ok(())
+}
+
+/// Builds long carts, lets them passivate, then times their activation.
+async fn activation(
+    t: &Target,
+    args: &BenchArgs,
+    skus: &Arc<Vec<String>>,
+    names: &Arc<Vec<String>>,
+) -> anyhow::Result<()> {
+    let mut conn = Conn::open(t).await?;
+    for (c, name) in names.iter().enumerate() {
+        for e in 0..args.events {
+            let sku = &skus[(c + e % args.lines.max(1)) % skus.len()];
+            let body = Bytes::from(format!(r#"{{"sku":"{sku}","quantity":1}}"#));
+            let (status, text) =
+                conn.send(Method::POST, &format!("/api/carts/{name}/items"), None, body).await?;
+            if status != 200 {
+                bail!("building cart {name} failed: {status} {}", String::from_utf8_lossy(&text));
+            }
+        }
+    }
+    tokio::time::sleep(args.idle_wait).await;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for name in names.iter() {
+        let started = Instant::now();
+        let (status, _) =
+            conn.send(Method::GET, &format!("/api/carts/{name}"), None, Bytes::new()).await?;
+        if status != 200 {
+            bail!("reading cart {name} failed: {status}");
+        }
+        hist.record(started.elapsed().as_micros() as u64)?;
+    }
+    println!(
+        "workload=Activation carts={} events={} first_read_p50={:.2}ms p99={:.2}ms max={:.2}ms",
+        names.len(),
+        args.events,
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.max() as f64 / 1000.0,
     );
     Ok(())
 }

@@ -166,7 +166,7 @@ async fn sigkill_the_owner_on_postgres_loses_nothing_and_never_forks() {
     for w in writers {
         w.await.unwrap();
     }
-    let t = tally.lock().unwrap();
+    let t = std::mem::take(&mut *tally.lock().unwrap());
     for (cart, acked) in &t.acked {
         let stored = qty(&read(&a, cart).await.unwrap());
         let uncertain = t.uncertain.get(cart).copied().unwrap_or(0);
@@ -199,7 +199,7 @@ async fn rolling_restart_under_load_fails_no_request() {
     let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Tally::default())));
     let writers = start_writers(16, Arc::clone(&urls), Arc::clone(&stop), Arc::clone(&tally));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for i in 0..3 {
+    for (i, dir) in dirs.iter().enumerate() {
         // The load balancer stops sending to the node (its readiness is about
         // to go false), then it is terminated and started again.
         let old = nodes.remove(i);
@@ -207,7 +207,7 @@ async fn rolling_restart_under_load_fails_no_request() {
         let peer = nodes[0].node.clone();
         let status = tokio::task::spawn_blocking(move || old.terminate()).await.unwrap();
         assert!(status.success());
-        let fresh = pg_node(dirs[i].path(), &url, Some(&peer));
+        let fresh = pg_node(dir.path(), &url, Some(&peer));
         wait_until("the restarted node to be ready", Duration::from_secs(15), || async {
             client()
                 .get(format!("{}/readyz", fresh.url))
@@ -225,7 +225,7 @@ async fn rolling_restart_under_load_fails_no_request() {
     for w in writers {
         w.await.unwrap();
     }
-    let mut t = tally.lock().unwrap();
+    let mut t = std::mem::take(&mut *tally.lock().unwrap());
     if !t.uncertain.is_empty() {
         for n in &nodes {
             for l in n

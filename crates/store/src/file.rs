@@ -109,7 +109,7 @@ impl Shared {
         if self.reader.metadata()?.len() <= index.scanned {
             return Ok(());
         }
-        let end = scan(&self.path, index)?;
+        let end = scan(&self.path, index, repair.is_some())?;
         if let (Some(why), Some(file)) = (end.problem, repair) {
             truncate_torn_tail(&self.path, file, index.scanned, why)?;
         }
@@ -154,7 +154,7 @@ impl FileStore {
         let started = Instant::now();
         let mut index = LogIndex::default();
         lock.lock()?;
-        let scanned = scan(&path, &mut index).and_then(|end| match end.problem {
+        let scanned = scan(&path, &mut index, true).and_then(|end| match end.problem {
             Some(why) => truncate_torn_tail(&path, &file, index.scanned, why),
             None => Ok(()),
         });
@@ -291,9 +291,10 @@ struct ScanEnd {
 }
 
 /// Indexes records from `index.scanned` to the end of the file, stopping at
-/// the first incomplete or invalid record. Refuses (with `Corrupt`) when a
-/// valid record follows an invalid one.
-fn scan(path: &Path, index: &mut LogIndex) -> Result<ScanEnd, StoreError> {
+/// the first incomplete or invalid record. When `locked` (no other process
+/// can be writing), refuses with `Corrupt` if a valid record follows an
+/// invalid one.
+fn scan(path: &Path, index: &mut LogIndex, locked: bool) -> Result<ScanEnd, StoreError> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(index.scanned))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -332,7 +333,10 @@ fn scan(path: &Path, index: &mut LogIndex) -> Result<ScanEnd, StoreError> {
         }
         index.scanned += (HEADER_LEN + h.body_len) as u64;
     };
-    if problem.is_some()
+    // Without the lock, another process may be writing the rest of this very
+    // batch: stop at the incomplete record and read it next time.
+    if locked
+        && problem.is_some()
         && let Some(valid) = valid_record_after(path, index.scanned + 1)?
     {
         return Err(StoreError::Corrupt(format!(

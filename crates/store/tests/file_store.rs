@@ -245,3 +245,69 @@ async fn batch_and_never_policies_still_persist_after_flush() {
         assert_eq!(store.load("a").await.unwrap().len(), 1, "{policy:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_never_mistakes_another_writers_batch_in_progress_for_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Arc::new(open(dir.path()).unwrap());
+    let reader = open(dir.path()).unwrap();
+    let writing = tokio::spawn({
+        let writer = Arc::clone(&writer);
+        async move {
+            let mut tasks = Vec::new();
+            for c in 0..32 {
+                let writer = Arc::clone(&writer);
+                tasks.push(tokio::spawn(async move {
+                    let cart = format!("w{c}");
+                    let first = writer
+                        .append(&cart, 0, Fence::Claim("w".into()), vec![event(200)])
+                        .await
+                        .unwrap();
+                    for v in 1..150u64 {
+                        writer
+                            .append(
+                                &cart,
+                                v,
+                                Fence::Epoch(first.epoch),
+                                vec![event(200), event(150)],
+                            )
+                            .await
+                            .map(|_| ())
+                            .unwrap_or(());
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    });
+    // Read continuously while the other store writes large batches.
+    while !writing.is_finished() {
+        for c in 0..32 {
+            reader.load(&format!("w{c}")).await.unwrap();
+        }
+    }
+    writing.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unlocked_reader_stops_at_a_bad_record_and_the_lock_holder_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = write_two_carts(dir.path()).await;
+    let reader = open(dir.path()).unwrap();
+    // Bytes that do not check out (from the middle of a record), then whole
+    // records: what a reader may see while another process is writing.
+    let original = std::fs::read(log_path(dir.path())).unwrap();
+    assert_eq!(original.len() as u64, full);
+    let (first_half, second_half) = original.split_at(original.len() / 2);
+    let mut f = std::fs::OpenOptions::new().append(true).open(log_path(dir.path())).unwrap();
+    f.write_all(second_half).unwrap();
+    f.write_all(first_half).unwrap();
+    drop(f);
+    // The reader without the lock cannot tell damage from a write in
+    // progress: it serves what it has and does not fail.
+    assert_eq!(reader.load("a").await.unwrap().len(), 1);
+    // A process taking the lock sees a bad record followed by a valid one.
+    assert!(matches!(open(dir.path()), Err(StoreError::Corrupt(_))));
+}
