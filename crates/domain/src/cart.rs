@@ -48,7 +48,29 @@ struct Checkout {
     status: Box<str>,
     cart_version: u64,
     amount: i64,
-    in_progress: bool,
+    editing: bool,
+    completed: bool,
+    acknowledged: bool,
+}
+
+/// The cart's checkout, as the payment integration needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckoutView<'a> {
+    /// The payment provider's order id.
+    pub order_id: &'a str,
+    /// The provider's last known status.
+    pub status: &'a str,
+    /// The cart version the order was built from.
+    pub cart_version: u64,
+    /// The order amount it was built with (minor units).
+    pub amount: i64,
+    /// The shopper left checkout to edit the cart.
+    pub editing: bool,
+    /// The order completed.
+    pub completed: bool,
+    /// The completion was acknowledged to the provider.
+    pub acknowledged: bool,
 }
 
 /// One line of a cart.
@@ -196,9 +218,42 @@ impl Cart {
         self.checkout.as_ref().map(|c| c.cart_version)
     }
 
-    /// Whether a checkout order exists and has not completed.
+    /// Whether a checkout order exists, the shopper is in checkout, and it
+    /// has not completed. The amount cannot change meanwhile.
     pub fn payment_in_progress(&self) -> bool {
-        self.checkout.as_ref().is_some_and(|c| c.in_progress)
+        self.checkout.as_ref().is_some_and(|c| !c.editing && !c.completed)
+    }
+
+    /// The checkout, once one was started.
+    pub fn checkout(&self) -> Option<CheckoutView<'_>> {
+        self.checkout.as_deref().map(|c| CheckoutView {
+            order_id: &c.order_id,
+            status: &c.status,
+            cart_version: c.cart_version,
+            amount: c.amount,
+            editing: c.editing,
+            completed: c.completed,
+            acknowledged: c.acknowledged,
+        })
+    }
+
+    /// Refuses mutations that would change the order amount while checkout
+    /// is in progress or after the order completed.
+    fn check_amount_may_change(&self, mutation: &Mutation) -> Result<(), CartError> {
+        let changes_amount = matches!(
+            mutation,
+            Mutation::AddItem(_)
+                | Mutation::RemoveItem(_)
+                | Mutation::ChangeQuantity(_)
+                | Mutation::SetCartItems(_)
+                | Mutation::SetDelivery(_)
+                | Mutation::RemoveDelivery(_)
+        );
+        match self.checkout.as_deref() {
+            Some(c) if changes_amount && c.completed => Err(CartError::OrderAlreadyCompleted),
+            Some(c) if changes_amount && !c.editing => Err(CartError::CheckoutInProgress),
+            _ => Ok(()),
+        }
     }
 
     /// The payment status, once checkout has started.
@@ -226,6 +281,7 @@ impl Cart {
     /// Applies one mutation. On success the version grows by one; on error the
     /// cart is unchanged.
     pub fn apply(&mut self, mutation: &Mutation, items: &ItemInterner) -> Result<(), CartError> {
+        self.check_amount_may_change(mutation)?;
         match mutation {
             Mutation::AddRequest(_) => return Err(CartError::UnresolvedAddRequest),
             Mutation::AddItem(m) => self.add_item(m, items)?,
@@ -343,12 +399,17 @@ impl Cart {
         if m.status.len() > MAX_TEXT_LEN {
             return Err(CartError::InvalidField { field: "status", reason: "is too long" });
         }
+        if self.checkout.as_ref().is_some_and(|c| c.completed) {
+            return Err(CartError::OrderAlreadyCompleted);
+        }
         self.checkout = Some(Box::new(Checkout {
             order_id: m.order_id.as_str().into(),
             status: m.status.as_str().into(),
             cart_version: m.cart_version,
             amount: m.amount,
-            in_progress: true,
+            editing: m.editing,
+            completed: false,
+            acknowledged: false,
         }));
         Ok(())
     }
@@ -360,8 +421,18 @@ impl Cart {
             .as_mut()
             .filter(|c| *c.order_id == *m.order_id)
             .ok_or_else(|| CartError::OrderMismatch(m.order_id.clone()))?;
+        if checkout.completed {
+            // Only the acknowledgement may follow a completion, once.
+            if !m.acknowledged || checkout.acknowledged {
+                return Err(CartError::OrderAlreadyCompleted);
+            }
+            checkout.acknowledged = true;
+            return Ok(());
+        }
         checkout.status = PAYMENT_STATUS_COMPLETED.into();
-        checkout.in_progress = false;
+        checkout.completed = true;
+        checkout.editing = false;
+        checkout.acknowledged = m.acknowledged;
         Ok(())
     }
 

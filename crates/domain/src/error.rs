@@ -56,6 +56,12 @@ pub enum CartError {
     /// applied to a cart itself.
     #[error("an add request must be resolved through the catalogue before it is applied")]
     UnresolvedAddRequest,
+    /// Checkout is in progress: the amount must not change under it.
+    #[error("checkout is in progress: leave checkout (DELETE /cart/checkout) to change the cart")]
+    CheckoutInProgress,
+    /// The cart's order is complete; it can no longer change.
+    #[error("this cart's order is complete; start a new cart")]
+    OrderAlreadyCompleted,
     /// The order named does not belong to this cart's checkout.
     #[error("order {0} is not this cart's checkout order")]
     OrderMismatch(String),

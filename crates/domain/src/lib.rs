@@ -20,7 +20,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/messages.rs"));
 }
 
-pub use cart::{Cart, CartLine, Delivery, PickupPoint};
+pub use cart::{Cart, CartLine, CheckoutView, Delivery, PickupPoint};
 pub use error::CartError;
 pub use item::{ItemInfo, ItemInterner};
 pub use mutation::{DecodeError, Mutation, MutationType};

@@ -4,7 +4,7 @@
 use serde::Serialize as DeriveSerialize;
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 
-use crate::cart::{Cart, CartLine, Delivery, PickupPoint};
+use crate::cart::{Cart, CartLine, CheckoutView, Delivery, PickupPoint};
 
 #[derive(DeriveSerialize)]
 #[serde(rename_all = "camelCase")]
@@ -26,6 +26,8 @@ struct CartView<'a> {
     order_reference: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payment_status: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkout: Option<CheckoutView<'a>>,
 }
 
 struct Lines<'a>(&'a [CartLine]);
@@ -117,6 +119,7 @@ struct DeliveryView<'a> {
     provider: &'a str,
     items: &'a [u32],
     price: i64,
+    tax: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pickup_point: Option<&'a PickupPoint>,
 }
@@ -128,6 +131,7 @@ impl<'a> From<&'a Delivery> for DeliveryView<'a> {
             provider: &d.provider,
             items: &d.items,
             price: d.price,
+            tax: d.tax,
             pickup_point: d.pickup_point.as_deref(),
         }
     }
@@ -150,6 +154,7 @@ impl Serialize for Cart {
             payment_in_progress: self.payment_in_progress(),
             order_reference: self.order_reference(),
             payment_status: self.payment_status(),
+            checkout: self.checkout(),
         }
         .serialize(s)
     }

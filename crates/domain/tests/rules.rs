@@ -247,30 +247,60 @@ fn set_cart_items_replaces_lines_keeping_ids_of_kept_products() {
 }
 
 #[test]
-fn checkout_and_completion() {
+fn checkout_locks_the_amount_until_completion_or_editing() {
     let mut f = Fixture::new();
     f.ok(Mutation::AddItem(item("a", 1, 1)));
-    f.ok(Mutation::CreateCheckoutOrder(CreateCheckoutOrder {
-        order_id: "k-1".into(),
-        status: "checkout_incomplete".into(),
-        cart_version: 1,
-        amount: 1,
-    }));
+    let order = |editing| {
+        Mutation::CreateCheckoutOrder(CreateCheckoutOrder {
+            order_id: "k-1".into(),
+            status: "checkout_incomplete".into(),
+            cart_version: 1,
+            amount: 1,
+            editing,
+        })
+    };
+    f.ok(order(false));
     assert!(f.cart.payment_in_progress());
     assert_eq!(f.cart.order_reference(), Some("k-1"));
+    // The amount is locked while the shopper is in checkout...
+    assert_eq!(f.refused(Mutation::AddItem(item("b", 1, 1))), CartError::CheckoutInProgress);
+    assert_eq!(
+        f.refused(Mutation::ChangeQuantity(ChangeQuantity { id: 1, quantity: 2 })),
+        CartError::CheckoutInProgress
+    );
+    // ...but not the pickup point or anything that leaves it alone.
+    // Leaving checkout to edit keeps the order and unlocks the cart.
+    f.ok(order(true));
+    assert!(!f.cart.payment_in_progress());
+    f.ok(Mutation::AddItem(item("b", 1, 1)));
+    f.ok(order(false));
+    let completed = |acknowledged| {
+        Mutation::OrderCompleted(OrderCompleted {
+            order_id: "k-1".into(),
+            status: "checkout_complete".into(),
+            acknowledged,
+        })
+    };
     assert_eq!(
         f.refused(Mutation::OrderCompleted(OrderCompleted {
             order_id: "other".into(),
-            status: String::new()
+            status: String::new(),
+            acknowledged: false
         })),
         CartError::OrderMismatch("other".into())
     );
-    f.ok(Mutation::OrderCompleted(OrderCompleted {
-        order_id: "k-1".into(),
-        status: "checkout_complete".into(),
-    }));
+    f.ok(completed(false));
     assert_eq!(f.cart.payment_status(), Some("checkout_completed"));
     assert!(!f.cart.payment_in_progress());
+    // Exactly once: a second completion is refused; the acknowledgement
+    // may follow once.
+    assert_eq!(f.refused(completed(false)), CartError::OrderAlreadyCompleted);
+    f.ok(completed(true));
+    assert!(f.cart.checkout().unwrap().acknowledged);
+    assert_eq!(f.refused(completed(true)), CartError::OrderAlreadyCompleted);
+    // A completed cart's amount never changes again.
+    assert_eq!(f.refused(Mutation::AddItem(item("c", 1, 1))), CartError::OrderAlreadyCompleted);
+    assert_eq!(f.refused(order(false)), CartError::OrderAlreadyCompleted);
 }
 
 #[test]

@@ -69,7 +69,10 @@ impl GrainError {
             GrainError::NotFound => 404,
             GrainError::Cart(e) => match e {
                 CartError::LineNotFound(_) | CartError::DeliveryNotFound(_) => 404,
-                CartError::CurrencyMismatch { .. } | CartError::OrderMismatch(_) => 409,
+                CartError::CurrencyMismatch { .. }
+                | CartError::OrderMismatch(_)
+                | CartError::CheckoutInProgress
+                | CartError::OrderAlreadyCompleted => 409,
                 _ => 400,
             },
             GrainError::Catalog(e) => match e {
