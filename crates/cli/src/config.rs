@@ -116,6 +116,36 @@ pub struct ServeArgs {
     #[arg(long, env = "CART_FSYNC", default_value = "always")]
     pub fsync: FsyncPolicy,
 
+    /// Base URL of the Klarna Checkout v3 API (Klarna's and Kustom's hosts
+    /// differ, e.g. `https://api.playground.kustom.co`). Checkout is off
+    /// without it.
+    #[arg(long, env = "CART_KLARNA_URL")]
+    pub klarna_url: Option<String>,
+
+    /// Klarna API username.
+    #[arg(long, env = "KLARNA_USERNAME", default_value = "", hide_env_values = true)]
+    pub klarna_username: String,
+
+    /// Klarna API password.
+    #[arg(
+        long,
+        env = "KLARNA_PASSWORD",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub klarna_password: String,
+
+    /// Timeout of one call to Klarna.
+    #[arg(long, env = "CART_KLARNA_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub klarna_timeout: Duration,
+
+    /// Public base URL of this service, as shoppers and Klarna reach it: the
+    /// checkout, confirmation and terms pages and the push and validation
+    /// callbacks are built from it.
+    #[arg(long, env = "CART_PUBLIC_URL", default_value = "http://localhost:8080")]
+    pub public_url: String,
+
     /// Markets as `country:CURRENCY:vat_basis_points`, comma separated.
     #[arg(long, env = "CART_MARKETS", default_value = "se:SEK:2500,no:NOK:2500")]
     pub markets: MarketList,

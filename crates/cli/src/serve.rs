@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use cart_catalog::{Catalog, FileCatalog, HttpCatalog, HttpCatalogOptions, Markets, Resolver};
+use cart_checkout::{Checkout, KlarnaClient, KlarnaConfig};
 use cart_cluster::discovery::{Discovery, DnsPeers, StaticPeers};
 use cart_cluster::kubernetes::KubernetesPeers;
 use cart_cluster::{Cluster, ClusterOptions, NodeAddr};
@@ -161,11 +162,25 @@ async fn serve(
         let cluster = Arc::clone(&cluster);
         Arc::new(move || cluster.status())
     };
+    let carts: Arc<dyn cart_grain::Carts> = cluster.carts();
+    let checkout = match &args.klarna_url {
+        Some(url) => {
+            let client = KlarnaClient::new(KlarnaConfig {
+                base_url: url.clone(),
+                username: args.klarna_username.clone(),
+                password: args.klarna_password.clone(),
+                timeout: args.klarna_timeout,
+            })?;
+            Some(Arc::new(Checkout::new(Arc::clone(&carts), client, args.public_url.clone())))
+        }
+        None => None,
+    };
     let app = cart_http::router(AppState {
-        carts: cluster.carts(),
+        carts,
         cluster: Some(status),
         ready,
         metrics: render,
+        checkout,
     });
     tracing::info!(
         %http_addr, %grpc_addr, %control_addr, node = %me,

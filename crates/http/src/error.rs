@@ -11,6 +11,8 @@ use cart_grain::GrainError;
 pub enum ApiError {
     /// The grain runtime refused or failed.
     Grain(GrainError),
+    /// A checkout step failed.
+    Checkout(cart_checkout::CheckoutError),
     /// The request itself is malformed.
     BadRequest(String),
     /// The body exceeds [`crate::MAX_BODY_BYTES`].
@@ -22,6 +24,15 @@ pub enum ApiError {
 impl From<GrainError> for ApiError {
     fn from(e: GrainError) -> Self {
         ApiError::Grain(e)
+    }
+}
+
+impl From<cart_checkout::CheckoutError> for ApiError {
+    fn from(e: cart_checkout::CheckoutError) -> Self {
+        match e {
+            cart_checkout::CheckoutError::Cart(e) => ApiError::Grain(e),
+            other => ApiError::Checkout(other),
+        }
     }
 }
 
@@ -38,6 +49,9 @@ impl ApiError {
                     e.to_string()
                 };
                 (status, text)
+            }
+            ApiError::Checkout(e) => {
+                (StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY), e.to_string())
             }
             ApiError::BadRequest(text) => (StatusCode::BAD_REQUEST, text.clone()),
             ApiError::Unavailable(text) => (StatusCode::SERVICE_UNAVAILABLE, text.clone()),

@@ -11,6 +11,7 @@
 //! ([`requests`]) and report failures through one error type ([`error`]).
 
 pub mod body;
+pub mod checkout;
 pub mod cookie;
 pub mod error;
 pub mod ops;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub ready: Readiness,
     /// Renders `/metrics`.
     pub metrics: MetricsRenderer,
+    /// The checkout integration, when configured.
+    pub checkout: Option<Arc<cart_checkout::Checkout>>,
 }
 
 /// The whole HTTP API.
@@ -55,6 +58,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(storefront::routes())
         .merge(service::routes())
+        .merge(checkout::routes())
         .merge(ops::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

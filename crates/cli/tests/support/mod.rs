@@ -1,5 +1,8 @@
-//! Test support: real `cart-actor` processes on ephemeral ports.
+//! Test support: real `cart-actor` processes on ephemeral ports, and a fake
+//! Klarna.
 #![allow(dead_code)]
+
+pub mod klarna;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
