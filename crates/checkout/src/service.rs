@@ -57,6 +57,18 @@ impl Checkout {
         Ok(self.carts.mutate(id, request).await?)
     }
 
+    /// Records a completion step that the cart accepts only once; `false`
+    /// when another push or confirmation recorded it first.
+    async fn record_once(&self, id: &CartId, mutation: Mutation) -> Result<bool, CheckoutError> {
+        match self.record(id, mutation, None).await {
+            Ok(_) => Ok(true),
+            Err(CheckoutError::Cart(GrainError::Cart(CartError::OrderAlreadyCompleted))) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /cart/checkout`: the cart's checkout order, created on the first
     /// call, updated when the cart changed since, re-created if it expired.
     pub async fn checkout(&self, id: &CartId) -> Result<Value, CheckoutError> {
@@ -180,12 +192,9 @@ impl Checkout {
             status: parsed.status.clone(),
             acknowledged: true,
         });
-        match self.record(&id, acknowledged, None).await {
-            Ok(_)
-            | Err(CheckoutError::Cart(GrainError::Cart(CartError::OrderAlreadyCompleted))) => {}
-            Err(e) => return Err(e),
+        if self.record_once(&id, acknowledged).await? {
+            tracing::info!(cart = %id, order = order_id, "order acknowledged");
         }
-        tracing::info!(cart = %id, order = order_id, "order acknowledged");
         Ok(())
     }
 
@@ -210,12 +219,8 @@ impl Checkout {
             status: order.status.clone(),
             acknowledged: false,
         });
-        match self.record(&id, completed, None).await {
-            Ok(_) => {
-                tracing::info!(cart = %id, order = %order.order_id, amount = order.order_amount, "order completed")
-            }
-            Err(CheckoutError::Cart(GrainError::Cart(CartError::OrderAlreadyCompleted))) => {}
-            Err(e) => return Err(e),
+        if self.record_once(&id, completed).await? {
+            tracing::info!(cart = %id, order = %order.order_id, amount = order.order_amount, "order completed");
         }
         Ok(id)
     }

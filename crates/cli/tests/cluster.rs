@@ -13,7 +13,7 @@ use cart_cluster::proto::control::control_plane_client::ControlPlaneClient;
 use cart_cluster::proto::control::{Empty, OwnerChangeRequest};
 use prost::Message;
 use serde_json::{Value, json};
-use support::{SKU_A, SKU_B, Server, client};
+use support::{SKU_A, SKU_B, Server, client, qty, read, wait_until};
 
 /// Starts three nodes in turn, each knowing only the previous one.
 fn start_three(dir: &std::path::Path) -> Vec<Server> {
@@ -21,21 +21,6 @@ fn start_three(dir: &std::path::Path) -> Vec<Server> {
     let b = Server::start(dir, &["--peers", &a.node]);
     let c = Server::start(dir, &["--peers", &b.node]);
     vec![a, b, c]
-}
-
-async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < within, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 async fn members(server: &Server) -> Vec<String> {
@@ -74,20 +59,6 @@ async fn add(server: &Server, cart: &str, sku: &str) -> reqwest::Response {
         .send()
         .await
         .unwrap()
-}
-
-async fn read(server: &Server, cart: &str) -> Option<Value> {
-    let r = client().get(format!("{}/api/carts/{cart}", server.url)).send().await.ok()?;
-    if r.status() != 200 {
-        return None;
-    }
-    r.json().await.ok()
-}
-
-fn qty(cart: &Value) -> u64 {
-    cart["items"]
-        .as_array()
-        .map_or(0, |items| items.iter().map(|l| l["qty"].as_u64().unwrap_or(0)).sum())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

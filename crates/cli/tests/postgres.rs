@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{SKU_A, SKU_B, Server, client};
+use support::{SKU_A, SKU_B, Server, client, qty, read, wait_until};
 
 fn pg_node(dir: &std::path::Path, url: &str, peers: Option<&str>) -> Server {
     let mut args = vec!["--store", url];
@@ -17,21 +17,6 @@ fn pg_node(dir: &std::path::Path, url: &str, peers: Option<&str>) -> Server {
         args.extend(["--peers", p]);
     }
     Server::start(dir, &args)
-}
-
-async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < within, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 async fn member_count(s: &Server) -> usize {
@@ -44,20 +29,6 @@ async fn member_count(s: &Server) -> usize {
             .unwrap_or(0),
         Err(_) => 0,
     }
-}
-
-fn qty(cart: &Value) -> u64 {
-    cart["items"]
-        .as_array()
-        .map_or(0, |items| items.iter().map(|l| l["qty"].as_u64().unwrap_or(0)).sum())
-}
-
-async fn read(s: &Server, cart: &str) -> Option<Value> {
-    let r = client().get(format!("{}/api/carts/{cart}", s.url)).send().await.ok()?;
-    if r.status() != 200 {
-        return None;
-    }
-    r.json().await.ok()
 }
 
 /// Every cart's events have the sequence numbers 1..=n exactly once.

@@ -19,7 +19,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use crate::file::{LogIndex, Shared};
-use crate::record::{self, CLAIM_KIND, MAX_KEY_LEN};
+use crate::record::{self, CLAIM_KIND};
 use crate::sync::{FsyncPolicy, SyncSchedule};
 use crate::{Appended, Event, Fence, NewEvent, StoreError};
 
@@ -192,7 +192,14 @@ impl Committer {
                     .get(req.cart.as_str())
                     .map_or((0, 0), |c| (c.offsets.len() as u64, c.epoch())),
             };
-            if let Err(e) = check(&req, version, epoch) {
+            if let Err(e) = crate::check_append(
+                &req.cart,
+                req.expected,
+                &req.fence,
+                &req.events,
+                version,
+                epoch,
+            ) {
                 let _ = req.reply.send(Err(e));
                 continue;
             }
@@ -291,35 +298,4 @@ impl Committer {
         }
         Ok(())
     }
-}
-
-fn check(req: &AppendRequest, version: u64, epoch: u64) -> Result<(), StoreError> {
-    // Fencing first: a writer that lost its claim is told so, whatever its
-    // version.
-    if let Fence::Epoch(held) = req.fence
-        && held != epoch
-    {
-        return Err(StoreError::Fenced { held, current: epoch });
-    }
-    if req.expected != version {
-        return Err(StoreError::Conflict { expected: req.expected, actual: version });
-    }
-    if req.cart.is_empty() || req.cart.len() > MAX_KEY_LEN {
-        return Err(StoreError::Invalid(format!("cart id must be 1..={MAX_KEY_LEN} bytes")));
-    }
-    if let Fence::Claim(owner) = &req.fence
-        && owner.len() > record::MAX_BODY_LEN / 2
-    {
-        return Err(StoreError::Invalid("owner name too long".into()));
-    }
-    if req.events.is_empty() && matches!(req.fence, Fence::Epoch(_)) {
-        return Err(StoreError::Invalid("an append needs at least one event".into()));
-    }
-    if req.events.iter().any(|e| e.idempotency.as_ref().is_some_and(|t| t.key.len() > MAX_KEY_LEN))
-    {
-        return Err(StoreError::Invalid(format!(
-            "idempotency key must be at most {MAX_KEY_LEN} bytes"
-        )));
-    }
-    Ok(())
 }

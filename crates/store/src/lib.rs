@@ -123,6 +123,45 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// The rules every backend applies to an append, given the cart's current
+/// version and claim epoch: fencing first (a writer that lost its claim is
+/// told so, whatever its version), then the expected version, then limits.
+pub(crate) fn check_append(
+    cart: &str,
+    expected: u64,
+    fence: &Fence,
+    events: &[NewEvent],
+    version: u64,
+    epoch: u64,
+) -> Result<(), StoreError> {
+    use record::{MAX_BODY_LEN, MAX_KEY_LEN};
+    if let Fence::Epoch(held) = *fence
+        && held != epoch
+    {
+        return Err(StoreError::Fenced { held, current: epoch });
+    }
+    if expected != version {
+        return Err(StoreError::Conflict { expected, actual: version });
+    }
+    if cart.is_empty() || cart.len() > MAX_KEY_LEN {
+        return Err(StoreError::Invalid(format!("cart id must be 1..={MAX_KEY_LEN} bytes")));
+    }
+    if let Fence::Claim(owner) = fence
+        && owner.len() > MAX_BODY_LEN / 2
+    {
+        return Err(StoreError::Invalid("owner name too long".into()));
+    }
+    if events.is_empty() {
+        return Err(StoreError::Invalid("an append needs at least one event".into()));
+    }
+    if events.iter().any(|e| e.idempotency.as_ref().is_some_and(|t| t.key.len() > MAX_KEY_LEN)) {
+        return Err(StoreError::Invalid(format!(
+            "idempotency key must be at most {MAX_KEY_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// Where cart events are kept.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {

@@ -255,7 +255,14 @@ async fn commit(
             continue;
         };
         let (version, epoch) = (head.0, head.1);
-        if let Err(e) = check(request, version, epoch) {
+        if let Err(e) = crate::check_append(
+            &request.cart,
+            request.expected,
+            &request.fence,
+            &request.events,
+            version,
+            epoch,
+        ) {
             results.push(Err(e));
             continue;
         }
@@ -306,24 +313,6 @@ async fn commit(
     .map_err(unavailable)?;
     tx.commit().await.map_err(unavailable)?;
     Ok(results)
-}
-
-fn check(request: &AppendRequest, version: u64, epoch: u64) -> Result<(), StoreError> {
-    if let Fence::Epoch(held) = request.fence
-        && held != epoch
-    {
-        return Err(StoreError::Fenced { held, current: epoch });
-    }
-    if request.expected != version {
-        return Err(StoreError::Conflict { expected: request.expected, actual: version });
-    }
-    if request.cart.is_empty() || request.cart.len() > crate::record::MAX_KEY_LEN {
-        return Err(StoreError::Invalid("cart id must be 1..=255 bytes".into()));
-    }
-    if request.events.is_empty() {
-        return Err(StoreError::Invalid("an append needs at least one event".into()));
-    }
-    Ok(())
 }
 
 #[async_trait]

@@ -132,43 +132,6 @@ async fn two_writers_on_one_directory_see_and_fence_each_other() {
     assert_eq!(seqs, vec![1, 2, 3]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writers_on_one_directory_never_fork_a_cart() {
-    let dir = tempfile::tempdir().unwrap();
-    let stores: Vec<Arc<FileStore>> = (0..3).map(|_| Arc::new(open(dir.path()).unwrap())).collect();
-    let mut tasks = Vec::new();
-    for (n, store) in stores.iter().enumerate() {
-        let store = Arc::clone(store);
-        tasks.push(tokio::spawn(async move {
-            let mut won = 0;
-            for _ in 0..40 {
-                // Everyone races to claim and append to the same cart.
-                let version = store.load("hot").await.unwrap().len() as u64;
-                let owner = format!("n{n}");
-                if store.append("hot", version, Fence::Claim(owner), vec![event(1)]).await.is_ok() {
-                    won += 1;
-                }
-            }
-            won
-        }));
-    }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.unwrap();
-    }
-    let events = stores[0].load("hot").await.unwrap();
-    assert_eq!(events.len() as u64, total, "every successful append is in the log once");
-    assert!(events.iter().enumerate().all(|(i, e)| e.seq == i as u64 + 1));
-}
-
-async fn write_two_carts(dir: &std::path::Path) -> u64 {
-    let store = open(dir).unwrap();
-    put(&store, "a", 0, vec![event(10)]).await.unwrap();
-    put(&store, "b", 0, vec![event(20)]).await.unwrap();
-    drop(store);
-    std::fs::metadata(log_path(dir)).unwrap().len()
-}
-
 #[tokio::test]
 async fn a_torn_tail_is_truncated_and_the_store_keeps_working() {
     let dir = tempfile::tempdir().unwrap();

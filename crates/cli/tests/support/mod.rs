@@ -135,6 +135,39 @@ pub fn cart_cookie(response: &reqwest::Response) -> Option<String> {
         .map(|v| v.split(';').next().unwrap_or_default().to_owned())
 }
 
+/// Polls `check` until it holds, failing the test after `within`; returns
+/// how long it took.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A cart by id through the service face, if it exists.
+pub async fn read(server: &Server, cart: &str) -> Option<serde_json::Value> {
+    let r = client().get(format!("{}/api/carts/{cart}", server.url)).send().await.ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+/// Total quantity over a cart's lines.
+pub fn qty(cart: &serde_json::Value) -> u64 {
+    cart["items"]
+        .as_array()
+        .map_or(0, |items| items.iter().map(|l| l["qty"].as_u64().unwrap_or(0)).sum())
+}
+
 /// A SKU from the shipped sample catalogue.
 pub const SKU_A: &str = "861200";
 /// Another SKU from the sample catalogue.
