@@ -11,7 +11,7 @@
 //! without sleeping.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -34,6 +34,8 @@ struct Inner {
     departed: HashMap<NodeAddr, u64>,
     version: u64,
     closing: bool,
+    /// The current view, rebuilt on every change so reads share it.
+    view: Arc<[NodeAddr]>,
 }
 
 /// One member as shown by `/api/cluster`.
@@ -60,10 +62,11 @@ pub struct Membership {
 impl Membership {
     /// A view holding only `me`.
     pub fn new(me: NodeAddr, max_misses: u32) -> Self {
+        let inner = Inner { view: Arc::from(vec![me.clone()]), ..Inner::default() };
         Membership {
             me,
             max_misses: max_misses.max(1),
-            inner: Mutex::default(),
+            inner: Mutex::new(inner),
             changes: watch::channel(0).0,
         }
     }
@@ -82,8 +85,18 @@ impl Membership {
         self.changes.subscribe()
     }
 
+    fn compute_view(&self, inner: &Inner) -> Arc<[NodeAddr]> {
+        let mut view: Vec<NodeAddr> = inner.members.keys().cloned().collect();
+        if !inner.closing {
+            view.push(self.me.clone());
+            view.sort();
+        }
+        view.into()
+    }
+
     fn changed(&self, inner: &mut Inner, what: &str, host: &NodeAddr) {
         inner.version += 1;
+        inner.view = self.compute_view(inner);
         tracing::info!(event = what, host = %host, view_version = inner.version, members = inner.members.len() + 1, "membership changed");
         metrics::gauge!("cart_remote_hosts").set(inner.members.len() as f64);
         self.changes.send_replace(inner.version);
@@ -91,14 +104,8 @@ impl Membership {
 
     /// The members placement hashes over: alive peers plus this node (unless
     /// it is closing), sorted.
-    pub fn view(&self) -> Vec<NodeAddr> {
-        let inner = self.inner();
-        let mut view: Vec<NodeAddr> = inner.members.keys().cloned().collect();
-        if !inner.closing {
-            view.push(self.me.clone());
-            view.sort();
-        }
-        view
+    pub fn view(&self) -> Arc<[NodeAddr]> {
+        Arc::clone(&self.inner().view)
     }
 
     /// The view's version; it grows with every change.
@@ -246,11 +253,11 @@ mod tests {
     #[test]
     fn learned_hosts_join_only_after_a_successful_ping() {
         let m = Membership::new(addr(1), 3);
-        assert_eq!(m.view(), vec![addr(1)]);
+        assert_eq!(m.view().to_vec(), vec![addr(1)]);
         assert_eq!(m.learn([addr(2), addr(1)], 0), vec![addr(2)]);
-        assert_eq!(m.view(), vec![addr(1)], "a candidate is not a member");
+        assert_eq!(m.view().to_vec(), vec![addr(1)], "a candidate is not a member");
         m.ping_ok(&addr(2), 10);
-        assert_eq!(m.view(), vec![addr(1), addr(2)]);
+        assert_eq!(m.view().to_vec(), vec![addr(1), addr(2)]);
         assert_eq!(m.version(), 1);
     }
 
@@ -267,7 +274,7 @@ mod tests {
         assert!(m.is_member(&addr(2)), "a brief stall does not evict");
         m.ping_failed(&addr(2));
         assert!(!m.is_member(&addr(2)));
-        assert_eq!(m.view(), vec![addr(1)]);
+        assert_eq!(m.view().to_vec(), vec![addr(1)]);
     }
 
     #[test]
@@ -275,7 +282,7 @@ mod tests {
         let m = Membership::new(addr(1), 3);
         m.learn([addr(9)], 0);
         m.ping_failed(&addr(9));
-        assert_eq!(m.view(), vec![addr(1)]);
+        assert_eq!(m.view().to_vec(), vec![addr(1)]);
         assert!(m.ping_targets().is_empty());
     }
 
@@ -287,7 +294,7 @@ mod tests {
         let changes = m.subscribe();
         m.departed(&addr(2), 1_000);
         assert!(changes.has_changed().unwrap());
-        assert_eq!(m.view(), vec![addr(1)]);
+        assert_eq!(m.view().to_vec(), vec![addr(1)]);
         assert!(m.learn([addr(2)], 2_000).is_empty(), "quarantined");
         assert_eq!(m.learn([addr(2)], 1_000 + DEPARTED_QUARANTINE_MS), vec![addr(2)]);
     }
@@ -298,7 +305,7 @@ mod tests {
         m.learn([addr(2)], 0);
         m.ping_ok(&addr(2), 0);
         m.close();
-        assert_eq!(m.view(), vec![addr(2)]);
+        assert_eq!(m.view().to_vec(), vec![addr(2)]);
         assert!(m.is_closing());
     }
 }
