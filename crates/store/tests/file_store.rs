@@ -132,6 +132,14 @@ async fn two_writers_on_one_directory_see_and_fence_each_other() {
     assert_eq!(seqs, vec![1, 2, 3]);
 }
 
+async fn write_two_carts(dir: &std::path::Path) -> u64 {
+    let store = open(dir).unwrap();
+    put(&store, "a", 0, vec![event(10)]).await.unwrap();
+    put(&store, "b", 0, vec![event(20)]).await.unwrap();
+    drop(store);
+    std::fs::metadata(log_path(dir)).unwrap().len()
+}
+
 #[tokio::test]
 async fn a_torn_tail_is_truncated_and_the_store_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
