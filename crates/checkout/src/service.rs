@@ -11,7 +11,7 @@ use cart_grain::{CartId, CartSnapshot, Carts, GrainError, MutateRequest};
 use serde_json::Value;
 
 use crate::CheckoutError;
-use crate::client::KlarnaClient;
+use crate::client::{KlarnaClient, RawOrder};
 use crate::order::{self, CartDoc, ProviderOrder};
 
 /// The checkout integration.
@@ -149,16 +149,22 @@ impl Checkout {
         self.record(id, mutation, Some(cart.version)).await
     }
 
-    /// `GET /cart/confirmation/{orderId}`: the order with its confirmation
-    /// snippet; completes the cart if the order is complete (the push may come
-    /// later, or never reach us).
-    pub async fn confirmation(&self, order_id: &str) -> Result<Value, CheckoutError> {
+    /// The provider's order (raw and parsed); `UnknownOrder` if it has none.
+    async fn read_order(&self, order_id: &str) -> Result<(RawOrder, ProviderOrder), CheckoutError> {
         let order = self
             .client
             .read(order_id)
             .await?
             .ok_or_else(|| CheckoutError::UnknownOrder(order_id.to_owned()))?;
         let parsed = provider_order(&order.json)?;
+        Ok((order, parsed))
+    }
+
+    /// `GET /cart/confirmation/{orderId}`: the order with its confirmation
+    /// snippet; completes the cart if the order is complete (the push may come
+    /// later, or never reach us).
+    pub async fn confirmation(&self, order_id: &str) -> Result<Value, CheckoutError> {
+        let (order, parsed) = self.read_order(order_id).await?;
         if parsed.is_complete()
             && let Err(e) = self.complete(&parsed).await
         {
@@ -172,12 +178,7 @@ impl Checkout {
     /// exactly once, then acknowledges the order exactly once. Repeated
     /// pushes change nothing.
     pub async fn push(&self, order_id: &str) -> Result<(), CheckoutError> {
-        let order = self
-            .client
-            .read(order_id)
-            .await?
-            .ok_or_else(|| CheckoutError::UnknownOrder(order_id.to_owned()))?;
-        let parsed = provider_order(&order.json)?;
+        let (_, parsed) = self.read_order(order_id).await?;
         if !parsed.is_complete() {
             return Err(CheckoutError::Mismatch(format!("{order_id} is not complete")));
         }
