@@ -217,6 +217,10 @@ async fn serve(
             Ok(())
         }
     };
+    // Peers acknowledged Closing before the drain began; keep answering
+    // forwarded calls that were already on their way (with 421, "ask the next
+    // node") for two deadlines before the gRPC servers stop.
+    tokio::time::sleep(args.rpc_deadline * 2).await;
     stop_grpc.send_replace(true);
     for server in grpc_servers {
         match tokio::time::timeout(args.shutdown_timeout, server).await {

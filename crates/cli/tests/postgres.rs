@@ -73,9 +73,12 @@ fn start_writers(
             let (urls, stop, tally) = (Arc::clone(&urls), Arc::clone(&stop), Arc::clone(&tally));
             tokio::spawn(async move {
                 let http = client();
-                let cart = format!("w{w}");
                 let mut i = w;
+                let mut sent = 0u64;
                 while !stop.load(Ordering::SeqCst) {
+                    // A new cart every 900 adds keeps lines under the 999 limit.
+                    let cart = format!("w{w}-{}", sent / 900);
+                    sent += 1;
                     let url = {
                         let urls = urls.lock().unwrap();
                         i += 1;

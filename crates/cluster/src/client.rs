@@ -86,13 +86,20 @@ impl Peers {
     }
 }
 
-/// Whether a failed call certainly never reached the peer (the connection
-/// was refused), so retrying elsewhere cannot apply a request twice.
+/// Whether a failed call certainly was never processed by the peer, so
+/// retrying elsewhere cannot apply a request twice: the connection was
+/// refused, or the peer refused the stream (`REFUSED_STREAM`, or a GOAWAY
+/// from a peer shutting down, which only fails streams it did not process).
 pub fn never_delivered(status: &tonic::Status) -> bool {
     let mut source = status.source();
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM))
         {
             return true;
         }
