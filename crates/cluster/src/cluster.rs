@@ -102,11 +102,6 @@ impl Cluster {
         Arc::clone(&self.carts)
     }
 
-    /// The member view.
-    pub fn membership(&self) -> Arc<Membership> {
-        Arc::clone(&self.membership)
-    }
-
     /// Whether the node has a member view (after its first discovery and
     /// negotiation round) and is not closing.
     pub fn is_ready(&self) -> bool {

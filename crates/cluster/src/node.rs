@@ -22,15 +22,6 @@ pub struct NodeAddr {
 }
 
 impl NodeAddr {
-    /// The address with default ports.
-    pub fn host(host: impl Into<String>) -> Self {
-        NodeAddr {
-            host: host.into(),
-            grpc_port: DEFAULT_GRPC_PORT,
-            control_port: DEFAULT_CONTROL_PORT,
-        }
-    }
-
     /// The URI of the node's CartActor endpoint; both services are served
     /// there, so one channel per host carries all node-to-node calls.
     pub fn grpc_uri(&self) -> String {

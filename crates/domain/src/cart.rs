@@ -213,11 +213,6 @@ impl Cart {
         self.checkout.as_ref().map(|c| &*c.order_id)
     }
 
-    /// The cart version the checkout order was built from.
-    pub fn checkout_version(&self) -> Option<u64> {
-        self.checkout.as_ref().map(|c| c.cart_version)
-    }
-
     /// Whether a checkout order exists, the shopper is in checkout, and it
     /// has not completed. The amount cannot change meanwhile.
     pub fn payment_in_progress(&self) -> bool {

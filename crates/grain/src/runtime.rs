@@ -121,11 +121,6 @@ impl GrainRuntime {
         let _ = self.handover.set(handover);
     }
 
-    /// This node's name.
-    pub fn node(&self) -> &str {
-        &self.options.node
-    }
-
     /// The cart's current state; [`GrainError::NotFound`] if it has no events.
     pub async fn get(&self, id: &CartId) -> Result<CartSnapshot, GrainError> {
         let grain = self.grain(id)?;
