@@ -230,7 +230,10 @@ impl GrainRuntime {
             Some(epoch) => Fence::Epoch(epoch),
             None => Fence::Claim(self.options.node.clone()),
         };
-        match self.store.append(id.as_str(), state.cart.version(), fence, events).await {
+        let started = std::time::Instant::now();
+        let appended = self.store.append(id.as_str(), state.cart.version(), fence, events).await;
+        metrics::histogram!("cart_log_append_duration_seconds").record(started.elapsed());
+        match appended {
             Ok(appended) => state.epoch = Some(appended.epoch),
             Err(StoreError::Conflict { expected, actual }) => {
                 tracing::warn!(cart = %id, expected, actual, "another writer appended first; reloading the grain");

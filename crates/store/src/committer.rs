@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use crate::file::{LogIndex, Shared};
 use crate::record::{self, CLAIM_KIND};
 use crate::sync::{FsyncPolicy, SyncSchedule};
-use crate::{Appended, Event, Fence, NewEvent, StoreError};
+use crate::{AppendRequest, Appended, Event, Fence, StoreError};
 
 /// Most commands taken into one batch.
 const MAX_BATCH: usize = 4096;
@@ -30,15 +30,6 @@ const MAX_BATCH: usize = 4096;
 pub(crate) enum Command {
     Append(AppendRequest),
     Flush(oneshot::Sender<Result<(), StoreError>>),
-}
-
-/// One conditional append waiting for its answer.
-pub(crate) struct AppendRequest {
-    pub cart: String,
-    pub expected: u64,
-    pub fence: Fence,
-    pub events: Vec<NewEvent>,
-    pub reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
 struct Accepted {
@@ -192,14 +183,7 @@ impl Committer {
                     .get(req.cart.as_str())
                     .map_or((0, 0), |c| (c.offsets.len() as u64, c.epoch())),
             };
-            if let Err(e) = crate::check_append(
-                &req.cart,
-                req.expected,
-                &req.fence,
-                &req.events,
-                version,
-                epoch,
-            ) {
+            if let Err(e) = req.check(version, epoch) {
                 let _ = req.reply.send(Err(e));
                 continue;
             }

@@ -33,10 +33,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use crate::committer::{AppendRequest, Command, Committer};
+use crate::committer::{Command, Committer};
 use crate::record::{self, CLAIM_KIND, HEADER_LEN};
 use crate::sync::FsyncPolicy;
-use crate::{Appended, Claim, Event, EventStore, Fence, NewEvent, StoreError};
+use crate::{AppendRequest, Appended, Claim, Event, EventStore, Fence, NewEvent, StoreError};
 
 /// Name of the log file inside the data directory.
 pub const LOG_FILE: &str = "events.log";
@@ -233,20 +233,11 @@ impl EventStore for FileStore {
         fence: Fence,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
-        let started = Instant::now();
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Append(AppendRequest {
-            cart: cart.to_owned(),
-            expected: expected_version,
-            fence,
-            events,
-            reply,
-        }))?;
-        let result = answer
+        let (request, answer) = AppendRequest::new(cart, expected_version, fence, events);
+        self.send(Command::Append(request))?;
+        answer
             .await
-            .map_err(|_| StoreError::Unavailable("the event log committer has stopped".into()))?;
-        metrics::histogram!("cart_log_append_duration_seconds").record(started.elapsed());
-        result
+            .map_err(|_| StoreError::Unavailable("the event log committer has stopped".into()))?
     }
 
     async fn claim_of(&self, cart: &str) -> Result<Option<Claim>, StoreError> {

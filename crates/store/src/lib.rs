@@ -123,10 +123,38 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// One conditional append waiting for a backend's committer, with the
+/// channel its outcome is sent on.
+pub(crate) struct AppendRequest {
+    pub cart: String,
+    pub expected: u64,
+    pub fence: Fence,
+    pub events: Vec<NewEvent>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+impl AppendRequest {
+    /// A request and the receiver of its outcome.
+    pub(crate) fn new(
+        cart: &str,
+        expected: u64,
+        fence: Fence,
+        events: Vec<NewEvent>,
+    ) -> (Self, tokio::sync::oneshot::Receiver<Result<Appended, StoreError>>) {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        (AppendRequest { cart: cart.to_owned(), expected, fence, events, reply }, answer)
+    }
+
+    /// Applies [`check_append`] against the cart's current version and epoch.
+    pub(crate) fn check(&self, version: u64, epoch: u64) -> Result<(), StoreError> {
+        check_append(&self.cart, self.expected, &self.fence, &self.events, version, epoch)
+    }
+}
+
 /// The rules every backend applies to an append, given the cart's current
 /// version and claim epoch: fencing first (a writer that lost its claim is
 /// told so, whatever its version), then the expected version, then limits.
-pub(crate) fn check_append(
+fn check_append(
     cart: &str,
     expected: u64,
     fence: &Fence,

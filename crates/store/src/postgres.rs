@@ -23,10 +23,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
 
-use crate::{Appended, Claim, Event, EventStore, Fence, IdempotencyTag, NewEvent, StoreError};
+use crate::{
+    AppendRequest, Appended, Claim, Event, EventStore, Fence, IdempotencyTag, NewEvent, StoreError,
+};
 
 /// Most appends committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -67,14 +69,6 @@ impl PgStoreOptions {
     pub fn new(url: impl Into<String>) -> Self {
         PgStoreOptions { url: url.into(), pool_size: 8, timeout: Duration::from_secs(1) }
     }
-}
-
-struct AppendRequest {
-    cart: String,
-    expected: u64,
-    fence: Fence,
-    events: Vec<NewEvent>,
-    reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
 /// The PostgreSQL event store.
@@ -255,14 +249,7 @@ async fn commit(
             continue;
         };
         let (version, epoch) = (head.0, head.1);
-        if let Err(e) = crate::check_append(
-            &request.cart,
-            request.expected,
-            &request.fence,
-            &request.events,
-            version,
-            epoch,
-        ) {
+        if let Err(e) = request.check(version, epoch) {
             results.push(Err(e));
             continue;
         }
@@ -351,22 +338,10 @@ impl EventStore for PgStore {
         fence: Fence,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
-        let started = Instant::now();
-        let (reply, answer) = oneshot::channel();
-        self.appends
-            .send(AppendRequest {
-                cart: cart.to_owned(),
-                expected: expected_version,
-                fence,
-                events,
-                reply,
-            })
-            .map_err(|_| StoreError::Unavailable("the PostgreSQL committer has stopped".into()))?;
-        let result = answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the PostgreSQL committer has stopped".into()))?;
-        metrics::histogram!("cart_log_append_duration_seconds").record(started.elapsed());
-        result
+        let stopped = || StoreError::Unavailable("the PostgreSQL committer has stopped".into());
+        let (request, answer) = AppendRequest::new(cart, expected_version, fence, events);
+        self.appends.send(request).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn claim_of(&self, cart: &str) -> Result<Option<Claim>, StoreError> {
