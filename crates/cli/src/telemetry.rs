@@ -28,9 +28,7 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     let batch = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), &latency)
-        .and_then(|b| {
-            b.set_buckets_for_metric(Matcher::Full("cart_log_fsync_batch_size".into()), &batch)
-        })
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("batch_size".into()), &batch))
         .context("invalid histogram buckets")?
         .build_recorder();
     let handle = recorder.handle();

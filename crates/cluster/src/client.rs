@@ -1,6 +1,7 @@
 //! Channels to other nodes: one lazily connected HTTP/2 channel per remote
 //! host, shared by the CartActor and ControlPlane clients, with a per-RPC
-//! deadline. Request payloads above 8 KiB are gzip-compressed; small ones
+//! deadline. Forwarded mutations go through a per-host [`Forwarder`], which
+//! batches them. Request payloads above 8 KiB are gzip-compressed; small ones
 //! (nearly all mutations) are not.
 
 use std::collections::HashMap;
@@ -11,7 +12,9 @@ use std::time::Duration;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::batch::{Answer, Forwarder};
 use crate::node::NodeAddr;
+use crate::proto::cart::MutationRequest;
 use crate::proto::cart::cart_actor_client::CartActorClient;
 use crate::proto::control::control_plane_client::ControlPlaneClient;
 
@@ -21,13 +24,18 @@ pub const COMPRESS_ABOVE_BYTES: usize = 8 * 1024;
 /// The channels of this node to its peers.
 pub struct Peers {
     channels: Mutex<HashMap<NodeAddr, Channel>>,
+    forwarders: Mutex<HashMap<NodeAddr, Forwarder>>,
     deadline: Duration,
 }
 
 impl Peers {
     /// Peers with this per-RPC deadline.
     pub fn new(deadline: Duration) -> Self {
-        Peers { channels: Mutex::new(HashMap::new()), deadline }
+        Peers {
+            channels: Mutex::new(HashMap::new()),
+            forwarders: Mutex::new(HashMap::new()),
+            deadline,
+        }
     }
 
     /// The per-RPC deadline.
@@ -52,20 +60,25 @@ impl Peers {
         Ok(channel)
     }
 
-    /// A CartActor client for `addr`; compresses its request when
-    /// `payload_len` is above [`COMPRESS_ABOVE_BYTES`].
-    pub fn cart(
-        &self,
-        addr: &NodeAddr,
-        payload_len: usize,
-    ) -> Result<CartActorClient<Channel>, tonic::Status> {
-        let client =
-            CartActorClient::new(self.channel(addr)?).accept_compressed(CompressionEncoding::Gzip);
-        Ok(if payload_len > COMPRESS_ABOVE_BYTES {
-            client.send_compressed(CompressionEncoding::Gzip)
-        } else {
-            client
-        })
+    /// A CartActor client for `addr`.
+    pub fn cart(&self, addr: &NodeAddr) -> Result<CartActorClient<Channel>, tonic::Status> {
+        Ok(CartActorClient::new(self.channel(addr)?).accept_compressed(CompressionEncoding::Gzip))
+    }
+
+    /// Forwards a mutation to `addr`, batched with others bound there.
+    pub async fn mutate(&self, addr: &NodeAddr, request: MutationRequest) -> Answer {
+        let forwarder = {
+            let mut forwarders = self.forwarders.lock().unwrap_or_else(PoisonError::into_inner);
+            match forwarders.get(addr) {
+                Some(f) => f.clone(),
+                None => {
+                    let f = Forwarder::start(self.channel(addr)?, self.deadline);
+                    forwarders.insert(addr.clone(), f.clone());
+                    f
+                }
+            }
+        };
+        forwarder.mutate(request).await
     }
 
     /// A ControlPlane client for `addr`.
@@ -76,6 +89,7 @@ impl Peers {
     /// Drops the channel to a departed host.
     pub fn forget(&self, addr: &NodeAddr) {
         self.channels.lock().unwrap_or_else(PoisonError::into_inner).remove(addr);
+        self.forwarders.lock().unwrap_or_else(PoisonError::into_inner).remove(addr);
     }
 
     /// A request with the per-RPC deadline set.

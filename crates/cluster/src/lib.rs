@@ -8,6 +8,7 @@
 //! - [`discovery`]: where candidate members come from (static list, DNS);
 //!   [`kubernetes`]: a pod watch.
 //! - [`client`]: one gRPC channel per remote host, deadlines, compression.
+//! - [`batch`]: forwarded mutations leave for their owner in batches.
 //! - [`router`]: the cluster's [`cart_grain::Carts`]: serve locally or forward
 //!   to the owner over CartActor, one hop, retried once when an owner change
 //!   is certain not to have applied the request.
@@ -15,6 +16,7 @@
 //! - [`server`]: the CartActor and ControlPlane gRPC services.
 //! - [`cluster`]: wires it together and runs the background loops.
 
+pub mod batch;
 pub mod client;
 pub mod cluster;
 pub mod discovery;

@@ -99,7 +99,7 @@ impl ClusterCarts {
         if self.is_me(owner) {
             return local(self.runtime.get(id).await);
         }
-        let mut client = match self.peers.cart(owner, 0) {
+        let mut client = match self.peers.cart(owner) {
             Ok(c) => c,
             Err(e) => return Attempt::Done(Err(GrainError::Unreachable(e.to_string()))),
         };
@@ -124,15 +124,11 @@ impl ClusterCarts {
             return local(self.runtime.mutate(id, request.clone()).await);
         }
         let wire = mapping::encode_request(id, request, true);
-        let size = wire.payload.len() + wire.more.iter().map(|m| m.payload.len()).sum::<usize>();
-        let mut client = match self.peers.cart(owner, size) {
-            Ok(c) => c,
-            Err(e) => return Attempt::Done(Err(GrainError::Unreachable(e.to_string()))),
-        };
-        let result = client.mutate(self.peers.request(wire)).await.map(|r| {
-            let r = r.into_inner();
-            mapping::from_reply(r.status_code, r.payload, r.version)
-        });
+        let result = self
+            .peers
+            .mutate(owner, wire)
+            .await
+            .map(|r| mapping::from_reply(r.status_code, r.payload, r.version));
         if let Ok(Err(e)) = &result
             && e.status() >= 500
         {

@@ -11,7 +11,9 @@ use crate::mapping;
 use crate::membership::Membership;
 use crate::node::NodeAddr;
 use crate::proto::cart::cart_actor_server::CartActor;
-use crate::proto::cart::{MutationReply, MutationRequest, StateReply, StateRequest};
+use crate::proto::cart::{
+    MutationBatch, MutationBatchReply, MutationReply, MutationRequest, StateReply, StateRequest,
+};
 use crate::proto::control::control_plane_server::ControlPlane;
 use crate::proto::control::{
     CartIdsReply, ClosingNotice, Empty, NegotiateReply, NegotiateRequest, OwnerChangeAck,
@@ -30,16 +32,9 @@ impl CartActorService {
     pub fn new(carts: Arc<ClusterCarts>) -> Self {
         CartActorService { carts }
     }
-}
 
-#[tonic::async_trait]
-impl CartActor for CartActorService {
-    async fn mutate(
-        &self,
-        request: Request<MutationRequest>,
-    ) -> Result<Response<MutationReply>, Status> {
-        let wire = request.into_inner();
-        let result = match mapping::decode_request(&wire) {
+    async fn serve_mutation(&self, wire: &MutationRequest) -> MutationReply {
+        let result = match mapping::decode_request(wire) {
             Err(e) => Err(e),
             Ok((id, request)) if wire.forwarded => {
                 self.carts.serve_forwarded_mutate(&id, request).await
@@ -52,7 +47,29 @@ impl CartActor for CartActorService {
             metrics::counter!("cart_grpc_mutate_errors_total").increment(1);
             tracing::warn!(cart = %wire.cart_id, r#type = wire.r#type, error = %e, "mutation failed");
         }
-        Ok(Response::new(mapping::mutation_reply(result)))
+        mapping::mutation_reply(result)
+    }
+}
+
+#[tonic::async_trait]
+impl CartActor for CartActorService {
+    async fn mutate(
+        &self,
+        request: Request<MutationRequest>,
+    ) -> Result<Response<MutationReply>, Status> {
+        Ok(Response::new(self.serve_mutation(&request.into_inner()).await))
+    }
+
+    async fn mutate_batch(
+        &self,
+        request: Request<MutationBatch>,
+    ) -> Result<Response<MutationBatchReply>, Status> {
+        let batch = request.into_inner();
+        metrics::histogram!("cart_grpc_mutate_batch_size").record(batch.requests.len() as f64);
+        let replies =
+            futures_util::future::join_all(batch.requests.iter().map(|w| self.serve_mutation(w)))
+                .await;
+        Ok(Response::new(MutationBatchReply { replies }))
     }
 
     async fn get_state(

@@ -303,13 +303,15 @@ impl Cart {
         let store = m.store_id.as_deref();
         if let Some(line) = self.lines.iter_mut().find(|l| same_product(l, &m.sku, store)) {
             let merged = quantity(i64::from(line.qty) + i64::from(qty))?;
-            *line = build_line(line.id, merged, m, items);
+            let info =
+                if line.info.describes(m) { Arc::clone(&line.info) } else { items.intern(m) };
+            *line = build_line(line.id, merged, m, info);
         } else {
             if self.lines.len() >= MAX_LINES {
                 return Err(CartError::TooManyLines { max: MAX_LINES });
             }
             let id = self.allocate_line_id();
-            self.lines.push(build_line(id, qty, m, items));
+            self.lines.push(build_line(id, qty, m, items.intern(m)));
         }
         self.set_market_from(m);
         Ok(())
@@ -474,7 +476,7 @@ impl Cart {
                 Some(id) => id,
                 None => self.allocate_line_id(),
             };
-            lines.push(build_line(id, qty, item, items));
+            lines.push(build_line(id, qty, item, items.intern(item)));
         }
         self.lines = lines;
         let kept: Vec<u32> = self.lines.iter().map(|l| l.id).collect();
@@ -539,7 +541,7 @@ fn same_product(line: &CartLine, sku: &str, store: Option<&str>) -> bool {
     &*line.info.sku == sku && line.info.store_id.as_deref() == store
 }
 
-fn build_line(id: u32, qty: u32, m: &proto::AddItem, items: &ItemInterner) -> CartLine {
+fn build_line(id: u32, qty: u32, m: &proto::AddItem, info: Arc<ItemInfo>) -> CartLine {
     CartLine {
         id,
         qty,
@@ -548,7 +550,7 @@ fn build_line(id: u32, qty: u32, m: &proto::AddItem, items: &ItemInterner) -> Ca
         stock: m.stock,
         // Validated by `validate_add_item`.
         tax: u32::try_from(m.tax).unwrap_or(0),
-        info: items.intern(m),
+        info,
     }
 }
 

@@ -37,13 +37,16 @@ pub struct ItemInfo {
     pub seller_name: Box<str>,
     /// Store the line is picked up in, if any.
     pub store_id: Option<Box<str>>,
+    /// These fields as they appear in a cart line's JSON, rendered once
+    /// (see [`crate::view`]).
+    pub json: Box<str>,
 }
 
 impl ItemInfo {
     /// The descriptive fields of an AddItem.
     pub fn from_add_item(m: &proto::AddItem) -> Self {
         let s = |v: &str| Box::<str>::from(v);
-        ItemInfo {
+        let mut info = ItemInfo {
             item_id: m.item_id,
             sku: s(&m.sku),
             name: s(&m.name),
@@ -61,7 +64,10 @@ impl ItemInfo {
             seller_id: s(&m.seller_id),
             seller_name: s(&m.seller_name),
             store_id: m.store_id.as_deref().map(s),
-        }
+            json: Box::default(),
+        };
+        info.json = crate::view::item_fields(&info);
+        info
     }
 
     fn texts(&self) -> [&str; 13] {
@@ -84,7 +90,8 @@ impl ItemInfo {
     }
 
     /// Whether this info is what `m` describes.
-    fn describes(&self, m: &proto::AddItem) -> bool {
+    /// Whether `m` carries exactly this product information.
+    pub fn describes(&self, m: &proto::AddItem) -> bool {
         self.item_id == m.item_id
             && self.store_id.as_deref() == m.store_id.as_deref()
             && self.texts() == add_item_texts(m)

@@ -1,64 +1,27 @@
 //! The cart's JSON shape: the storefront contract (camelCase, amounts in minor
 //! units), plus `version` and `currency`.
+//!
+//! Rendering the cart is on every request's path, so a line's product fields
+//! (the same for every cart holding the product) are rendered once per
+//! [`ItemInfo`] and copied in; the rest goes through serde field by field.
 
-use serde::Serialize as DeriveSerialize;
-use serde::ser::{Serialize, SerializeSeq, Serializer};
+use serde::Serialize;
 
-use crate::cart::{Cart, CartLine, CheckoutView, Delivery, PickupPoint};
-
-#[derive(DeriveSerialize)]
-#[serde(rename_all = "camelCase")]
-struct CartView<'a> {
-    id: &'a str,
-    version: u64,
-    items: Lines<'a>,
-    deliveries: Vec<DeliveryView<'a>>,
-    total_price: i64,
-    total_tax: i64,
-    total_discount: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    currency: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    country: Option<&'a str>,
-    processing: bool,
-    payment_in_progress: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    order_reference: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payment_status: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    checkout: Option<CheckoutView<'a>>,
-}
-
-struct Lines<'a>(&'a [CartLine]);
-
-impl Serialize for Lines<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for line in self.0 {
-            seq.serialize_element(&LineView::from(line))?;
-        }
-        seq.end()
-    }
-}
+use crate::cart::{Cart, CartLine, Delivery, PickupPoint};
+use crate::item::ItemInfo;
 
 fn is_empty(s: &&str) -> bool {
     s.is_empty()
 }
 
-#[derive(DeriveSerialize)]
+/// The product fields of a line: everything an [`ItemInfo`] holds.
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct LineView<'a> {
-    id: u32,
+struct ItemFields<'a> {
     item_id: i64,
     sku: &'a str,
     name: &'a str,
     image: &'a str,
-    price: i64,
-    org_price: i64,
-    qty: u32,
-    stock: i32,
-    tax: u32,
     #[serde(rename = "type")]
     article_type: &'a str,
     #[serde(skip_serializing_if = "is_empty")]
@@ -83,36 +46,102 @@ struct LineView<'a> {
     store_id: Option<&'a str>,
 }
 
-impl<'a> From<&'a CartLine> for LineView<'a> {
-    fn from(l: &'a CartLine) -> Self {
-        let i = &*l.info;
-        LineView {
-            id: l.id,
-            item_id: i.item_id,
-            sku: &i.sku,
-            name: &i.name,
-            image: &i.image,
-            price: l.price,
-            org_price: l.org_price,
-            qty: l.qty,
-            stock: l.stock,
-            tax: l.tax,
-            article_type: &i.article_type,
-            brand: &i.brand,
-            category: &i.categories[0],
-            category2: &i.categories[1],
-            category3: &i.categories[2],
-            category4: &i.categories[3],
-            category5: &i.categories[4],
-            outlet: &i.outlet,
-            seller_id: &i.seller_id,
-            seller_name: &i.seller_name,
-            store_id: i.store_id.as_deref(),
-        }
+/// `info`'s fields as JSON object members, each preceded by a comma, ready
+/// to be copied into a line object.
+pub(crate) fn item_fields(info: &ItemInfo) -> Box<str> {
+    let c = &info.categories;
+    let fields = ItemFields {
+        item_id: info.item_id,
+        sku: &info.sku,
+        name: &info.name,
+        image: &info.image,
+        article_type: &info.article_type,
+        brand: &info.brand,
+        category: &c[0],
+        category2: &c[1],
+        category3: &c[2],
+        category4: &c[3],
+        category5: &c[4],
+        outlet: &info.outlet,
+        seller_id: &info.seller_id,
+        seller_name: &info.seller_name,
+        store_id: info.store_id.as_deref(),
+    };
+    // Serialising strings and integers into memory cannot fail.
+    let object = serde_json::to_string(&fields).unwrap_or_default();
+    match object.strip_prefix('{').and_then(|o| o.strip_suffix('}')) {
+        Some(members) => format!(",{members}").into(),
+        None => Box::default(),
     }
 }
 
-#[derive(DeriveSerialize)]
+/// Appends `,"name":value`.
+fn member(out: &mut Vec<u8>, name: &str, value: &impl Serialize) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    // Serialising plain strings, numbers and derived structs into memory
+    // cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+fn line(out: &mut Vec<u8>, l: &CartLine) {
+    out.extend_from_slice(b"{\"id\":");
+    let _ = serde_json::to_writer(&mut *out, &l.id);
+    member(out, "price", &l.price);
+    member(out, "orgPrice", &l.org_price);
+    member(out, "qty", &l.qty);
+    member(out, "stock", &l.stock);
+    member(out, "tax", &l.tax);
+    out.extend_from_slice(l.info.json.as_bytes());
+    out.push(b'}');
+}
+
+impl Cart {
+    /// The cart as storefront JSON bytes.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + 512 * self.lines().len());
+        let totals = self.totals();
+        out.extend_from_slice(b"{\"id\":");
+        let _ = serde_json::to_writer(&mut out, self.id());
+        member(&mut out, "version", &self.version());
+        out.extend_from_slice(b",\"items\":[");
+        for (i, l) in self.lines().iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            line(&mut out, l);
+        }
+        out.push(b']');
+        let deliveries: Vec<DeliveryView<'_>> =
+            self.deliveries().iter().map(DeliveryView::from).collect();
+        member(&mut out, "deliveries", &deliveries);
+        member(&mut out, "totalPrice", &totals.price);
+        member(&mut out, "totalTax", &totals.tax);
+        member(&mut out, "totalDiscount", &totals.discount);
+        if let Some(currency) = self.currency() {
+            member(&mut out, "currency", &currency);
+        }
+        if let Some(country) = self.country() {
+            member(&mut out, "country", &country);
+        }
+        member(&mut out, "processing", &false);
+        member(&mut out, "paymentInProgress", &self.payment_in_progress());
+        if let Some(reference) = self.order_reference() {
+            member(&mut out, "orderReference", &reference);
+        }
+        if let Some(status) = self.payment_status() {
+            member(&mut out, "paymentStatus", &status);
+        }
+        if let Some(checkout) = self.checkout() {
+            member(&mut out, "checkout", &checkout);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct DeliveryView<'a> {
     id: u32,
@@ -134,38 +163,5 @@ impl<'a> From<&'a Delivery> for DeliveryView<'a> {
             tax: d.tax,
             pickup_point: d.pickup_point.as_deref(),
         }
-    }
-}
-
-impl Serialize for Cart {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let totals = self.totals();
-        CartView {
-            id: self.id(),
-            version: self.version(),
-            items: Lines(self.lines()),
-            deliveries: self.deliveries().iter().map(DeliveryView::from).collect(),
-            total_price: totals.price,
-            total_tax: totals.tax,
-            total_discount: totals.discount,
-            currency: self.currency(),
-            country: self.country(),
-            processing: false,
-            payment_in_progress: self.payment_in_progress(),
-            order_reference: self.order_reference(),
-            payment_status: self.payment_status(),
-            checkout: self.checkout(),
-        }
-        .serialize(s)
-    }
-}
-
-impl Cart {
-    /// The cart as storefront JSON bytes.
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + 512 * self.lines().len());
-        // Serialising plain strings and integers into memory cannot fail.
-        let _ = serde_json::to_writer(&mut out, self);
-        out
     }
 }

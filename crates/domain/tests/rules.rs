@@ -310,6 +310,7 @@ fn json_has_the_storefront_shape() {
     a.item_id = 861201;
     a.brand = "AMD".into();
     a.category = "Gaming".into();
+    a.name = "Ryzen \"X\" 7\n<b>".into();
     f.ok(Mutation::AddItem(a));
     f.ok(Mutation::SetDelivery(SetDelivery {
         provider: "postnord".into(),
@@ -334,6 +335,8 @@ fn json_has_the_storefront_shape() {
     }
     assert_eq!(line["itemId"], 861201);
     assert_eq!(line["brand"], "AMD");
+    assert_eq!(line["name"], "Ryzen \"X\" 7\n<b>", "strings are escaped");
+    assert!(line.get("category2").is_none(), "empty optional strings are left out");
     assert_eq!(line["category"], "Gaming");
     assert_eq!(line["tax"], 2500);
     let d = &v["deliveries"][0];

@@ -6,19 +6,22 @@
 //! what they appended, checks each append's expected version and claim epoch,
 //! writes all accepted records with one `write`, syncs once per the
 //! [`FsyncPolicy`], publishes the new offsets, unlocks and only then answers.
+//! Records are written at the end of the log, inside the file's preallocated
+//! zeroed space; when a batch would reach past it, another
+//! [`PREALLOCATE_BYTES`] of zeros are written after it.
 //! While it syncs, new appends queue up and form the next batch, so throughput
 //! grows with concurrency instead of being capped at one sync per request.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use crate::file::{LogIndex, Shared};
+use crate::file::{LogIndex, PREALLOCATE_BYTES, Shared, trim_preallocated};
 use crate::record::{self, CLAIM_KIND};
 use crate::sync::{FsyncPolicy, SyncSchedule};
 use crate::{AppendRequest, Appended, Event, Fence, StoreError};
@@ -84,6 +87,25 @@ impl Committer {
         if let Err(e) = self.file.sync_data() {
             tracing::error!(error = %e, "final sync of the event log failed");
         }
+        self.trim_on_exit();
+    }
+
+    /// Leaves no preallocated space behind after a clean shutdown. Catches up
+    /// first, under the lock, so another process's appends are never cut.
+    fn trim_on_exit(&self) {
+        if self.lock.lock().is_err() {
+            return;
+        }
+        let mut index = self.shared.index_mut();
+        let trimmed = self
+            .shared
+            .catch_up(&mut index, Some(&self.file))
+            .and_then(|()| trim_preallocated(self.shared.path(), &self.file, index.scanned));
+        drop(index);
+        if let Err(e) = trimmed {
+            tracing::warn!(error = %e, "could not trim the event log's preallocated tail");
+        }
+        let _ = self.lock.unlock();
     }
 
     fn periodic_sync(&mut self, schedule: &mut Option<SyncSchedule>) {
@@ -241,6 +263,15 @@ impl Committer {
         }
     }
 
+    /// Writes [`PREALLOCATE_BYTES`] of zeros at `end`. Failing (a full disk)
+    /// only costs speed: the records before it are whole either way.
+    fn preallocate(&self, end: u64) {
+        let zeros = vec![0u8; PREALLOCATE_BYTES as usize];
+        if let Err(e) = self.file.write_all_at(&zeros, end) {
+            tracing::warn!(error = %e, "could not preallocate space for the event log");
+        }
+    }
+
     /// Writes `buf` and syncs per policy. On failure the store is poisoned
     /// when the file may hold records the index does not know.
     fn write_and_sync(
@@ -250,12 +281,21 @@ impl Committer {
         appends: usize,
         schedule: &mut Option<SyncSchedule>,
     ) -> std::io::Result<()> {
-        if let Err(e) = self.file.write_all(buf) {
+        if let Err(e) = self.file.write_all_at(buf, len) {
             // Cut off a partial write so the log stays a sequence of whole records.
             if let Err(cut) = self.file.set_len(len) {
                 self.shared.poison(format!("write failed ({e}) and truncation failed ({cut})"));
             }
             return Err(e);
+        }
+        let end = len + buf.len() as u64;
+        // Is there preallocated space after the batch? Asked with a read,
+        // never a stat: once a file's times have been queried, the kernel
+        // stamps the next write with a fresh fine-grained mtime, and that
+        // inode change would cost every fdatasync an extra write.
+        let mut next = [0u8; 1];
+        if self.file.read_at(&mut next, end)? == 0 {
+            self.preallocate(end);
         }
         match self.policy {
             FsyncPolicy::Always => {

@@ -14,6 +14,12 @@
 //! behind, or whose claim was superseded, gets a conflict or is fenced; it can
 //! never fork a cart's log.
 //!
+//! The file grows in preallocated steps of zeroed bytes
+//! ([`PREALLOCATE_BYTES`]): a commit then writes inside the file, so its
+//! `fdatasync` has no new file size to persist, which halves its cost on
+//! ext4. A zero byte where a record would start is the end of the log.
+//! Opening the log (and a clean shutdown) trims the preallocated tail.
+//!
 //! Recovery: a record that fails its length or checksum check, with nothing
 //! valid after it, is a torn tail from a crash mid-write. While holding the
 //! lock (at open and before every commit) the file is truncated to the last
@@ -42,6 +48,8 @@ use crate::{AppendRequest, Appended, Claim, Event, EventStore, Fence, NewEvent, 
 pub const LOG_FILE: &str = "events.log";
 /// Name of the lock file inside the data directory.
 pub const LOCK_FILE: &str = "LOCK";
+/// The log file grows by this many zeroed bytes at a time.
+pub const PREALLOCATE_BYTES: u64 = 4 << 20;
 
 /// Settings of a [`FileStore`].
 #[derive(Debug, Clone)]
@@ -88,6 +96,10 @@ impl Shared {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub(crate) fn poison(&self, reason: String) {
         tracing::error!(%reason, "event log refuses further writes");
         let mut poisoned = self.poisoned.lock().unwrap_or_else(PoisonError::into_inner);
@@ -106,7 +118,8 @@ impl Shared {
         index: &mut LogIndex,
         repair: Option<&File>,
     ) -> Result<(), StoreError> {
-        if self.reader.metadata()?.len() <= index.scanned {
+        let mut next = [0u8; 1];
+        if self.reader.read_at(&mut next, index.scanned)? == 0 || next[0] == 0 {
             return Ok(());
         }
         let end = scan(&self.path, index, repair.is_some())?;
@@ -136,7 +149,22 @@ impl Shared {
 /// The embedded event store: a checksummed append-only log with group commit.
 pub struct FileStore {
     shared: Arc<Shared>,
-    commands: mpsc::Sender<Command>,
+    /// `None` only while dropping.
+    commands: Option<mpsc::Sender<Command>>,
+    committer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for FileStore {
+    /// Lets the committer finish what is queued, sync and trim the
+    /// preallocated tail before the store is gone.
+    fn drop(&mut self) {
+        self.commands = None;
+        if let Some(committer) = self.committer.take()
+            && committer.join().is_err()
+        {
+            tracing::error!("the event log committer panicked");
+        }
+    }
 }
 
 impl FileStore {
@@ -150,13 +178,15 @@ impl FileStore {
             .write(true)
             .open(options.dir.join(LOCK_FILE))?;
         let path = options.dir.join(LOG_FILE);
-        let file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
+        // Not O_APPEND: commits write at the end of the log, inside the
+        // preallocated part of the file.
+        let file = OpenOptions::new().create(true).read(true).write(true).open(&path)?;
         let started = Instant::now();
         let mut index = LogIndex::default();
         lock.lock()?;
         let scanned = scan(&path, &mut index, true).and_then(|end| match end.problem {
             Some(why) => truncate_torn_tail(&path, &file, index.scanned, why),
-            None => Ok(()),
+            None => trim_preallocated(&path, &file, index.scanned),
         });
         lock.unlock()?;
         scanned?;
@@ -178,16 +208,17 @@ impl FileStore {
         let (commands, rx) = mpsc::channel();
         let committer =
             Committer { file, lock, shared: Arc::clone(&shared), policy: options.fsync };
-        std::thread::Builder::new()
+        let committer = std::thread::Builder::new()
             .name("event-log-committer".into())
             .spawn(move || committer.run(rx))?;
-        Ok(FileStore { shared, commands })
+        Ok(FileStore { shared, commands: Some(commands), committer: Some(committer) })
     }
 
     fn send(&self, command: Command) -> Result<(), StoreError> {
         self.commands
-            .send(command)
-            .map_err(|_| StoreError::Unavailable("the event log committer has stopped".into()))
+            .as_ref()
+            .and_then(|commands| commands.send(command).ok())
+            .ok_or_else(|| StoreError::Unavailable("the event log committer has stopped".into()))
     }
 
     async fn blocking<T: Send + 'static>(
@@ -275,7 +306,8 @@ impl EventStore for FileStore {
     }
 }
 
-/// Where a scan stopped.
+/// Where a scan stopped: at the end of the file, at zeroed (preallocated)
+/// space, or at a problem.
 struct ScanEnd {
     /// Why it stopped before the end of the file, if it did.
     problem: Option<&'static str>,
@@ -288,12 +320,13 @@ struct ScanEnd {
 fn scan(path: &Path, index: &mut LogIndex, locked: bool) -> Result<ScanEnd, StoreError> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(index.scanned))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut reader = BufReader::with_capacity(64 << 10, file);
     let mut body = Vec::new();
     let problem = loop {
         let mut header = [0u8; HEADER_LEN];
         match read_full(&mut reader, &mut header)? {
             0 => break None,
+            _ if header[0] == 0 => break None,
             n if n < HEADER_LEN => break Some("incomplete record header"),
             _ => {}
         }
@@ -353,6 +386,27 @@ fn truncate_torn_tail(path: &Path, file: &File, at: u64, why: &str) -> Result<()
         reason = why,
         "torn tail in the event log: truncating to the last whole record"
     );
+    file.set_len(at)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Cuts the preallocated (zeroed) space after the last record `at` off the
+/// log, unless a valid record follows: then a zeroed block hides
+/// acknowledged events and the log is refused. Only called while holding
+/// the directory lock.
+pub(crate) fn trim_preallocated(path: &Path, file: &File, at: u64) -> Result<(), StoreError> {
+    if file.metadata()?.len() <= at {
+        return Ok(());
+    }
+    if let Some(valid) = valid_record_after(path, at)? {
+        return Err(StoreError::Corrupt(format!(
+            "{}: zeroed bytes at offset {at} but a valid record follows at offset {valid}; \
+             refusing to drop acknowledged events. Restore the file from a backup or move it \
+             aside.",
+            path.display(),
+        )));
+    }
     file.set_len(at)?;
     file.sync_all()?;
     Ok(())

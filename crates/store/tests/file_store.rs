@@ -282,3 +282,85 @@ async fn an_unlocked_reader_stops_at_a_bad_record_and_the_lock_holder_decides() 
     // A process taking the lock sees a bad record followed by a valid one.
     assert!(matches!(open(dir.path()), Err(StoreError::Corrupt(_))));
 }
+
+fn file_len(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(log_path(dir)).unwrap().len()
+}
+
+/// A copy of the log as a crash would leave it: taken while the store is
+/// open, so with its preallocated zeroed tail.
+fn crash_copy(from: &std::path::Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(log_path(from), log_path(copy.path())).unwrap();
+    copy
+}
+
+#[tokio::test]
+async fn the_log_grows_in_preallocated_steps_and_a_clean_close_trims_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = write_two_carts(dir.path()).await;
+    let store = open(dir.path()).unwrap();
+    put(&store, "c", 0, vec![event(30)]).await.unwrap();
+    let open_len = file_len(dir.path());
+    assert!(open_len >= full + cart_store::file::PREALLOCATE_BYTES, "{open_len} bytes while open");
+    // A second process sees the new record through the zeroed tail.
+    let other = open(dir.path()).unwrap();
+    assert_eq!(other.load("c").await.unwrap()[0].payload, vec![30; 30]);
+    drop(other);
+    drop(store);
+    let closed_len = file_len(dir.path());
+    assert!(closed_len > full && closed_len < full + 200, "{closed_len} bytes after close");
+}
+
+#[tokio::test]
+async fn after_a_crash_the_zeroed_tail_is_the_end_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    put(&store, "a", 0, vec![event(10)]).await.unwrap();
+    put(&store, "b", 0, vec![event(20)]).await.unwrap();
+    let crashed = crash_copy(dir.path());
+    assert!(file_len(crashed.path()) > cart_store::file::PREALLOCATE_BYTES);
+    let reopened = open(crashed.path()).unwrap();
+    assert_eq!(reopened.load("a").await.unwrap().len(), 1);
+    assert_eq!(put(&reopened, "b", 1, vec![event(21)]).await.unwrap(), 2);
+    drop(reopened);
+    let reopened = open(crashed.path()).unwrap();
+    let b = reopened.load("b").await.unwrap();
+    assert_eq!(b.iter().map(|e| e.payload[0]).collect::<Vec<_>>(), vec![20, 21]);
+}
+
+#[tokio::test]
+async fn a_torn_record_inside_the_zeroed_tail_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    put(&store, "a", 0, vec![event(10)]).await.unwrap();
+    put(&store, "b", 0, vec![event(20)]).await.unwrap();
+    let crashed = crash_copy(dir.path());
+    drop(store);
+    // The start of a record (header and part of its body) right after the
+    // last one: a batch cut short by the crash, inside the preallocated space.
+    let logical = file_len(dir.path());
+    let bytes = std::fs::read(log_path(dir.path())).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(log_path(crashed.path())).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &bytes[..20], logical).unwrap();
+    drop(f);
+    let reopened = open(crashed.path()).unwrap();
+    assert_eq!(reopened.load("a").await.unwrap().len(), 1);
+    assert_eq!(reopened.load("b").await.unwrap().len(), 1);
+    assert_eq!(put(&reopened, "c", 0, vec![event(5)]).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn zeroed_bytes_followed_by_valid_records_refuse_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    write_two_carts(dir.path()).await;
+    // A zeroed block where the first records were: damage, not free space.
+    let f = std::fs::OpenOptions::new().write(true).open(log_path(dir.path())).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 20], 0).unwrap();
+    drop(f);
+    match open(dir.path()) {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("valid record follows"), "{msg}"),
+        Err(other) => panic!("expected corruption, got {other:?}"),
+        Ok(_) => panic!("opened a log whose first records were zeroed"),
+    }
+}
