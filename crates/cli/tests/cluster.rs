@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cart_cluster::proto::cart::cart_actor_client::CartActorClient;
-use cart_cluster::proto::cart::{MutationRequest, MutationType, StateRequest};
+use cart_cluster::proto::cart::{MutationBatch, MutationRequest, MutationType, StateRequest};
 use cart_cluster::proto::control::control_plane_client::ControlPlaneClient;
 use cart_cluster::proto::control::{Empty, OwnerChangeRequest};
 use prost::Message;
@@ -50,6 +50,16 @@ async fn converged(nodes: &[&Server]) -> bool {
 async fn cart_ids(server: &Server) -> Vec<String> {
     let mut c = ControlPlaneClient::connect(server.grpc_url.clone()).await.unwrap();
     c.get_cart_ids(Empty {}).await.unwrap().into_inner().cart_ids
+}
+
+/// A counter or histogram count from a node's `/metrics` (0 when absent).
+async fn metric(server: &Server, name: &str) -> f64 {
+    let text =
+        client().get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 async fn add(server: &Server, cart: &str, sku: &str) -> reqwest::Response {
@@ -367,4 +377,93 @@ async fn a_stopped_node_is_evicted_and_fenced_when_it_resumes() {
         .map(|v| v["version"].as_u64().unwrap())
         .collect();
     assert_eq!(versions.len(), 1, "all nodes agree on the version");
+}
+
+fn add_sku(cart: &str, sku: &str, quantity: i32) -> MutationRequest {
+    let payload =
+        cart_domain::proto::AddRequest { sku: sku.into(), quantity, country: None, store_id: None };
+    MutationRequest {
+        cart_id: cart.into(),
+        r#type: MutationType::MutationAddRequest as i32,
+        payload: payload.encode_to_vec(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mutate_batch_answers_every_request_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_three(dir.path());
+    let refs: Vec<&Server> = nodes.iter().collect();
+    wait_until("the views to converge", Duration::from_secs(15), || converged(&refs)).await;
+    let unknown_type = MutationRequest { r#type: 99, ..add_sku("batch-1", SKU_A, 1) };
+    let missing_line = MutationRequest {
+        cart_id: "batch-2".into(),
+        r#type: MutationType::MutationChangeQuantity as i32,
+        payload: cart_domain::proto::ChangeQuantity { id: 42, quantity: 2 }.encode_to_vec(),
+        ..Default::default()
+    };
+    let requests = vec![
+        add_sku("batch-1", SKU_A, 2),
+        unknown_type,
+        add_sku("batch-2", SKU_B, 1),
+        missing_line,
+        add_sku("batch-1", SKU_A, 1),
+    ];
+    let mut grpc = CartActorClient::connect(nodes[0].grpc_url.clone()).await.unwrap();
+    let replies = grpc.mutate_batch(MutationBatch { requests }).await.unwrap().into_inner().replies;
+    let statuses: Vec<i32> = replies.iter().map(|r| r.status_code).collect();
+    assert_eq!(statuses, vec![200, 400, 200, 404, 200]);
+    assert_eq!(qty(&read(&nodes[2], "batch-1").await.unwrap()), 3, "both adds applied once");
+    assert_eq!(qty(&read(&nodes[1], "batch-2").await.unwrap()), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_forwarded_mutations_travel_in_batches_and_all_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_three(dir.path());
+    let refs: Vec<&Server> = nodes.iter().collect();
+    wait_until("the views to converge", Duration::from_secs(15), || converged(&refs)).await;
+    let entry = Arc::new(nodes[0].url.clone());
+    let mut sent: HashMap<String, u64> = HashMap::new();
+    let mut round = 0;
+    // Bursts of concurrent adds through A until B or C has received a batch
+    // (the first burst nearly always does it).
+    wait_until("a batch to reach an owner", Duration::from_secs(30), || {
+        round += 1;
+        let carts: Vec<String> = (0..40).map(|i| format!("burst-{}", i % 20)).collect();
+        for cart in &carts {
+            *sent.entry(cart.clone()).or_default() += 1;
+        }
+        let entry = Arc::clone(&entry);
+        let (b, c) = (&nodes[1], &nodes[2]);
+        async move {
+            let calls: Vec<_> = carts
+                .into_iter()
+                .map(|cart| {
+                    let entry = Arc::clone(&entry);
+                    tokio::spawn(async move {
+                        client()
+                            .post(format!("{entry}/api/carts/{cart}/items"))
+                            .json(&json!({"sku": SKU_A, "quantity": 1}))
+                            .send()
+                            .await
+                            .map(|r| r.status().as_u16())
+                    })
+                })
+                .collect();
+            let mut statuses = Vec::new();
+            for call in calls {
+                statuses.push(call.await.unwrap());
+            }
+            assert!(statuses.iter().all(|s| matches!(s, Ok(200))), "round {round}: {statuses:?}");
+            metric(b, "cart_grpc_mutate_batch_size_count").await
+                + metric(c, "cart_grpc_mutate_batch_size_count").await
+                > 0.0
+        }
+    })
+    .await;
+    for (cart, adds) in &sent {
+        assert_eq!(qty(&read(&nodes[1], cart).await.unwrap()), *adds, "{cart}");
+    }
 }

@@ -26,7 +26,7 @@ use crate::proto::cart::cart_actor_client::CartActorClient;
 use crate::proto::cart::{MutationBatch, MutationReply, MutationRequest};
 
 /// Calls in flight to one peer before forwarded mutations queue up.
-pub const MAX_IN_FLIGHT: usize = 2;
+pub const MAX_IN_FLIGHT: usize = 4;
 /// Most mutations in one batch.
 pub const MAX_BATCH: usize = 256;
 /// Mutations waiting for one peer before forwarding waits for room.

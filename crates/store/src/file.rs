@@ -180,7 +180,8 @@ impl FileStore {
         let path = options.dir.join(LOG_FILE);
         // Not O_APPEND: commits write at the end of the log, inside the
         // preallocated part of the file.
-        let file = OpenOptions::new().create(true).read(true).write(true).open(&path)?;
+        let file =
+            OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
         let started = Instant::now();
         let mut index = LogIndex::default();
         lock.lock()?;
