@@ -23,6 +23,14 @@ fn start_three(dir: &std::path::Path) -> Vec<Server> {
     vec![a, b, c]
 }
 
+/// Three nodes (see [`start_three`]) once they agree on the member list.
+async fn three_converged(dir: &std::path::Path) -> Vec<Server> {
+    let nodes = start_three(dir);
+    let refs: Vec<&Server> = nodes.iter().collect();
+    wait_until("the views to converge", Duration::from_secs(15), || converged(&refs)).await;
+    nodes
+}
+
 async fn members(server: &Server) -> Vec<String> {
     let Ok(r) = client().get(format!("{}/api/cluster", server.url)).send().await else {
         return vec![];
@@ -95,24 +103,8 @@ async fn staggered_start_converges_and_any_node_serves_any_cart() {
 
     // gRPC: a client built from the plan's proto mutates through C and reads
     // through A.
-    let add_request = cart_domain::proto::AddRequest {
-        sku: SKU_A.into(),
-        quantity: 2,
-        country: None,
-        store_id: None,
-    };
     let mut grpc = CartActorClient::connect(c.grpc_url.clone()).await.unwrap();
-    let reply = grpc
-        .mutate(MutationRequest {
-            cart_id: "alpha".into(),
-            r#type: MutationType::MutationAddRequest as i32,
-            payload: add_request.encode_to_vec(),
-            client_timestamp: 0,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = grpc.mutate(add_sku("alpha", SKU_A, 2)).await.unwrap().into_inner();
     assert_eq!(reply.status_code, 200, "{}", String::from_utf8_lossy(&reply.payload));
     let cart: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(qty(&cart), 4);
@@ -138,9 +130,7 @@ async fn staggered_start_converges_and_any_node_serves_any_cart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_cart_is_ever_active_on_two_nodes() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = start_three(dir.path());
-    let refs: Vec<&Server> = nodes.iter().collect();
-    wait_until("the views to converge", Duration::from_secs(15), || converged(&refs)).await;
+    let nodes = three_converged(dir.path()).await;
     for i in 0..150 {
         let via = &nodes[i % 3];
         assert_eq!(add(via, &format!("cart-{i}"), SKU_A).await.status(), 200);
@@ -163,9 +153,7 @@ async fn no_cart_is_ever_active_on_two_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn confirm_owner_hands_over_or_refuses() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = start_three(dir.path());
-    let refs: Vec<&Server> = nodes.iter().collect();
-    wait_until("the views to converge", Duration::from_secs(15), || converged(&refs)).await;
+    let nodes = three_converged(dir.path()).await;
     // Find a cart active on A.
     let mut on_a = None;
     for i in 0..60 {
@@ -214,9 +202,7 @@ async fn owned_by(node: &Server) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_a_node_and_its_carts_are_served_again_quickly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = start_three(dir.path());
-    let refs: Vec<&Server> = nodes.iter().collect();
-    wait_until("the views to converge", Duration::from_secs(15), || converged(&refs)).await;
+    let mut nodes = three_converged(dir.path()).await;
     let mut acked: HashMap<String, u64> = HashMap::new();
     for i in 0..90 {
         let cart = format!("k-{i}");
@@ -259,9 +245,7 @@ async fn sigkill_a_node_and_its_carts_are_served_again_quickly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_a_node_under_load_fails_no_request() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = start_three(dir.path());
-    let refs: Vec<&Server> = nodes.iter().collect();
-    wait_until("the views to converge", Duration::from_secs(15), || converged(&refs)).await;
+    let mut nodes = three_converged(dir.path()).await;
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -320,9 +304,7 @@ async fn sigterm_a_node_under_load_fails_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stopped_node_is_evicted_and_fenced_when_it_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = start_three(dir.path());
-    let refs: Vec<&Server> = nodes.iter().collect();
-    wait_until("the views to converge", Duration::from_secs(15), || converged(&refs)).await;
+    let nodes = three_converged(dir.path()).await;
     let (a, c) = (&nodes[0], &nodes[2]);
     // A cart owned (and active) on C.
     let mut cart = None;
@@ -393,9 +375,7 @@ fn add_sku(cart: &str, sku: &str, quantity: i32) -> MutationRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mutate_batch_answers_every_request_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = start_three(dir.path());
-    let refs: Vec<&Server> = nodes.iter().collect();
-    wait_until("the views to converge", Duration::from_secs(15), || converged(&refs)).await;
+    let nodes = three_converged(dir.path()).await;
     let unknown_type = MutationRequest { r#type: 99, ..add_sku("batch-1", SKU_A, 1) };
     let missing_line = MutationRequest {
         cart_id: "batch-2".into(),
@@ -421,9 +401,7 @@ async fn mutate_batch_answers_every_request_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_forwarded_mutations_travel_in_batches_and_all_apply() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = start_three(dir.path());
-    let refs: Vec<&Server> = nodes.iter().collect();
-    wait_until("the views to converge", Duration::from_secs(15), || converged(&refs)).await;
+    let nodes = three_converged(dir.path()).await;
     let entry = Arc::new(nodes[0].url.clone());
     let mut sent: HashMap<String, u64> = HashMap::new();
     let mut round = 0;

@@ -295,6 +295,15 @@ fn crash_copy(from: &std::path::Path) -> tempfile::TempDir {
     copy
 }
 
+/// A store in `dir` with carts "a" and "b", and a crash copy of its log.
+async fn two_carts_and_a_crash_copy(dir: &std::path::Path) -> (FileStore, tempfile::TempDir) {
+    let store = open(dir).unwrap();
+    put(&store, "a", 0, vec![event(10)]).await.unwrap();
+    put(&store, "b", 0, vec![event(20)]).await.unwrap();
+    let crashed = crash_copy(dir);
+    (store, crashed)
+}
+
 #[tokio::test]
 async fn the_log_grows_in_preallocated_steps_and_a_clean_close_trims_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -315,10 +324,7 @@ async fn the_log_grows_in_preallocated_steps_and_a_clean_close_trims_them() {
 #[tokio::test]
 async fn after_a_crash_the_zeroed_tail_is_the_end_of_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).unwrap();
-    put(&store, "a", 0, vec![event(10)]).await.unwrap();
-    put(&store, "b", 0, vec![event(20)]).await.unwrap();
-    let crashed = crash_copy(dir.path());
+    let (_store, crashed) = two_carts_and_a_crash_copy(dir.path()).await;
     assert!(file_len(crashed.path()) > cart_store::file::PREALLOCATE_BYTES);
     let reopened = open(crashed.path()).unwrap();
     assert_eq!(reopened.load("a").await.unwrap().len(), 1);
@@ -332,10 +338,7 @@ async fn after_a_crash_the_zeroed_tail_is_the_end_of_the_log() {
 #[tokio::test]
 async fn a_torn_record_inside_the_zeroed_tail_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).unwrap();
-    put(&store, "a", 0, vec![event(10)]).await.unwrap();
-    put(&store, "b", 0, vec![event(20)]).await.unwrap();
-    let crashed = crash_copy(dir.path());
+    let (store, crashed) = two_carts_and_a_crash_copy(dir.path()).await;
     drop(store);
     // The start of a record (header and part of its body) right after the
     // last one: a batch cut short by the crash, inside the preallocated space.
