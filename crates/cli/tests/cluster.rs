@@ -396,6 +396,11 @@ async fn mutate_batch_answers_every_request_in_order() {
     assert_eq!(statuses, vec![200, 400, 200, 404, 200]);
     assert_eq!(qty(&read(&nodes[2], "batch-1").await.unwrap()), 3, "both adds applied once");
     assert_eq!(qty(&read(&nodes[1], "batch-2").await.unwrap()), 1);
+    // An oversized batch is refused whole, with nothing applied.
+    let requests = vec![add_sku("batch-3", SKU_A, 1); cart_cluster::batch::MAX_BATCH + 1];
+    let refused = grpc.mutate_batch(MutationBatch { requests }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(read(&nodes[0], "batch-3").await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

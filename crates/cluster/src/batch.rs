@@ -21,7 +21,7 @@ use tonic::Status;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 
-use crate::client::COMPRESS_ABOVE_BYTES;
+use crate::client::{COMPRESS_ABOVE_BYTES, with_deadline};
 use crate::proto::cart::cart_actor_client::CartActorClient;
 use crate::proto::cart::{MutationBatch, MutationReply, MutationRequest};
 
@@ -154,12 +154,6 @@ async fn send(channel: Channel, deadline: Duration, mut jobs: Vec<Job>) {
             }
         }
     }
-}
-
-fn with_deadline<T>(message: T, deadline: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(deadline);
-    request
 }
 
 /// The payload bytes of a request (what compression would act on).

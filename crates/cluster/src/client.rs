@@ -94,10 +94,15 @@ impl Peers {
 
     /// A request with the per-RPC deadline set.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(self.deadline);
-        request
+        with_deadline(message, self.deadline)
     }
+}
+
+/// A request carrying `deadline` as its gRPC timeout.
+pub fn with_deadline<T>(message: T, deadline: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(deadline);
+    request
 }
 
 /// Whether a failed call certainly was never processed by the peer, so

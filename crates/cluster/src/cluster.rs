@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cart_grain::{Clock, GrainRuntime};
+use futures_util::future::join_all;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -203,7 +204,7 @@ impl Cluster {
                 }
             }
         });
-        futures_join_all(rounds).await;
+        join_all(rounds).await;
         self.ping_round().await;
     }
 
@@ -231,7 +232,7 @@ impl Cluster {
                 self.membership.ping_failed(&host);
             }
         });
-        futures_join_all(pings).await;
+        join_all(pings).await;
     }
 
     /// On every view change, passivates idle grains this node no longer owns.
@@ -268,7 +269,7 @@ impl Cluster {
                 }
             }
         });
-        futures_join_all(notices).await;
+        join_all(notices).await;
         tracing::info!("left the cluster");
     }
 
@@ -284,19 +285,3 @@ impl Cluster {
         })
     }
 }
-
-/// Runs futures concurrently and waits for all of them.
-async fn futures_join_all<F: Future<Output = ()>>(futures: impl IntoIterator<Item = F>) {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(f);
-    }
-    let mut pinned: Vec<Pin<Box<F>>> = set.into_iter().map(Box::pin).collect();
-    std::future::poll_fn(|cx| {
-        pinned.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if pinned.is_empty() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
-    })
-    .await
-}
-
-use std::pin::Pin;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use cart_grain::{CartId, Carts, Clock, GrainRuntime};
 use tonic::{Request, Response, Status};
 
+use crate::batch::MAX_BATCH;
 use crate::client::Peers;
 use crate::mapping;
 use crate::membership::Membership;
@@ -65,6 +66,12 @@ impl CartActor for CartActorService {
         request: Request<MutationBatch>,
     ) -> Result<Response<MutationBatchReply>, Status> {
         let batch = request.into_inner();
+        if batch.requests.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "a batch holds at most {MAX_BATCH} mutations, not {}",
+                batch.requests.len()
+            )));
+        }
         metrics::histogram!("cart_grpc_mutate_batch_size").record(batch.requests.len() as f64);
         let replies =
             futures_util::future::join_all(batch.requests.iter().map(|w| self.serve_mutation(w)))

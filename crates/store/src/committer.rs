@@ -293,8 +293,9 @@ impl Committer {
         // never a stat: once a file's times have been queried, the kernel
         // stamps the next write with a fresh fine-grained mtime, and that
         // inode change would cost every fdatasync an extra write.
+        // A failed probe only means preallocating once more than needed.
         let mut next = [0u8; 1];
-        if self.file.read_at(&mut next, end)? == 0 {
+        if !matches!(self.file.read_at(&mut next, end), Ok(n) if n > 0) {
             self.preallocate(end);
         }
         match self.policy {
