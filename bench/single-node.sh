@@ -5,10 +5,20 @@
 # Needs redis-server, redis-benchmark and wrk (Debian: redis-server wrk).
 source "$(dirname "$0")/lib.sh"
 
+# CPU ticks (user + system) a process has used, and CPU microseconds per
+# operation between two readings.
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+per_op() { echo "scale=1; ($2 - $1) * 1000000 / $(getconf CLK_TCK) / $3" | bc; }
+# Requests a bench run sent, warm-up included (its `sent=` field).
+sent() { grep -o 'sent=[0-9]*' | cut -d= -f2; }
+
 echo "## redis: redis-benchmark -c 64 -t set, appendfsync always"
 redis-server --port 16379 --appendonly yes --appendfsync always --save '' --dir "$work" --daemonize yes >/dev/null
 sleep 0.5
+redis_pid=$(pgrep -f 'redis-server.*:16379')
+t0=$(ticks "$redis_pid")
 redis-benchmark -p 16379 -c 64 -n 400000 -r 100000 -t set -q 2>/dev/null | tr '\r' '\n' | grep -E '^SET: [0-9.]+ requests per second' | tail -1
+echo "redis-server CPU per SET: $(per_op "$t0" "$(ticks "$redis_pid")" 400000) us"
 redis-cli -p 16379 shutdown nosave >/dev/null 2>&1 || true
 
 serve() {
@@ -17,21 +27,24 @@ serve() {
   echo "server did not start" >&2; exit 1
 }
 stop() { kill "$(jobs -p | tail -1)"; wait "$(jobs -p | tail -1)" 2>/dev/null || true; }
-cpu() { awk '{print $14+$15}' "/proc/$(pgrep -f 'serve --http-addr 127.0.0.1:18090')/stat"; }
+server() { pgrep -f 'serve --http-addr 127.0.0.1:18090'; }
 
 echo "## durable mutations, --fsync always, 64 connections, 10000 carts"
 serve mutate
-t0=$(cpu)
-"$bin" bench --url http://127.0.0.1:18090 --workload mutate --connections 64 --carts 10000 --duration "$duration"
-t1=$(cpu)
-echo "server CPU seconds during bench (incl. 2 s warm-up): $(echo "scale=2; ($t1-$t0)/$(getconf CLK_TCK)" | bc)"
+t0=$(ticks "$(server)")
+out=$("$bin" bench --url http://127.0.0.1:18090 --workload mutate --connections 64 --carts 10000 --duration "$duration")
+echo "$out"
+echo "server CPU per durable mutation: $(per_op "$t0" "$(ticks "$(server)")" "$(sent <<<"$out")") us"
 wrk -t1 -c64 -d"$duration" --latency -s bench/mutate.lua http://127.0.0.1:18090 | grep -E 'Requests/sec|  50%|  99%'
 curl -s localhost:18090/metrics | grep -E '^cart_log_fsync_(batch_size|duration_seconds)_(sum|count)'
 stop
 
 echo "## hot cart reads versus a trivial handler (GET /healthz), 64 connections"
 serve read
-"$bin" bench --url http://127.0.0.1:18090 --workload healthz --connections 64 --duration "$duration"
+t0=$(ticks "$(server)")
+out=$("$bin" bench --url http://127.0.0.1:18090 --workload healthz --connections 64 --duration "$duration")
+echo "$out"
+echo "server CPU per /healthz request: $(per_op "$t0" "$(ticks "$(server)")" "$(sent <<<"$out")") us"
 "$bin" bench --url http://127.0.0.1:18090 --workload read --carts 100 --connections 64 --duration "$duration"
 stop
 

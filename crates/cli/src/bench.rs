@@ -230,7 +230,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (c as u64 + 1));
-            let (mut ok, mut failed) = (0u64, 0u64);
+            let (mut ok, mut failed, mut sent) = (0u64, 0u64, 0u64);
             while !stop.load(Ordering::Relaxed) {
                 let cart = rng.below(carts);
                 let cookie = format!("cartid={}", names[cart]);
@@ -248,12 +248,13 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                     }
                     _ => conn.send(Method::GET, "/healthz", None, Bytes::new()).await?,
                 };
+                sent += 1;
                 if measuring.load(Ordering::Relaxed) {
                     hist.record(started.elapsed().as_micros() as u64)?;
                     if status == 200 { ok += 1 } else { failed += 1 }
                 }
             }
-            anyhow::Ok((hist, ok, failed))
+            anyhow::Ok((hist, ok, failed, sent))
         }));
     }
     tokio::time::sleep(args.warmup).await;
@@ -264,17 +265,18 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     stop.store(true, Ordering::SeqCst);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let (mut ok, mut failed) = (0, 0);
+    let (mut ok, mut failed, mut sent) = (0, 0, 0);
     for task in tasks {
-        let (h, o, f) = task.await??;
+        let (h, o, f, s) = task.await??;
         hist.add(h)?;
         ok += o;
         failed += f;
+        sent += s;
     }
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "workload={:?} placement={:?} connections={} carts={} duration={:.1}s ok={ok} failed={failed} \
-         throughput={:.0}/s p50={:.2}ms p99={:.2}ms p99.9={:.2}ms",
+         throughput={:.0}/s p50={:.2}ms p99={:.2}ms p99.9={:.2}ms sent={sent}",
         args.workload,
         args.placement,
         args.connections,
