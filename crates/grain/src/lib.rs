@@ -7,10 +7,11 @@
 //! [`cart_store::EventStore`], passivates after an idle TTL, and the number of
 //! resident grains is capped.
 //!
-//! A mutation turn: resolve add-by-SKU through the catalogue, apply to a copy
-//! of the cart (refusals change nothing), append the events conditionally on
-//! the version the grain holds, and only after the store acknowledges swap
-//! the copy in and answer.
+//! A mutation turn: resolve add-by-SKU through the catalogue, apply (a
+//! refusal changes nothing; several mutations go onto a copy, all or
+//! nothing), append the events conditionally on the version the grain held,
+//! and answer only after the store acknowledges. A failed append drops the
+//! grain's state, so the next request rebuilds it from the log.
 
 pub mod cart_id;
 pub mod carts;
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod error;
 mod idempotency;
 pub mod runtime;
+mod turn_metrics;
 
 pub use cart_id::CartId;
 pub use carts::Carts;

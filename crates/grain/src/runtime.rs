@@ -8,10 +8,11 @@ use std::time::Duration;
 use cart_catalog::Resolver;
 use cart_domain::cart::{validate_add_request, validate_set_cart_items};
 use cart_domain::proto::SetCartItems;
-use cart_domain::{Cart, CartError, ItemInterner, Mutation};
+use cart_domain::{Cart, CartError, ItemInterner, Mutation, MutationType};
 use cart_store::{Event, EventStore, Fence, IdempotencyTag, NewEvent, StoreError};
 
 use crate::idempotency::{IdempotencyKeys, Seen};
+use crate::turn_metrics::{Outcome, TurnMetrics};
 use crate::{CartId, Clock, GrainError};
 
 /// Settings of a [`GrainRuntime`].
@@ -94,6 +95,7 @@ pub struct GrainRuntime {
     options: RuntimeOptions,
     closing: AtomicBool,
     handover: std::sync::OnceLock<Arc<dyn Handover>>,
+    metrics: TurnMetrics,
 }
 
 impl GrainRuntime {
@@ -113,6 +115,7 @@ impl GrainRuntime {
             options,
             closing: AtomicBool::new(false),
             handover: std::sync::OnceLock::new(),
+            metrics: TurnMetrics::new(),
         })
     }
 
@@ -171,10 +174,10 @@ impl GrainRuntime {
                 return answer;
             }
         }
-        let kinds: Vec<&'static str> = request.mutations.iter().map(|m| m.kind().name()).collect();
+        let kinds: Vec<MutationType> = request.mutations.iter().map(Mutation::kind).collect();
         let resolved = match self.resolve(request.mutations).await {
             Ok(resolved) => resolved,
-            Err(e) => return Err(count_outcome(id, &kinds, e)),
+            Err(e) => return Err(self.count_failure(id, &kinds, e)),
         };
         let mut slot = grain.state.lock().await;
         let result =
@@ -182,12 +185,11 @@ impl GrainRuntime {
         match result {
             Ok(snapshot) => {
                 for kind in &kinds {
-                    metrics::counter!("cart_mutations_total", "type" => *kind, "outcome" => "ok")
-                        .increment(1);
+                    self.metrics.count(*kind, Outcome::Ok);
                 }
                 Ok(snapshot)
             }
-            Err(e) => Err(count_outcome(id, &kinds, e)),
+            Err(e) => Err(self.count_failure(id, &kinds, e)),
         }
     }
 
@@ -210,10 +212,22 @@ impl GrainRuntime {
         {
             return Err(GrainError::PreconditionFailed { current: state.cart.version() });
         }
-        let mut next = state.cart.clone();
-        for m in &mutations {
-            next.apply(m, &self.items)?;
-        }
+        let base = state.cart.version();
+        // A refused mutation leaves the cart unchanged, so a single one is
+        // applied in place; several are staged on a copy, all or nothing.
+        let staged = match mutations.as_slice() {
+            [single] => {
+                state.cart.apply(single, &self.items)?;
+                None
+            }
+            _ => {
+                let mut next = state.cart.clone();
+                for m in &mutations {
+                    next.apply(m, &self.items)?;
+                }
+                Some(next)
+            }
+        };
         let now = self.clock.now_ms() as i64;
         let last = mutations.len() - 1;
         let events = mutations
@@ -231,31 +245,54 @@ impl GrainRuntime {
             None => Fence::Claim(self.options.node.clone()),
         };
         let started = std::time::Instant::now();
-        let appended = self.store.append(id.as_str(), state.cart.version(), fence, events).await;
-        metrics::histogram!("cart_log_append_duration_seconds").record(started.elapsed());
-        match appended {
-            Ok(appended) => state.epoch = Some(appended.epoch),
+        let appended = self.store.append(id.as_str(), base, fence, events).await;
+        self.metrics.append_duration.record(started.elapsed());
+        // After a failed append the grain may be ahead of the log (or, when
+        // the outcome is unknown, behind it): it is dropped and the next
+        // request rebuilds it from the log.
+        let failed = match appended {
+            Ok(appended) => {
+                state.epoch = Some(appended.epoch);
+                None
+            }
             Err(StoreError::Conflict { expected, actual }) => {
                 tracing::warn!(cart = %id, expected, actual, "another writer appended first; reloading the grain");
-                *slot = None;
-                return Err(GrainError::Conflict);
+                Some(GrainError::Conflict)
             }
             Err(StoreError::Fenced { held, current }) => {
                 tracing::warn!(cart = %id, held, current, "fenced: another node claimed the cart; dropping the grain");
                 metrics::counter!("cart_grain_fenced_total").increment(1);
-                *slot = None;
-                return Err(GrainError::Fenced);
+                Some(GrainError::Fenced)
             }
             Err(e) => {
-                tracing::error!(cart = %id, error = %e, "append failed");
-                return Err(e.into());
+                tracing::error!(cart = %id, error = %e, "append failed; the grain reloads from the log");
+                Some(e.into())
             }
+        };
+        if let Some(e) = failed {
+            *slot = None;
+            return Err(e);
+        }
+        if let Some(next) = staged {
+            state.cart = next;
         }
         if let Some(tag) = &idempotency {
-            state.keys.record(tag, next.version());
+            state.keys.record(tag, state.cart.version());
         }
-        state.cart = next;
         Ok(CartSnapshot::of(&state.cart))
+    }
+
+    /// Counts a turn's mutations as refused (4xx) or failed (5xx), logging
+    /// failures, and hands the error back.
+    fn count_failure(&self, id: &CartId, kinds: &[MutationType], e: GrainError) -> GrainError {
+        let outcome = if e.status() < 500 { Outcome::Refused } else { Outcome::Failed };
+        for kind in kinds {
+            self.metrics.count(*kind, outcome);
+        }
+        if e.status() >= 500 {
+            tracing::warn!(cart = %id, types = ?kinds, error = %e, "mutation failed");
+        }
+        e
     }
 
     /// The stored answer for a retried idempotent request, if it is one.
@@ -498,16 +535,4 @@ fn evict_idle(grains: &mut HashMap<CartId, Arc<Grain>>, want: usize) -> usize {
         grains.remove(id);
     }
     want
-}
-
-fn count_outcome(id: &CartId, kinds: &[&'static str], e: GrainError) -> GrainError {
-    let outcome = if e.status() < 500 { "refused" } else { "failed" };
-    for kind in kinds {
-        metrics::counter!("cart_mutations_total", "type" => *kind, "outcome" => outcome)
-            .increment(1);
-    }
-    if e.status() >= 500 {
-        tracing::warn!(cart = %id, types = ?kinds, error = %e, "mutation failed");
-    }
-    e
 }

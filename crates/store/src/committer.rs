@@ -19,9 +19,10 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Instant;
 
+use metrics::{Counter, Histogram};
 use tokio::sync::oneshot;
 
-use crate::file::{LogIndex, PREALLOCATE_BYTES, Shared, trim_preallocated};
+use crate::file::{PREALLOCATE_BYTES, Shared, trim_preallocated};
 use crate::record::{self, CLAIM_KIND};
 use crate::sync::{FsyncPolicy, SyncSchedule};
 use crate::{AppendRequest, Appended, Event, Fence, StoreError};
@@ -35,8 +36,11 @@ pub(crate) enum Command {
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
+/// Where an append's answer goes.
+type AppendReply = oneshot::Sender<Result<Appended, StoreError>>;
+
 struct Accepted {
-    reply: oneshot::Sender<Result<Appended, StoreError>>,
+    reply: AppendReply,
     cart: String,
     offsets: Vec<u64>,
     claim: Option<(u64, String)>,
@@ -50,6 +54,25 @@ pub(crate) struct Committer {
     pub lock: File,
     pub shared: Arc<Shared>,
     pub policy: FsyncPolicy,
+    pub metrics: SyncMetrics,
+}
+
+/// Handles of the metrics recorded per sync, registered once.
+pub(crate) struct SyncMetrics {
+    duration: Histogram,
+    batch_size: Histogram,
+    syncs: Counter,
+}
+
+impl SyncMetrics {
+    /// Registers the handles with the installed recorder (if any).
+    pub(crate) fn new() -> Self {
+        SyncMetrics {
+            duration: metrics::histogram!("cart_log_fsync_duration_seconds"),
+            batch_size: metrics::histogram!("cart_log_fsync_batch_size"),
+            syncs: metrics::counter!("cart_log_fsyncs_total"),
+        }
+    }
 }
 
 impl Committer {
@@ -120,9 +143,9 @@ impl Committer {
     fn sync(&self, appends: usize) -> std::io::Result<()> {
         let started = Instant::now();
         let result = self.file.sync_data();
-        metrics::histogram!("cart_log_fsync_duration_seconds").record(started.elapsed());
-        metrics::histogram!("cart_log_fsync_batch_size").record(appends as f64);
-        metrics::counter!("cart_log_fsyncs_total").increment(1);
+        self.metrics.duration.record(started.elapsed());
+        self.metrics.batch_size.record(appends as f64);
+        self.metrics.syncs.increment(1);
         result
     }
 
@@ -143,12 +166,12 @@ impl Committer {
                     }
                 }
             } else {
-                let shared = Arc::clone(&self.shared);
-                let mut index = shared.index_mut();
-                self.commit_locked(&mut index, appends, buf, schedule);
-                drop(index);
+                let answers = self.commit_locked(appends, buf, schedule);
                 if let Err(e) = self.lock.unlock() {
                     self.shared.poison(format!("cannot unlock the data directory: {e}"));
+                }
+                for (reply, answer) in answers {
+                    let _ = reply.send(answer);
                 }
             }
         }
@@ -174,15 +197,20 @@ impl Committer {
     }
 
     /// Checks, writes and publishes a batch of appends while holding the
-    /// directory lock and the index.
+    /// directory lock. Refusals are answered at once; the answers to the
+    /// accepted appends are returned, to be sent once the lock is released.
+    ///
+    /// The index is locked only to check the batch and, after the write and
+    /// sync, to publish it: readers are never held up by an `fdatasync`.
     fn commit_locked(
         &mut self,
-        index: &mut LogIndex,
         appends: Vec<Command>,
         buf: &mut Vec<u8>,
         schedule: &mut Option<SyncSchedule>,
-    ) {
-        if let Err(e) = self.shared.catch_up(index, Some(&self.file)) {
+    ) -> Vec<(AppendReply, Result<Appended, StoreError>)> {
+        let shared = Arc::clone(&self.shared);
+        let mut index = shared.index_mut();
+        if let Err(e) = self.shared.catch_up(&mut index, Some(&self.file)) {
             self.shared.poison(format!("cannot read other writers' appends: {e}"));
         }
         let len = index.scanned;
@@ -241,14 +269,22 @@ impl Committer {
             accepted.push(Accepted { reply: req.reply, cart: req.cart, offsets, claim, appended });
         }
         if accepted.is_empty() {
-            return;
+            return Vec::new();
         }
-        if let Err(e) = self.write_and_sync(buf, len, accepted.len(), schedule) {
+        index.committing = true;
+        drop(index);
+        let written = self.write_and_sync(buf, len, accepted.len(), schedule);
+        let mut index = shared.index_mut();
+        index.committing = false;
+        let mut answers = Vec::with_capacity(accepted.len());
+        if let Err(e) = written {
             let reason = e.to_string();
-            for a in accepted {
-                let _ = a.reply.send(Err(StoreError::Io(std::io::Error::other(reason.clone()))));
-            }
-            return;
+            answers.extend(
+                accepted
+                    .into_iter()
+                    .map(|a| (a.reply, Err(StoreError::Io(std::io::Error::other(reason.clone()))))),
+            );
+            return answers;
         }
         index.scanned = len + buf.len() as u64;
         for a in &accepted {
@@ -258,9 +294,9 @@ impl Committer {
                 entry.claim = Some((*epoch, owner.as_str().into()));
             }
         }
-        for a in accepted {
-            let _ = a.reply.send(Ok(a.appended));
-        }
+        drop(index);
+        answers.extend(accepted.into_iter().map(|a| (a.reply, Ok(a.appended))));
+        answers
     }
 
     /// Writes [`PREALLOCATE_BYTES`] of zeros at `end`. Failing (a full disk)

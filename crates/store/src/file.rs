@@ -33,13 +33,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use crate::committer::{Command, Committer};
+use crate::committer::{Command, Committer, SyncMetrics};
 use crate::record::{self, CLAIM_KIND, HEADER_LEN};
 use crate::sync::FsyncPolicy;
 use crate::{AppendRequest, Appended, Claim, Event, EventStore, Fence, NewEvent, StoreError};
@@ -81,6 +81,9 @@ pub(crate) struct LogIndex {
     pub carts: HashMap<Box<str>, CartIndex>,
     /// Bytes of the log indexed so far; the next record starts here.
     pub scanned: u64,
+    /// This process's committer is writing a batch after `scanned`, holding
+    /// the directory lock: those bytes are its to publish, not to be read.
+    pub committing: bool,
 }
 
 /// State shared by the committer thread and readers.
@@ -94,6 +97,10 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn index_mut(&self) -> RwLockWriteGuard<'_, LogIndex> {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn index(&self) -> RwLockReadGuard<'_, LogIndex> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -118,8 +125,7 @@ impl Shared {
         index: &mut LogIndex,
         repair: Option<&File>,
     ) -> Result<(), StoreError> {
-        let mut next = [0u8; 1];
-        if self.reader.read_at(&mut next, index.scanned)? == 0 || next[0] == 0 {
+        if !self.has_unread(index)? {
             return Ok(());
         }
         let end = scan(&self.path, index, repair.is_some())?;
@@ -129,10 +135,40 @@ impl Shared {
         Ok(())
     }
 
-    fn caught_up(&self) -> Result<RwLockWriteGuard<'_, LogIndex>, StoreError> {
+    /// Whether a record starts where the index ends: another process
+    /// appended. One byte is read: a zero or the end of the file means no.
+    fn has_unread(&self, index: &LogIndex) -> std::io::Result<bool> {
+        let mut next = [0u8; 1];
+        Ok(self.reader.read_at(&mut next, index.scanned)? == 1 && next[0] != 0)
+    }
+
+    /// The index if it is current (nobody else appended since it was last
+    /// read); `None` if it first needs catching up. Costs one cached read.
+    fn current_index(&self) -> Result<Option<RwLockReadGuard<'_, LogIndex>>, StoreError> {
+        let index = self.index();
+        Ok((index.committing || !self.has_unread(&index)?).then_some(index))
+    }
+
+    /// The cart's claim, from the index.
+    fn claim_in(index: &LogIndex, cart: &str) -> Option<Claim> {
+        index.carts.get(cart).and_then(|c| {
+            c.claim.as_ref().map(|(epoch, owner)| Claim { epoch: *epoch, owner: owner.to_string() })
+        })
+    }
+
+    /// The index, caught up with other processes' appends. While this
+    /// process commits, it holds the directory lock, so nobody else can have
+    /// appended: the index is current as it is.
+    fn caught_up(&self) -> Result<RwLockReadGuard<'_, LogIndex>, StoreError> {
+        if let Some(index) = self.current_index()? {
+            return Ok(index);
+        }
         let mut index = self.index_mut();
-        self.catch_up(&mut index, None)?;
-        Ok(index)
+        if !index.committing {
+            self.catch_up(&mut index, None)?;
+        }
+        drop(index);
+        Ok(self.index())
     }
 
     fn read_event(&self, offset: u64) -> Result<(String, Event), StoreError> {
@@ -207,8 +243,13 @@ impl FileStore {
             poisoned: Mutex::new(None),
         });
         let (commands, rx) = mpsc::channel();
-        let committer =
-            Committer { file, lock, shared: Arc::clone(&shared), policy: options.fsync };
+        let committer = Committer {
+            file,
+            lock,
+            shared: Arc::clone(&shared),
+            policy: options.fsync,
+            metrics: SyncMetrics::new(),
+        };
         let committer = std::thread::Builder::new()
             .name("event-log-committer".into())
             .spawn(move || committer.run(rx))?;
@@ -236,6 +277,13 @@ impl FileStore {
 #[async_trait]
 impl EventStore for FileStore {
     async fn load(&self, cart: &str) -> Result<Vec<Event>, StoreError> {
+        // A new cart (the common activation) is answered without a trip to
+        // the blocking pool: the index alone says it has no events.
+        if let Some(index) = self.shared.current_index()?
+            && !index.carts.contains_key(cart)
+        {
+            return Ok(Vec::new());
+        }
         let cart = cart.to_owned();
         self.blocking(move |shared| {
             let offsets = match shared.caught_up()?.carts.get(cart.as_str()) {
@@ -273,14 +321,13 @@ impl EventStore for FileStore {
     }
 
     async fn claim_of(&self, cart: &str) -> Result<Option<Claim>, StoreError> {
+        if let Some(index) = self.shared.current_index()? {
+            return Ok(Shared::claim_in(&index, cart));
+        }
         let cart = cart.to_owned();
         self.blocking(move |shared| {
             let index = shared.caught_up()?;
-            Ok(index.carts.get(cart.as_str()).and_then(|c| {
-                c.claim
-                    .as_ref()
-                    .map(|(epoch, owner)| Claim { epoch: *epoch, owner: owner.to_string() })
-            }))
+            Ok(Shared::claim_in(&index, &cart))
         })
         .await
     }

@@ -92,6 +92,47 @@ async fn concurrent_appends_to_many_carts_all_land() {
     }
 }
 
+/// Reads run while commits are being written and synced: every load must
+/// be a whole prefix of the cart's log (sequence 1..=n, each event the one
+/// appended at that position), never a batch indexed twice or half.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn loads_during_commits_see_whole_prefixes_of_each_log() {
+    const CARTS: usize = 8;
+    const EVENTS: u64 = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()).unwrap());
+    let writers: Vec<_> = (0..CARTS)
+        .map(|cart| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for v in 0..EVENTS {
+                    let n = (v % 200) as u8 + 1;
+                    put(&store, &format!("p{cart}"), v, vec![event(n)]).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut loads = 0;
+    while !writers.iter().all(|w| w.is_finished()) {
+        for cart in 0..CARTS {
+            let events = store.load(&format!("p{cart}")).await.unwrap();
+            for (i, e) in events.iter().enumerate() {
+                let n = (i as u64 % 200) as u8 + 1;
+                assert_eq!(e.seq, i as u64 + 1, "cart p{cart}: gap or duplicate at {i}");
+                assert_eq!(e.payload, vec![n; usize::from(n)], "cart p{cart} event {}", e.seq);
+            }
+            loads += 1;
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(loads > CARTS, "the loads did not overlap the commits");
+    for cart in 0..CARTS {
+        assert_eq!(store.load(&format!("p{cart}")).await.unwrap().len() as u64, EVENTS);
+    }
+}
+
 #[tokio::test]
 async fn idempotency_tags_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,48 @@
+//! The runtime's metric handles, registered once rather than looked up by
+//! name and labels on every turn.
+
+use cart_domain::MutationType;
+use metrics::{Counter, Histogram};
+
+/// How a mutation ended, the `outcome` label of `cart_mutations_total`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome {
+    /// Applied and durable.
+    Ok,
+    /// Refused: the client's request was wrong (a 4xx).
+    Refused,
+    /// Failed: the service could not apply it (a 5xx).
+    Failed,
+}
+
+/// Handles of the metrics a turn records.
+pub(crate) struct TurnMetrics {
+    /// `cart_mutations_total{type, outcome}`, indexed by type code, then outcome.
+    mutations: Vec<[Counter; 3]>,
+    /// `cart_log_append_duration_seconds`.
+    pub append_duration: Histogram,
+}
+
+impl TurnMetrics {
+    /// Registers the handles with the installed recorder (if any).
+    pub fn new() -> Self {
+        let max_code = MutationType::ALL.iter().map(|t| usize::from(t.code())).max().unwrap_or(0);
+        let mut mutations = vec![[Counter::noop(), Counter::noop(), Counter::noop()]; max_code + 1];
+        for kind in MutationType::ALL {
+            let counter = |outcome: &'static str| metrics::counter!("cart_mutations_total", "type" => kind.name(), "outcome" => outcome);
+            mutations[usize::from(kind.code())] =
+                [counter("ok"), counter("refused"), counter("failed")];
+        }
+        TurnMetrics {
+            mutations,
+            append_duration: metrics::histogram!("cart_log_append_duration_seconds"),
+        }
+    }
+
+    /// Counts one mutation of `kind` that ended with `outcome`.
+    pub fn count(&self, kind: MutationType, outcome: Outcome) {
+        if let Some(counters) = self.mutations.get(usize::from(kind.code())) {
+            counters[outcome as usize].increment(1);
+        }
+    }
+}
