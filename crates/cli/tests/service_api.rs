@@ -174,3 +174,48 @@ async fn idempotent_retries_apply_once_even_across_a_restart() {
         .unwrap();
     assert_eq!(r.status(), 422);
 }
+
+/// The value of the `/metrics` sample named `name` whose labels include all
+/// of `labels` (`key="value"` pairs); `None` when there is none.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+        (metric == name && labels.iter().all(|l| rest.contains(l))).then(|| value.parse().ok())?
+    })
+}
+
+#[tokio::test]
+async fn metrics_count_mutations_by_type_and_outcome_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server, "metered");
+    for _ in 0..2 {
+        ok(api.req(Method::POST, "/items").json(&json!({"sku": SKU_A})).send().await.unwrap())
+            .await;
+    }
+    let missing = api.req(Method::DELETE, "/items/99").send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let metrics =
+        client().get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str, labels: &[&str]| {
+        sample(&metrics, name, labels)
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{metrics}"))
+    };
+    // Adds by SKU are resolved to AddItem where they enter the service.
+    let add = r#"type="add_item""#;
+    assert_eq!(value("cart_mutations_total", &[add, r#"outcome="ok""#]), 2.0);
+    assert_eq!(
+        value("cart_mutations_total", &[r#"type="remove_item""#, r#"outcome="refused""#]),
+        1.0
+    );
+    // Every type and outcome is exported from the start, at zero until used.
+    assert_eq!(value("cart_mutations_total", &[add, r#"outcome="failed""#]), 0.0);
+    assert_eq!(value("cart_log_append_duration_seconds_count", &[]), 2.0);
+    // One after the other, each add is a batch of its own: one sync each.
+    assert_eq!(value("cart_log_fsyncs_total", &[]), 2.0);
+    assert_eq!(value("cart_log_fsync_batch_size_sum", &[]), 2.0);
+    assert_eq!(value("cart_grains_resident", &[]), 1.0);
+    assert_eq!(value("cart_grain_activations_total", &[]), 1.0);
+}
