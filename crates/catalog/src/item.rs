@@ -2,6 +2,7 @@
 //! cart line.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use cart_domain::proto::AddItem;
 use serde::Deserialize;
@@ -12,7 +13,7 @@ use crate::market::Market;
 
 /// A catalogue item, as `GET /api/by-sku/{sku}` returns it. Facet values sit
 /// in `values`, keyed by numeric field id.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CatalogItem {
     /// Product id.
@@ -40,6 +41,22 @@ pub struct CatalogItem {
     /// Facet values by field id.
     #[serde(default)]
     pub values: HashMap<String, Value>,
+    /// What a cart line takes from `values`, read once per item.
+    #[serde(skip)]
+    facets: OnceLock<Facets>,
+}
+
+/// The facet values a cart line uses.
+#[derive(Debug, Clone)]
+struct Facets {
+    price: Option<i64>,
+    previous_price: Option<i64>,
+    brand: String,
+    categories: [String; 4],
+    outlet: String,
+    seller_id: String,
+    seller_name: String,
+    web_stock: i32,
 }
 
 /// Facet field ids (storefront contract section 5.2).
@@ -55,6 +72,19 @@ mod field {
 }
 
 impl CatalogItem {
+    fn facets(&self) -> &Facets {
+        self.facets.get_or_init(|| Facets {
+            price: self.amount(field::PRICE),
+            previous_price: self.amount(field::PREVIOUS_PRICE),
+            brand: self.text(field::BRAND),
+            categories: field::CATEGORIES.map(|f| self.text(f)),
+            outlet: self.text(field::OUTLET),
+            seller_id: self.text(field::SELLER_ID),
+            seller_name: self.text(field::SELLER_NAME),
+            web_stock: stock_count(&self.text(field::STOCK_LEVEL)),
+        })
+    }
+
     fn text(&self, field: &str) -> String {
         match self.values.get(field) {
             Some(Value::String(s)) => s.clone(),
@@ -71,14 +101,12 @@ impl CatalogItem {
         }
     }
 
-    /// The stock level for a store, or the web stock level ("10+" reads 10).
+    /// The stock level for a store, or the web stock level.
     fn stock_level(&self, store_id: Option<&str>) -> i32 {
-        let raw = match store_id {
-            Some(store) => self.stock.get(store).cloned().unwrap_or_default(),
-            None => self.text(field::STOCK_LEVEL),
-        };
-        let digits: String = raw.trim().chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().unwrap_or(0)
+        match store_id {
+            Some(store) => self.stock.get(store).map_or(0, |s| stock_count(s)),
+            None => self.facets().web_stock,
+        }
     }
 
     /// The cart line for `quantity` of this item in `market`.
@@ -95,36 +123,45 @@ impl CatalogItem {
         if for_sale == Some(false) {
             return Err(CatalogError::NotForSale(self.sku.clone()));
         }
-        let price = self
-            .amount(field::PRICE)
+        let facets = self.facets();
+        let price = facets
+            .price
             .filter(|p| *p >= 0)
             .ok_or_else(|| CatalogError::BadResponse(format!("item {} has no price", self.sku)))?;
-        let [category, category2, category3, category4] = field::CATEGORIES.map(|f| self.text(f));
+        let [category, category2, category3, category4] = facets.categories.clone();
         Ok(AddItem {
             item_id: self.id,
             quantity,
             price,
-            org_price: self.amount(field::PREVIOUS_PRICE).filter(|p| *p > price).unwrap_or(0),
+            org_price: facets.previous_price.filter(|p| *p > price).unwrap_or(0),
             sku: self.sku.clone(),
             name: self.title.clone(),
             image: self.img.clone(),
             stock: self.stock_level(store_id),
             tax: i32::try_from(market.vat_rate).unwrap_or(0),
-            brand: self.text(field::BRAND),
+            brand: facets.brand.clone(),
             category,
             category2,
             category3,
             category4,
             category5: String::new(),
-            outlet: self.text(field::OUTLET),
-            seller_id: self.text(field::SELLER_ID),
-            seller_name: self.text(field::SELLER_NAME),
+            outlet: facets.outlet.clone(),
+            seller_id: facets.seller_id.clone(),
+            seller_name: facets.seller_name.clone(),
             article_type: self.article_type.clone(),
             country: market.country.clone(),
             currency: market.currency.clone(),
             store_id: store_id.map(str::to_owned),
         })
     }
+}
+
+/// A stock count as the catalogue writes it: its leading digits ("10+"
+/// reads 10); anything else reads 0.
+fn stock_count(raw: &str) -> i32 {
+    let raw = raw.trim();
+    let digits = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    raw[..digits].parse().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -155,6 +192,12 @@ mod tests {
         let store = i.to_add_item(1, Some("2001"), &market()).unwrap();
         assert_eq!(store.stock, 3);
         assert_eq!(store.store_id.as_deref(), Some("2001"));
+    }
+
+    #[test]
+    fn stock_counts_read_their_leading_digits() {
+        let counts = ["10+", " 7 st", "", "many", "99999999999", "3"].map(stock_count);
+        assert_eq!(counts, [10, 7, 0, 0, 0, 3]);
     }
 
     #[test]

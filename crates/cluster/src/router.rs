@@ -117,11 +117,11 @@ impl ClusterCarts {
         &self,
         owner: NodeAddr,
         id: &CartId,
-        request: &MutateRequest,
+        request: &Arc<MutateRequest>,
     ) -> Attempt<CartSnapshot> {
         let owner = &owner;
         if self.is_me(owner) {
-            return local(self.runtime.mutate(id, request.clone()).await);
+            return local(self.runtime.mutate(id, Arc::clone(request)).await);
         }
         let wire = mapping::encode_request(id, request, true);
         let result = self
@@ -195,7 +195,7 @@ impl Carts for ClusterCarts {
         // Resolve add-by-SKU here, at the entry node, so the owner's turn
         // does no catalogue I/O within the forwarding deadline.
         let mutations = self.runtime.resolve(request.mutations).await?;
-        let request = MutateRequest { mutations, ..request };
+        let request = Arc::new(MutateRequest { mutations, ..request });
         self.routed(id, |owner| self.try_mutate(owner, id, &request)).await
     }
 }

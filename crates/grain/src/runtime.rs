@@ -146,12 +146,15 @@ impl GrainRuntime {
     /// Applies `request` to the cart as one turn and returns the new state.
     ///
     /// The turn runs on its own task: if the caller goes away mid-turn, the
-    /// turn still finishes, so the grain never misses its own append.
+    /// turn still finishes, so the grain never misses its own append. A
+    /// caller that may retry elsewhere passes an `Arc` and keeps a handle
+    /// instead of copying the request.
     pub async fn mutate(
         self: &Arc<Self>,
         id: &CartId,
-        request: MutateRequest,
+        request: impl Into<Arc<MutateRequest>>,
     ) -> Result<CartSnapshot, GrainError> {
+        let request = request.into();
         if self.closing.load(Ordering::SeqCst) {
             return Err(GrainError::ShuttingDown);
         }
@@ -165,7 +168,11 @@ impl GrainRuntime {
             .map_err(|e| GrainError::Store(StoreError::Unavailable(format!("turn failed: {e}"))))?
     }
 
-    async fn turn(&self, id: &CartId, request: MutateRequest) -> Result<CartSnapshot, GrainError> {
+    async fn turn(
+        &self,
+        id: &CartId,
+        request: Arc<MutateRequest>,
+    ) -> Result<CartSnapshot, GrainError> {
         let grain = self.grain(id)?;
         if let Some(tag) = &request.idempotency {
             let mut slot = grain.state.lock().await;
@@ -175,13 +182,22 @@ impl GrainRuntime {
             }
         }
         let kinds: Vec<MutationType> = request.mutations.iter().map(Mutation::kind).collect();
-        let resolved = match self.resolve(request.mutations).await {
-            Ok(resolved) => resolved,
-            Err(e) => return Err(self.count_failure(id, &kinds, e)),
+        // The cluster resolves adds where they enter; only a request that
+        // reaches the runtime directly still needs the catalogue here.
+        let resolved;
+        let mutations = if request.mutations.iter().any(needs_catalogue) {
+            resolved = match self.resolve(request.mutations.clone()).await {
+                Ok(resolved) => resolved,
+                Err(e) => return Err(self.count_failure(id, &kinds, e)),
+            };
+            &resolved
+        } else {
+            &request.mutations
         };
         let mut slot = grain.state.lock().await;
-        let result =
-            self.apply_turn(id, &mut slot, resolved, request.if_match, request.idempotency).await;
+        let result = self
+            .apply_turn(id, &mut slot, mutations, request.if_match, request.idempotency.as_ref())
+            .await;
         match result {
             Ok(snapshot) => {
                 for kind in &kinds {
@@ -197,9 +213,9 @@ impl GrainRuntime {
         &self,
         id: &CartId,
         slot: &mut Option<GrainState>,
-        mutations: Vec<Mutation>,
+        mutations: &[Mutation],
         if_match: Option<u64>,
-        idempotency: Option<IdempotencyTag>,
+        idempotency: Option<&IdempotencyTag>,
     ) -> Result<CartSnapshot, GrainError> {
         let state = self.activate(id, slot).await?;
         if let Some(tag) = &idempotency
@@ -215,14 +231,14 @@ impl GrainRuntime {
         let base = state.cart.version();
         // A refused mutation leaves the cart unchanged, so a single one is
         // applied in place; several are staged on a copy, all or nothing.
-        let staged = match mutations.as_slice() {
+        let staged = match mutations {
             [single] => {
                 state.cart.apply(single, &self.items)?;
                 None
             }
             _ => {
                 let mut next = state.cart.clone();
-                for m in &mutations {
+                for m in mutations {
                     next.apply(m, &self.items)?;
                 }
                 Some(next)
@@ -237,7 +253,7 @@ impl GrainRuntime {
                 kind: m.kind().code(),
                 timestamp_ms: now,
                 payload: m.encode_payload(),
-                idempotency: if i == last { idempotency.clone() } else { None },
+                idempotency: if i == last { idempotency.cloned() } else { None },
             })
             .collect();
         let fence = match state.epoch {
@@ -535,4 +551,13 @@ fn evict_idle(grains: &mut HashMap<CartId, Arc<Grain>>, want: usize) -> usize {
         grains.remove(id);
     }
     want
+}
+
+/// Whether a mutation still names products by SKU only.
+fn needs_catalogue(m: &Mutation) -> bool {
+    match m {
+        Mutation::AddRequest(_) => true,
+        Mutation::SetCartItems(s) => !s.requests.is_empty(),
+        _ => false,
+    }
 }
