@@ -2,9 +2,20 @@
 # under target/ removed on exit (with every background server), the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# `install_package package`: installs a Debian package.
+install_package() {
+  echo "bench: installing $1 (Debian package)" >&2
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$1" >/dev/null
+}
+# `need command package`: installs the package if the command is missing.
+need() { command -v "$1" >/dev/null 2>&1 || install_package "$2"; }
 cargo build --release --quiet
 bin=target/release/cart-actor
 work=$(mktemp -d -p "$PWD/target" bench.XXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+# Servers trim their log on a clean close: wait for them before removing it.
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 duration=${DURATION:-10s}
 echo "## machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"

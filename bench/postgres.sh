@@ -4,13 +4,14 @@
 # time of a 200-event cart. PostgreSQL runs on the same box (a throwaway
 # server, as in scripts/test).
 source "$(dirname "$0")/lib.sh"
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || install_package postgresql
 
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 pgdir=$(mktemp -d /tmp/cart-bench-pg.XXXXXX); run=()
 if [ "$(id -u)" = 0 ]; then chown postgres: "$pgdir"; run=(runuser -u postgres --); fi
 "${run[@]}" "$pgbin/initdb" -D "$pgdir/data" -A trust -U postgres >/dev/null
 "${run[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w -o "-p 15499 -k $pgdir -c listen_addresses=127.0.0.1" start >/dev/null
-trap '"${run[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -m fast stop >/dev/null 2>&1; kill $(jobs -p) 2>/dev/null || true; rm -rf "$work" "$pgdir"' EXIT
+trap '"${run[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -m fast stop >/dev/null 2>&1; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work" "$pgdir"' EXIT
 pg="postgres://postgres@127.0.0.1:15499/postgres"
 echo "## PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on the same machine, default settings (synchronous_commit on)"
 

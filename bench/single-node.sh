@@ -2,8 +2,12 @@
 # Single-node benchmarks of docs/BENCHMARKS.md, in one run on one machine:
 # Redis 7 (appendfsync always) SETs versus durable cart mutations, hot cart
 # reads versus a trivial axum handler, and resident memory per cart.
-# Needs redis-server, redis-benchmark and wrk (Debian: redis-server wrk).
+# Installs redis-server, redis-benchmark and wrk from Debian if missing.
 source "$(dirname "$0")/lib.sh"
+need redis-server redis-server
+need redis-benchmark redis-tools
+need wrk wrk
+need bc bc
 
 # CPU ticks (user + system) a process has used, and CPU microseconds per
 # operation between two readings.

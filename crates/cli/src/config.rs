@@ -116,6 +116,14 @@ pub struct ServeArgs {
     #[arg(long, env = "CART_FSYNC", default_value = "always")]
     pub fsync: FsyncPolicy,
 
+    /// With `--fsync always`, the longest the log waits after a sync for the
+    /// clients it just answered to write again, so that their writes share
+    /// the next sync instead of each waiting for two. It never waits longer
+    /// than half the last sync took (microseconds on a fast disk), nor when
+    /// the store was idle. `0ms` turns it off.
+    #[arg(long, env = "CART_COMMIT_WAIT", default_value = "2ms", value_parser = parse_duration)]
+    pub commit_wait: Duration,
+
     /// Base URL of the Klarna Checkout v3 API (Klarna's and Kustom's hosts
     /// differ, e.g. `https://api.playground.kustom.co`). Checkout is off
     /// without it.

@@ -6,7 +6,7 @@
 //! again copies nothing; running it after an interruption finishes the job.
 
 use anyhow::{Context, bail};
-use cart_store::{Event, EventStore, Fence, FsyncPolicy, NewEvent};
+use cart_store::{Event, EventStore, Fence, FileStoreOptions, FsyncPolicy, NewEvent};
 use clap::Args;
 
 use crate::stores::StoreSpec;
@@ -34,8 +34,9 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         if from == to {
             bail!("--from and --to are the same store");
         }
-        let source = from.open(FsyncPolicy::Always, 4).await?;
-        let destination = to.open(FsyncPolicy::Always, 4).await?;
+        let wait = FileStoreOptions::DEFAULT_COMMIT_WAIT;
+        let source = from.open(FsyncPolicy::Always, wait, 4).await?;
+        let destination = to.open(FsyncPolicy::Always, wait, 4).await?;
         let summary = copy_all(&*source, &*destination).await?;
         println!(
             "migrated {} carts from {} to {}: {} events copied, {} already present",

@@ -101,7 +101,7 @@ async fn serve(
         Markets::new(args.markets.0.clone(), &args.default_country).map_err(anyhow::Error::msg)?;
     let resolver = Resolver::new(catalog(&args).context("cannot load the catalogue")?, markets);
     let store_spec = StoreSpec::parse(&args.store, &args.data_dir);
-    let store = store_spec.open(args.fsync, args.pg_pool_size).await?;
+    let store = store_spec.open(args.fsync, args.commit_wait, args.pg_pool_size).await?;
 
     let (http_listener, http_addr) = bind(args.http_addr, "HTTP").await?;
     let (grpc_listener, grpc_addr) = bind(args.grpc_addr, "CartActor gRPC").await?;

@@ -34,11 +34,12 @@ impl StoreSpec {
     pub async fn open(
         &self,
         fsync: FsyncPolicy,
+        commit_wait: Duration,
         pg_pool_size: usize,
     ) -> anyhow::Result<Arc<dyn EventStore>> {
         Ok(match self {
             StoreSpec::File(dir) => {
-                let options = FileStoreOptions { dir: dir.clone(), fsync };
+                let options = FileStoreOptions { dir: dir.clone(), fsync, commit_wait };
                 let store = tokio::task::spawn_blocking(move || FileStore::open(options))
                     .await?
                     .with_context(|| format!("cannot open the event store in {}", dir.display()))?;

@@ -13,9 +13,7 @@ use cart_store::{FileStore, FileStoreOptions, FsyncPolicy, IdempotencyTag};
 const SKU: &str = "861200";
 
 fn store(dir: &std::path::Path) -> Arc<FileStore> {
-    Arc::new(
-        FileStore::open(FileStoreOptions { dir: dir.into(), fsync: FsyncPolicy::Always }).unwrap(),
-    )
+    Arc::new(FileStore::open(FileStoreOptions::new(dir, FsyncPolicy::Always)).unwrap())
 }
 
 fn resolver() -> Resolver {

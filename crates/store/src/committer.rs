@@ -10,7 +10,9 @@
 //! zeroed space; when a batch would reach past it, another
 //! [`PREALLOCATE_BYTES`] of zeros are written after it.
 //! While it syncs, new appends queue up and form the next batch, so throughput
-//! grows with concurrency instead of being capped at one sync per request.
+//! grows with concurrency instead of being capped at one sync per request;
+//! under [`FsyncPolicy::Always`] the batch also waits briefly for the clients
+//! just answered (see [`Gather`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -23,6 +25,7 @@ use metrics::{Counter, Histogram};
 use tokio::sync::oneshot;
 
 use crate::file::{PREALLOCATE_BYTES, Shared, trim_preallocated};
+use crate::gather::Gather;
 use crate::record::{self, CLAIM_KIND};
 use crate::sync::{FsyncPolicy, SyncSchedule};
 use crate::{AppendRequest, Appended, Event, Fence, StoreError};
@@ -54,7 +57,10 @@ pub(crate) struct Committer {
     pub lock: File,
     pub shared: Arc<Shared>,
     pub policy: FsyncPolicy,
+    pub gather: Gather,
     pub metrics: SyncMetrics,
+    /// How long the latest sync took.
+    pub last_sync: std::time::Duration,
 }
 
 /// Handles of the metrics recorded per sync, registered once.
@@ -82,35 +88,59 @@ impl Committer {
             _ => None,
         };
         let mut buf = Vec::with_capacity(64 * 1024);
+        let mut batch = Vec::new();
         loop {
-            let wait = schedule.as_ref().and_then(|s| s.wait(Instant::now()));
-            let first = match wait {
-                Some(wait) => match rx.recv_timeout(wait) {
-                    Ok(command) => command,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.periodic_sync(&mut schedule);
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match rx.recv() {
-                    Ok(command) => command,
-                    Err(_) => break,
-                },
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
+            // What queued up during the previous commit.
+            take_queued(&rx, &mut batch);
+            let queued = batch.len();
+            if batch.is_empty() {
+                let wait = schedule.as_ref().and_then(|s| s.wait(Instant::now()));
+                let first = match wait {
+                    Some(wait) => match rx.recv_timeout(wait) {
+                        Ok(command) => command,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.periodic_sync(&mut schedule);
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    },
+                    None => match rx.recv() {
+                        Ok(command) => command,
+                        Err(_) => break,
+                    },
+                };
+                batch.push(first);
+                take_queued(&rx, &mut batch);
             }
-            self.commit(batch, &mut buf, &mut schedule);
+            if self.policy == FsyncPolicy::Always {
+                self.gather_more(&rx, &mut batch, queued);
+            }
+            let answered = batch.len();
+            self.commit(std::mem::take(&mut batch), &mut buf, &mut schedule);
+            self.gather.committed(answered, self.last_sync, Instant::now());
         }
         if let Err(e) = self.file.sync_data() {
             tracing::error!(error = %e, "final sync of the event log failed");
         }
         self.trim_on_exit();
+    }
+
+    /// Adds appends to `batch` for as long as [`Gather`] says to wait.
+    fn gather_more(&self, rx: &Receiver<Command>, batch: &mut Vec<Command>, queued: usize) {
+        let mut latest = Instant::now();
+        while let Some(deadline) = self.gather.wait_until(queued, batch.len(), latest, latest) {
+            if batch.len() >= MAX_BATCH {
+                return;
+            }
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(command) => {
+                    batch.push(command);
+                    take_queued(rx, batch);
+                    latest = Instant::now();
+                }
+                Err(_) => return,
+            }
+        }
     }
 
     /// Leaves no preallocated space behind after a clean shutdown. Catches up
@@ -140,10 +170,11 @@ impl Committer {
         }
     }
 
-    fn sync(&self, appends: usize) -> std::io::Result<()> {
+    fn sync(&mut self, appends: usize) -> std::io::Result<()> {
         let started = Instant::now();
         let result = self.file.sync_data();
-        self.metrics.duration.record(started.elapsed());
+        self.last_sync = started.elapsed();
+        self.metrics.duration.record(self.last_sync);
         self.metrics.batch_size.record(appends as f64);
         self.metrics.syncs.increment(1);
         result
@@ -358,5 +389,15 @@ impl Committer {
             FsyncPolicy::Never => {}
         }
         Ok(())
+    }
+}
+
+/// Moves what is waiting on the channel into `batch`, up to [`MAX_BATCH`].
+fn take_queued(rx: &Receiver<Command>, batch: &mut Vec<Command>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(command) => batch.push(command),
+            Err(_) => break,
+        }
     }
 }

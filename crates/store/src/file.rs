@@ -34,12 +34,13 @@ use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
 use crate::committer::{Command, Committer, SyncMetrics};
+use crate::gather::Gather;
 use crate::record::{self, CLAIM_KIND, HEADER_LEN};
 use crate::sync::FsyncPolicy;
 use crate::{AppendRequest, Appended, Claim, Event, EventStore, Fence, NewEvent, StoreError};
@@ -58,6 +59,21 @@ pub struct FileStoreOptions {
     pub dir: PathBuf,
     /// When appends are synced.
     pub fsync: FsyncPolicy,
+    /// Under [`FsyncPolicy::Always`], the longest the committer waits after
+    /// a commit for the clients it answered to write again, so their appends
+    /// share the next sync (it waits at most half the last sync's time).
+    /// Zero commits whatever is queued at once.
+    pub commit_wait: Duration,
+}
+
+impl FileStoreOptions {
+    /// Default of [`FileStoreOptions::commit_wait`].
+    pub const DEFAULT_COMMIT_WAIT: Duration = Duration::from_millis(2);
+
+    /// Options for a store in `dir` with the default commit wait.
+    pub fn new(dir: impl Into<PathBuf>, fsync: FsyncPolicy) -> Self {
+        FileStoreOptions { dir: dir.into(), fsync, commit_wait: Self::DEFAULT_COMMIT_WAIT }
+    }
 }
 
 /// What the index knows of one cart.
@@ -248,7 +264,9 @@ impl FileStore {
             lock,
             shared: Arc::clone(&shared),
             policy: options.fsync,
+            gather: Gather::new(options.commit_wait),
             metrics: SyncMetrics::new(),
+            last_sync: Duration::ZERO,
         };
         let committer = std::thread::Builder::new()
             .name("event-log-committer".into())

@@ -11,6 +11,7 @@
 
 mod committer;
 pub mod file;
+mod gather;
 pub mod postgres;
 pub mod record;
 pub mod sync;

@@ -22,11 +22,7 @@ struct File(tempfile::TempDir);
 impl Backend for File {
     async fn open(&self) -> Arc<dyn EventStore> {
         Arc::new(
-            FileStore::open(FileStoreOptions {
-                dir: self.0.path().into(),
-                fsync: FsyncPolicy::Always,
-            })
-            .unwrap(),
+            FileStore::open(FileStoreOptions::new(self.0.path(), FsyncPolicy::Always)).unwrap(),
         )
     }
 }

@@ -24,7 +24,7 @@ async fn put(
 }
 
 fn open(dir: &std::path::Path) -> Result<FileStore, StoreError> {
-    FileStore::open(FileStoreOptions { dir: dir.to_path_buf(), fsync: FsyncPolicy::Always })
+    FileStore::open(FileStoreOptions::new(dir, FsyncPolicy::Always))
 }
 
 fn event(n: u8) -> NewEvent {
@@ -248,8 +248,7 @@ async fn batch_and_never_policies_still_persist_after_flush() {
     for policy in [FsyncPolicy::Batch(std::time::Duration::from_millis(2)), FsyncPolicy::Never] {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = FileStore::open(FileStoreOptions { dir: dir.path().into(), fsync: policy })
-                .unwrap();
+            let store = FileStore::open(FileStoreOptions::new(dir.path(), policy)).unwrap();
             put(&store, "a", 0, vec![event(1)]).await.unwrap();
             store.flush().await.unwrap();
         }
