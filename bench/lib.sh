@@ -18,4 +18,6 @@ work=$(mktemp -d -p "$PWD/target" bench.XXXX)
 # Servers trim their log on a clean close: wait for them before removing it.
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 duration=${DURATION:-10s}
+# Stops the newest background server and waits for its clean close.
+stop() { kill "$(jobs -p | tail -1)"; wait "$(jobs -p | tail -1)" 2>/dev/null || true; }
 echo "## machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"

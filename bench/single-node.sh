@@ -30,7 +30,6 @@ serve() {
   for _ in $(seq 100); do curl -sf localhost:18090/readyz >/dev/null && return; sleep 0.1; done
   echo "server did not start" >&2; exit 1
 }
-stop() { kill "$(jobs -p | tail -1)"; wait "$(jobs -p | tail -1)" 2>/dev/null || true; }
 server() { pgrep -f 'serve --http-addr 127.0.0.1:18090'; }
 
 echo "## durable mutations, --fsync always, 64 connections, 10000 carts"

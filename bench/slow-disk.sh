@@ -19,7 +19,6 @@ serve() { # commit-wait
   for _ in $(seq 100); do curl -sf localhost:18093/readyz >/dev/null && return; sleep 0.1; done
   echo "server did not start" >&2; exit 1
 }
-stop() { kill "$(jobs -p | tail -1)"; wait "$(jobs -p | tail -1)" 2>/dev/null || true; }
 
 for delay in ${DELAYS_US:-2000 5000}; do
   export SLOW_SYNC_US=$delay

@@ -4,6 +4,7 @@
  * dynamically linked program (Redis and cart-actor alike). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -12,7 +13,7 @@ static void pause_for_sync(void) {
     long delay = us ? atol(us) : 0;
     if (delay <= 0) return;
     struct timespec ts = { delay / 1000000, (delay % 1000000) * 1000 };
-    while (nanosleep(&ts, &ts) != 0) {}
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
 }
 
 int fdatasync(int fd) {

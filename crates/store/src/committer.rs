@@ -59,8 +59,6 @@ pub(crate) struct Committer {
     pub policy: FsyncPolicy,
     pub gather: Gather,
     pub metrics: SyncMetrics,
-    /// How long the latest sync took.
-    pub last_sync: std::time::Duration,
 }
 
 /// Handles of the metrics recorded per sync, registered once.
@@ -117,7 +115,7 @@ impl Committer {
             }
             let answered = batch.len();
             self.commit(std::mem::take(&mut batch), &mut buf, &mut schedule);
-            self.gather.committed(answered, self.last_sync, Instant::now());
+            self.gather.committed(answered, Instant::now());
         }
         if let Err(e) = self.file.sync_data() {
             tracing::error!(error = %e, "final sync of the event log failed");
@@ -173,8 +171,9 @@ impl Committer {
     fn sync(&mut self, appends: usize) -> std::io::Result<()> {
         let started = Instant::now();
         let result = self.file.sync_data();
-        self.last_sync = started.elapsed();
-        self.metrics.duration.record(self.last_sync);
+        let took = started.elapsed();
+        self.gather.synced(took);
+        self.metrics.duration.record(took);
         self.metrics.batch_size.record(appends as f64);
         self.metrics.syncs.increment(1);
         result

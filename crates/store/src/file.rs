@@ -266,7 +266,6 @@ impl FileStore {
             policy: options.fsync,
             gather: Gather::new(options.commit_wait),
             metrics: SyncMetrics::new(),
-            last_sync: Duration::ZERO,
         };
         let committer = std::thread::Builder::new()
             .name("event-log-committer".into())

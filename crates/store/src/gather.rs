@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct Gather {
     max: Duration,
+    last_sync: Duration,
     last: Option<LastCommit>,
 }
 
@@ -28,19 +29,22 @@ pub struct Gather {
 struct LastCommit {
     answered: usize,
     at: Instant,
-    sync_took: Duration,
 }
 
 impl Gather {
     /// A policy that waits at most `max` after a commit; zero never waits.
     pub fn new(max: Duration) -> Self {
-        Gather { max, last: None }
+        Gather { max, last_sync: Duration::ZERO, last: None }
     }
 
-    /// Records a commit whose sync took `sync_took` and which answered
-    /// `answered` appends at `at`.
-    pub fn committed(&mut self, answered: usize, sync_took: Duration, at: Instant) {
-        self.last = Some(LastCommit { answered, at, sync_took });
+    /// Records how long a sync took.
+    pub fn synced(&mut self, took: Duration) {
+        self.last_sync = took;
+    }
+
+    /// Records a commit that answered `answered` appends at `at`.
+    pub fn committed(&mut self, answered: usize, at: Instant) {
+        self.last = Some(LastCommit { answered, at });
     }
 
     /// Until when to keep gathering, given that `queued` appends were waiting
@@ -58,8 +62,8 @@ impl Gather {
         if gathered == 0 || gathered >= queued + last.answered {
             return None;
         }
-        let give_up = last.at + last.sync_took.min(self.max);
-        let pause = latest.max(last.at) + last.sync_took / 8;
+        let give_up = last.at + self.last_sync.min(self.max);
+        let pause = latest.max(last.at) + self.last_sync / 8;
         let deadline = give_up.min(pause);
         (now < deadline).then_some(deadline)
     }
@@ -79,7 +83,8 @@ mod tests {
 
     fn after_commit(answered: usize, sync_took: Duration, at: Instant) -> Gather {
         let mut g = Gather::new(ms(2));
-        g.committed(answered, sync_took, at);
+        g.synced(sync_took);
+        g.committed(answered, at);
         g
     }
 
@@ -132,7 +137,8 @@ mod tests {
     fn a_zero_maximum_never_waits() {
         let t0 = Instant::now();
         let mut g = Gather::new(Duration::ZERO);
-        g.committed(64, ms(5), t0);
+        g.synced(ms(5));
+        g.committed(64, t0);
         assert_eq!(g.wait_until(0, 1, t0, t0), None);
     }
 
