@@ -78,8 +78,21 @@ pub struct PgStore {
     healthy: Arc<AtomicBool>,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("PostgreSQL: {e}"))
+/// The error with its causes: a driver error reads only "db error"; the
+/// server's message is in its source.
+fn unavailable(e: impl std::error::Error) -> StoreError {
+    let mut text = format!("PostgreSQL: {e}");
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        // Wrappers often repeat their cause in their own text.
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    StoreError::Unavailable(text)
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -372,5 +385,30 @@ impl EventStore for PgStore {
 
     fn healthy(&self) -> bool {
         self.healthy.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: &'static str,
+        #[source]
+        cause: Option<Box<Layer>>,
+    }
+
+    #[test]
+    fn unavailable_names_every_cause_once() {
+        let server = Layer { text: "FATAL: database \"nope\" does not exist", cause: None };
+        let driver = Layer { text: "db error", cause: Some(Box::new(server)) };
+        let pool = Layer { text: "creating a connection: db error", cause: Some(Box::new(driver)) };
+        let StoreError::Unavailable(text) = unavailable(pool) else { panic!("not Unavailable") };
+        assert_eq!(
+            text,
+            "PostgreSQL: creating a connection: db error: FATAL: database \"nope\" does not exist"
+        );
     }
 }

@@ -225,14 +225,23 @@ impl PgServer {
             }
         });
         self.pid = Some(rx.recv().map_err(|_| "postgres launcher died".to_string())??);
+        // The port opens before the server takes sessions ("the database
+        // system is starting up"); pg_isready waits for the latter.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !self.accepts_sessions() {
             if Instant::now() > deadline {
                 return Err("the throwaway PostgreSQL did not start within 30 s".into());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+
+    fn accepts_sessions(&self) -> bool {
+        Command::new(self.bin.join("pg_isready"))
+            .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// Stops the server (fast shutdown) and waits until its port is closed.
