@@ -119,8 +119,9 @@ pub struct ServeArgs {
     /// With `--fsync always`, the longest the log waits after a sync for the
     /// clients it just answered to write again, so that their writes share
     /// the next sync instead of each waiting for two. It never waits longer
-    /// than half the last sync took (microseconds on a fast disk), nor when
-    /// the store was idle. `0ms` turns it off.
+    /// than the last sync took (microseconds on a fast disk), stops when
+    /// writes pause, and never delays a store that was idle. `0ms` turns it
+    /// off.
     #[arg(long, env = "CART_COMMIT_WAIT", default_value = "2ms", value_parser = parse_duration)]
     pub commit_wait: Duration,
 

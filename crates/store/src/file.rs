@@ -61,8 +61,9 @@ pub struct FileStoreOptions {
     pub fsync: FsyncPolicy,
     /// Under [`FsyncPolicy::Always`], the longest the committer waits after
     /// a commit for the clients it answered to write again, so their appends
-    /// share the next sync (it waits at most half the last sync's time).
-    /// Zero commits whatever is queued at once.
+    /// share the next sync (it waits no longer than the last sync took, and
+    /// stops when appends pause; see `gather.rs`). Zero commits whatever is
+    /// queued at once.
     pub commit_wait: Duration,
 }
 
