@@ -11,7 +11,7 @@ use crate::limits::{
     MIN_QUANTITY,
 };
 use crate::money::vat_included;
-use crate::mutation::Mutation;
+use crate::kinds::CartEvent;
 use crate::proto;
 
 /// The literal the storefront compares `paymentStatus` with once an order is
@@ -31,8 +31,13 @@ pub struct Cart {
     next_line_id: u32,
     next_delivery_id: u32,
     market: Option<Box<Market>>,
-    checkout: Option<Box<Checkout>>,
+    checkout: Option<Box<CheckoutState>>,
 }
+
+/// A cart as the grain runtime shares it: read-only, cheap to clone, never
+/// changing under its reader. The HTTP edge renders it as JSON; the cluster
+/// sends it as the wire's `CartState`.
+pub type CartState = Arc<Cart>;
 
 /// The market a cart trades in, fixed by its first line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,26 +46,14 @@ struct Market {
     currency: Box<str>,
 }
 
-/// The payment provider's order for this cart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Checkout {
-    order_id: Box<str>,
-    status: Box<str>,
-    cart_version: u64,
-    amount: i64,
-    editing: bool,
-    completed: bool,
-    acknowledged: bool,
-}
-
-/// The cart's checkout, as the payment integration needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// The cart's checkout: the payment provider's order for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CheckoutView<'a> {
+pub struct CheckoutState {
     /// The payment provider's order id.
-    pub order_id: &'a str,
+    pub order_id: String,
     /// The provider's last known status.
-    pub status: &'a str,
+    pub status: String,
     /// The cart version the order was built from.
     pub cart_version: u64,
     /// The order amount it was built with (minor units).
@@ -152,6 +145,24 @@ impl From<PickupPoint> for proto::PickupPoint {
     }
 }
 
+/// The parts of a cart as another node reports them; see [`Cart::restore`].
+#[derive(Debug, Clone, Default)]
+pub struct RestoredCart {
+    /// The cart id.
+    pub id: Arc<str>,
+    /// Its version.
+    pub version: u64,
+    /// Each line: its id and the line as an AddItem (quantity, price,
+    /// product facts).
+    pub lines: Vec<(u32, proto::AddItem)>,
+    /// The deliveries.
+    pub deliveries: Vec<Delivery>,
+    /// Country and currency, once the cart has had a line.
+    pub market: Option<(String, String)>,
+    /// The checkout, once started.
+    pub checkout: Option<CheckoutState>,
+}
+
 /// Totals of a cart, all in minor units including VAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
@@ -220,29 +231,21 @@ impl Cart {
     }
 
     /// The checkout, once one was started.
-    pub fn checkout(&self) -> Option<CheckoutView<'_>> {
-        self.checkout.as_deref().map(|c| CheckoutView {
-            order_id: &c.order_id,
-            status: &c.status,
-            cart_version: c.cart_version,
-            amount: c.amount,
-            editing: c.editing,
-            completed: c.completed,
-            acknowledged: c.acknowledged,
-        })
+    pub fn checkout(&self) -> Option<&CheckoutState> {
+        self.checkout.as_deref()
     }
 
     /// Refuses mutations that would change the order amount while checkout
     /// is in progress or after the order completed.
-    fn check_amount_may_change(&self, mutation: &Mutation) -> Result<(), CartError> {
+    fn check_amount_may_change(&self, event: &CartEvent) -> Result<(), CartError> {
         let changes_amount = matches!(
-            mutation,
-            Mutation::AddItem(_)
-                | Mutation::RemoveItem(_)
-                | Mutation::ChangeQuantity(_)
-                | Mutation::SetCartItems(_)
-                | Mutation::SetDelivery(_)
-                | Mutation::RemoveDelivery(_)
+            event,
+            CartEvent::AddItem(_)
+                | CartEvent::RemoveItem(_)
+                | CartEvent::ChangeQuantity(_)
+                | CartEvent::SetCartItems(_)
+                | CartEvent::SetDelivery(_)
+                | CartEvent::RemoveDelivery(_)
         );
         match self.checkout.as_deref() {
             Some(c) if changes_amount && c.completed => Err(CartError::OrderAlreadyCompleted),
@@ -273,24 +276,23 @@ impl Cart {
         t
     }
 
-    /// Applies one mutation. On success the version grows by one; on error the
+    /// Applies one event. On success the version grows by one; on error the
     /// cart is unchanged.
-    pub fn apply(&mut self, mutation: &Mutation, items: &ItemInterner) -> Result<(), CartError> {
-        self.check_amount_may_change(mutation)?;
-        match mutation {
-            Mutation::AddRequest(_) => return Err(CartError::UnresolvedAddRequest),
-            Mutation::AddItem(m) => self.add_item(m, items)?,
-            Mutation::RemoveItem(m) => self.remove_line(m.id)?,
-            Mutation::ChangeQuantity(m) => self.change_quantity(m)?,
-            Mutation::SetDelivery(m) => self.set_delivery(m)?,
-            Mutation::RemoveDelivery(m) => {
+    pub fn apply(&mut self, event: &CartEvent, items: &ItemInterner) -> Result<(), CartError> {
+        self.check_amount_may_change(event)?;
+        match event {
+            CartEvent::AddItem(m) => self.add_item(m, items)?,
+            CartEvent::RemoveItem(m) => self.remove_line(m.id)?,
+            CartEvent::ChangeQuantity(m) => self.change_quantity(m)?,
+            CartEvent::SetDelivery(m) => self.set_delivery(m)?,
+            CartEvent::RemoveDelivery(m) => {
                 let index = self.delivery_index(m.id)?;
                 self.deliveries.remove(index);
             }
-            Mutation::SetPickupPoint(m) => self.set_pickup_point(m)?,
-            Mutation::CreateCheckoutOrder(m) => self.create_checkout_order(m)?,
-            Mutation::SetCartItems(m) => self.set_cart_items(m, items)?,
-            Mutation::OrderCompleted(m) => self.order_completed(m)?,
+            CartEvent::SetPickupPoint(m) => self.set_pickup_point(m)?,
+            CartEvent::CreateCheckoutOrder(m) => self.create_checkout_order(m)?,
+            CartEvent::SetCartItems(m) => self.set_cart_items(m, items)?,
+            CartEvent::OrderCompleted(m) => self.order_completed(m)?,
         }
         self.version += 1;
         Ok(())
@@ -360,7 +362,13 @@ impl Cart {
                 .unwrap_or(0),
         };
         let pickup_point = m.pickup_point.as_ref().map(pickup_point).transpose()?;
-        if self.deliveries.len() >= MAX_DELIVERIES {
+        // Deliveries this one empties are dropped first; count what remains.
+        let remaining = self
+            .deliveries
+            .iter()
+            .filter(|d| d.items.iter().any(|line| !covered.contains(line)))
+            .count();
+        if remaining >= MAX_DELIVERIES {
             return Err(CartError::TooManyDeliveries { max: MAX_DELIVERIES });
         }
         for d in &mut self.deliveries {
@@ -399,9 +407,9 @@ impl Cart {
         if self.checkout.as_ref().is_some_and(|c| c.completed) {
             return Err(CartError::OrderAlreadyCompleted);
         }
-        self.checkout = Some(Box::new(Checkout {
-            order_id: m.order_id.as_str().into(),
-            status: m.status.as_str().into(),
+        self.checkout = Some(Box::new(CheckoutState {
+            order_id: m.order_id.clone(),
+            status: m.status.clone(),
             cart_version: m.cart_version,
             amount: m.amount,
             editing: m.editing,
@@ -416,7 +424,7 @@ impl Cart {
         let checkout = self
             .checkout
             .as_mut()
-            .filter(|c| *c.order_id == *m.order_id)
+            .filter(|c| c.order_id == m.order_id)
             .ok_or_else(|| CartError::OrderMismatch(m.order_id.clone()))?;
         if checkout.completed {
             // Only the acknowledgement may follow a completion, once.
@@ -426,7 +434,7 @@ impl Cart {
             checkout.acknowledged = true;
             return Ok(());
         }
-        checkout.status = PAYMENT_STATUS_COMPLETED.into();
+        PAYMENT_STATUS_COMPLETED.clone_into(&mut checkout.status);
         checkout.completed = true;
         checkout.editing = false;
         checkout.acknowledged = m.acknowledged;
@@ -439,7 +447,10 @@ impl Cart {
         items: &ItemInterner,
     ) -> Result<(), CartError> {
         if !m.requests.is_empty() {
-            return Err(CartError::UnresolvedAddRequest);
+            return Err(CartError::InvalidField {
+                field: "requests",
+                reason: "must be resolved into items first",
+            });
         }
         // Merge duplicates first so limits apply to the resulting lines.
         let mut wanted: Vec<(&proto::AddItem, u32)> = Vec::with_capacity(m.items.len());
@@ -486,6 +497,39 @@ impl Cart {
         self.deliveries.retain(|d| !d.items.is_empty());
         self.market = market;
         Ok(())
+    }
+
+    /// A cart rebuilt from its state as another node reported it, for
+    /// reading (rendering, checkout). Lines are checked like an AddItem and
+    /// their product facts shared through `items`. Line and delivery ids
+    /// allocated later may differ from the original's, so a restored cart is
+    /// never a base for new events: events are applied only on the owner.
+    pub fn restore(parts: RestoredCart, items: &ItemInterner) -> Result<Cart, CartError> {
+        let mut cart = Cart::new(parts.id);
+        cart.version = parts.version;
+        if parts.lines.len() > MAX_LINES {
+            return Err(CartError::TooManyLines { max: MAX_LINES });
+        }
+        if parts.deliveries.len() > MAX_DELIVERIES {
+            return Err(CartError::TooManyDeliveries { max: MAX_DELIVERIES });
+        }
+        for (id, item) in &parts.lines {
+            validate_add_item(item)?;
+            let qty = quantity(i64::from(item.quantity))?;
+            if cart.lines.iter().any(|l| l.id == *id) {
+                return Err(CartError::InvalidField { field: "items.id", reason: "is repeated" });
+            }
+            cart.lines.push(build_line(*id, qty, item, items.intern(item)));
+        }
+        cart.next_line_id = cart.lines.iter().map(|l| l.id).max().unwrap_or(0).saturating_add(1);
+        cart.next_delivery_id =
+            parts.deliveries.iter().map(|d| d.id).max().unwrap_or(0).saturating_add(1);
+        cart.deliveries = parts.deliveries;
+        cart.market = parts
+            .market
+            .map(|(country, currency)| Box::new(Market { country: country.into(), currency: currency.into() }));
+        cart.checkout = parts.checkout.map(Box::new);
+        Ok(cart)
     }
 
     fn allocate_line_id(&mut self) -> u32 {
@@ -563,11 +607,11 @@ pub fn validate_add_request(r: &proto::AddRequest) -> Result<(), CartError> {
 }
 
 /// Checks a replace-all-lines request before the catalogue is asked.
-pub fn validate_set_cart_items(m: &proto::SetCartItems) -> Result<(), CartError> {
-    if m.requests.len() + m.items.len() > MAX_LINES {
+pub fn validate_set_cart_items(requests: &[proto::AddRequest]) -> Result<(), CartError> {
+    if requests.len() > MAX_LINES {
         return Err(CartError::TooManyLines { max: MAX_LINES });
     }
-    m.requests.iter().try_for_each(validate_add_request)
+    requests.iter().try_for_each(validate_add_request)
 }
 
 fn sku(sku: &str) -> Result<(), CartError> {
@@ -577,16 +621,15 @@ fn sku(sku: &str) -> Result<(), CartError> {
     if sku.len() > MAX_SKU_LEN {
         return Err(CartError::InvalidField { field: "sku", reason: "is too long" });
     }
+    // A dot segment would name another path at a catalogue addressed by URL.
+    if sku == "." || sku == ".." {
+        return Err(CartError::InvalidField { field: "sku", reason: "must not be . or .." });
+    }
     Ok(())
 }
 
 fn validate_add_item(m: &proto::AddItem) -> Result<(), CartError> {
-    if m.sku.is_empty() {
-        return Err(CartError::InvalidField { field: "sku", reason: "is required" });
-    }
-    if m.sku.len() > MAX_SKU_LEN {
-        return Err(CartError::InvalidField { field: "sku", reason: "is too long" });
-    }
+    sku(&m.sku)?;
     money("price", m.price)?;
     money("orgPrice", m.org_price)?;
     tax_rate(m.tax)?;

@@ -52,10 +52,6 @@ pub enum CartError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// An AddRequest is resolved by the catalogue into an AddItem; it is never
-    /// applied to a cart itself.
-    #[error("an add request must be resolved through the catalogue before it is applied")]
-    UnresolvedAddRequest,
     /// Checkout is in progress: the amount must not change under it.
     #[error("checkout is in progress: leave checkout (DELETE /cart/checkout) to change the cart")]
     CheckoutInProgress,

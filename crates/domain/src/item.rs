@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use serde::Serialize;
+
 use crate::proto;
 
 /// Catalogue facts about a product as it was added: identity and display
@@ -37,8 +39,8 @@ pub struct ItemInfo {
     pub seller_name: Box<str>,
     /// Store the line is picked up in, if any.
     pub store_id: Option<Box<str>>,
-    /// These fields as they appear in a cart line's JSON, rendered once
-    /// (see [`crate::view`]).
+    /// These fields as they appear in a cart line's JSON (object members,
+    /// each preceded by a comma), rendered once when the info is built.
     pub json: Box<str>,
 }
 
@@ -66,7 +68,7 @@ impl ItemInfo {
             store_id: m.store_id.as_deref().map(s),
             json: Box::default(),
         };
-        info.json = crate::view::item_fields(&info);
+        info.json = item_fields(&info);
         info
     }
 
@@ -89,12 +91,76 @@ impl ItemInfo {
         ]
     }
 
-    /// Whether this info is what `m` describes.
     /// Whether `m` carries exactly this product information.
     pub fn describes(&self, m: &proto::AddItem) -> bool {
         self.item_id == m.item_id
             && self.store_id.as_deref() == m.store_id.as_deref()
             && self.texts() == add_item_texts(m)
+    }
+}
+
+fn is_empty(s: &&str) -> bool {
+    s.is_empty()
+}
+
+/// The product fields of a line: everything an [`ItemInfo`] holds.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemFields<'a> {
+    item_id: i64,
+    sku: &'a str,
+    name: &'a str,
+    image: &'a str,
+    #[serde(rename = "type")]
+    article_type: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    brand: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    category: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    category2: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    category3: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    category4: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    category5: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    outlet: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    seller_id: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    seller_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_id: Option<&'a str>,
+}
+
+/// `info`'s fields as JSON object members, each preceded by a comma, ready
+/// to be copied into a line object.
+fn item_fields(info: &ItemInfo) -> Box<str> {
+    let c = &info.categories;
+    let fields = ItemFields {
+        item_id: info.item_id,
+        sku: &info.sku,
+        name: &info.name,
+        image: &info.image,
+        article_type: &info.article_type,
+        brand: &info.brand,
+        category: &c[0],
+        category2: &c[1],
+        category3: &c[2],
+        category4: &c[3],
+        category5: &c[4],
+        outlet: &info.outlet,
+        seller_id: &info.seller_id,
+        seller_name: &info.seller_name,
+        store_id: info.store_id.as_deref(),
+    };
+    // Serialising strings and integers into memory cannot fail.
+    let object = serde_json::to_string(&fields).unwrap_or_default();
+    match object.strip_prefix('{').and_then(|o| o.strip_suffix('}')) {
+        Some(members) => format!(",{members}").into(),
+        None => Box::default(),
     }
 }
 

@@ -3,77 +3,12 @@
 //!
 //! Rendering the cart is on every request's path, so a line's product fields
 //! (the same for every cart holding the product) are rendered once per
-//! [`ItemInfo`] and copied in; the rest goes through serde field by field.
+//! [`crate::ItemInfo`] (see [`crate::item`]) and copied in; the rest goes
+//! through serde field by field.
 
 use serde::Serialize;
 
 use crate::cart::{Cart, CartLine, Delivery, PickupPoint};
-use crate::item::ItemInfo;
-
-fn is_empty(s: &&str) -> bool {
-    s.is_empty()
-}
-
-/// The product fields of a line: everything an [`ItemInfo`] holds.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ItemFields<'a> {
-    item_id: i64,
-    sku: &'a str,
-    name: &'a str,
-    image: &'a str,
-    #[serde(rename = "type")]
-    article_type: &'a str,
-    #[serde(skip_serializing_if = "is_empty")]
-    brand: &'a str,
-    #[serde(skip_serializing_if = "is_empty")]
-    category: &'a str,
-    #[serde(skip_serializing_if = "is_empty")]
-    category2: &'a str,
-    #[serde(skip_serializing_if = "is_empty")]
-    category3: &'a str,
-    #[serde(skip_serializing_if = "is_empty")]
-    category4: &'a str,
-    #[serde(skip_serializing_if = "is_empty")]
-    category5: &'a str,
-    #[serde(skip_serializing_if = "is_empty")]
-    outlet: &'a str,
-    #[serde(skip_serializing_if = "is_empty")]
-    seller_id: &'a str,
-    #[serde(skip_serializing_if = "is_empty")]
-    seller_name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    store_id: Option<&'a str>,
-}
-
-/// `info`'s fields as JSON object members, each preceded by a comma, ready
-/// to be copied into a line object.
-pub(crate) fn item_fields(info: &ItemInfo) -> Box<str> {
-    let c = &info.categories;
-    let fields = ItemFields {
-        item_id: info.item_id,
-        sku: &info.sku,
-        name: &info.name,
-        image: &info.image,
-        article_type: &info.article_type,
-        brand: &info.brand,
-        category: &c[0],
-        category2: &c[1],
-        category3: &c[2],
-        category4: &c[3],
-        category5: &c[4],
-        outlet: &info.outlet,
-        seller_id: &info.seller_id,
-        seller_name: &info.seller_name,
-        store_id: info.store_id.as_deref(),
-    };
-    // Serialising strings and integers into memory cannot fail.
-    let object = serde_json::to_string(&fields).unwrap_or_default();
-    match object.strip_prefix('{').and_then(|o| o.strip_suffix('}')) {
-        Some(members) => format!(",{members}").into(),
-        None => Box::default(),
-    }
-}
 
 /// Appends `,"name":value`.
 fn member(out: &mut Vec<u8>, name: &str, value: &impl Serialize) {

@@ -7,7 +7,7 @@ use cart_domain::proto::{
     AddItem, ChangeQuantity, PickupPoint, RemoveDelivery, RemoveItem, SetCartItems, SetDelivery,
     SetPickupPoint,
 };
-use cart_domain::{Cart, ItemInterner, Mutation};
+use cart_domain::{Cart, ItemInterner, CartEvent};
 use proptest::prelude::*;
 
 fn add_item() -> impl Strategy<Value = AddItem> {
@@ -31,23 +31,23 @@ fn add_item() -> impl Strategy<Value = AddItem> {
         })
 }
 
-fn mutation() -> impl Strategy<Value = Mutation> {
+fn mutation() -> impl Strategy<Value = CartEvent> {
     let line = 0..15i64;
     prop_oneof![
-        4 => add_item().prop_map(Mutation::AddItem),
-        1 => line.clone().prop_map(|id| Mutation::RemoveItem(RemoveItem { id })),
+        4 => add_item().prop_map(CartEvent::AddItem),
+        1 => line.clone().prop_map(|id| CartEvent::RemoveItem(RemoveItem { id })),
         2 => (line.clone(), -1..1_001i32)
-            .prop_map(|(id, quantity)| Mutation::ChangeQuantity(ChangeQuantity { id, quantity })),
+            .prop_map(|(id, quantity)| CartEvent::ChangeQuantity(ChangeQuantity { id, quantity })),
         1 => (proptest::collection::vec(line.clone(), 0..4), 0..10_000i64).prop_map(|(items, price)| {
-            Mutation::SetDelivery(SetDelivery { provider: "postnord".into(), items, price, ..Default::default() })
+            CartEvent::SetDelivery(SetDelivery { provider: "postnord".into(), items, price, ..Default::default() })
         }),
-        1 => (0..6i64).prop_map(|id| Mutation::RemoveDelivery(RemoveDelivery { id })),
-        1 => (0..6i64).prop_map(|delivery_id| Mutation::SetPickupPoint(SetPickupPoint {
+        1 => (0..6i64).prop_map(|id| CartEvent::RemoveDelivery(RemoveDelivery { id })),
+        1 => (0..6i64).prop_map(|delivery_id| CartEvent::SetPickupPoint(SetPickupPoint {
             delivery_id,
             pickup_point: Some(PickupPoint { id: "p".into(), ..Default::default() }),
         })),
         1 => proptest::collection::vec(add_item(), 0..4)
-            .prop_map(|items| Mutation::SetCartItems(SetCartItems { requests: vec![], items })),
+            .prop_map(|items| CartEvent::SetCartItems(SetCartItems { requests: vec![], items })),
     ]
 }
 
@@ -101,7 +101,7 @@ proptest! {
         }
         let mut replayed = Cart::new("c".into());
         for (code, payload) in &log {
-            let m = Mutation::decode(u32::from(*code), payload).unwrap();
+            let m = CartEvent::decode(u32::from(*code), payload).unwrap();
             replayed.apply(&m, &items).unwrap();
         }
         prop_assert_eq!(replayed.to_json(), live.to_json());

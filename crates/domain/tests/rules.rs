@@ -4,7 +4,7 @@ use cart_domain::proto::{
     AddItem, ChangeQuantity, CreateCheckoutOrder, OrderCompleted, PickupPoint, RemoveDelivery,
     RemoveItem, SetCartItems, SetDelivery, SetPickupPoint,
 };
-use cart_domain::{Cart, CartError, ItemInterner, Mutation};
+use cart_domain::{Cart, CartError, ItemInterner, CartEvent};
 
 fn item(sku: &str, price: i64, qty: i32) -> AddItem {
     AddItem {
@@ -29,16 +29,16 @@ impl Fixture {
         Fixture { cart: Cart::new("c1".into()), items: ItemInterner::new() }
     }
 
-    fn apply(&mut self, m: Mutation) -> Result<(), CartError> {
+    fn apply(&mut self, m: CartEvent) -> Result<(), CartError> {
         self.cart.apply(&m, &self.items)
     }
 
-    fn ok(&mut self, m: Mutation) {
+    fn ok(&mut self, m: CartEvent) {
         self.apply(m).unwrap();
     }
 
     /// Applies a mutation that must fail and checks it left the cart alone.
-    fn refused(&mut self, m: Mutation) -> CartError {
+    fn refused(&mut self, m: CartEvent) -> CartError {
         let before = self.cart.clone();
         let err = self.apply(m).unwrap_err();
         assert_eq!(self.cart, before, "a refused mutation changed the cart");
@@ -49,8 +49,8 @@ impl Fixture {
 #[test]
 fn adding_the_same_sku_raises_the_quantity_of_one_line() {
     let mut f = Fixture::new();
-    f.ok(Mutation::AddItem(item("100", 1000, 1)));
-    f.ok(Mutation::AddItem(item("100", 1000, 2)));
+    f.ok(CartEvent::AddItem(item("100", 1000, 1)));
+    f.ok(CartEvent::AddItem(item("100", 1000, 2)));
     assert_eq!(f.cart.lines().len(), 1);
     assert_eq!(f.cart.lines()[0].qty, 3);
     assert_eq!(f.cart.version(), 2);
@@ -59,21 +59,21 @@ fn adding_the_same_sku_raises_the_quantity_of_one_line() {
 #[test]
 fn the_same_sku_in_another_store_is_another_line() {
     let mut f = Fixture::new();
-    f.ok(Mutation::AddItem(item("100", 1000, 1)));
+    f.ok(CartEvent::AddItem(item("100", 1000, 1)));
     let mut in_store = item("100", 1000, 1);
     in_store.store_id = Some("2001".into());
-    f.ok(Mutation::AddItem(in_store));
+    f.ok(CartEvent::AddItem(in_store));
     assert_eq!(f.cart.lines().len(), 2);
 }
 
 #[test]
 fn totals_include_deliveries_and_vat_per_line() {
     let mut f = Fixture::new();
-    f.ok(Mutation::AddItem(item("a", 12_500, 2))); // 25 000, VAT 5 000
+    f.ok(CartEvent::AddItem(item("a", 12_500, 2))); // 25 000, VAT 5 000
     let mut food = item("b", 1_060, 1); // 6 % VAT: 1060 -> net 1000, VAT 60
     food.tax = 600;
-    f.ok(Mutation::AddItem(food));
-    f.ok(Mutation::SetDelivery(SetDelivery {
+    f.ok(CartEvent::AddItem(food));
+    f.ok(CartEvent::SetDelivery(SetDelivery {
         provider: "postnord".into(),
         items: vec![1, 2],
         price: 4_900, // highest line rate, 25 %: VAT 980
@@ -89,7 +89,7 @@ fn discount_is_the_drop_from_the_previous_price() {
     let mut f = Fixture::new();
     let mut sale = item("a", 800, 3);
     sale.org_price = 1_000;
-    f.ok(Mutation::AddItem(sale));
+    f.ok(CartEvent::AddItem(sale));
     assert_eq!(f.cart.totals().discount, 600);
 }
 
@@ -97,20 +97,20 @@ fn discount_is_the_drop_from_the_previous_price() {
 fn quantity_limits_are_enforced() {
     let mut f = Fixture::new();
     assert!(matches!(
-        f.refused(Mutation::AddItem(item("a", 1, 0))),
+        f.refused(CartEvent::AddItem(item("a", 1, 0))),
         CartError::InvalidQuantity { .. }
     ));
     assert!(matches!(
-        f.refused(Mutation::AddItem(item("a", 1, 1000))),
+        f.refused(CartEvent::AddItem(item("a", 1, 1000))),
         CartError::InvalidQuantity { .. }
     ));
-    f.ok(Mutation::AddItem(item("a", 1, 999)));
+    f.ok(CartEvent::AddItem(item("a", 1, 999)));
     assert!(matches!(
-        f.refused(Mutation::AddItem(item("a", 1, 1))),
+        f.refused(CartEvent::AddItem(item("a", 1, 1))),
         CartError::InvalidQuantity { .. }
     ));
     assert!(matches!(
-        f.refused(Mutation::ChangeQuantity(ChangeQuantity { id: 1, quantity: -1 })),
+        f.refused(CartEvent::ChangeQuantity(ChangeQuantity { id: 1, quantity: -1 })),
         CartError::InvalidQuantity { .. }
     ));
 }
@@ -118,10 +118,10 @@ fn quantity_limits_are_enforced() {
 #[test]
 fn change_quantity_to_zero_removes_the_line_and_ids_are_not_reused() {
     let mut f = Fixture::new();
-    f.ok(Mutation::AddItem(item("a", 1, 1)));
-    f.ok(Mutation::ChangeQuantity(ChangeQuantity { id: 1, quantity: 0 }));
+    f.ok(CartEvent::AddItem(item("a", 1, 1)));
+    f.ok(CartEvent::ChangeQuantity(ChangeQuantity { id: 1, quantity: 0 }));
     assert!(f.cart.lines().is_empty());
-    f.ok(Mutation::AddItem(item("a", 1, 1)));
+    f.ok(CartEvent::AddItem(item("a", 1, 1)));
     assert_eq!(f.cart.lines()[0].id, 2);
 }
 
@@ -129,37 +129,37 @@ fn change_quantity_to_zero_removes_the_line_and_ids_are_not_reused() {
 fn a_cart_holds_at_most_500_lines() {
     let mut f = Fixture::new();
     for i in 0..500 {
-        f.ok(Mutation::AddItem(item(&i.to_string(), 1, 1)));
+        f.ok(CartEvent::AddItem(item(&i.to_string(), 1, 1)));
     }
-    assert_eq!(f.refused(Mutation::AddItem(item("x", 1, 1))), CartError::TooManyLines { max: 500 });
+    assert_eq!(f.refused(CartEvent::AddItem(item("x", 1, 1))), CartError::TooManyLines { max: 500 });
     // Raising an existing line is still fine.
-    f.ok(Mutation::AddItem(item("7", 1, 1)));
+    f.ok(CartEvent::AddItem(item("7", 1, 1)));
 }
 
 #[test]
 fn deliveries_cover_existing_lines_only_and_follow_removals() {
     let mut f = Fixture::new();
-    f.ok(Mutation::AddItem(item("a", 1, 1)));
-    f.ok(Mutation::AddItem(item("b", 1, 1)));
+    f.ok(CartEvent::AddItem(item("a", 1, 1)));
+    f.ok(CartEvent::AddItem(item("b", 1, 1)));
     let delivery = |items: Vec<i64>| {
-        Mutation::SetDelivery(SetDelivery { provider: "dhl".into(), items, ..Default::default() })
+        CartEvent::SetDelivery(SetDelivery { provider: "dhl".into(), items, ..Default::default() })
     };
     assert_eq!(f.refused(delivery(vec![1, 9])), CartError::LineNotFound(9));
     assert_eq!(f.refused(delivery(vec![])), CartError::EmptyDelivery);
     f.ok(delivery(vec![1, 2]));
-    f.ok(Mutation::RemoveItem(RemoveItem { id: 1 }));
+    f.ok(CartEvent::RemoveItem(RemoveItem { id: 1 }));
     assert_eq!(f.cart.deliveries()[0].items, vec![2]);
-    f.ok(Mutation::RemoveItem(RemoveItem { id: 2 }));
+    f.ok(CartEvent::RemoveItem(RemoveItem { id: 2 }));
     assert!(f.cart.deliveries().is_empty(), "an empty delivery is dropped");
 }
 
 #[test]
 fn a_line_moves_to_the_newest_delivery() {
     let mut f = Fixture::new();
-    f.ok(Mutation::AddItem(item("a", 1, 1)));
-    f.ok(Mutation::AddItem(item("b", 1, 1)));
+    f.ok(CartEvent::AddItem(item("a", 1, 1)));
+    f.ok(CartEvent::AddItem(item("b", 1, 1)));
     let set = |p: &str, items| {
-        Mutation::SetDelivery(SetDelivery { provider: p.into(), items, ..Default::default() })
+        CartEvent::SetDelivery(SetDelivery { provider: p.into(), items, ..Default::default() })
     };
     f.ok(set("dhl", vec![1, 2]));
     f.ok(set("postnord", vec![2]));
@@ -171,25 +171,25 @@ fn a_line_moves_to_the_newest_delivery() {
 #[test]
 fn pickup_points_and_delivery_removal() {
     let mut f = Fixture::new();
-    f.ok(Mutation::AddItem(item("a", 1, 1)));
-    f.ok(Mutation::SetDelivery(SetDelivery {
+    f.ok(CartEvent::AddItem(item("a", 1, 1)));
+    f.ok(CartEvent::SetDelivery(SetDelivery {
         provider: "dhl".into(),
         items: vec![1],
         ..Default::default()
     }));
     let point = PickupPoint { id: "p1".into(), city: Some("Lund".into()), ..Default::default() };
     assert_eq!(
-        f.refused(Mutation::SetPickupPoint(SetPickupPoint {
+        f.refused(CartEvent::SetPickupPoint(SetPickupPoint {
             delivery_id: 7,
             pickup_point: Some(point.clone())
         })),
         CartError::DeliveryNotFound(7)
     );
-    f.ok(Mutation::SetPickupPoint(SetPickupPoint { delivery_id: 1, pickup_point: Some(point) }));
+    f.ok(CartEvent::SetPickupPoint(SetPickupPoint { delivery_id: 1, pickup_point: Some(point) }));
     assert_eq!(f.cart.deliveries()[0].pickup_point.as_ref().unwrap().city.as_deref(), Some("Lund"));
-    f.ok(Mutation::RemoveDelivery(RemoveDelivery { id: 1 }));
+    f.ok(CartEvent::RemoveDelivery(RemoveDelivery { id: 1 }));
     assert_eq!(
-        f.refused(Mutation::RemoveDelivery(RemoveDelivery { id: 1 })),
+        f.refused(CartEvent::RemoveDelivery(RemoveDelivery { id: 1 })),
         CartError::DeliveryNotFound(1)
     );
 }
@@ -197,10 +197,10 @@ fn pickup_points_and_delivery_removal() {
 #[test]
 fn the_cart_keeps_one_currency() {
     let mut f = Fixture::new();
-    f.ok(Mutation::AddItem(item("a", 1, 1)));
+    f.ok(CartEvent::AddItem(item("a", 1, 1)));
     let mut nok = item("b", 1, 1);
     nok.currency = "NOK".into();
-    assert!(matches!(f.refused(Mutation::AddItem(nok)), CartError::CurrencyMismatch { .. }));
+    assert!(matches!(f.refused(CartEvent::AddItem(nok)), CartError::CurrencyMismatch { .. }));
     assert_eq!(f.cart.currency(), Some("SEK"));
 }
 
@@ -208,36 +208,122 @@ fn the_cart_keeps_one_currency() {
 fn bad_fields_are_refused() {
     let mut f = Fixture::new();
     assert!(matches!(
-        f.refused(Mutation::AddItem(item("", 1, 1))),
+        f.refused(CartEvent::AddItem(item("", 1, 1))),
         CartError::InvalidField { field: "sku", .. }
     ));
     assert!(matches!(
-        f.refused(Mutation::AddItem(item("a", -1, 1))),
+        f.refused(CartEvent::AddItem(item("a", -1, 1))),
         CartError::InvalidField { field: "price", .. }
     ));
     let mut bad_tax = item("a", 1, 1);
     bad_tax.tax = 10_001;
     assert!(matches!(
-        f.refused(Mutation::AddItem(bad_tax)),
+        f.refused(CartEvent::AddItem(bad_tax)),
         CartError::InvalidField { field: "tax", .. }
     ));
+    for dots in [".", ".."] {
+        assert!(matches!(
+            f.refused(CartEvent::AddItem(item(dots, 1, 1))),
+            CartError::InvalidField { field: "sku", .. }
+        ));
+    }
+    let unresolved = SetCartItems { requests: vec![Default::default()], items: vec![] };
+    assert!(matches!(
+        f.refused(CartEvent::SetCartItems(unresolved)),
+        CartError::InvalidField { field: "requests", .. }
+    ));
+}
+
+#[test]
+fn at_the_delivery_limit_redelivering_a_whole_delivery_fits() {
+    use cart_domain::limits::MAX_DELIVERIES;
+    let mut f = Fixture::new();
+    for i in 0..MAX_DELIVERIES {
+        f.ok(CartEvent::AddItem(item(&format!("sku{i}"), 100, 1)));
+        let line = i64::try_from(i + 1).unwrap();
+        f.ok(CartEvent::SetDelivery(SetDelivery {
+            provider: "dhl".into(),
+            items: vec![line],
+            ..Default::default()
+        }));
+    }
+    assert_eq!(f.cart.deliveries().len(), MAX_DELIVERIES);
+    // Moving delivery 1's only line empties it: the result still fits.
+    f.ok(CartEvent::SetDelivery(SetDelivery {
+        provider: "postnord".into(),
+        items: vec![1],
+        ..Default::default()
+    }));
+    assert_eq!(f.cart.deliveries().len(), MAX_DELIVERIES);
+    // Splitting a delivery's lines off (nothing emptied) does not.
+    f.ok(CartEvent::AddItem(item("extra", 100, 1)));
+    f.ok(CartEvent::SetDelivery(SetDelivery {
+        provider: "dhl".into(),
+        items: vec![1, 51],
+        ..Default::default()
+    }));
     assert_eq!(
-        f.refused(Mutation::AddRequest(Default::default())),
-        CartError::UnresolvedAddRequest
+        f.refused(CartEvent::SetDelivery(SetDelivery {
+            provider: "dhl".into(),
+            items: vec![51],
+            ..Default::default()
+        })),
+        CartError::TooManyDeliveries { max: MAX_DELIVERIES }
     );
+}
+
+#[test]
+fn a_restored_cart_reads_like_the_original() {
+    use cart_domain::{RestoredCart, cart::CheckoutState};
+    let mut f = Fixture::new();
+    f.ok(CartEvent::AddItem(item("a", 1250, 2)));
+    f.ok(CartEvent::AddItem(item("b", 990, 1)));
+    f.ok(CartEvent::SetDelivery(SetDelivery {
+        provider: "dhl".into(),
+        items: vec![2],
+        price: 4900,
+        ..Default::default()
+    }));
+    f.ok(CartEvent::CreateCheckoutOrder(CreateCheckoutOrder {
+        order_id: "o1".into(),
+        status: "checkout_incomplete".into(),
+        cart_version: 3,
+        amount: 8390,
+        editing: false,
+    }));
+    let c = &f.cart;
+    let parts = RestoredCart {
+        id: c.id().into(),
+        version: c.version(),
+        lines: c
+            .lines()
+            .iter()
+            .map(|l| {
+                let mut m = item(&l.info.sku, l.price, i32::try_from(l.qty).unwrap());
+                m.name = l.info.name.to_string();
+                (l.id, m)
+            })
+            .collect(),
+        deliveries: c.deliveries().to_vec(),
+        market: Some(("se".into(), "SEK".into())),
+        checkout: c.checkout().cloned(),
+    };
+    let restored = cart_domain::Cart::restore(parts, &f.items).unwrap();
+    assert_eq!(restored.to_json(), c.to_json());
+    let _: Option<&CheckoutState> = restored.checkout();
 }
 
 #[test]
 fn set_cart_items_replaces_lines_keeping_ids_of_kept_products() {
     let mut f = Fixture::new();
-    f.ok(Mutation::AddItem(item("a", 1, 1)));
-    f.ok(Mutation::AddItem(item("b", 1, 1)));
-    f.ok(Mutation::SetDelivery(SetDelivery {
+    f.ok(CartEvent::AddItem(item("a", 1, 1)));
+    f.ok(CartEvent::AddItem(item("b", 1, 1)));
+    f.ok(CartEvent::SetDelivery(SetDelivery {
         provider: "dhl".into(),
         items: vec![1, 2],
         ..Default::default()
     }));
-    f.ok(Mutation::SetCartItems(SetCartItems {
+    f.ok(CartEvent::SetCartItems(SetCartItems {
         requests: vec![],
         items: vec![item("b", 1, 4), item("c", 1, 1), item("c", 1, 1)],
     }));
@@ -249,9 +335,9 @@ fn set_cart_items_replaces_lines_keeping_ids_of_kept_products() {
 #[test]
 fn checkout_locks_the_amount_until_completion_or_editing() {
     let mut f = Fixture::new();
-    f.ok(Mutation::AddItem(item("a", 1, 1)));
+    f.ok(CartEvent::AddItem(item("a", 1, 1)));
     let order = |editing| {
-        Mutation::CreateCheckoutOrder(CreateCheckoutOrder {
+        CartEvent::CreateCheckoutOrder(CreateCheckoutOrder {
             order_id: "k-1".into(),
             status: "checkout_incomplete".into(),
             cart_version: 1,
@@ -263,26 +349,26 @@ fn checkout_locks_the_amount_until_completion_or_editing() {
     assert!(f.cart.payment_in_progress());
     assert_eq!(f.cart.order_reference(), Some("k-1"));
     // The amount is locked while the shopper is in checkout...
-    assert_eq!(f.refused(Mutation::AddItem(item("b", 1, 1))), CartError::CheckoutInProgress);
+    assert_eq!(f.refused(CartEvent::AddItem(item("b", 1, 1))), CartError::CheckoutInProgress);
     assert_eq!(
-        f.refused(Mutation::ChangeQuantity(ChangeQuantity { id: 1, quantity: 2 })),
+        f.refused(CartEvent::ChangeQuantity(ChangeQuantity { id: 1, quantity: 2 })),
         CartError::CheckoutInProgress
     );
     // ...but not the pickup point or anything that leaves it alone.
     // Leaving checkout to edit keeps the order and unlocks the cart.
     f.ok(order(true));
     assert!(!f.cart.payment_in_progress());
-    f.ok(Mutation::AddItem(item("b", 1, 1)));
+    f.ok(CartEvent::AddItem(item("b", 1, 1)));
     f.ok(order(false));
     let completed = |acknowledged| {
-        Mutation::OrderCompleted(OrderCompleted {
+        CartEvent::OrderCompleted(OrderCompleted {
             order_id: "k-1".into(),
             status: "checkout_complete".into(),
             acknowledged,
         })
     };
     assert_eq!(
-        f.refused(Mutation::OrderCompleted(OrderCompleted {
+        f.refused(CartEvent::OrderCompleted(OrderCompleted {
             order_id: "other".into(),
             status: String::new(),
             acknowledged: false
@@ -299,7 +385,7 @@ fn checkout_locks_the_amount_until_completion_or_editing() {
     assert!(f.cart.checkout().unwrap().acknowledged);
     assert_eq!(f.refused(completed(true)), CartError::OrderAlreadyCompleted);
     // A completed cart's amount never changes again.
-    assert_eq!(f.refused(Mutation::AddItem(item("c", 1, 1))), CartError::OrderAlreadyCompleted);
+    assert_eq!(f.refused(CartEvent::AddItem(item("c", 1, 1))), CartError::OrderAlreadyCompleted);
     assert_eq!(f.refused(order(false)), CartError::OrderAlreadyCompleted);
 }
 
@@ -311,8 +397,8 @@ fn json_has_the_storefront_shape() {
     a.brand = "AMD".into();
     a.category = "Gaming".into();
     a.name = "Ryzen \"X\" 7\n<b>".into();
-    f.ok(Mutation::AddItem(a));
-    f.ok(Mutation::SetDelivery(SetDelivery {
+    f.ok(CartEvent::AddItem(a));
+    f.ok(CartEvent::SetDelivery(SetDelivery {
         provider: "postnord".into(),
         items: vec![1],
         price: 4_900,

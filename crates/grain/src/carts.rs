@@ -4,32 +4,42 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use cart_domain::CartState;
 
-use crate::{CartId, CartSnapshot, GrainError, GrainRuntime, MutateRequest};
+use crate::{CartId, CartWatch, GrainError, GrainRuntime, MutateRequest};
 
 /// Access to carts by id.
+///
+/// Failure contract: an `Err` means nothing was applied, or (kind
+/// `Unavailable` after a timeout) that the outcome is unknown; a retry with
+/// the same idempotency key then takes effect once. A retryable ownership
+/// change never surfaces as an error: implementations retry it themselves.
 #[async_trait]
 pub trait Carts: Send + Sync + 'static {
     /// The cart's current state.
-    async fn get(&self, id: &CartId) -> Result<CartSnapshot, GrainError>;
+    async fn get(&self, id: &CartId) -> Result<CartState, GrainError>;
 
-    /// Applies `request` to the cart and returns its new state.
-    async fn mutate(&self, id: &CartId, request: MutateRequest)
-    -> Result<CartSnapshot, GrainError>;
+    /// Applies `request` (all or nothing) and returns the cart's new state.
+    async fn mutate(&self, id: &CartId, request: MutateRequest) -> Result<CartState, GrainError>;
+
+    /// A live view of the cart: its current state, then newer states as they
+    /// are committed, wherever the cart lives (following it when its owner
+    /// changes).
+    async fn watch(&self, id: &CartId) -> Result<CartWatch, GrainError>;
 }
 
 /// A single node: every cart is local.
 #[async_trait]
 impl Carts for Arc<GrainRuntime> {
-    async fn get(&self, id: &CartId) -> Result<CartSnapshot, GrainError> {
+    async fn get(&self, id: &CartId) -> Result<CartState, GrainError> {
         GrainRuntime::get(self, id).await
     }
 
-    async fn mutate(
-        &self,
-        id: &CartId,
-        request: MutateRequest,
-    ) -> Result<CartSnapshot, GrainError> {
+    async fn mutate(&self, id: &CartId, request: MutateRequest) -> Result<CartState, GrainError> {
         GrainRuntime::mutate(self, id, request).await
+    }
+
+    async fn watch(&self, id: &CartId) -> Result<CartWatch, GrainError> {
+        GrainRuntime::watch(self, id).await
     }
 }

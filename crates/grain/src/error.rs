@@ -1,10 +1,12 @@
-//! Why a cart request failed, and the one mapping of failures to status
-//! codes (HTTP meaning; the gRPC replies use the same numbers).
+//! Why a cart request failed, and the one mapping of failures to their
+//! [`ErrorKind`].
 
 use cart_catalog::CatalogError;
 use cart_domain::CartError;
 use cart_store::StoreError;
 use thiserror::Error;
+
+use crate::ErrorKind;
 
 /// A failed cart request. The cart is unchanged.
 #[derive(Debug, Error)]
@@ -39,11 +41,11 @@ pub enum GrainError {
     /// The previous owner refused to hand the cart over.
     #[error("the cart's previous owner refused the handover: {0}")]
     HandoverRefused(String),
-    /// Another node answered for the cart with this status and text.
+    /// Another node answered for the cart with this kind and text.
     #[error("{message}")]
     Remote {
-        /// The owner's status code.
-        status: u16,
+        /// What the owner said failed.
+        kind: ErrorKind,
         /// The owner's error text.
         message: String,
     },
@@ -62,43 +64,52 @@ pub enum GrainError {
 }
 
 impl GrainError {
-    /// The HTTP status code this failure answers with.
-    pub fn status(&self) -> u16 {
+    /// What kind of failure this is; exhaustive, so a new failure must say
+    /// what it means to a client.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            GrainError::InvalidCartId => 400,
-            GrainError::NotFound => 404,
+            GrainError::InvalidCartId => ErrorKind::Invalid,
+            GrainError::NotFound => ErrorKind::NotFound,
             GrainError::Cart(e) => match e {
-                CartError::LineNotFound(_) | CartError::DeliveryNotFound(_) => 404,
-                CartError::CurrencyMismatch { .. }
-                | CartError::OrderMismatch(_)
-                | CartError::CheckoutInProgress
-                | CartError::OrderAlreadyCompleted => 409,
-                _ => 400,
+                CartError::LineNotFound(_) | CartError::DeliveryNotFound(_) => ErrorKind::NotFound,
+                CartError::CurrencyMismatch { .. } | CartError::OrderMismatch(_) => {
+                    ErrorKind::Conflict
+                }
+                CartError::CheckoutInProgress => ErrorKind::CheckoutLocked,
+                CartError::OrderAlreadyCompleted => ErrorKind::Completed,
+                CartError::InvalidQuantity { .. }
+                | CartError::TooManyLines { .. }
+                | CartError::TooManyDeliveries { .. }
+                | CartError::EmptyDelivery
+                | CartError::InvalidField { .. } => ErrorKind::Invalid,
             },
             GrainError::Catalog(e) => match e {
-                CatalogError::UnknownSku(_) => 404,
-                CatalogError::NotForSale(_) => 409,
-                CatalogError::UnknownCountry(_) => 400,
-                CatalogError::BadResponse(_) => 502,
-                CatalogError::Unavailable(_) => 503,
+                CatalogError::UnknownSku(_) => ErrorKind::NotFound,
+                CatalogError::NotForSale(_) => ErrorKind::Conflict,
+                CatalogError::UnknownCountry(_) => ErrorKind::Invalid,
+                CatalogError::BadResponse(_) => ErrorKind::BadGateway,
+                CatalogError::Unavailable(_) => ErrorKind::Unavailable,
             },
-            GrainError::PreconditionFailed { .. } => 412,
-            GrainError::IdempotencyKeyReused => 422,
-            GrainError::Conflict | GrainError::Fenced => 409,
-            GrainError::HandoverRefused(_) | GrainError::Unreachable(_) => 503,
-            GrainError::Remote { status, .. } => *status,
-            GrainError::Overloaded | GrainError::ShuttingDown => 503,
+            GrainError::PreconditionFailed { .. } => ErrorKind::PreconditionFailed,
+            GrainError::IdempotencyKeyReused => ErrorKind::IdempotencyKeyReused,
+            GrainError::Conflict | GrainError::Fenced => ErrorKind::Fenced,
+            GrainError::HandoverRefused(_) => ErrorKind::Misdirected,
+            GrainError::Remote { kind, .. } => *kind,
+            GrainError::Unreachable(_) | GrainError::Overloaded | GrainError::ShuttingDown => {
+                ErrorKind::Unavailable
+            }
             GrainError::Store(e) => match e {
-                StoreError::Conflict { .. } | StoreError::Fenced { .. } => 409,
-                StoreError::Invalid(_) => 400,
-                StoreError::Corrupt(_) => 500,
-                StoreError::Io(_) | StoreError::Unavailable(_) => 503,
+                StoreError::Conflict { .. } | StoreError::Fenced { .. } => ErrorKind::Fenced,
+                StoreError::Invalid(_) => ErrorKind::Invalid,
+                StoreError::Corrupt(_) => ErrorKind::Internal,
+                StoreError::Io(_) | StoreError::Unavailable(_) => ErrorKind::Unavailable,
             },
         }
     }
 
-    /// Seconds a client should wait before retrying, for 503 answers.
-    pub fn retry_after(&self) -> Option<u32> {
-        (self.status() == 503).then_some(1)
+    /// This failure as another kind, keeping its text (for example a
+    /// retryable ownership change whose retries ran out, as `Unavailable`).
+    pub fn as_kind(&self, kind: ErrorKind) -> GrainError {
+        GrainError::Remote { kind, message: self.to_string() }
     }
 }

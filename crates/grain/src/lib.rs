@@ -7,22 +7,41 @@
 //! [`cart_store::EventStore`], passivates after an idle TTL, and the number of
 //! resident grains is capped.
 //!
-//! A mutation turn: resolve add-by-SKU through the catalogue, apply (a
-//! refusal changes nothing; several mutations go onto a copy, all or
-//! nothing), append the events conditionally on the version the grain held,
-//! and answer only after the store acknowledges. A failed append drops the
-//! grain's state, so the next request rebuilds it from the log.
+//! A mutation: resolve the client's commands into events (add-by-SKU through
+//! the catalogue, here and nowhere else), then one turn: apply (a refusal
+//! changes nothing; several events go onto a copy, all or nothing), append
+//! the events conditionally on the version the grain held, and answer only
+//! after the store acknowledges. A failed append drops the grain's state, so
+//! the next request rebuilds it from the log. Committed states go to the
+//! cart's watchers.
+//!
+//! - [`registry`]: the grain map, the resident cap, passivation.
+//! - [`activation`]: replaying a cart's events.
+//! - [`runtime`]: resolution, turns, handover.
+//! - [`feeds`]: live states for watchers, and their cap.
+//! - [`error`], [`error_kind`]: failures and their closed set of kinds.
 
+pub mod activation;
 pub mod cart_id;
 pub mod carts;
 pub mod clock;
 pub mod error;
+pub mod error_kind;
+pub mod feeds;
 mod idempotency;
+mod registry;
+pub mod request;
 pub mod runtime;
+pub mod task;
 mod turn_metrics;
 
+pub use cart_domain::CartState;
 pub use cart_id::CartId;
 pub use carts::Carts;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::GrainError;
-pub use runtime::{CartSnapshot, GrainRuntime, Handover, MutateRequest, RuntimeOptions};
+pub use error_kind::ErrorKind;
+pub use feeds::{CartWatch, StateReceiver, StateSender, WatchPermit, offer};
+pub use request::{MutateRequest, ResolvedRequest};
+pub use runtime::{GrainRuntime, Handover, RuntimeOptions};
+pub use task::OwnedTask;

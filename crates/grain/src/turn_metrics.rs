@@ -28,7 +28,7 @@ impl TurnMetrics {
     pub fn new() -> Self {
         let max_code = MutationType::ALL.iter().map(|t| usize::from(t.code())).max().unwrap_or(0);
         let mut mutations = vec![[Counter::noop(), Counter::noop(), Counter::noop()]; max_code + 1];
-        for kind in MutationType::ALL {
+        for &kind in MutationType::ALL {
             let counter = |outcome: &'static str| {
                 let labels = [("type", kind.name()), ("outcome", outcome)];
                 metrics::counter!("cart_mutations_total", &labels)

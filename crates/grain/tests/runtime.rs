@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cart_catalog::{Catalog, CatalogError, CatalogItem, FileCatalog, Markets, Resolver};
-use cart_domain::Mutation;
+use cart_catalog::{FileCatalog, Markets, Resolver};
+use cart_domain::CartCommand;
 use cart_domain::proto::{AddRequest, ChangeQuantity};
-use cart_grain::{CartId, GrainError, GrainRuntime, ManualClock, MutateRequest, RuntimeOptions};
-use cart_store::{FileStore, FileStoreOptions, FsyncPolicy, IdempotencyTag};
+use cart_grain::{
+    CartId, GrainError, GrainRuntime, Handover, ManualClock, MutateRequest, RuntimeOptions,
+};
+use cart_store::{EventStore, Fence, FileStore, FileStoreOptions, FsyncPolicy, IdempotencyTag, NewEvent};
 
 const SKU: &str = "861200";
 
@@ -30,7 +32,7 @@ fn runtime(
 
 fn add(sku: &str, quantity: i32) -> MutateRequest {
     MutateRequest {
-        mutations: vec![Mutation::AddRequest(AddRequest {
+        mutations: vec![CartCommand::AddSku(AddRequest {
             sku: sku.into(),
             quantity,
             ..Default::default()
@@ -39,8 +41,8 @@ fn add(sku: &str, quantity: i32) -> MutateRequest {
     }
 }
 
-fn json(snapshot: &cart_grain::CartSnapshot) -> serde_json::Value {
-    serde_json::from_slice(&snapshot.json).unwrap()
+fn json(state: &cart_grain::CartState) -> serde_json::Value {
+    serde_json::from_slice(&state.to_json()).unwrap()
 }
 
 fn id(s: &str) -> CartId {
@@ -72,7 +74,7 @@ async fn a_restarted_runtime_replays_the_same_cart() {
             runtime(store(dir.path()), Arc::new(ManualClock::new(0)), RuntimeOptions::default());
         rt.mutate(&id("c1"), add(SKU, 2)).await.unwrap();
         rt.mutate(&id("c1"), add("861217", 1)).await.unwrap();
-        let change = Mutation::ChangeQuantity(ChangeQuantity { id: 1, quantity: 5 });
+        let change = CartCommand::ChangeQuantity(ChangeQuantity { id: 1, quantity: 5 });
         rt.mutate(&id("c1"), MutateRequest { mutations: vec![change], ..Default::default() })
             .await
             .unwrap()
@@ -94,11 +96,11 @@ async fn refused_mutations_change_nothing_and_map_to_statuses() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(store(dir.path()), Arc::new(ManualClock::new(0)), RuntimeOptions::default());
     let err = rt.mutate(&id("c1"), add("no-such-sku", 1)).await.unwrap_err();
-    assert_eq!(err.status(), 404);
+    assert_eq!(err.kind().http_status(), 404);
     let err = rt.mutate(&id("c1"), add(SKU, 1000)).await.unwrap_err();
-    assert_eq!(err.status(), 400);
+    assert_eq!(err.kind().http_status(), 400);
     let err = rt.mutate(&id("c1"), add("999001", 1)).await.unwrap_err();
-    assert_eq!(err.status(), 409, "discontinued item: {err}");
+    assert_eq!(err.kind().http_status(), 409, "discontinued item: {err}");
     assert!(matches!(rt.get(&id("c1")).await, Err(GrainError::NotFound)));
 }
 
@@ -134,12 +136,12 @@ async fn the_cap_evicts_idle_grains_first() {
     }
 }
 
-/// A catalogue that never answers, to hold grains busy.
-struct StuckCatalog;
+/// A handover that never finishes, to hold grains busy in activation.
+struct StuckHandover;
 
 #[async_trait]
-impl Catalog for StuckCatalog {
-    async fn lookup(&self, _sku: &str) -> Result<Arc<CatalogItem>, CatalogError> {
+impl Handover for StuckHandover {
+    async fn take_over(&self, _: &CartId, _: &str) -> Result<(), GrainError> {
         std::future::pending().await
     }
 }
@@ -147,16 +149,20 @@ impl Catalog for StuckCatalog {
 #[tokio::test]
 async fn when_no_grain_can_be_evicted_the_answer_is_overloaded() {
     let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
     let options = RuntimeOptions { max_grains: 2, ..Default::default() };
-    let rt = GrainRuntime::new(
-        store(dir.path()),
-        Resolver::new(Arc::new(StuckCatalog), Markets::default()),
-        Arc::new(ManualClock::new(0)),
-        options,
-    );
+    // Both carts are claimed by another node, so activating them here waits
+    // for its (never finishing) handover.
+    for i in 0..2 {
+        let event = NewEvent { kind: 6, timestamp_ms: 0, payload: vec![], idempotency: None };
+        let cart = format!("busy{i}");
+        store.append(&cart, 0, Fence::Claim("other".into()), vec![event]).await.unwrap();
+    }
+    let rt = GrainRuntime::new(store, resolver(), Arc::new(ManualClock::new(0)), options);
+    rt.set_handover(Arc::new(StuckHandover));
     for i in 0..2 {
         let rt = Arc::clone(&rt);
-        tokio::spawn(async move { rt.mutate(&id(&format!("busy{i}")), add(SKU, 1)).await });
+        tokio::spawn(async move { rt.get(&id(&format!("busy{i}"))).await });
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while rt.resident() < 2 {
@@ -165,7 +171,7 @@ async fn when_no_grain_can_be_evicted_the_answer_is_overloaded() {
     }
     let err = rt.get(&id("third")).await.unwrap_err();
     assert!(matches!(err, GrainError::Overloaded));
-    assert_eq!((err.status(), err.retry_after()), (503, Some(1)));
+    assert_eq!((err.kind().http_status(), err.kind().retry_after()), (503, Some(1)));
 }
 
 #[tokio::test]
@@ -217,4 +223,35 @@ async fn a_stale_writer_gets_a_conflict_then_recovers() {
     assert!(matches!(b.mutate(&id("c1"), add(SKU, 1)).await, Err(GrainError::Conflict)));
     let after = b.mutate(&id("c1"), add(SKU, 1)).await.unwrap();
     assert_eq!(json(&after)["items"][0]["qty"], 3);
+}
+
+#[tokio::test]
+async fn a_watcher_sees_the_current_state_then_every_newer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(store(dir.path()), Arc::new(ManualClock::new(0)), RuntimeOptions::default());
+    assert!(matches!(rt.watch(&id("c1")).await, Err(GrainError::NotFound)));
+    rt.mutate(&id("c1"), add(SKU, 1)).await.unwrap();
+    let mut watch = rt.watch(&id("c1")).await.unwrap();
+    assert_eq!(watch.updates.borrow_and_update().as_ref().unwrap().version(), 1);
+    rt.mutate(&id("c1"), add(SKU, 1)).await.unwrap();
+    rt.mutate(&id("c1"), add(SKU, 1)).await.unwrap();
+    watch.updates.changed().await.unwrap();
+    // Latest state wins: the watcher may skip version 2, never the newest.
+    assert_eq!(watch.updates.borrow_and_update().as_ref().unwrap().version(), 3);
+    // Handing the cart over ends the watch here.
+    rt.hand_over(&id("c1")).await.unwrap();
+    assert!(watch.updates.changed().await.is_err());
+}
+
+#[tokio::test]
+async fn watchers_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RuntimeOptions { max_watchers: 2, ..Default::default() };
+    let rt = runtime(store(dir.path()), Arc::new(ManualClock::new(0)), options);
+    rt.mutate(&id("c1"), add(SKU, 1)).await.unwrap();
+    let first = rt.watch(&id("c1")).await.unwrap();
+    let _second = rt.watch(&id("c1")).await.unwrap();
+    assert!(matches!(rt.watch(&id("c1")).await, Err(GrainError::Overloaded)));
+    drop(first);
+    assert!(rt.watch(&id("c1")).await.is_ok());
 }
