@@ -38,16 +38,3 @@ pub enum CheckoutError {
     #[error("order {0} does not match its cart")]
     Mismatch(String),
 }
-
-impl CheckoutError {
-    /// The HTTP status code this failure answers with.
-    pub fn status(&self) -> u16 {
-        match self {
-            CheckoutError::Cart(e) => e.status(),
-            CheckoutError::EmptyCart | CheckoutError::Unpayable(_) => 400,
-            CheckoutError::Provider(_) => 502,
-            CheckoutError::UnknownOrder(_) => 404,
-            CheckoutError::Mismatch(_) => 409,
-        }
-    }
-}

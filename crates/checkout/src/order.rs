@@ -6,6 +6,7 @@
 //! [`cart_domain::money::vat_included`]), which is Klarna's formula, and the
 //! order totals equal the cart's `totalPrice` and `totalTax`.
 
+use cart_domain::Cart;
 use cart_domain::money::vat_included;
 use serde::{Deserialize, Serialize};
 
@@ -15,81 +16,6 @@ use crate::CheckoutError;
 pub const MAX_LINE_AMOUNT: i64 = 100_000_000;
 /// Klarna's largest number of order lines.
 pub const MAX_LINES: usize = 1000;
-
-/// The cart as its JSON shows it (the fields checkout needs).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CartDoc {
-    /// Cart id.
-    pub id: String,
-    /// Cart version.
-    pub version: u64,
-    /// Lines.
-    pub items: Vec<CartItemDoc>,
-    /// Deliveries.
-    #[serde(default)]
-    pub deliveries: Vec<DeliveryDoc>,
-    /// Grand total.
-    pub total_price: i64,
-    /// VAT in the total.
-    pub total_tax: i64,
-    /// Currency, once the cart has a line.
-    pub currency: Option<String>,
-    /// Country, once the cart has a line.
-    pub country: Option<String>,
-    /// Checkout state, once checkout started.
-    pub checkout: Option<CheckoutDoc>,
-}
-
-/// One cart line.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CartItemDoc {
-    /// SKU.
-    pub sku: String,
-    /// Name.
-    pub name: String,
-    /// Image path or URL.
-    #[serde(default)]
-    pub image: String,
-    /// Unit price incl. VAT.
-    pub price: i64,
-    /// Quantity.
-    pub qty: i64,
-    /// VAT rate, basis points.
-    pub tax: u32,
-    /// Brand.
-    #[serde(default)]
-    pub brand: String,
-}
-
-/// One delivery.
-#[derive(Debug, Clone, Deserialize)]
-pub struct DeliveryDoc {
-    /// Carrier or option.
-    pub provider: String,
-    /// Fee incl. VAT.
-    pub price: i64,
-    /// VAT rate of the fee.
-    #[serde(default)]
-    pub tax: u32,
-}
-
-/// The cart's checkout state.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckoutDoc {
-    /// Provider order id.
-    pub order_id: String,
-    /// Amount the order was built with.
-    pub amount: i64,
-    /// The shopper left checkout to edit the cart.
-    pub editing: bool,
-    /// The order completed.
-    pub completed: bool,
-    /// The completion was acknowledged.
-    pub acknowledged: bool,
-}
 
 /// One order line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,17 +151,19 @@ fn line(
 }
 
 /// The checkout order for `cart`.
-pub fn build(cart: &CartDoc, public_url: &str) -> Result<OrderRequest, CheckoutError> {
-    if cart.items.is_empty() {
+pub fn build(cart: &Cart, public_url: &str) -> Result<OrderRequest, CheckoutError> {
+    if cart.lines().is_empty() {
         return Err(CheckoutError::EmptyCart);
     }
-    let mut lines = Vec::with_capacity(cart.items.len() + cart.deliveries.len());
-    for item in &cart.items {
-        let mut l = line("physical", &item.sku, &item.name, item.qty, item.price, item.tax)?;
-        l.image_url = absolute(public_url, &item.image);
+    let mut lines = Vec::with_capacity(cart.lines().len() + cart.deliveries().len());
+    for item in cart.lines() {
+        let info = &item.info;
+        let mut l =
+            line("physical", &info.sku, &info.name, i64::from(item.qty), item.price, item.tax)?;
+        l.image_url = absolute(public_url, &info.image);
         lines.push(l);
     }
-    for d in &cart.deliveries {
+    for d in cart.deliveries() {
         lines.push(line("shipping_fee", &d.provider, &d.provider, 1, d.price, d.tax)?);
     }
     if lines.len() > MAX_LINES {
@@ -243,19 +171,21 @@ pub fn build(cart: &CartDoc, public_url: &str) -> Result<OrderRequest, CheckoutE
     }
     let order_amount = lines.iter().map(|l| l.total_amount).sum();
     let order_tax_amount = lines.iter().map(|l| l.total_tax_amount).sum();
-    if (order_amount, order_tax_amount) != (cart.total_price, cart.total_tax) {
-        return Err(CheckoutError::Mismatch(format!("cart {} totals", cart.id)));
+    let totals = cart.totals();
+    if (order_amount, order_tax_amount) != (totals.price, totals.tax) {
+        return Err(CheckoutError::Mismatch(format!("cart {} totals", cart.id())));
     }
-    let country = cart.country.clone().unwrap_or_else(|| "se".into());
+    let country = cart.country().unwrap_or("se");
     Ok(OrderRequest {
         purchase_country: country.to_ascii_uppercase(),
-        purchase_currency: cart.currency.clone().unwrap_or_else(|| "SEK".into()),
-        locale: locale_for(&country).to_owned(),
+        purchase_currency: cart.currency().unwrap_or("SEK").to_owned(),
+        locale: locale_for(country).to_owned(),
         order_amount,
         order_tax_amount,
         order_lines: lines,
-        merchant_reference1: cart.id.clone(),
-        merchant_data: serde_json::json!({"cart": cart.id, "version": cart.version}).to_string(),
+        merchant_reference1: cart.id().to_owned(),
+        merchant_data: serde_json::json!({"cart": cart.id(), "version": cart.version()})
+            .to_string(),
         merchant_urls: MerchantUrls::for_public_url(public_url),
     })
 }
@@ -300,39 +230,48 @@ impl ProviderOrder {
 mod tests {
     use super::*;
 
-    fn cart(items: Vec<(i64, i64, u32)>, deliveries: Vec<(i64, u32)>) -> CartDoc {
-        let items: Vec<CartItemDoc> = items
-            .into_iter()
-            .enumerate()
-            .map(|(i, (price, qty, tax))| CartItemDoc {
+    use cart_domain::proto::{AddItem, SetDelivery};
+    use cart_domain::{CartEvent, ItemInterner};
+
+    /// A cart at version 7 with these lines (price, qty, tax) and
+    /// deliveries (price, tax), built by the domain's own rules.
+    fn cart(items: Vec<(i64, i64, u32)>, deliveries: Vec<(i64, u32)>) -> Cart {
+        let interner = ItemInterner::new();
+        let mut cart = Cart::new("c1".into());
+        let mut apply = |e: CartEvent| cart.apply(&e, &interner).unwrap();
+        for (i, (price, qty, tax)) in items.iter().enumerate() {
+            apply(CartEvent::AddItem(AddItem {
                 sku: format!("sku{i}"),
                 name: format!("Item {i}"),
                 image: "/image/x.jpg".into(),
-                price,
-                qty,
-                tax,
-                brand: String::new(),
-            })
-            .collect();
-        let deliveries: Vec<DeliveryDoc> = deliveries
-            .into_iter()
-            .map(|(price, tax)| DeliveryDoc { provider: "postnord".into(), price, tax })
-            .collect();
-        let total_price = items.iter().map(|i| i.price * i.qty).sum::<i64>()
-            + deliveries.iter().map(|d| d.price).sum::<i64>();
-        let total_tax = items.iter().map(|i| vat_included(i.price * i.qty, i.tax)).sum::<i64>()
-            + deliveries.iter().map(|d| vat_included(d.price, d.tax)).sum::<i64>();
-        CartDoc {
-            id: "c1".into(),
-            version: 7,
-            items,
-            deliveries,
-            total_price,
-            total_tax,
-            currency: Some("SEK".into()),
-            country: Some("se".into()),
-            checkout: None,
+                price: *price,
+                quantity: i32::try_from(*qty).unwrap(),
+                tax: i32::try_from(*tax).unwrap(),
+                currency: "SEK".into(),
+                country: "se".into(),
+                ..Default::default()
+            }));
         }
+        for (line, (price, tax)) in (1..).zip(deliveries) {
+            apply(CartEvent::SetDelivery(SetDelivery {
+                provider: "postnord".into(),
+                items: vec![line],
+                price,
+                tax: Some(i32::try_from(tax).unwrap()),
+                ..Default::default()
+            }));
+        }
+        while !items.is_empty() && cart.version() < 7 {
+            cart.apply(
+                &CartEvent::ChangeQuantity(cart_domain::proto::ChangeQuantity {
+                    id: 1,
+                    quantity: i32::try_from(items[0].1).unwrap(),
+                }),
+                &interner,
+            )
+            .unwrap();
+        }
+        cart
     }
 
     /// Klarna's rule: total_tax_amount within ±1 of the formula.
@@ -385,7 +324,7 @@ mod tests {
                 o.order_tax_amount,
                 o.order_lines.iter().map(|l| l.total_tax_amount).sum::<i64>()
             );
-            assert_eq!((o.order_amount, o.order_tax_amount), (c.total_price, c.total_tax));
+            assert_eq!((o.order_amount, o.order_tax_amount), (c.totals().price, c.totals().tax));
         }
     }
 

@@ -6,24 +6,19 @@
 use std::sync::Arc;
 
 use cart_domain::proto::{CreateCheckoutOrder, OrderCompleted};
-use cart_domain::{CartError, Mutation};
-use cart_grain::{CartId, CartSnapshot, Carts, GrainError, MutateRequest};
+use cart_domain::{CartCommand, CartState};
+use cart_grain::{CartId, Carts, ErrorKind, MutateRequest};
 use serde_json::Value;
 
 use crate::CheckoutError;
 use crate::client::{KlarnaClient, RawOrder};
-use crate::order::{self, CartDoc, ProviderOrder};
+use crate::order::{self, ProviderOrder};
 
 /// The checkout integration.
 pub struct Checkout {
     carts: Arc<dyn Carts>,
     client: KlarnaClient,
     public_url: String,
-}
-
-fn parse<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, CheckoutError> {
-    serde_json::from_slice(json)
-        .map_err(|e| CheckoutError::Mismatch(format!("unreadable document: {e}")))
 }
 
 fn provider_order(json: &Value) -> Result<ProviderOrder, CheckoutError> {
@@ -43,28 +38,26 @@ impl Checkout {
         format!("{}/checkout", self.public_url.trim_end_matches('/'))
     }
 
-    async fn cart(&self, id: &CartId) -> Result<CartDoc, CheckoutError> {
-        parse(&self.carts.get(id).await?.json)
+    async fn cart(&self, id: &CartId) -> Result<CartState, CheckoutError> {
+        Ok(self.carts.get(id).await?)
     }
 
     async fn record(
         &self,
         id: &CartId,
-        mutation: Mutation,
+        command: CartCommand,
         if_match: Option<u64>,
-    ) -> Result<CartSnapshot, CheckoutError> {
-        let request = MutateRequest { mutations: vec![mutation], if_match, idempotency: None };
+    ) -> Result<CartState, CheckoutError> {
+        let request = MutateRequest { mutations: vec![command], if_match, idempotency: None };
         Ok(self.carts.mutate(id, request).await?)
     }
 
     /// Records a completion step that the cart accepts only once; `false`
     /// when another push or confirmation recorded it first.
-    async fn record_once(&self, id: &CartId, mutation: Mutation) -> Result<bool, CheckoutError> {
-        match self.record(id, mutation, None).await {
+    async fn record_once(&self, id: &CartId, command: CartCommand) -> Result<bool, CheckoutError> {
+        match self.record(id, command, None).await {
             Ok(_) => Ok(true),
-            Err(CheckoutError::Cart(GrainError::Cart(CartError::OrderAlreadyCompleted))) => {
-                Ok(false)
-            }
+            Err(CheckoutError::Cart(e)) if e.kind() == ErrorKind::Completed => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -74,7 +67,7 @@ impl Checkout {
     pub async fn checkout(&self, id: &CartId) -> Result<Value, CheckoutError> {
         let cart = self.cart(id).await?;
         let request = order::build(&cart, &self.public_url)?;
-        if let Some(existing) = &cart.checkout {
+        if let Some(existing) = cart.checkout() {
             if existing.completed {
                 return self
                     .client
@@ -117,36 +110,36 @@ impl Checkout {
     async fn started(
         &self,
         id: &CartId,
-        cart: &CartDoc,
+        cart: &CartState,
         order_id: &str,
         json: &Value,
         amount: i64,
     ) -> Result<(), CheckoutError> {
-        let mutation = Mutation::CreateCheckoutOrder(CreateCheckoutOrder {
+        let command = CartCommand::Checkout(CreateCheckoutOrder {
             order_id: order_id.to_owned(),
             status: json["status"].as_str().unwrap_or("checkout_incomplete").to_owned(),
-            cart_version: cart.version,
+            cart_version: cart.version(),
             amount,
             editing: false,
         });
-        self.record(id, mutation, Some(cart.version)).await.map(|_| ())
+        self.record(id, command, Some(cart.version())).await.map(|_| ())
     }
 
     /// `DELETE /cart/checkout`: the shopper leaves checkout to change the
     /// cart; the order is kept and updated when they come back.
-    pub async fn leave(&self, id: &CartId) -> Result<CartSnapshot, CheckoutError> {
+    pub async fn leave(&self, id: &CartId) -> Result<CartState, CheckoutError> {
         let cart = self.cart(id).await?;
-        let Some(existing) = cart.checkout.filter(|c| !c.completed) else {
-            return Ok(self.carts.get(id).await?);
+        let Some(existing) = cart.checkout().filter(|c| !c.completed) else {
+            return Ok(cart);
         };
-        let mutation = Mutation::CreateCheckoutOrder(CreateCheckoutOrder {
-            order_id: existing.order_id,
+        let command = CartCommand::Checkout(CreateCheckoutOrder {
+            order_id: existing.order_id.clone(),
             status: "checkout_incomplete".into(),
-            cart_version: cart.version,
+            cart_version: cart.version(),
             amount: existing.amount,
             editing: true,
         });
-        self.record(id, mutation, Some(cart.version)).await
+        self.record(id, command, Some(cart.version())).await
     }
 
     /// The provider's order (raw and parsed); `UnknownOrder` if it has none.
@@ -184,11 +177,11 @@ impl Checkout {
         }
         let id = self.complete(&parsed).await?;
         let cart = self.cart(&id).await?;
-        if cart.checkout.as_ref().is_some_and(|c| c.acknowledged) {
+        if cart.checkout().is_some_and(|c| c.acknowledged) {
             return Ok(());
         }
         self.client.acknowledge(order_id).await?;
-        let acknowledged = Mutation::OrderCompleted(OrderCompleted {
+        let acknowledged = CartCommand::CompleteOrder(OrderCompleted {
             order_id: order_id.to_owned(),
             status: parsed.status.clone(),
             acknowledged: true,
@@ -206,8 +199,7 @@ impl Checkout {
         let id = CartId::parse(order.merchant_reference1.as_deref().ok_or_else(unknown)?)
             .map_err(|_| unknown())?;
         let cart = self.cart(&id).await?;
-        let checkout =
-            cart.checkout.as_ref().filter(|c| c.order_id == order.order_id).ok_or_else(unknown)?;
+        let checkout = cart.checkout().filter(|c| c.order_id == order.order_id).ok_or_else(unknown)?;
         if checkout.completed {
             return Ok(id);
         }
@@ -215,7 +207,7 @@ impl Checkout {
             tracing::warn!(cart = %id, order = %order.order_id, paid = order.order_amount, expected = checkout.amount, "paid amount differs from the cart's; not completing");
             return Err(CheckoutError::Mismatch(order.order_id.clone()));
         }
-        let completed = Mutation::OrderCompleted(OrderCompleted {
+        let completed = CartCommand::CompleteOrder(OrderCompleted {
             order_id: order.order_id.clone(),
             status: order.status.clone(),
             acknowledged: false,
@@ -237,8 +229,7 @@ impl Checkout {
         };
         let Ok(cart) = self.cart(&id).await else { return false };
         let in_checkout = cart
-            .checkout
-            .as_ref()
+            .checkout()
             .is_some_and(|c| c.order_id == order.order_id && !c.editing && !c.completed);
         in_checkout
             && order::build(&cart, &self.public_url).is_ok_and(|request| order.matches(&request))

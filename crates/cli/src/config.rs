@@ -172,6 +172,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CART_MAX_GRAINS", default_value_t = 200_000)]
     pub max_grains: usize,
 
+    /// Most live-cart watchers (SSE streams and gRPC watch streams) at once;
+    /// beyond it a new watch gets 503 with Retry-After.
+    #[arg(long, env = "CART_MAX_WATCHERS", default_value_t = 10_000)]
+    pub max_watchers: usize,
+
     /// How long shutdown waits for in-flight requests.
     #[arg(long, env = "CART_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -185,20 +190,18 @@ pub struct ServeArgs {
     pub log: String,
 }
 
-/// Parses `250ms`, `10s`, `15m`, `2h` or a bare number of seconds.
+/// Parses a duration with `humantime` (`250ms`, `10s`, `15m`, `2h`,
+/// `1h 30m`), or a bare number of seconds. Overflow is an error, not a wrap.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (number, unit) =
-        s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: u64 =
-        number.parse().map_err(|_| format!("bad duration {s:?}: use e.g. 250ms, 10s, 15m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("bad duration unit in {s:?}: use ms, s, m or h")),
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("bad duration {s:?}: too large"));
     }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("bad duration {s:?}: {e} (use e.g. 250ms, 10s, 15m)"))
 }
 
 #[cfg(test)]
@@ -210,7 +213,9 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("5000000000000000000h").is_err(), "overflow must not wrap");
+        assert!(parse_duration("99999999999999999999999").is_err());
     }
 }

@@ -120,10 +120,11 @@ async fn serve(
         RuntimeOptions {
             idle_ttl: args.idle_ttl,
             max_grains: args.max_grains,
+            max_watchers: args.max_watchers,
             node: me.to_string(),
         },
     );
-    grains.spawn_passivation();
+    let passivation = grains.spawn_passivation();
     let mut cluster_options = ClusterOptions::new(me.clone());
     cluster_options.ping_interval = args.ping_interval;
     cluster_options.max_misses = args.ping_misses;
@@ -144,7 +145,7 @@ async fn serve(
             cluster.serve(listener, shutdown).await
         }));
     }
-    cluster.spawn_loops();
+    let cluster_loops = cluster.spawn_loops();
 
     let draining = Arc::new(AtomicBool::new(false));
     let ready = {
@@ -230,6 +231,10 @@ async fn serve(
             Err(_) => tracing::warn!("gRPC server did not stop in time"),
         }
     }
+    for task in cluster_loops {
+        task.stop().await;
+    }
+    passivation.stop().await;
     grains.flush().await.context("final flush of the event log failed")?;
     tracing::info!("stopped; every acknowledged mutation is on disk");
     outcome

@@ -24,6 +24,8 @@ pub const COMPRESS_ABOVE_BYTES: usize = 8 * 1024;
 /// The channels of this node to its peers.
 pub struct Peers {
     channels: Mutex<HashMap<NodeAddr, Channel>>,
+    /// Channels without a per-call timeout, for long-lived watch streams.
+    streams: Mutex<HashMap<NodeAddr, Channel>>,
     forwarders: Mutex<HashMap<NodeAddr, Forwarder>>,
     deadline: Duration,
 }
@@ -33,6 +35,7 @@ impl Peers {
     pub fn new(deadline: Duration) -> Self {
         Peers {
             channels: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
             forwarders: Mutex::new(HashMap::new()),
             deadline,
         }
@@ -44,20 +47,39 @@ impl Peers {
     }
 
     fn channel(&self, addr: &NodeAddr) -> Result<Channel, tonic::Status> {
-        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        self.channel_in(&self.channels, addr, Some(self.deadline))
+    }
+
+    fn channel_in(
+        &self,
+        channels: &Mutex<HashMap<NodeAddr, Channel>>,
+        addr: &NodeAddr,
+        timeout: Option<Duration>,
+    ) -> Result<Channel, tonic::Status> {
+        let mut channels = channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(addr.grpc_uri())
+        let mut endpoint = Endpoint::from_shared(addr.grpc_uri())
             .map_err(|e| tonic::Status::invalid_argument(format!("bad peer address {addr}: {e}")))?
             .connect_timeout(self.deadline)
-            .timeout(self.deadline)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        if let Some(timeout) = timeout {
+            endpoint = endpoint.timeout(timeout);
+        }
+        let channel = endpoint.connect_lazy();
         channels.insert(addr.clone(), channel.clone());
         Ok(channel)
+    }
+
+    /// A CartActor client for long-lived watch streams to `addr` (no
+    /// per-call deadline; HTTP/2 keep-alive notices a dead peer).
+    pub fn watch_client(&self, addr: &NodeAddr) -> Result<CartActorClient<Channel>, tonic::Status> {
+        let channel = self.channel_in(&self.streams, addr, None)?;
+        Ok(CartActorClient::new(channel))
     }
 
     /// A CartActor client for `addr`.
@@ -86,9 +108,10 @@ impl Peers {
         Ok(ControlPlaneClient::new(self.channel(addr)?))
     }
 
-    /// Drops the channel to a departed host.
+    /// Drops the channels and the forwarder of a departed or evicted host.
     pub fn forget(&self, addr: &NodeAddr) {
         self.channels.lock().unwrap_or_else(PoisonError::into_inner).remove(addr);
+        self.streams.lock().unwrap_or_else(PoisonError::into_inner).remove(addr);
         self.forwarders.lock().unwrap_or_else(PoisonError::into_inner).remove(addr);
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cart_grain::{Clock, GrainRuntime};
+use cart_grain::{Clock, GrainRuntime, OwnedTask};
 use futures_util::future::join_all;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
@@ -121,7 +121,10 @@ impl Cluster {
         reporter.set_service_status(CART_SERVICE, tonic_health::ServingStatus::Serving).await;
         reporter.set_service_status(CONTROL_SERVICE, tonic_health::ServingStatus::Serving).await;
         reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-        let cart = CartActorServer::new(CartActorService::new(Arc::clone(&self.carts)))
+        let cart = CartActorServer::new(CartActorService::new(
+            Arc::clone(&self.carts),
+            Arc::clone(&self.runtime),
+        ))
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let control = ControlPlaneServer::new(ControlPlaneService::new(
             Arc::clone(&self.membership),
@@ -142,14 +145,16 @@ impl Cluster {
             .await
     }
 
-    /// Starts the discovery/negotiation, ping and view-change loops.
-    pub fn spawn_loops(self: &Arc<Self>) {
+    /// Starts the discovery/negotiation, ping and view-change loops; they
+    /// run while the returned handles live.
+    pub fn spawn_loops(self: &Arc<Self>) -> Vec<OwnedTask> {
         let node = Arc::clone(self);
-        tokio::spawn(async move { node.discovery_loop().await });
+        let discovery = OwnedTask::spawn(async move { node.discovery_loop().await });
         let node = Arc::clone(self);
-        tokio::spawn(async move { node.ping_loop().await });
+        let pings = OwnedTask::spawn(async move { node.ping_loop().await });
         let node = Arc::clone(self);
-        tokio::spawn(async move { node.view_loop().await });
+        let views = OwnedTask::spawn(async move { node.view_loop().await });
+        vec![discovery, pings, views]
     }
 
     async fn discovery_loop(&self) {
@@ -230,6 +235,10 @@ impl Cluster {
                 self.membership.ping_ok(&host, self.clock.now_ms());
             } else {
                 self.membership.ping_failed(&host);
+                if !self.membership.is_member(&host) {
+                    // Evicted: release its channels and forwarder.
+                    self.peers.forget(&host);
+                }
             }
         });
         join_all(pings).await;

@@ -13,13 +13,18 @@
 //!   to the owner over CartActor, one hop, retried once when an owner change
 //!   is certain not to have applied the request.
 //! - [`handover`]: ConfirmOwner before a grain activates on a new owner.
-//! - [`server`]: the CartActor and ControlPlane gRPC services.
+//! - [`follow`]: one follower per watched cart, following it to its owner.
+//! - [`mapping`], [`state_wire`]: requests, replies and the typed cart on
+//!   the wire.
+//! - [`server`]: the CartActor and ControlPlane gRPC services;
+//!   [`watch_stream`]: a cart's states as a gRPC stream.
 //! - [`cluster`]: wires it together and runs the background loops.
 
 pub mod batch;
 pub mod client;
 pub mod cluster;
 pub mod discovery;
+pub mod follow;
 pub mod handover;
 pub mod kubernetes;
 pub mod mapping;
@@ -29,6 +34,8 @@ pub mod node;
 pub mod placement;
 pub mod router;
 pub mod server;
+pub mod state_wire;
+pub mod watch_stream;
 
 /// Code generated from `proto/cart_actor.proto` and `proto/control_plane.proto`.
 pub mod proto {

@@ -1,195 +1,303 @@
-//! Between the wire and the domain: mutation type codes, the mutation
-//! envelope, and replies that carry HTTP status codes.
+//! Between the wire and the runtime: request envelopes (client commands or
+//! a peer's resolved events) and replies (typed state and error kind, plus
+//! the plan's status code and JSON payload).
 
-use cart_domain::Mutation;
-use cart_domain::MutationType as Kind;
-use cart_grain::{CartId, CartSnapshot, GrainError, MutateRequest};
+use cart_domain::{CartCommand, CartEvent, CartState, ItemInterner, MutationType as Kind};
+use cart_grain::{CartId, ErrorKind, GrainError, MutateRequest, ResolvedRequest};
 use cart_store::IdempotencyTag;
 
 use crate::proto::cart::{
-    MutationEnvelope, MutationReply, MutationRequest, MutationType, StateReply,
+    self as wire, MutationEnvelope, MutationReply, MutationRequest, MutationType, StateReply,
 };
+use crate::state_wire;
 
-/// The wire enum for a domain mutation type (the same numbers as the
-/// persisted codes).
+/// The wire enum for a mutation type: the same numbers as the persisted
+/// codes, so it needs no list of its own.
 pub fn to_wire(kind: Kind) -> MutationType {
-    match kind {
-        Kind::AddRequest => MutationType::MutationAddRequest,
-        Kind::AddItem => MutationType::MutationAddItem,
-        Kind::RemoveItem => MutationType::MutationRemoveItem,
-        Kind::RemoveDelivery => MutationType::MutationRemoveDelivery,
-        Kind::ChangeQuantity => MutationType::MutationChangeQuantity,
-        Kind::SetDelivery => MutationType::MutationSetDelivery,
-        Kind::SetPickupPoint => MutationType::MutationSetPickupPoint,
-        Kind::CreateCheckoutOrder => MutationType::MutationCreateCheckoutOrder,
-        Kind::SetCartItems => MutationType::MutationSetCartItems,
-        Kind::OrderCompleted => MutationType::MutationOrderCompleted,
-    }
+    MutationType::try_from(i32::from(kind.code())).unwrap_or(MutationType::Unspecified)
 }
 
-/// The domain mutation type of a wire enum value; `None` for
-/// `MUTATION_TYPE_UNSPECIFIED` and unknown values.
-pub fn from_wire(value: i32) -> Option<Kind> {
-    u32::try_from(value).ok().and_then(Kind::from_code)
-}
-
-fn decode_one(cart: &str, kind: i32, payload: &[u8]) -> Result<Mutation, GrainError> {
-    let kind =
-        from_wire(kind).ok_or_else(|| bad(format!("cart {cart}: unknown mutation type {kind}")))?;
-    Mutation::decode(u32::from(kind.code()), payload).map_err(|e| bad(e.to_string()))
+/// A decoded request envelope.
+pub enum Decoded {
+    /// From a client: commands, resolved by this node.
+    Client(CartId, MutateRequest<CartCommand>),
+    /// From a peer that resolved it: events for this node's grain.
+    Forwarded(CartId, ResolvedRequest),
 }
 
 fn bad(message: String) -> GrainError {
-    GrainError::Remote { status: 400, message }
+    GrainError::Remote { kind: ErrorKind::Invalid, message }
 }
 
-/// The envelope of a request to mutate `cart`.
-pub fn encode_request(cart: &CartId, request: &MutateRequest, forwarded: bool) -> MutationRequest {
-    let mut mutations = request.mutations.iter();
-    let first = mutations.next();
+/// The envelope a node forwards a resolved request in.
+pub fn encode_forwarded(cart: &CartId, request: &ResolvedRequest) -> MutationRequest {
+    let mut events = request.mutations.iter();
+    let first = events.next();
     MutationRequest {
         cart_id: cart.to_string(),
-        r#type: first.map_or(MutationType::Unspecified, |m| to_wire(m.kind())) as i32,
-        payload: first.map(Mutation::encode_payload).unwrap_or_default(),
+        r#type: first.map_or(MutationType::Unspecified, |e| to_wire(e.kind())) as i32,
+        payload: first.map(CartEvent::encode_payload).unwrap_or_default(),
         client_timestamp: 0,
-        more: mutations
-            .map(|m| MutationEnvelope {
-                r#type: to_wire(m.kind()) as i32,
-                payload: m.encode_payload(),
-            })
+        more: events
+            .map(|e| MutationEnvelope { r#type: to_wire(e.kind()) as i32, payload: e.encode_payload() })
             .collect(),
         if_match: request.if_match,
         idempotency_key: request.idempotency.as_ref().map(|t| t.key.clone()).unwrap_or_default(),
         idempotency_fingerprint: request.idempotency.as_ref().map_or(0, |t| t.fingerprint),
-        forwarded,
+        forwarded: true,
     }
 }
 
-/// The cart and request an envelope carries.
-pub fn decode_request(r: &MutationRequest) -> Result<(CartId, MutateRequest), GrainError> {
-    let cart = CartId::parse(&r.cart_id)?;
-    let mut mutations = vec![decode_one(&r.cart_id, r.r#type, &r.payload)?];
-    for m in &r.more {
-        mutations.push(decode_one(&r.cart_id, m.r#type, &m.payload)?);
+/// The envelope a client sends for `request` (client commands only).
+pub fn encode_client(cart: &CartId, request: &MutateRequest) -> Result<MutationRequest, GrainError> {
+    let mut envelopes = Vec::with_capacity(request.mutations.len());
+    for command in &request.mutations {
+        let (kind, payload) = command
+            .encode_client()
+            .ok_or_else(|| bad(format!("{} is not a client command", command.kind().name())))?;
+        envelopes.push(MutationEnvelope { r#type: to_wire(kind) as i32, payload });
     }
+    let mut envelopes = envelopes.into_iter();
+    let first = envelopes.next().unwrap_or(MutationEnvelope { r#type: 0, payload: Vec::new() });
+    Ok(MutationRequest {
+        cart_id: cart.to_string(),
+        r#type: first.r#type,
+        payload: first.payload,
+        client_timestamp: 0,
+        more: envelopes.collect(),
+        if_match: request.if_match,
+        idempotency_key: request.idempotency.as_ref().map(|t| t.key.clone()).unwrap_or_default(),
+        idempotency_fingerprint: request.idempotency.as_ref().map_or(0, |t| t.fingerprint),
+        forwarded: false,
+    })
+}
+
+/// The cart and request an envelope carries: events when a peer forwarded
+/// it, client commands otherwise (resolved lines, checkout and completion
+/// are refused from clients).
+pub fn decode_request(r: &MutationRequest) -> Result<Decoded, GrainError> {
+    let cart = CartId::parse(&r.cart_id)?;
     let idempotency = (!r.idempotency_key.is_empty()).then(|| IdempotencyTag {
         key: r.idempotency_key.clone(),
         fingerprint: r.idempotency_fingerprint,
     });
-    Ok((cart, MutateRequest { mutations, if_match: r.if_match, idempotency }))
+    let parts = std::iter::once((r.r#type, &r.payload[..]))
+        .chain(r.more.iter().map(|m| (m.r#type, &m.payload[..])));
+    let code = |t: i32| u32::try_from(t).unwrap_or(0);
+    let why = |e: cart_domain::DecodeError| bad(format!("cart {}: {e}", r.cart_id));
+    Ok(if r.forwarded {
+        let mutations = parts
+            .map(|(t, p)| CartEvent::decode(code(t), p).map_err(why))
+            .collect::<Result<_, _>>()?;
+        Decoded::Forwarded(cart, MutateRequest { mutations, if_match: r.if_match, idempotency })
+    } else {
+        let mutations = parts
+            .map(|(t, p)| CartCommand::decode_client(code(t), p).map_err(why))
+            .collect::<Result<_, _>>()?;
+        Decoded::Client(cart, MutateRequest { mutations, if_match: r.if_match, idempotency })
+    })
 }
 
-/// A reply carrying a result: the cart JSON with 200, or the error's status
-/// and text.
-pub fn mutation_reply(result: Result<CartSnapshot, GrainError>) -> MutationReply {
-    let (status_code, payload, version) = reply_parts(result);
-    MutationReply { status_code, payload, version }
-}
-
-/// See [`mutation_reply`].
-pub fn state_reply(result: Result<CartSnapshot, GrainError>) -> StateReply {
-    let (status_code, payload, version) = reply_parts(result);
-    StateReply { status_code, payload, version }
-}
-
-fn reply_parts(result: Result<CartSnapshot, GrainError>) -> (i32, Vec<u8>, u64) {
-    match result {
-        Ok(s) => (200, s.json, s.version),
-        Err(e) => (i32::from(e.status()), e.to_string().into_bytes(), 0),
-    }
-}
-
-/// The result a reply carries.
-pub fn from_reply(
+/// What a reply carries: status code, payload, version, typed state and
+/// error kind. The JSON payload is rendered only for callers outside the
+/// cluster (`with_json`); peers read the typed state.
+struct ReplyParts {
     status_code: i32,
     payload: Vec<u8>,
     version: u64,
-) -> Result<CartSnapshot, GrainError> {
-    if status_code == 200 {
-        Ok(CartSnapshot { version, json: payload })
-    } else {
-        Err(GrainError::Remote {
-            status: u16::try_from(status_code).unwrap_or(502),
-            message: String::from_utf8_lossy(&payload).into_owned(),
-        })
+    state: Option<wire::CartState>,
+    error_kind: i32,
+}
+
+fn reply_parts(result: &Result<CartState, GrainError>, with_json: bool) -> ReplyParts {
+    match result {
+        Ok(cart) => ReplyParts {
+            status_code: 200,
+            payload: if with_json { cart.to_json() } else { Vec::new() },
+            version: cart.version(),
+            state: Some(state_wire::to_wire(cart)),
+            error_kind: 0,
+        },
+        Err(e) => ReplyParts {
+            status_code: i32::from(e.kind().http_status()),
+            payload: e.to_string().into_bytes(),
+            version: 0,
+            state: None,
+            error_kind: e.kind().code(),
+        },
     }
+}
+
+/// A reply to a mutation.
+pub fn mutation_reply(result: &Result<CartState, GrainError>, with_json: bool) -> MutationReply {
+    let p = reply_parts(result, with_json);
+    MutationReply {
+        status_code: p.status_code,
+        payload: p.payload,
+        version: p.version,
+        state: p.state,
+        error_kind: p.error_kind,
+    }
+}
+
+/// A reply to a read.
+pub fn state_reply(result: &Result<CartState, GrainError>, with_json: bool) -> StateReply {
+    let p = reply_parts(result, with_json);
+    StateReply {
+        status_code: p.status_code,
+        payload: p.payload,
+        version: p.version,
+        state: p.state,
+        error_kind: p.error_kind,
+    }
+}
+
+/// The result a peer's reply carries. A reply without an error kind (an
+/// older peer) is read by its status code.
+pub fn from_reply(
+    status_code: i32,
+    payload: Vec<u8>,
+    state: Option<wire::CartState>,
+    error_kind: i32,
+    items: &ItemInterner,
+) -> Result<CartState, GrainError> {
+    if status_code == 200 {
+        let state = state.ok_or_else(|| GrainError::Remote {
+            kind: ErrorKind::Internal,
+            message: "a peer answered 200 without the cart's state".into(),
+        })?;
+        return state_wire::from_wire(state, items);
+    }
+    let kind =
+        ErrorKind::from_code(error_kind).unwrap_or_else(|| ErrorKind::from_http_status(status_code));
+    Err(GrainError::Remote { kind, message: String::from_utf8_lossy(&payload).into_owned() })
+}
+
+/// [`from_reply`] of a mutation reply.
+pub fn from_mutation_reply(r: MutationReply, items: &ItemInterner) -> Result<CartState, GrainError> {
+    from_reply(r.status_code, r.payload, r.state, r.error_kind, items)
+}
+
+/// [`from_reply`] of a state reply.
+pub fn from_state_reply(r: StateReply, items: &ItemInterner) -> Result<CartState, GrainError> {
+    from_reply(r.status_code, r.payload, r.state, r.error_kind, items)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cart_domain::proto::{AddRequest, ChangeQuantity};
+    use cart_domain::proto::{AddItem, AddRequest, ChangeQuantity};
+    use cart_domain::{Cart, CartEvent};
+    use std::sync::Arc;
 
     #[test]
     fn legacy_codes_map_to_the_wire_enum_and_back() {
-        for kind in Kind::ALL {
-            let wire = to_wire(kind);
-            assert_eq!(wire as i32, i32::from(kind.code()), "{kind:?}");
-            assert_eq!(from_wire(wire as i32), Some(kind));
+        for &kind in Kind::ALL {
+            assert_eq!(to_wire(kind) as i32, i32::from(kind.code()), "{kind:?}");
         }
-        assert_eq!(from_wire(0), None);
-        assert_eq!(from_wire(3), None);
-        assert_eq!(from_wire(-1), None);
         assert_eq!(MutationType::MutationOrderCompleted.as_str_name(), "MUTATION_ORDER_COMPLETED");
     }
 
     #[test]
-    fn envelope_round_trip() {
+    fn error_kinds_are_the_wire_enum() {
+        for kind in ErrorKind::ALL {
+            let name = wire::ErrorKind::try_from(kind.code()).unwrap().as_str_name();
+            let expected = format!("ERROR_KIND_{}", snake(&format!("{kind:?}")));
+            assert_eq!(name, expected);
+        }
+        assert!(wire::ErrorKind::try_from(13).is_err());
+    }
+
+    fn snake(camel: &str) -> String {
+        let mut out = String::new();
+        for (i, c) in camel.chars().enumerate() {
+            if c.is_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_uppercase());
+        }
+        out
+    }
+
+    #[test]
+    fn forwarded_envelopes_carry_events_and_client_ones_commands() {
         let cart = CartId::parse("c-1").unwrap();
-        let request = MutateRequest {
+        let resolved = MutateRequest {
             mutations: vec![
-                Mutation::AddRequest(AddRequest {
-                    sku: "861200".into(),
-                    quantity: 2,
-                    country: Some("se".into()),
-                    store_id: None,
-                }),
-                Mutation::ChangeQuantity(ChangeQuantity { id: 1, quantity: 3 }),
+                CartEvent::AddItem(AddItem { sku: "1".into(), price: 5, ..Default::default() }),
+                CartEvent::ChangeQuantity(ChangeQuantity { id: 1, quantity: 3 }),
             ],
             if_match: Some(4),
             idempotency: Some(IdempotencyTag { key: "k".into(), fingerprint: 99 }),
         };
-        let wire = encode_request(&cart, &request, true);
-        assert_eq!(wire.r#type, MutationType::MutationAddRequest as i32);
-        // Through the protobuf encoding, as it crosses the network.
+        let wire = encode_forwarded(&cart, &resolved);
         let bytes = prost::Message::encode_to_vec(&wire);
         let received: MutationRequest = prost::Message::decode(bytes.as_slice()).unwrap();
-        assert!(received.forwarded);
-        let (id, back) = decode_request(&received).unwrap();
-        assert_eq!(id, cart);
-        assert_eq!(back.mutations, request.mutations);
-        assert_eq!(back.if_match, Some(4));
-        assert_eq!(back.idempotency, request.idempotency);
+        let Ok(Decoded::Forwarded(id, back)) = decode_request(&received) else { panic!() };
+        assert_eq!((id, back.mutations, back.if_match), (cart.clone(), resolved.mutations, Some(4)));
+        assert_eq!(back.idempotency, resolved.idempotency);
+
+        // The same events from outside the cluster are refused: a client may
+        // not name a price.
+        let mut outside = received.clone();
+        outside.forwarded = false;
+        let err = decode_request(&outside).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+
+        let client = MutateRequest::of(vec![CartCommand::AddSku(AddRequest {
+            sku: "861200".into(),
+            quantity: 2,
+            ..Default::default()
+        })]);
+        let wire = encode_client(&cart, &client).unwrap();
+        let Ok(Decoded::Client(_, back)) = decode_request(&wire) else { panic!() };
+        assert_eq!(back.mutations, client.mutations);
     }
 
     #[test]
-    fn bad_envelopes_are_400s() {
-        let mut wire = encode_request(
+    fn bad_envelopes_are_invalid() {
+        let mut wire = encode_forwarded(
             &CartId::parse("c").unwrap(),
-            &MutateRequest {
-                mutations: vec![Mutation::ChangeQuantity(ChangeQuantity { id: 1, quantity: 1 })],
-                ..Default::default()
-            },
-            false,
+            &MutateRequest::of(vec![CartEvent::ChangeQuantity(ChangeQuantity { id: 1, quantity: 1 })]),
         );
         wire.r#type = 3;
-        assert_eq!(decode_request(&wire).unwrap_err().status(), 400);
+        assert_eq!(decode_request(&wire).err().unwrap().kind(), ErrorKind::Invalid);
         wire.r#type = MutationType::MutationAddItem as i32;
         wire.payload = vec![0xff, 0xff];
-        assert_eq!(decode_request(&wire).unwrap_err().status(), 400);
+        assert_eq!(decode_request(&wire).err().unwrap().kind(), ErrorKind::Invalid);
         wire.cart_id = "bad id".into();
-        assert_eq!(decode_request(&wire).unwrap_err().status(), 400);
+        assert_eq!(decode_request(&wire).err().unwrap().kind(), ErrorKind::Invalid);
     }
 
     #[test]
-    fn replies_carry_http_statuses() {
-        let ok = mutation_reply(Ok(CartSnapshot { version: 3, json: b"{}".to_vec() }));
-        assert_eq!((ok.status_code, ok.version), (200, 3));
-        let err = mutation_reply(Err(GrainError::NotFound));
-        assert_eq!(err.status_code, 404);
-        assert!(matches!(
-            from_reply(err.status_code, err.payload, 0),
-            Err(GrainError::Remote { status: 404, .. })
-        ));
+    fn replies_carry_the_typed_state_and_error_kinds() {
+        let items = ItemInterner::new();
+        let mut cart = Cart::new("c1".into());
+        let add = AddItem {
+            sku: "1".into(),
+            name: "One".into(),
+            price: 1250,
+            quantity: 2,
+            tax: 2500,
+            currency: "SEK".into(),
+            country: "se".into(),
+            ..Default::default()
+        };
+        cart.apply(&CartEvent::AddItem(add), &items).unwrap();
+        let state: CartState = Arc::new(cart);
+        let ok = mutation_reply(&Ok(Arc::clone(&state)), false);
+        assert_eq!((ok.status_code, ok.version, ok.payload.len()), (200, 1, 0));
+        let back = from_mutation_reply(ok, &ItemInterner::new()).unwrap();
+        assert_eq!(back.to_json(), state.to_json());
+        let with_json = mutation_reply(&Ok(Arc::clone(&state)), true);
+        assert_eq!(with_json.payload, state.to_json());
+
+        let err = mutation_reply(&Err(GrainError::NotFound), true);
+        assert_eq!((err.status_code, err.error_kind), (404, ErrorKind::NotFound.code()));
+        let back = from_mutation_reply(err, &items).unwrap_err();
+        assert_eq!(back.kind(), ErrorKind::NotFound);
+        // An older peer's reply: status only.
+        let old = from_reply(409, b"no".to_vec(), None, 0, &items).unwrap_err();
+        assert_eq!(old.kind(), ErrorKind::Conflict);
     }
 }

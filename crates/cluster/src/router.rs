@@ -11,18 +11,18 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cart_grain::{CartId, CartSnapshot, Carts, GrainError, GrainRuntime, MutateRequest};
+use cart_domain::CartState;
+use cart_grain::{
+    CartId, CartWatch, Carts, ErrorKind, GrainError, GrainRuntime, MutateRequest, ResolvedRequest,
+};
 
 use crate::client::{Peers, never_delivered};
+use crate::follow::Followers;
 use crate::mapping;
 use crate::membership::Membership;
 use crate::node::NodeAddr;
 use crate::placement;
 use crate::proto::cart::StateRequest;
-
-/// Status a node answers a forwarded request with when it cannot serve it
-/// (closing, or its takeover was refused): "ask the next node".
-pub const MISDIRECTED: u16 = 421;
 
 /// How one attempt ended.
 enum Attempt<T> {
@@ -40,12 +40,14 @@ pub struct ClusterCarts {
     runtime: Arc<GrainRuntime>,
     membership: Arc<Membership>,
     peers: Arc<Peers>,
+    followers: Arc<Followers>,
 }
 
 impl ClusterCarts {
     /// Routes over `membership`'s view, serving owned carts from `runtime`.
     pub fn new(runtime: Arc<GrainRuntime>, membership: Arc<Membership>, peers: Arc<Peers>) -> Self {
-        ClusterCarts { runtime, membership, peers }
+        let followers = Followers::new(Arc::clone(&runtime), Arc::clone(&membership), Arc::clone(&peers));
+        ClusterCarts { runtime, membership, peers, followers }
     }
 
     fn owner(&self, id: &CartId, avoid: &[NodeAddr]) -> Result<NodeAddr, GrainError> {
@@ -59,22 +61,31 @@ impl ClusterCarts {
         node == self.membership.me()
     }
 
-    /// Serves a request forwarded by another node (never forwards it again).
-    pub async fn serve_forwarded_get(&self, id: &CartId) -> Result<CartSnapshot, GrainError> {
+    /// Serves a read forwarded by another node (never forwards it again).
+    pub async fn serve_forwarded_get(&self, id: &CartId) -> Result<CartState, GrainError> {
         misdirected_if_moving(self.runtime.get(id).await)
     }
 
-    /// See [`ClusterCarts::serve_forwarded_get`].
+    /// Serves a resolved mutation forwarded by another node (never forwards
+    /// it again). A write that lost to another writer is retried here once,
+    /// after the grain reloaded, like a local one.
     pub async fn serve_forwarded_mutate(
         &self,
         id: &CartId,
-        request: MutateRequest,
-    ) -> Result<CartSnapshot, GrainError> {
-        misdirected_if_moving(self.runtime.mutate(id, request).await)
+        request: ResolvedRequest,
+    ) -> Result<CartState, GrainError> {
+        let request = Arc::new(request);
+        let result = match self.runtime.apply(id, Arc::clone(&request)).await {
+            Err(e) if e.kind() == ErrorKind::Fenced => self.runtime.apply(id, request).await,
+            other => other,
+        };
+        misdirected_if_moving(result)
     }
 
     /// Runs `attempt` on the cart's owner, and once more on the next owner
-    /// when the first attempt certainly did not apply.
+    /// when the first attempt certainly did not apply. A retryable ownership
+    /// change whose retry also failed is answered as `Unavailable`: clients
+    /// never see it as such.
     async fn routed<T, F, Fut>(&self, id: &CartId, attempt: F) -> Result<T, GrainError>
     where
         F: Fn(NodeAddr) -> Fut,
@@ -90,11 +101,11 @@ impl ClusterCarts {
         tracing::info!(cart = %id, from = %first, to = %next, reason = %why, "retrying after an owner change");
         match attempt(next).await {
             Attempt::Done(result) => result,
-            Attempt::Reroute { why, .. } => Err(why),
+            Attempt::Reroute { why, .. } => Err(why.as_kind(ErrorKind::Unavailable)),
         }
     }
 
-    async fn try_get(&self, owner: NodeAddr, id: &CartId) -> Attempt<CartSnapshot> {
+    async fn try_get(&self, owner: NodeAddr, id: &CartId) -> Attempt<CartState> {
         let owner = &owner;
         if self.is_me(owner) {
             return local(self.runtime.get(id).await);
@@ -104,12 +115,13 @@ impl ClusterCarts {
             Err(e) => return Attempt::Done(Err(GrainError::Unreachable(e.to_string()))),
         };
         let request = self.peers.request(StateRequest { cart_id: id.to_string(), forwarded: true });
+        let items = self.runtime.items();
         remote(
             owner,
-            client.get_state(request).await.map(|r| {
-                let r = r.into_inner();
-                mapping::from_reply(r.status_code, r.payload, r.version)
-            }),
+            client
+                .get_state(request)
+                .await
+                .map(|r| mapping::from_state_reply(r.into_inner(), items)),
         )
     }
 
@@ -117,20 +129,18 @@ impl ClusterCarts {
         &self,
         owner: NodeAddr,
         id: &CartId,
-        request: &Arc<MutateRequest>,
-    ) -> Attempt<CartSnapshot> {
+        request: &Arc<ResolvedRequest>,
+    ) -> Attempt<CartState> {
         let owner = &owner;
         if self.is_me(owner) {
-            return local(self.runtime.mutate(id, Arc::clone(request)).await);
+            return local(self.runtime.apply(id, Arc::clone(request)).await);
         }
-        let wire = mapping::encode_request(id, request, true);
-        let result = self
-            .peers
-            .mutate(owner, wire)
-            .await
-            .map(|r| mapping::from_reply(r.status_code, r.payload, r.version));
+        let wire = mapping::encode_forwarded(id, request);
+        let items = self.runtime.items();
+        let result =
+            self.peers.mutate(owner, wire).await.map(|r| mapping::from_mutation_reply(r, items));
         if let Ok(Err(e)) = &result
-            && e.status() >= 500
+            && e.kind().is_failure()
         {
             let types: Vec<&str> = request.mutations.iter().map(|m| m.kind().name()).collect();
             tracing::warn!(cart = %id, owner = %owner, types = ?types, error = %e, "remote mutation failed");
@@ -139,37 +149,49 @@ impl ClusterCarts {
     }
 }
 
-fn misdirected_if_moving(
-    result: Result<CartSnapshot, GrainError>,
-) -> Result<CartSnapshot, GrainError> {
+fn misdirected_if_moving(result: Result<CartState, GrainError>) -> Result<CartState, GrainError> {
     match result {
         Err(e @ (GrainError::ShuttingDown | GrainError::HandoverRefused(_))) => {
-            Err(GrainError::Remote { status: MISDIRECTED, message: e.to_string() })
+            Err(e.as_kind(ErrorKind::Misdirected))
         }
         other => other,
     }
 }
 
+/// How a failure that certainly applied nothing is retried: a fenced or
+/// stale writer reloads and tries again where it is (`Some(false)`), a
+/// node that cannot serve the cart sends it to the next node
+/// (`Some(true)`); anything else is the answer (`None`).
+fn reroute(e: &GrainError) -> Option<bool> {
+    match e.kind() {
+        ErrorKind::Fenced => Some(false),
+        ErrorKind::Misdirected => Some(true),
+        ErrorKind::Invalid
+        | ErrorKind::NotFound
+        | ErrorKind::Conflict
+        | ErrorKind::PreconditionFailed
+        | ErrorKind::CheckoutLocked
+        | ErrorKind::Completed
+        | ErrorKind::IdempotencyKeyReused
+        | ErrorKind::Unavailable
+        | ErrorKind::BadGateway
+        | ErrorKind::Internal => None,
+    }
+}
+
 fn local<T>(result: Result<T, GrainError>) -> Attempt<T> {
     match result {
-        // Nothing was applied. Fenced or behind: another node wrote the
-        // cart; this node reloads and, still the owner by its view, tries
-        // once more.
-        Err(why @ (GrainError::Fenced | GrainError::Conflict)) => {
-            Attempt::Reroute { why, skip_owner: false }
-        }
-        // The previous owner does not know this node yet: let it serve.
-        Err(why @ GrainError::HandoverRefused(_)) => Attempt::Reroute { why, skip_owner: true },
-        other => Attempt::Done(other),
+        Err(why) => match reroute(&why) {
+            Some(skip_owner) => Attempt::Reroute { why, skip_owner },
+            None => Attempt::Done(Err(why)),
+        },
+        ok => Attempt::Done(ok),
     }
 }
 
 fn remote<T>(owner: &NodeAddr, result: Result<Result<T, GrainError>, tonic::Status>) -> Attempt<T> {
     match result {
-        Ok(Err(GrainError::Remote { status: MISDIRECTED, message })) => {
-            Attempt::Reroute { why: GrainError::Remote { status: 503, message }, skip_owner: true }
-        }
-        Ok(other) => Attempt::Done(other),
+        Ok(answer) => local(answer),
         Err(status) if never_delivered(&status) => Attempt::Reroute {
             why: GrainError::Unreachable(format!("{owner} refused the connection")),
             skip_owner: true,
@@ -183,19 +205,21 @@ fn remote<T>(owner: &NodeAddr, result: Result<Result<T, GrainError>, tonic::Stat
 
 #[async_trait]
 impl Carts for ClusterCarts {
-    async fn get(&self, id: &CartId) -> Result<CartSnapshot, GrainError> {
+    async fn get(&self, id: &CartId) -> Result<CartState, GrainError> {
         self.routed(id, |owner| self.try_get(owner, id)).await
     }
 
-    async fn mutate(
-        &self,
-        id: &CartId,
-        request: MutateRequest,
-    ) -> Result<CartSnapshot, GrainError> {
-        // Resolve add-by-SKU here, at the entry node, so the owner's turn
-        // does no catalogue I/O within the forwarding deadline.
-        let mutations = self.runtime.resolve(request.mutations).await?;
-        let request = Arc::new(MutateRequest { mutations, ..request });
+    async fn mutate(&self, id: &CartId, request: MutateRequest) -> Result<CartState, GrainError> {
+        // Resolve here, at the entry node, so the owner's turn does no
+        // catalogue I/O within the forwarding deadline.
+        let request = Arc::new(self.runtime.resolve(request).await?);
         self.routed(id, |owner| self.try_mutate(owner, id, &request)).await
+    }
+
+    async fn watch(&self, id: &CartId) -> Result<CartWatch, GrainError> {
+        let permit = self.runtime.admit_watcher()?;
+        let current = self.get(id).await?;
+        let updates = self.followers.follow(id, &current);
+        Ok(CartWatch { updates, permit })
     }
 }

@@ -3,17 +3,18 @@
 
 use std::sync::Arc;
 
-use cart_grain::{CartId, Carts, Clock, GrainRuntime};
+use cart_grain::{CartId, Carts, Clock, GrainError, GrainRuntime};
 use tonic::{Request, Response, Status};
 
 use crate::batch::MAX_BATCH;
 use crate::client::Peers;
-use crate::mapping;
+use crate::mapping::{self, Decoded};
 use crate::membership::Membership;
 use crate::node::NodeAddr;
 use crate::proto::cart::cart_actor_server::CartActor;
 use crate::proto::cart::{
     MutationBatch, MutationBatchReply, MutationReply, MutationRequest, StateReply, StateRequest,
+    WatchRequest,
 };
 use crate::proto::control::control_plane_server::ControlPlane;
 use crate::proto::control::{
@@ -21,35 +22,42 @@ use crate::proto::control::{
     OwnerChangeRequest, PingReply,
 };
 use crate::router::ClusterCarts;
+use crate::watch_stream::{self, WatchStream};
 
-/// CartActor: a request marked `forwarded` is served by this node; any other
-/// (from a client outside the cluster) is routed like an HTTP request.
+/// CartActor: a request marked `forwarded` (a peer's, resolved) is served by
+/// this node; any other (a client's commands, from outside the cluster) is
+/// routed like an HTTP request and answered with the cart JSON as well.
 pub struct CartActorService {
     carts: Arc<ClusterCarts>,
+    runtime: Arc<GrainRuntime>,
 }
 
 impl CartActorService {
-    /// The service over the cluster's carts.
-    pub fn new(carts: Arc<ClusterCarts>) -> Self {
-        CartActorService { carts }
+    /// The service over the cluster's carts and this node's grains.
+    pub fn new(carts: Arc<ClusterCarts>, runtime: Arc<GrainRuntime>) -> Self {
+        CartActorService { carts, runtime }
     }
 
     async fn serve_mutation(&self, wire: &MutationRequest) -> MutationReply {
         let result = match mapping::decode_request(wire) {
             Err(e) => Err(e),
-            Ok((id, request)) if wire.forwarded => {
+            Ok(Decoded::Forwarded(id, request)) => {
                 self.carts.serve_forwarded_mutate(&id, request).await
             }
-            Ok((id, request)) => self.carts.mutate(&id, request).await,
+            Ok(Decoded::Client(id, request)) => self.carts.mutate(&id, request).await,
         };
         if let Err(e) = &result
-            && e.status() >= 500
+            && e.kind().is_failure()
         {
             metrics::counter!("cart_grpc_mutate_errors_total").increment(1);
             tracing::warn!(cart = %wire.cart_id, r#type = wire.r#type, error = %e, "mutation failed");
         }
-        mapping::mutation_reply(result)
+        mapping::mutation_reply(&result, !wire.forwarded)
     }
+}
+
+fn invalid(e: &GrainError) -> Status {
+    Status::invalid_argument(e.to_string())
 }
 
 #[tonic::async_trait]
@@ -89,7 +97,38 @@ impl CartActor for CartActorService {
             Ok(id) if wire.forwarded => self.carts.serve_forwarded_get(&id).await,
             Ok(id) => self.carts.get(&id).await,
         };
-        Ok(Response::new(mapping::state_reply(result)))
+        Ok(Response::new(mapping::state_reply(&result, !wire.forwarded)))
+    }
+
+    type WatchStream = WatchStream;
+
+    /// A peer's follower (`forwarded`) gets this node's own grain states and
+    /// the stream ends when this node stops serving the cart; a client gets
+    /// the cart followed wherever it lives. Either counts against the
+    /// watcher cap.
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        let wire = request.into_inner();
+        let id = CartId::parse(&wire.cart_id).map_err(|e| invalid(&e))?;
+        let unavailable = |e: GrainError| Status::unavailable(e.to_string());
+        let stream = if wire.forwarded {
+            match self.runtime.watch(&id).await {
+                Ok(watch) => watch_stream::states(watch.updates, wire.from_version, watch.permit),
+                // Not created yet: its first state comes with its first turn.
+                Err(GrainError::NotFound) => {
+                    let permit = self.runtime.admit_watcher().map_err(unavailable)?;
+                    watch_stream::states(self.runtime.feed(&id), wire.from_version, permit)
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        } else {
+            let watch = self.carts.watch(&id).await.map_err(|e| match e.kind() {
+                cart_grain::ErrorKind::NotFound => Status::not_found(e.to_string()),
+                cart_grain::ErrorKind::Invalid => invalid(&e),
+                _ => unavailable(e),
+            })?;
+            watch_stream::states(watch.updates, wire.from_version, watch.permit)
+        };
+        Ok(Response::new(stream))
     }
 }
 

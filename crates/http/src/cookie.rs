@@ -9,16 +9,18 @@ pub const NAME: &str = "cartid";
 /// browser restart.
 pub const MAX_AGE_SECONDS: u64 = 90 * 24 * 60 * 60;
 
-/// The cart id in the request's `cartid` cookie, if present and valid.
+/// The cart id of the request's first valid `cartid` cookie. Cookies are
+/// parsed by the `cookie` crate; a malformed or invalid `cartid` (a stale
+/// one from another path, say) does not hide a valid one after it.
 pub fn cart_id(headers: &HeaderMap) -> Option<CartId> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == NAME)
-        .and_then(|(_, value)| CartId::parse(value.trim_matches('"')).ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|c| c.name() == NAME)
+        .find_map(|c| CartId::parse(c.value_trimmed()).ok())
 }
 
 /// `Set-Cookie` for a new cart: `Path=/`, host-only (no `Domain`), not
@@ -38,13 +40,21 @@ pub fn clear() -> HeaderValue {
 mod tests {
     use super::*;
 
-    #[test]
-    fn finds_the_cookie_among_others() {
+    fn with(cookies: &[&'static str]) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; cartid=Abc123; b=2"));
-        assert_eq!(cart_id(&h).unwrap().as_str(), "Abc123");
-        h.insert(header::COOKIE, HeaderValue::from_static("cartid=../etc"));
-        assert!(cart_id(&h).is_none());
+        for c in cookies {
+            h.append(header::COOKIE, HeaderValue::from_static(c));
+        }
+        h
+    }
+
+    #[test]
+    fn finds_the_first_valid_cookie_among_others() {
+        assert_eq!(cart_id(&with(&["a=1; cartid=Abc123; b=2"])).unwrap().as_str(), "Abc123");
+        assert!(cart_id(&with(&["cartid=../etc"])).is_none());
         assert!(cart_id(&HeaderMap::new()).is_none());
+        assert_eq!(cart_id(&with(&["cartid=../etc; cartid=Good1"])).unwrap().as_str(), "Good1");
+        assert_eq!(cart_id(&with(&["cartid=bad id", "cartid=\"Good2\""])).unwrap().as_str(), "Good2");
+        assert_eq!(cart_id(&with(&["cartid=First; cartid=Second"])).unwrap().as_str(), "First");
     }
 }

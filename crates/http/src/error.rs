@@ -1,18 +1,19 @@
-//! The one place failures become HTTP responses: a status code, a short
-//! human-readable text body (the storefront shows it to the shopper), and
-//! `Retry-After` on 503.
+//! The one place failures become HTTP responses: a status code (from the
+//! failure's kind, exhaustively), a short human-readable text body (the
+//! storefront shows it to the shopper), and `Retry-After` on 503.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cart_grain::GrainError;
+use cart_checkout::CheckoutError;
+use cart_grain::{ErrorKind, GrainError};
 
 /// A failed request.
 #[derive(Debug)]
 pub enum ApiError {
-    /// The grain runtime refused or failed.
+    /// The grain runtime or the cluster refused or failed.
     Grain(GrainError),
     /// A checkout step failed.
-    Checkout(cart_checkout::CheckoutError),
+    Checkout(CheckoutError),
     /// The request itself is malformed.
     BadRequest(String),
     /// The body exceeds [`crate::MAX_BODY_BYTES`].
@@ -27,12 +28,37 @@ impl From<GrainError> for ApiError {
     }
 }
 
-impl From<cart_checkout::CheckoutError> for ApiError {
-    fn from(e: cart_checkout::CheckoutError) -> Self {
+impl From<CheckoutError> for ApiError {
+    fn from(e: CheckoutError) -> Self {
         match e {
-            cart_checkout::CheckoutError::Cart(e) => ApiError::Grain(e),
+            CheckoutError::Cart(e) => ApiError::Grain(e),
             other => ApiError::Checkout(other),
         }
+    }
+}
+
+fn status_of(kind: ErrorKind) -> StatusCode {
+    StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// A cart failure's status and text. A retryable ownership change that
+/// still reached here is "retry shortly"; damaged data is not described.
+fn grain_parts(e: &GrainError) -> (StatusCode, String) {
+    match e.kind() {
+        ErrorKind::Internal => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error; the cart was not changed".into())
+        }
+        ErrorKind::Misdirected => (status_of(ErrorKind::Unavailable), e.to_string()),
+        kind @ (ErrorKind::Invalid
+        | ErrorKind::NotFound
+        | ErrorKind::Conflict
+        | ErrorKind::PreconditionFailed
+        | ErrorKind::CheckoutLocked
+        | ErrorKind::Completed
+        | ErrorKind::IdempotencyKeyReused
+        | ErrorKind::Fenced
+        | ErrorKind::Unavailable
+        | ErrorKind::BadGateway) => (status_of(kind), e.to_string()),
     }
 }
 
@@ -40,18 +66,18 @@ impl ApiError {
     /// The status and the text shown to the client.
     fn parts(&self) -> (StatusCode, String) {
         match self {
-            ApiError::Grain(e) => {
-                let status =
-                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                let text = if status == StatusCode::INTERNAL_SERVER_ERROR {
-                    "internal error; the cart was not changed".to_owned()
-                } else {
-                    e.to_string()
-                };
-                (status, text)
-            }
+            ApiError::Grain(e) => grain_parts(e),
             ApiError::Checkout(e) => {
-                (StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY), e.to_string())
+                let status = match e {
+                    CheckoutError::Cart(e) => return grain_parts(e),
+                    CheckoutError::EmptyCart | CheckoutError::Unpayable(_) => {
+                        StatusCode::BAD_REQUEST
+                    }
+                    CheckoutError::Provider(_) => StatusCode::BAD_GATEWAY,
+                    CheckoutError::UnknownOrder(_) => StatusCode::NOT_FOUND,
+                    CheckoutError::Mismatch(_) => StatusCode::CONFLICT,
+                };
+                (status, e.to_string())
             }
             ApiError::BadRequest(text) => (StatusCode::BAD_REQUEST, text.clone()),
             ApiError::Unavailable(text) => (StatusCode::SERVICE_UNAVAILABLE, text.clone()),
@@ -71,11 +97,7 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, text).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            let seconds = match &self {
-                ApiError::Grain(e) => e.retry_after().unwrap_or(1),
-                _ => 1,
-            };
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
         }
         response
     }

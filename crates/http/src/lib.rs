@@ -5,6 +5,7 @@
 //! - The *service face* ([`service`]) addresses carts by id under
 //!   `/api/carts/{id}` for other services, with `ETag`/`If-Match` and
 //!   `Idempotency-Key`.
+//! - [`events`] streams live carts (Server-Sent Events) on both faces.
 //! - [`ops`] serves `/healthz`, `/readyz` and `/metrics`.
 //!
 //! Both faces turn request bodies into the same domain mutations
@@ -14,6 +15,7 @@ pub mod body;
 pub mod checkout;
 pub mod cookie;
 pub mod error;
+pub mod events;
 pub mod ops;
 pub mod requests;
 pub mod response;

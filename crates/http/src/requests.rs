@@ -1,10 +1,9 @@
-//! Request bodies of both faces and the mutations they become.
+//! Request bodies of both faces and the commands they become.
 
 use cart_domain::proto::{
-    AddRequest, ChangeQuantity, RemoveDelivery, RemoveItem, SetCartItems, SetDelivery,
-    SetPickupPoint,
+    AddRequest, ChangeQuantity, RemoveDelivery, RemoveItem, SetDelivery, SetPickupPoint,
 };
-use cart_domain::{Mutation, PickupPoint};
+use cart_domain::{CartCommand, PickupPoint};
 use serde::Deserialize;
 
 /// Add one product by SKU: `{sku, quantity, country?, storeId?}`.
@@ -80,8 +79,8 @@ pub struct DeliveryBody {
 }
 
 /// An add by SKU.
-pub fn add(b: AddBody) -> Mutation {
-    Mutation::AddRequest(AddRequest {
+pub fn add(b: AddBody) -> CartCommand {
+    CartCommand::AddSku(AddRequest {
         sku: b.sku,
         quantity: b.quantity,
         country: b.country,
@@ -102,28 +101,28 @@ fn add_requests(b: ItemsBody) -> Vec<AddRequest> {
 }
 
 /// Adds of several SKUs, applied together or not at all.
-pub fn add_many(b: ItemsBody) -> Vec<Mutation> {
-    add_requests(b).into_iter().map(Mutation::AddRequest).collect()
+pub fn add_many(b: ItemsBody) -> Vec<CartCommand> {
+    add_requests(b).into_iter().map(CartCommand::AddSku).collect()
 }
 
 /// Replace all lines.
-pub fn set_items(b: ItemsBody) -> Mutation {
-    Mutation::SetCartItems(SetCartItems { requests: add_requests(b), items: Vec::new() })
+pub fn set_items(b: ItemsBody) -> CartCommand {
+    CartCommand::SetItems(add_requests(b))
 }
 
 /// Change a line's quantity.
-pub fn change_quantity(id: i64, quantity: i32) -> Mutation {
-    Mutation::ChangeQuantity(ChangeQuantity { id, quantity })
+pub fn change_quantity(id: i64, quantity: i32) -> CartCommand {
+    CartCommand::ChangeQuantity(ChangeQuantity { id, quantity })
 }
 
 /// Remove a line.
-pub fn remove_item(id: i64) -> Mutation {
-    Mutation::RemoveItem(RemoveItem { id })
+pub fn remove_item(id: i64) -> CartCommand {
+    CartCommand::RemoveItem(RemoveItem { id })
 }
 
 /// Set a delivery.
-pub fn set_delivery(b: DeliveryBody) -> Mutation {
-    Mutation::SetDelivery(SetDelivery {
+pub fn set_delivery(b: DeliveryBody) -> CartCommand {
+    CartCommand::SetDelivery(SetDelivery {
         provider: b.provider,
         items: b.items,
         pickup_point: b.pickup_point.map(Into::into),
@@ -133,11 +132,11 @@ pub fn set_delivery(b: DeliveryBody) -> Mutation {
 }
 
 /// Remove a delivery.
-pub fn remove_delivery(id: i64) -> Mutation {
-    Mutation::RemoveDelivery(RemoveDelivery { id })
+pub fn remove_delivery(id: i64) -> CartCommand {
+    CartCommand::RemoveDelivery(RemoveDelivery { id })
 }
 
 /// Set a delivery's pickup point.
-pub fn set_pickup_point(delivery_id: i64, p: PickupPoint) -> Mutation {
-    Mutation::SetPickupPoint(SetPickupPoint { delivery_id, pickup_point: Some(p.into()) })
+pub fn set_pickup_point(delivery_id: i64, p: PickupPoint) -> CartCommand {
+    CartCommand::SetPickupPoint(SetPickupPoint { delivery_id, pickup_point: Some(p.into()) })
 }

@@ -4,7 +4,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cart_grain::CartSnapshot;
+use cart_domain::CartState;
 
 /// The `ETag` of a cart version.
 pub fn etag(version: u64) -> HeaderValue {
@@ -12,16 +12,17 @@ pub fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
-/// A 200 answer carrying the cart.
-pub fn cart(snapshot: CartSnapshot) -> Response {
+/// A 200 answer carrying the cart, rendered as the storefront's JSON (the
+/// only place cart JSON is made for HTTP).
+pub fn cart(state: CartState) -> Response {
     (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (header::ETAG, etag(snapshot.version)),
+            (header::ETAG, etag(state.version())),
         ],
-        snapshot.json,
+        state.to_json(),
     )
         .into_response()
 }

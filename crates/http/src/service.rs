@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use axum::routing::{delete, get, patch, put};
-use cart_domain::Mutation;
+use cart_domain::CartCommand;
 use cart_grain::{CartId, MutateRequest};
 use cart_store::IdempotencyTag;
 
@@ -27,6 +27,7 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/carts/{id}", get(get_cart))
+        .route("/api/carts/{id}/events", get(crate::events::by_id))
         .route("/api/carts/{id}/items", put(set_items).post(add_item))
         .route("/api/carts/{id}/items/{line}", patch(change_quantity).delete(remove_item))
         .route("/api/carts/{id}/deliveries", axum::routing::post(set_delivery))
@@ -70,7 +71,7 @@ async fn mutate(
     id: &str,
     write: WriteHeaders,
     body: &[u8],
-    mutations: Vec<Mutation>,
+    mutations: Vec<CartCommand>,
 ) -> Result<Response, ApiError> {
     let id = cart_id(id)?;
     let idempotency = write.key.map(|key| IdempotencyTag {
@@ -81,20 +82,52 @@ async fn mutate(
     Ok(response::cart(s.carts.mutate(&id, request).await?))
 }
 
-/// The version in `If-Match` (`"5"`, `W/"5"` or `5`); `None` when absent or
-/// `*`.
+/// A version no cart ever has: what an `If-Match` entity tag that names no
+/// version of ours (a weak tag, or not a number) compares as, so the cart
+/// answers 412 with its current version, as RFC 9110 says.
+const NEVER_MATCHES: u64 = u64::MAX;
+
+/// The version `If-Match` requires: `None` when absent or `*`. A strong
+/// entity tag with a version (`"5"`, or a bare `5` as older clients send)
+/// matches that version; a weak tag (`W/"5"`: If-Match compares strongly)
+/// or any other tag never matches. Only a header that is not an entity-tag
+/// list at all is a bad request.
 fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get("if-match") else {
         return Ok(None);
     };
-    let text = value.to_str().unwrap_or_default().trim();
+    let broken = || {
+        ApiError::BadRequest(
+            "If-Match must be * or entity tags such as \"3\" (the cart's ETag)".to_owned(),
+        )
+    };
+    let text = value.to_str().map_err(|_| broken())?.trim();
     if text == "*" {
         return Ok(None);
     }
-    let version = text.trim_start_matches("W/").trim_matches('"');
-    version.parse().map(Some).map_err(|_| {
-        ApiError::BadRequest(format!("If-Match must be a cart version such as \"3\", got {text:?}"))
-    })
+    let mut versions = Vec::new();
+    for tag in text.split(',').map(str::trim) {
+        let (weak, opaque) = match tag.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, tag),
+        };
+        let quoted = opaque.len() >= 2 && opaque.starts_with('"') && opaque.ends_with('"');
+        let inner = if quoted { &opaque[1..opaque.len() - 1] } else { opaque };
+        let well_formed = !inner.is_empty()
+            && inner.bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80);
+        if !well_formed || (!quoted && (weak || !inner.bytes().all(|b| b.is_ascii_digit()))) {
+            return Err(broken());
+        }
+        match inner.parse::<u64>() {
+            Ok(v) if !weak => versions.push(v),
+            _ => {}
+        }
+    }
+    match versions.as_slice() {
+        [] => Ok(Some(NEVER_MATCHES)),
+        [one] => Ok(Some(*one)),
+        _ => Err(ApiError::BadRequest("If-Match may name one cart version".to_owned())),
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -203,13 +236,21 @@ mod tests {
     fn parses_if_match_forms() {
         let mut h = HeaderMap::new();
         assert_eq!(if_match(&h).unwrap(), None);
-        for v in ["\"5\"", "W/\"5\"", "5"] {
+        let mut set = |v: &'static str| {
             h.insert("if-match", v.parse().unwrap());
-            assert_eq!(if_match(&h).unwrap(), Some(5));
+            if_match(&h)
+        };
+        for v in ["\"5\"", "5", "\"x\", \"5\""] {
+            assert_eq!(set(v).unwrap(), Some(5), "{v}");
         }
-        h.insert("if-match", "*".parse().unwrap());
-        assert_eq!(if_match(&h).unwrap(), None);
-        h.insert("if-match", "\"v1\"".parse().unwrap());
-        assert!(if_match(&h).is_err());
+        assert_eq!(set("*").unwrap(), None);
+        // Well-formed tags that are no version of ours never match (412).
+        for v in ["\"not-the-version\"", "W/\"5\"", "\"v1\""] {
+            assert_eq!(set(v).unwrap(), Some(NEVER_MATCHES), "{v}");
+        }
+        // Broken headers are 400s.
+        for v in ["\"unterminated", "v1", "W/5", "\"\"", "\"a\"b\"", "\"5\", \"6\""] {
+            assert!(set(v).is_err(), "{v}");
+        }
     }
 }

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use cart_domain::Mutation;
+use cart_domain::CartCommand;
 use cart_grain::{CartId, Carts, GrainError, MutateRequest};
 
 use crate::body::JsonBody;
@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/cart", collection())
         .route("/cart/", collection())
         .route("/cart/add", post(add_many))
+        .route("/cart/events", get(crate::events::storefront))
         .route("/cart/delivery", post(set_delivery))
         .route("/cart/delivery/{id}", delete(remove_delivery))
         .route("/cart/delivery/{id}/pickupPoint", put(set_pickup_point))
@@ -43,7 +44,7 @@ async fn get_cart(State(s): State<AppState>, headers: HeaderMap) -> Result<Respo
 async fn mutate(
     carts: &Arc<dyn Carts>,
     headers: &HeaderMap,
-    mutations: Vec<Mutation>,
+    mutations: Vec<CartCommand>,
     create: bool,
 ) -> Result<Response, ApiError> {
     let (id, new) = match cookie::cart_id(headers) {
@@ -51,8 +52,8 @@ async fn mutate(
         None if create => (CartId::random(random_u64()?), true),
         None => return Err(no_cart()),
     };
-    let snapshot = carts.mutate(&id, MutateRequest { mutations, ..Default::default() }).await?;
-    let mut response = response::cart(snapshot);
+    let state = carts.mutate(&id, MutateRequest::of(mutations)).await?;
+    let mut response = response::cart(state);
     if new {
         response.headers_mut().insert(header::SET_COOKIE, cookie::set(&id));
     }
