@@ -1,8 +1,9 @@
 //! The catalogue service over HTTP: `GET {base}/api/by-sku/{sku}`, with short
-//! timeouts and a small TTL cache.
+//! timeouts and a bounded TTL cache (`moka`): found items and unknown SKUs are
+//! remembered, concurrent misses of one SKU share a single lookup, and a full
+//! cache evicts by use, not all at once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -39,13 +40,26 @@ impl HttpCatalogOptions {
     }
 }
 
-type Cached = (Instant, Result<Arc<CatalogItem>, CatalogError>);
+/// What the cache remembers of a SKU: its item, or that it is unknown.
+type Cached = Result<Arc<CatalogItem>, CatalogError>;
+
+/// Found items live `ttl`, unknown SKUs `negative_ttl`.
+struct Ttls {
+    found: Duration,
+    unknown: Duration,
+}
+
+impl moka::Expiry<String, Cached> for Ttls {
+    fn expire_after_create(&self, _: &String, value: &Cached, _: Instant) -> Option<Duration> {
+        Some(if value.is_ok() { self.found } else { self.unknown })
+    }
+}
 
 /// A catalogue reached over HTTP.
 pub struct HttpCatalog {
     client: reqwest::Client,
     options: HttpCatalogOptions,
-    cache: Mutex<HashMap<String, Cached>>,
+    cache: moka::future::Cache<String, Cached>,
 }
 
 impl HttpCatalog {
@@ -56,31 +70,11 @@ impl HttpCatalog {
             .connect_timeout(options.timeout)
             .build()
             .map_err(|e| CatalogError::Unavailable(format!("cannot build HTTP client: {e}")))?;
-        Ok(HttpCatalog { client, options, cache: Mutex::new(HashMap::new()) })
-    }
-
-    fn cached(&self, sku: &str, now: Instant) -> Option<Result<Arc<CatalogItem>, CatalogError>> {
-        let cache = self.cache.lock().ok()?;
-        let (expires, result) = cache.get(sku)?;
-        (now < *expires).then(|| result.clone())
-    }
-
-    fn remember(&self, sku: &str, result: &Result<Arc<CatalogItem>, CatalogError>, now: Instant) {
-        let ttl = match result {
-            Ok(_) => self.options.ttl,
-            Err(CatalogError::UnknownSku(_)) => self.options.negative_ttl,
-            Err(_) => return,
-        };
-        let Ok(mut cache) = self.cache.lock() else {
-            return;
-        };
-        if cache.len() >= self.options.max_entries {
-            cache.retain(|_, (expires, _)| *expires > now);
-            if cache.len() >= self.options.max_entries {
-                cache.clear();
-            }
-        }
-        cache.insert(sku.to_owned(), (now + ttl, result.clone()));
+        let cache = moka::future::Cache::builder()
+            .max_capacity(options.max_entries as u64)
+            .expire_after(Ttls { found: options.ttl, unknown: options.negative_ttl })
+            .build();
+        Ok(HttpCatalog { client, options, cache })
     }
 
     async fn fetch(&self, sku: &str) -> Result<Arc<CatalogItem>, CatalogError> {
@@ -133,12 +127,22 @@ fn encode_path_segment(s: &str) -> String {
 #[async_trait]
 impl Catalog for HttpCatalog {
     async fn lookup(&self, sku: &str) -> Result<Arc<CatalogItem>, CatalogError> {
-        if let Some(hit) = self.cached(sku, Instant::now()) {
-            return hit;
+        // Only answers worth remembering are cached; a failed lookup is
+        // shared with the callers waiting on it, then forgotten.
+        let remembered = self
+            .cache
+            .try_get_with(sku.to_owned(), async {
+                match self.fetch(sku).await {
+                    Err(e @ CatalogError::UnknownSku(_)) => Ok(Err(e)),
+                    Err(e) => Err(e),
+                    Ok(item) => Ok(Ok(item)),
+                }
+            })
+            .await;
+        match remembered {
+            Ok(cached) => cached,
+            Err(shared) => Err(CatalogError::clone(&shared)),
         }
-        let result = self.fetch(sku).await;
-        self.remember(sku, &result, Instant::now());
-        result
     }
 }
 

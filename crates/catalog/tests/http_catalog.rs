@@ -17,6 +17,14 @@ async fn by_sku(State(hits): State<Arc<AtomicUsize>>, Path(sku): Path<String>) -
             "id": 1001, "sku": "1001", "title": "Keyboard", "values": {"4": 99900}
         }))
         .into_response(),
+        "1002" => {
+            // Slow enough that concurrent lookups overlap.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            axum::Json(serde_json::json!({
+                "id": 1002, "sku": "1002", "title": "Mouse", "values": {"4": 19900}
+            }))
+            .into_response()
+        }
         "slow" => {
             tokio::time::sleep(Duration::from_secs(5)).await;
             StatusCode::OK.into_response()
@@ -85,4 +93,20 @@ async fn server_errors_and_a_down_catalogue_are_unavailable() {
     // Nothing listens on port 9 of localhost.
     let down = client("http://127.0.0.1:9");
     assert!(matches!(down.lookup("1001").await, Err(CatalogError::Unavailable(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_of_one_sku_share_one_lookup() {
+    let (base, hits) = serve().await;
+    let c = Arc::new(client(&base));
+    let lookups: Vec<_> = (0..20)
+        .map(|_| {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move { c.lookup("1002").await.map(|i| i.title.clone()) })
+        })
+        .collect();
+    for l in lookups {
+        assert_eq!(l.await.unwrap().unwrap(), "Mouse");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "one lookup for twenty concurrent misses");
 }

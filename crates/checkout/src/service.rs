@@ -199,7 +199,8 @@ impl Checkout {
         let id = CartId::parse(order.merchant_reference1.as_deref().ok_or_else(unknown)?)
             .map_err(|_| unknown())?;
         let cart = self.cart(&id).await?;
-        let checkout = cart.checkout().filter(|c| c.order_id == order.order_id).ok_or_else(unknown)?;
+        let checkout =
+            cart.checkout().filter(|c| c.order_id == order.order_id).ok_or_else(unknown)?;
         if checkout.completed {
             return Ok(id);
         }

@@ -62,6 +62,10 @@ async fn send(
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// One request: what it is, method, path, headers, body, expected status.
+type Case =
+    (&'static str, reqwest::Method, String, Vec<(&'static str, &'static str)>, Option<Value>, u16);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_error_answers_the_same_through_the_owner_and_another_node() {
     let dir = tempfile::tempdir().unwrap();
@@ -73,11 +77,18 @@ async fn every_error_answers_the_same_through_the_owner_and_another_node() {
         send(owner, reqwest::Method::POST, &items, &[], Some(json!({"sku": SKU_A}))).await;
     assert_eq!(status, 200);
     let post = reqwest::Method::POST;
-    let cases: Vec<(&str, reqwest::Method, String, Vec<(&str, &str)>, Option<Value>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         ("unknown cart", reqwest::Method::GET, "/api/carts/nobody-here".into(), vec![], None, 404),
         ("unknown line", reqwest::Method::DELETE, format!("{items}/99"), vec![], None, 404),
         ("unknown sku", post.clone(), items.clone(), vec![], Some(json!({"sku": "000000"})), 404),
-        ("bad quantity", post.clone(), items.clone(), vec![], Some(json!({"sku": SKU_A, "quantity": 0})), 400),
+        (
+            "bad quantity",
+            post.clone(),
+            items.clone(),
+            vec![],
+            Some(json!({"sku": SKU_A, "quantity": 0})),
+            400,
+        ),
         ("dot sku", post.clone(), items.clone(), vec![], Some(json!({"sku": ".."})), 400),
         ("not for sale", post.clone(), items.clone(), vec![], Some(json!({"sku": "999001"})), 409),
         (
@@ -164,11 +175,8 @@ where
     Q: prost::Message + Send + Sync + 'static,
     R: prost::Message + Default + Send + Sync + 'static,
 {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(url.to_owned()).unwrap().connect().await.unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let path = http::uri::PathAndQuery::from_static(method);
@@ -180,7 +188,8 @@ where
 async fn a_client_built_from_the_plans_proto_text_still_works() {
     let dir = tempfile::tempdir().unwrap();
     let node = Server::start(dir.path(), &[]);
-    let add = cart_domain::proto::AddRequest { quantity: 2, sku: SKU_A.into(), ..Default::default() };
+    let add =
+        cart_domain::proto::AddRequest { quantity: 2, sku: SKU_A.into(), ..Default::default() };
     let request = plan::MutationRequest {
         cart_id: "plan-1".into(),
         r#type: 1,

@@ -125,7 +125,7 @@ impl Cluster {
             Arc::clone(&self.carts),
             Arc::clone(&self.runtime),
         ))
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let control = ControlPlaneServer::new(ControlPlaneService::new(
             Arc::clone(&self.membership),
             Arc::clone(&self.runtime),

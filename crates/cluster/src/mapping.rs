@@ -39,7 +39,10 @@ pub fn encode_forwarded(cart: &CartId, request: &ResolvedRequest) -> MutationReq
         payload: first.map(CartEvent::encode_payload).unwrap_or_default(),
         client_timestamp: 0,
         more: events
-            .map(|e| MutationEnvelope { r#type: to_wire(e.kind()) as i32, payload: e.encode_payload() })
+            .map(|e| MutationEnvelope {
+                r#type: to_wire(e.kind()) as i32,
+                payload: e.encode_payload(),
+            })
             .collect(),
         if_match: request.if_match,
         idempotency_key: request.idempotency.as_ref().map(|t| t.key.clone()).unwrap_or_default(),
@@ -49,7 +52,10 @@ pub fn encode_forwarded(cart: &CartId, request: &ResolvedRequest) -> MutationReq
 }
 
 /// The envelope a client sends for `request` (client commands only).
-pub fn encode_client(cart: &CartId, request: &MutateRequest) -> Result<MutationRequest, GrainError> {
+pub fn encode_client(
+    cart: &CartId,
+    request: &MutateRequest,
+) -> Result<MutationRequest, GrainError> {
     let mut envelopes = Vec::with_capacity(request.mutations.len());
     for command in &request.mutations {
         let (kind, payload) = command
@@ -168,13 +174,16 @@ pub fn from_reply(
         })?;
         return state_wire::from_wire(state, items);
     }
-    let kind =
-        ErrorKind::from_code(error_kind).unwrap_or_else(|| ErrorKind::from_http_status(status_code));
+    let kind = ErrorKind::from_code(error_kind)
+        .unwrap_or_else(|| ErrorKind::from_http_status(status_code));
     Err(GrainError::Remote { kind, message: String::from_utf8_lossy(&payload).into_owned() })
 }
 
 /// [`from_reply`] of a mutation reply.
-pub fn from_mutation_reply(r: MutationReply, items: &ItemInterner) -> Result<CartState, GrainError> {
+pub fn from_mutation_reply(
+    r: MutationReply,
+    items: &ItemInterner,
+) -> Result<CartState, GrainError> {
     from_reply(r.status_code, r.payload, r.state, r.error_kind, items)
 }
 
@@ -234,7 +243,10 @@ mod tests {
         let bytes = prost::Message::encode_to_vec(&wire);
         let received: MutationRequest = prost::Message::decode(bytes.as_slice()).unwrap();
         let Ok(Decoded::Forwarded(id, back)) = decode_request(&received) else { panic!() };
-        assert_eq!((id, back.mutations, back.if_match), (cart.clone(), resolved.mutations, Some(4)));
+        assert_eq!(
+            (id, back.mutations, back.if_match),
+            (cart.clone(), resolved.mutations, Some(4))
+        );
         assert_eq!(back.idempotency, resolved.idempotency);
 
         // The same events from outside the cluster are refused: a client may
@@ -258,7 +270,10 @@ mod tests {
     fn bad_envelopes_are_invalid() {
         let mut wire = encode_forwarded(
             &CartId::parse("c").unwrap(),
-            &MutateRequest::of(vec![CartEvent::ChangeQuantity(ChangeQuantity { id: 1, quantity: 1 })]),
+            &MutateRequest::of(vec![CartEvent::ChangeQuantity(ChangeQuantity {
+                id: 1,
+                quantity: 1,
+            })]),
         );
         wire.r#type = 3;
         assert_eq!(decode_request(&wire).err().unwrap().kind(), ErrorKind::Invalid);

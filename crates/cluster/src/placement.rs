@@ -92,4 +92,17 @@ mod tests {
         assert_ne!(&first, second);
         assert!(owner("cart", &members, &members).is_none());
     }
+
+    /// Placement is a stability contract: every node of every version must
+    /// pick the same owner, or carts would have two. These scores never
+    /// change.
+    #[test]
+    fn golden_scores() {
+        let node: NodeAddr = "10.0.0.7:1337:1338".parse().unwrap();
+        let scores = [score(&node, "cart-1"), score(&node, "Abc123"), score(&node, "")];
+        assert_eq!(
+            scores,
+            [16_871_653_644_305_656_092, 142_528_797_804_949_528, 13_905_630_208_159_512_285]
+        );
+    }
 }

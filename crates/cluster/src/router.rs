@@ -46,7 +46,8 @@ pub struct ClusterCarts {
 impl ClusterCarts {
     /// Routes over `membership`'s view, serving owned carts from `runtime`.
     pub fn new(runtime: Arc<GrainRuntime>, membership: Arc<Membership>, peers: Arc<Peers>) -> Self {
-        let followers = Followers::new(Arc::clone(&runtime), Arc::clone(&membership), Arc::clone(&peers));
+        let followers =
+            Followers::new(Arc::clone(&runtime), Arc::clone(&membership), Arc::clone(&peers));
         ClusterCarts { runtime, membership, peers, followers }
     }
 

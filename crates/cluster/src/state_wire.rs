@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use cart_domain::proto::AddItem;
-use cart_domain::{Cart, CartState, CheckoutState, Delivery, ItemInterner, PickupPoint, RestoredCart};
+use cart_domain::{
+    Cart, CartState, CheckoutState, Delivery, ItemInterner, PickupPoint, RestoredCart,
+};
 use cart_grain::{ErrorKind, GrainError};
 
 use crate::proto::cart as wire;

@@ -6,12 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::CartError;
 use crate::item::{ItemInfo, ItemInterner};
+use crate::kinds::CartEvent;
 use crate::limits::{
     MAX_DELIVERIES, MAX_LINES, MAX_PRICE, MAX_QUANTITY, MAX_SKU_LEN, MAX_TAX_RATE, MAX_TEXT_LEN,
     MIN_QUANTITY,
 };
 use crate::money::vat_included;
-use crate::kinds::CartEvent;
 use crate::proto;
 
 /// The literal the storefront compares `paymentStatus` with once an order is
@@ -525,9 +525,9 @@ impl Cart {
         cart.next_delivery_id =
             parts.deliveries.iter().map(|d| d.id).max().unwrap_or(0).saturating_add(1);
         cart.deliveries = parts.deliveries;
-        cart.market = parts
-            .market
-            .map(|(country, currency)| Box::new(Market { country: country.into(), currency: currency.into() }));
+        cart.market = parts.market.map(|(country, currency)| {
+            Box::new(Market { country: country.into(), currency: currency.into() })
+        });
         cart.checkout = parts.checkout.map(Box::new);
         Ok(cart)
     }

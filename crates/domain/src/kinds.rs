@@ -202,7 +202,11 @@ mod tests {
             Err(DecodeError::Malformed { .. })
         ));
         let unresolved = proto::SetCartItems {
-            requests: vec![proto::AddRequest { sku: "1".into(), quantity: 1, ..Default::default() }],
+            requests: vec![proto::AddRequest {
+                sku: "1".into(),
+                quantity: 1,
+                ..Default::default()
+            }],
             items: vec![],
         };
         assert!(matches!(

@@ -11,8 +11,8 @@ pub mod cart;
 pub mod command;
 pub mod error;
 pub mod item;
-pub mod limits;
 pub mod kinds;
+pub mod limits;
 pub mod money;
 mod view;
 

@@ -7,7 +7,7 @@ use cart_domain::proto::{
     AddItem, ChangeQuantity, PickupPoint, RemoveDelivery, RemoveItem, SetCartItems, SetDelivery,
     SetPickupPoint,
 };
-use cart_domain::{Cart, ItemInterner, CartEvent};
+use cart_domain::{Cart, CartEvent, ItemInterner};
 use proptest::prelude::*;
 
 fn add_item() -> impl Strategy<Value = AddItem> {

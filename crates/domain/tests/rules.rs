@@ -4,7 +4,7 @@ use cart_domain::proto::{
     AddItem, ChangeQuantity, CreateCheckoutOrder, OrderCompleted, PickupPoint, RemoveDelivery,
     RemoveItem, SetCartItems, SetDelivery, SetPickupPoint,
 };
-use cart_domain::{Cart, CartError, ItemInterner, CartEvent};
+use cart_domain::{Cart, CartError, CartEvent, ItemInterner};
 
 fn item(sku: &str, price: i64, qty: i32) -> AddItem {
     AddItem {
@@ -131,7 +131,10 @@ fn a_cart_holds_at_most_500_lines() {
     for i in 0..500 {
         f.ok(CartEvent::AddItem(item(&i.to_string(), 1, 1)));
     }
-    assert_eq!(f.refused(CartEvent::AddItem(item("x", 1, 1))), CartError::TooManyLines { max: 500 });
+    assert_eq!(
+        f.refused(CartEvent::AddItem(item("x", 1, 1))),
+        CartError::TooManyLines { max: 500 }
+    );
     // Raising an existing line is still fine.
     f.ok(CartEvent::AddItem(item("7", 1, 1)));
 }

@@ -203,7 +203,11 @@ impl GrainRuntime {
             .map_err(|e| GrainError::Store(StoreError::Unavailable(format!("turn failed: {e}"))))?
     }
 
-    async fn turn(&self, id: &CartId, request: Arc<ResolvedRequest>) -> Result<CartState, GrainError> {
+    async fn turn(
+        &self,
+        id: &CartId,
+        request: Arc<ResolvedRequest>,
+    ) -> Result<CartState, GrainError> {
         let kinds: Vec<MutationType> = request.mutations.iter().map(CartEvent::kind).collect();
         let result = match self.registry.grain(id, self.clock.now_ms()) {
             Ok(grain) => {
@@ -379,9 +383,9 @@ impl GrainRuntime {
     pub fn passivate_idle(&self) -> usize {
         let now = self.clock.now_ms();
         let ttl = self.options.idle_ttl.as_millis() as u64;
-        let passivated = self.registry.retain_unused(|_, g| {
-            now.saturating_sub(g.last_used_ms.load(Ordering::Relaxed)) < ttl
-        });
+        let passivated = self
+            .registry
+            .retain_unused(|_, g| now.saturating_sub(g.last_used_ms.load(Ordering::Relaxed)) < ttl);
         if passivated > 0 {
             metrics::counter!("cart_grain_passivations_total", "reason" => "idle")
                 .increment(passivated as u64);

@@ -10,7 +10,9 @@ use cart_domain::proto::{AddRequest, ChangeQuantity};
 use cart_grain::{
     CartId, GrainError, GrainRuntime, Handover, ManualClock, MutateRequest, RuntimeOptions,
 };
-use cart_store::{EventStore, Fence, FileStore, FileStoreOptions, FsyncPolicy, IdempotencyTag, NewEvent};
+use cart_store::{
+    EventStore, Fence, FileStore, FileStoreOptions, FsyncPolicy, IdempotencyTag, NewEvent,
+};
 
 const SKU: &str = "861200";
 

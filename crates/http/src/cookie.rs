@@ -54,7 +54,10 @@ mod tests {
         assert!(cart_id(&with(&["cartid=../etc"])).is_none());
         assert!(cart_id(&HeaderMap::new()).is_none());
         assert_eq!(cart_id(&with(&["cartid=../etc; cartid=Good1"])).unwrap().as_str(), "Good1");
-        assert_eq!(cart_id(&with(&["cartid=bad id", "cartid=\"Good2\""])).unwrap().as_str(), "Good2");
+        assert_eq!(
+            cart_id(&with(&["cartid=bad id", "cartid=\"Good2\""])).unwrap().as_str(),
+            "Good2"
+        );
         assert_eq!(cart_id(&with(&["cartid=First; cartid=Second"])).unwrap().as_str(), "First");
     }
 }

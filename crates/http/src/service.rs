@@ -232,6 +232,17 @@ mod tests {
         assert_eq!(fingerprint(&[b"POST", b"/x", b"{}"]), fingerprint(&[b"POST", b"/x", b"{}"]));
     }
 
+    /// Idempotency fingerprints are stored with events and compared after
+    /// upgrades: they never change.
+    #[test]
+    fn golden_fingerprints() {
+        assert_eq!(
+            fingerprint(&[b"POST", b"/api/carts/c1/items", b"{\"sku\":\"861200\"}"]),
+            8_677_890_325_391_858_321
+        );
+        assert_eq!(fingerprint(&[]), 0xcbf2_9ce4_8422_2325);
+    }
+
     #[test]
     fn parses_if_match_forms() {
         let mut h = HeaderMap::new();

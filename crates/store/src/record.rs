@@ -130,6 +130,26 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The record format is what every existing log holds: these bytes never
+    /// change.
+    #[test]
+    fn golden_record() {
+        let event = Event {
+            seq: 3,
+            kind: 6,
+            timestamp_ms: 1_700_000_000_000,
+            payload: vec![0x08, 0x01, 0x10, 0x05],
+            idempotency: Some(IdempotencyTag { key: "k".into(), fingerprint: 42 }),
+        };
+        let mut out = Vec::new();
+        encode(&mut out, "c1", &event);
+        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "ca22000000db6f4dd30263310300000000000000060068e5cf8b010000016b2a0000000000000008011005"
+        );
+    }
+
     fn roundtrip(cart: &str, event: &Event) -> Result<(String, Event), &'static str> {
         let mut buf = Vec::new();
         encode(&mut buf, cart, event);
