@@ -21,7 +21,9 @@ use tonic::Status;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 
-use crate::client::{COMPRESS_ABOVE_BYTES, with_deadline};
+use cart_grain::OwnedTask;
+
+use crate::call::{COMPRESS_ABOVE_BYTES, with_deadline};
 use crate::proto::cart::cart_actor_client::CartActorClient;
 use crate::proto::cart::{MutationBatch, MutationReply, MutationRequest};
 
@@ -40,10 +42,12 @@ struct Job {
     reply: oneshot::Sender<Answer>,
 }
 
-/// The queue of mutations forwarded to one peer. Dropping it lets the
-/// peer's task finish what is queued and end.
+/// The queue of mutations forwarded to one peer. Dropping its last clone
+/// stops the peer's queue task (calls already sent finish by their
+/// deadline).
 #[derive(Clone)]
 pub struct Forwarder {
+    _task: Arc<OwnedTask>,
     jobs: mpsc::Sender<Job>,
     slots: Arc<Semaphore>,
     channel: Channel,
@@ -56,8 +60,8 @@ impl Forwarder {
     pub fn start(channel: Channel, deadline: Duration) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        tokio::spawn(run(channel.clone(), deadline, queue, Arc::clone(&slots)));
-        Forwarder { jobs, slots, channel, deadline }
+        let task = OwnedTask::spawn(run(channel.clone(), deadline, queue, Arc::clone(&slots)));
+        Forwarder { _task: Arc::new(task), jobs, slots, channel, deadline }
     }
 
     /// Sends `request` to the peer, at once if a slot is free, else with the

@@ -13,13 +13,11 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::batch::{Answer, Forwarder};
+pub use crate::call::{COMPRESS_ABOVE_BYTES, with_deadline};
 use crate::node::NodeAddr;
 use crate::proto::cart::MutationRequest;
 use crate::proto::cart::cart_actor_client::CartActorClient;
 use crate::proto::control::control_plane_client::ControlPlaneClient;
-
-/// Payloads larger than this are compressed.
-pub const COMPRESS_ABOVE_BYTES: usize = 8 * 1024;
 
 /// The channels of this node to its peers.
 pub struct Peers {
@@ -119,13 +117,6 @@ impl Peers {
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         with_deadline(message, self.deadline)
     }
-}
-
-/// A request carrying `deadline` as its gRPC timeout.
-pub fn with_deadline<T>(message: T, deadline: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(deadline);
-    request
 }
 
 /// Whether a failed call certainly was never processed by the peer, so

@@ -21,6 +21,7 @@
 //! - [`cluster`]: wires it together and runs the background loops.
 
 pub mod batch;
+pub mod call;
 pub mod client;
 pub mod cluster;
 pub mod discovery;
