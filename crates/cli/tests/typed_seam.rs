@@ -372,3 +372,20 @@ async fn the_storefront_watches_its_cookie_cart_and_watchers_are_capped() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_watches_end_at_shutdown_instead_of_holding_it_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Server::start(dir.path(), &["--shutdown-timeout", "60s"]);
+    let v = add_retrying(&node, "closing-1", SKU_A, "c-1").await;
+    let mut watch = Events::open(&node, "/api/carts/closing-1/events", None).await;
+    assert_eq!(watch.next(Duration::from_secs(5)).await.0, v);
+    let stopping = Instant::now();
+    // terminate() fails the test if the process has not exited within 20 s,
+    // far below the 60 s an open stream would hold the drain for.
+    let status = node.terminate();
+    assert!(status.success(), "{status:?}");
+    eprintln!("shutdown with an open watch took {:?}", stopping.elapsed());
+    let rest = tokio::time::timeout(Duration::from_secs(5), watch.response.chunk()).await;
+    assert!(matches!(rest, Ok(Ok(None)) | Ok(Err(_))), "the stream ended: {rest:?}");
+}

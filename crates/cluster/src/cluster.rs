@@ -268,6 +268,7 @@ impl Cluster {
     /// peer forwards to it afterwards.
     pub async fn leave(&self) {
         self.membership.close();
+        self.carts.end_watches();
         let notice = ClosingNotice { host: self.membership.me().to_string() };
         let notices = self.membership.peers().into_iter().map(|host| {
             let notice = notice.clone();

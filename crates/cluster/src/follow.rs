@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use cart_domain::CartState;
-use cart_grain::{CartId, GrainError, GrainRuntime, OwnedTask, StateReceiver, StateSender, offer};
+use cart_grain::{CartId, GrainRuntime, OwnedTask, StateReceiver, StateSender, offer};
 use tokio::sync::watch;
 
 use crate::client::{Peers, never_delivered};
@@ -28,6 +28,8 @@ use crate::state_wire;
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// First pause after a failed attempt.
 const MIN_BACKOFF: Duration = Duration::from_millis(25);
+/// A source that lasted less than this before it moved counts as failed.
+const STEADY: Duration = Duration::from_secs(1);
 
 struct Followed {
     tx: StateSender,
@@ -87,6 +89,14 @@ impl Followers {
         rx
     }
 
+    /// Ends every watch followed here (this node is leaving): the watchers'
+    /// channels close, so their clients reconnect to another node.
+    pub fn close_all(&self) {
+        let mut followed = self.followed.lock().unwrap_or_else(PoisonError::into_inner);
+        followed.clear();
+        metrics::gauge!("cart_watch_followed_carts").set(0.0);
+    }
+
     /// Removes `id`'s follower if nobody watches; whether it did.
     fn remove_if_unwatched(&self, id: &CartId) -> bool {
         let mut followed = self.followed.lock().unwrap_or_else(PoisonError::into_inner);
@@ -112,22 +122,17 @@ impl Followers {
             placement::owner(id.as_str(), &view, avoid) != Some(&owner)
         };
         if owner == *self.membership.me() {
-            let mut feed = self.runtime.feed(id);
-            match self.runtime.get(id).await {
-                Ok(state) => {
+            let Ok(mut feed) = self.runtime.feed(id).await else {
+                return Source::Failed { avoid: None };
+            };
+            loop {
+                if let Some(state) = feed.borrow_and_update().clone() {
                     offer(tx, &state);
                 }
-                Err(GrainError::NotFound) => {}
-                Err(_) => return Source::Failed { avoid: None },
-            }
-            loop {
                 tokio::select! {
                     changed = feed.changed() => {
                         if changed.is_err() {
                             return Source::Moved;
-                        }
-                        if let Some(state) = feed.borrow_and_update().clone() {
-                            offer(tx, &state);
                         }
                     }
                     changed = views.changed() => {
@@ -191,7 +196,14 @@ async fn run(followers: Weak<Followers>, id: CartId, tx: StateSender) {
     let mut avoid: Vec<NodeAddr> = Vec::new();
     loop {
         let Some(f) = followers.upgrade() else { return };
+        let started = tokio::time::Instant::now();
         let source = f.follow_once(&id, &tx, &avoid).await;
+        // A source that ends at once (nodes disagreeing on the owner, each
+        // handing the cart to the other) is paced like a failure.
+        let source = match source {
+            Source::Moved if started.elapsed() < STEADY => Source::Failed { avoid: None },
+            other => other,
+        };
         match source {
             Source::Moved => {
                 backoff = MIN_BACKOFF;

@@ -51,33 +51,6 @@ pub fn encode_forwarded(cart: &CartId, request: &ResolvedRequest) -> MutationReq
     }
 }
 
-/// The envelope a client sends for `request` (client commands only).
-pub fn encode_client(
-    cart: &CartId,
-    request: &MutateRequest,
-) -> Result<MutationRequest, GrainError> {
-    let mut envelopes = Vec::with_capacity(request.mutations.len());
-    for command in &request.mutations {
-        let (kind, payload) = command
-            .encode_client()
-            .ok_or_else(|| bad(format!("{} is not a client command", command.kind().name())))?;
-        envelopes.push(MutationEnvelope { r#type: to_wire(kind) as i32, payload });
-    }
-    let mut envelopes = envelopes.into_iter();
-    let first = envelopes.next().unwrap_or(MutationEnvelope { r#type: 0, payload: Vec::new() });
-    Ok(MutationRequest {
-        cart_id: cart.to_string(),
-        r#type: first.r#type,
-        payload: first.payload,
-        client_timestamp: 0,
-        more: envelopes.collect(),
-        if_match: request.if_match,
-        idempotency_key: request.idempotency.as_ref().map(|t| t.key.clone()).unwrap_or_default(),
-        idempotency_fingerprint: request.idempotency.as_ref().map_or(0, |t| t.fingerprint),
-        forwarded: false,
-    })
-}
-
 /// The cart and request an envelope carries: events when a peer forwarded
 /// it, client commands otherwise (resolved lines, checkout and completion
 /// are refused from clients).
@@ -256,14 +229,15 @@ mod tests {
         let err = decode_request(&outside).err().unwrap();
         assert_eq!(err.kind(), ErrorKind::Invalid);
 
-        let client = MutateRequest::of(vec![CartCommand::AddSku(AddRequest {
-            sku: "861200".into(),
-            quantity: 2,
+        let add = AddRequest { sku: "861200".into(), quantity: 2, ..Default::default() };
+        let wire = MutationRequest {
+            cart_id: cart.to_string(),
+            r#type: MutationType::MutationAddRequest as i32,
+            payload: prost::Message::encode_to_vec(&add),
             ..Default::default()
-        })]);
-        let wire = encode_client(&cart, &client).unwrap();
+        };
         let Ok(Decoded::Client(_, back)) = decode_request(&wire) else { panic!() };
-        assert_eq!(back.mutations, client.mutations);
+        assert_eq!(back.mutations, vec![CartCommand::AddSku(add)]);
     }
 
     #[test]

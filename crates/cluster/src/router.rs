@@ -51,6 +51,11 @@ impl ClusterCarts {
         ClusterCarts { runtime, membership, peers, followers }
     }
 
+    /// Ends the watches followed on this node (it is leaving the cluster).
+    pub fn end_watches(&self) {
+        self.followers.close_all();
+    }
+
     fn owner(&self, id: &CartId, avoid: &[NodeAddr]) -> Result<NodeAddr, GrainError> {
         let view = self.membership.view();
         placement::owner(id.as_str(), &view, avoid)
@@ -68,19 +73,14 @@ impl ClusterCarts {
     }
 
     /// Serves a resolved mutation forwarded by another node (never forwards
-    /// it again). A write that lost to another writer is retried here once,
-    /// after the grain reloaded, like a local one.
+    /// it again). A write that lost to another writer answers `Fenced`; the
+    /// entry node retries it, as it would a local one.
     pub async fn serve_forwarded_mutate(
         &self,
         id: &CartId,
         request: ResolvedRequest,
     ) -> Result<CartState, GrainError> {
-        let request = Arc::new(request);
-        let result = match self.runtime.apply(id, Arc::clone(&request)).await {
-            Err(e) if e.kind() == ErrorKind::Fenced => self.runtime.apply(id, request).await,
-            other => other,
-        };
-        misdirected_if_moving(result)
+        misdirected_if_moving(self.runtime.apply(id, request).await)
     }
 
     /// Runs `attempt` on the cart's owner, and once more on the next owner
@@ -150,11 +150,11 @@ impl ClusterCarts {
     }
 }
 
+/// On a node serving a forwarded request, shutting down means "ask the next
+/// node" (a refused handover already is).
 fn misdirected_if_moving(result: Result<CartState, GrainError>) -> Result<CartState, GrainError> {
     match result {
-        Err(e @ (GrainError::ShuttingDown | GrainError::HandoverRefused(_))) => {
-            Err(e.as_kind(ErrorKind::Misdirected))
-        }
+        Err(e @ GrainError::ShuttingDown) => Err(e.as_kind(ErrorKind::Misdirected)),
         other => other,
     }
 }
@@ -213,7 +213,7 @@ impl Carts for ClusterCarts {
     async fn mutate(&self, id: &CartId, request: MutateRequest) -> Result<CartState, GrainError> {
         // Resolve here, at the entry node, so the owner's turn does no
         // catalogue I/O within the forwarding deadline.
-        let request = Arc::new(self.runtime.resolve(request).await?);
+        let request = Arc::new(self.runtime.resolve(id, request).await?);
         self.routed(id, |owner| self.try_mutate(owner, id, &request)).await
     }
 

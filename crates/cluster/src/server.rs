@@ -109,26 +109,17 @@ impl CartActor for CartActorService {
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let wire = request.into_inner();
         let id = CartId::parse(&wire.cart_id).map_err(|e| invalid(&e))?;
-        let unavailable = |e: GrainError| Status::unavailable(e.to_string());
-        let stream = if wire.forwarded {
-            match self.runtime.watch(&id).await {
-                Ok(watch) => watch_stream::states(watch.updates, wire.from_version, watch.permit),
-                // Not created yet: its first state comes with its first turn.
-                Err(GrainError::NotFound) => {
-                    let permit = self.runtime.admit_watcher().map_err(unavailable)?;
-                    watch_stream::states(self.runtime.feed(&id), wire.from_version, permit)
-                }
-                Err(e) => return Err(unavailable(e)),
-            }
+        let watch = if wire.forwarded {
+            self.runtime.watch_served(&id).await
         } else {
-            let watch = self.carts.watch(&id).await.map_err(|e| match e.kind() {
-                cart_grain::ErrorKind::NotFound => Status::not_found(e.to_string()),
-                cart_grain::ErrorKind::Invalid => invalid(&e),
-                _ => unavailable(e),
-            })?;
-            watch_stream::states(watch.updates, wire.from_version, watch.permit)
+            self.carts.watch(&id).await
         };
-        Ok(Response::new(stream))
+        let watch = watch.map_err(|e| match e.kind() {
+            cart_grain::ErrorKind::NotFound => Status::not_found(e.to_string()),
+            cart_grain::ErrorKind::Invalid => invalid(&e),
+            _ => Status::unavailable(e.to_string()),
+        })?;
+        Ok(Response::new(watch_stream::states(watch.updates, wire.from_version, watch.permit)))
     }
 }
 

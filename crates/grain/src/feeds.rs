@@ -21,16 +21,15 @@ pub type StateReceiver = watch::Receiver<Option<CartState>>;
 /// A state channel's sending side.
 pub type StateSender = watch::Sender<Option<CartState>>;
 
-/// Offers `state` to a channel unless it already holds a newer one; returns
-/// whether it was taken.
-pub fn offer(tx: &StateSender, state: &CartState) -> bool {
+/// Offers `state` to a channel unless it already holds a newer one.
+pub fn offer(tx: &StateSender, state: &CartState) {
     tx.send_if_modified(|current| {
         let newer = current.as_ref().is_none_or(|c| c.version() < state.version());
         if newer {
             *current = Some(Arc::clone(state));
         }
         newer
-    })
+    });
 }
 
 /// The channels of the carts watched on this node, fed by its own turns.
@@ -73,11 +72,26 @@ impl Feeds {
 
     /// Ends the watches of carts for which `closes` holds (this node stopped
     /// serving them): their receivers see the channel close and follow the
-    /// cart to its new owner.
+    /// cart to its new owner. Channels nobody watches any more go as well.
     pub fn close_where(&self, closes: impl Fn(&CartId) -> bool) {
         let mut senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
         senders.retain(|id, tx| tx.receiver_count() > 0 && !closes(id));
         self.watched.store(senders.len(), Ordering::Relaxed);
+    }
+
+    /// Drops `id`'s channel if nobody watches it (after a refused watch).
+    pub fn release(&self, id: &CartId) {
+        let mut senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
+        if senders.get(id).is_some_and(|tx| tx.receiver_count() == 0) {
+            senders.remove(id);
+            self.watched.store(senders.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Drops every channel nobody watches any more (watchers that left while
+    /// their cart did not change); run periodically.
+    pub fn sweep(&self) {
+        self.close_where(|_| false);
     }
 }
 
@@ -116,11 +130,6 @@ impl Watchers {
             }
         }
     }
-
-    /// How many watchers are admitted now.
-    pub fn active(&self) -> usize {
-        self.active.load(Ordering::Acquire)
-    }
 }
 
 impl Drop for WatchPermit {
@@ -139,4 +148,48 @@ pub struct CartWatch {
     pub updates: StateReceiver,
     /// Held for as long as the watch lives.
     pub permit: WatchPermit,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cart_domain::Cart;
+
+    fn state(version: u64) -> CartState {
+        let mut cart = Cart::new("c".into());
+        let items = cart_domain::ItemInterner::new();
+        for _ in 0..version {
+            let add =
+                cart_domain::proto::AddItem { sku: "1".into(), quantity: 1, ..Default::default() };
+            cart.apply(&cart_domain::CartEvent::AddItem(add), &items).unwrap();
+        }
+        Arc::new(cart)
+    }
+
+    #[test]
+    fn channels_nobody_watches_are_released_and_swept() {
+        let feeds = Feeds::default();
+        let id = CartId::parse("c").unwrap();
+        let rx = feeds.subscribe(&id);
+        drop(rx);
+        feeds.release(&id);
+        assert_eq!(feeds.watched.load(Ordering::Relaxed), 0, "a refused watch leaves nothing");
+        let other = CartId::parse("d").unwrap();
+        let watcher = feeds.subscribe(&id);
+        drop(feeds.subscribe(&other));
+        feeds.sweep();
+        assert_eq!(feeds.watched.load(Ordering::Relaxed), 1, "only the watched channel stays");
+        drop(watcher);
+    }
+
+    #[test]
+    fn a_state_never_replaces_a_newer_one() {
+        let feeds = Feeds::default();
+        let id = CartId::parse("c").unwrap();
+        let mut rx = feeds.subscribe(&id);
+        feeds.publish(&id, &state(2));
+        feeds.publish(&id, &state(1));
+        assert_eq!(rx.borrow_and_update().as_ref().map(|s| s.version()), Some(2));
+        assert!(!rx.has_changed().unwrap());
+    }
 }

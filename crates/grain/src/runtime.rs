@@ -13,7 +13,7 @@ use cart_domain::{Cart, CartCommand, CartEvent, CartState, ItemInterner, Mutatio
 use cart_store::{Event, EventStore, Fence, IdempotencyTag, NewEvent, StoreError};
 
 use crate::activation::replay;
-use crate::feeds::{CartWatch, Feeds, Watchers};
+use crate::feeds::{CartWatch, Feeds, StateReceiver, Watchers};
 use crate::idempotency::Seen;
 use crate::registry::{GrainState, Registry};
 use crate::task::OwnedTask;
@@ -126,9 +126,20 @@ impl GrainRuntime {
         result
     }
 
-    /// Resolves commands into events: add-by-SKU and replace-by-SKU through
-    /// the catalogue (the only place that happens), the rest as they are.
+    /// Resolves commands for cart `id` into events: add-by-SKU and
+    /// replace-by-SKU through the catalogue (the only place that happens),
+    /// the rest as they are. A refusal or failure here is counted like a
+    /// turn's.
     pub async fn resolve(
+        &self,
+        id: &CartId,
+        request: MutateRequest<CartCommand>,
+    ) -> Result<ResolvedRequest, GrainError> {
+        let kinds: Vec<MutationType> = request.mutations.iter().map(CartCommand::kind).collect();
+        self.resolve_commands(request).await.map_err(|e| self.count_failure(id, &kinds, e))
+    }
+
+    async fn resolve_commands(
         &self,
         request: MutateRequest<CartCommand>,
     ) -> Result<ResolvedRequest, GrainError> {
@@ -166,11 +177,8 @@ impl GrainRuntime {
         id: &CartId,
         request: MutateRequest<CartCommand>,
     ) -> Result<CartState, GrainError> {
-        let kinds: Vec<MutationType> = request.mutations.iter().map(CartCommand::kind).collect();
-        match self.resolve(request).await {
-            Ok(resolved) => self.apply(id, resolved).await,
-            Err(e) => Err(self.count_failure(id, &kinds, e)),
-        }
+        let resolved = self.resolve(id, request).await?;
+        self.apply(id, resolved).await
     }
 
     /// Applies resolved `request` to the cart as one turn and returns the
@@ -360,17 +368,39 @@ impl GrainRuntime {
     /// every newer committed state. [`GrainError::NotFound`] if the cart has
     /// no events; `Overloaded` when the watcher cap is reached.
     pub async fn watch(&self, id: &CartId) -> Result<CartWatch, GrainError> {
+        let watch = self.watch_served(id).await?;
+        if watch.updates.borrow().is_none() {
+            drop(watch);
+            self.feeds.release(id);
+            return Err(GrainError::NotFound);
+        }
+        Ok(watch)
+    }
+
+    /// [`GrainRuntime::watch`] for a peer following the cart: a cart with no
+    /// events yet is watched too (its first state comes with its first turn).
+    pub async fn watch_served(&self, id: &CartId) -> Result<CartWatch, GrainError> {
         let permit = self.watchers.admit()?;
-        let updates = self.feeds.subscribe(id);
-        let current = self.get(id).await?;
-        self.feeds.publish(id, &current);
+        let updates = self.feed(id).await?;
         Ok(CartWatch { updates, permit })
     }
 
-    /// The feed of `id`'s committed states on this node, without a watcher
-    /// permit or a first state (for the cluster's own followers).
-    pub fn feed(&self, id: &CartId) -> crate::feeds::StateReceiver {
-        self.feeds.subscribe(id)
+    /// The feed of `id`'s committed states on this node, holding its current
+    /// state (none while the cart has no events), without a watcher permit
+    /// (for the cluster's own followers). It closes when this node stops
+    /// serving the cart (handover, a move, shutdown).
+    pub async fn feed(&self, id: &CartId) -> Result<StateReceiver, GrainError> {
+        let updates = self.feeds.subscribe(id);
+        match self.get(id).await {
+            Ok(current) => self.feeds.publish(id, &current),
+            Err(GrainError::NotFound) => {}
+            Err(e) => {
+                drop(updates);
+                self.feeds.release(id);
+                return Err(e);
+            }
+        }
+        Ok(updates)
     }
 
     /// Admits one watcher under this node's cap.
@@ -386,6 +416,7 @@ impl GrainRuntime {
         let passivated = self
             .registry
             .retain_unused(|_, g| now.saturating_sub(g.last_used_ms.load(Ordering::Relaxed)) < ttl);
+        self.feeds.sweep();
         if passivated > 0 {
             metrics::counter!("cart_grain_passivations_total", "reason" => "idle")
                 .increment(passivated as u64);
@@ -451,9 +482,12 @@ impl GrainRuntime {
         self.registry.len()
     }
 
-    /// Refuses new mutations from now on (reads still work).
+    /// Refuses new mutations from now on (reads still work) and ends the
+    /// watches this node serves, so watchers move to another node instead of
+    /// holding the shutdown up.
     pub fn begin_shutdown(&self) {
         self.closing.store(true, Ordering::SeqCst);
+        self.feeds.close_where(|_| true);
     }
 
     /// Makes every acknowledged mutation durable.
