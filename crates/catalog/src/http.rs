@@ -127,6 +127,9 @@ fn encode_path_segment(s: &str) -> String {
 #[async_trait]
 impl Catalog for HttpCatalog {
     async fn lookup(&self, sku: &str) -> Result<Arc<CatalogItem>, CatalogError> {
+        if let Some(hit) = self.cache.get(sku).await {
+            return hit;
+        }
         // Only answers worth remembering are cached; a failed lookup is
         // shared with the callers waiting on it, then forgotten.
         let remembered = self

@@ -513,12 +513,14 @@ impl Cart {
         if parts.deliveries.len() > MAX_DELIVERIES {
             return Err(CartError::TooManyDeliveries { max: MAX_DELIVERIES });
         }
+        let mut ids: Vec<u32> = parts.lines.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(CartError::InvalidField { field: "items.id", reason: "is repeated" });
+        }
         for (id, item) in &parts.lines {
             validate_add_item(item)?;
             let qty = quantity(i64::from(item.quantity))?;
-            if cart.lines.iter().any(|l| l.id == *id) {
-                return Err(CartError::InvalidField { field: "items.id", reason: "is repeated" });
-            }
             cart.lines.push(build_line(*id, qty, item, items.intern(item)));
         }
         cart.next_line_id = cart.lines.iter().map(|l| l.id).max().unwrap_or(0).saturating_add(1);

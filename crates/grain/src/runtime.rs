@@ -135,40 +135,48 @@ impl GrainRuntime {
         id: &CartId,
         request: MutateRequest<CartCommand>,
     ) -> Result<ResolvedRequest, GrainError> {
-        let kinds: Vec<MutationType> = request.mutations.iter().map(CartCommand::kind).collect();
-        self.resolve_commands(request).await.map_err(|e| self.count_failure(id, &kinds, e))
-    }
-
-    async fn resolve_commands(
-        &self,
-        request: MutateRequest<CartCommand>,
-    ) -> Result<ResolvedRequest, GrainError> {
         let MutateRequest { mutations, if_match, idempotency } = request;
         let mut events = Vec::with_capacity(mutations.len());
-        for command in mutations {
-            events.push(match command {
-                CartCommand::AddSku(r) => {
-                    validate_add_request(&r)?;
-                    CartEvent::AddItem(self.resolver.resolve(&r).await?)
+        let mut commands = mutations.into_iter();
+        while let Some(command) = commands.next() {
+            let kind = command.kind();
+            match self.resolve_one(command).await {
+                Ok(event) => events.push(event),
+                Err(e) => {
+                    let kinds = events
+                        .iter()
+                        .map(CartEvent::kind)
+                        .chain(std::iter::once(kind))
+                        .chain(commands.map(|c| c.kind()));
+                    return Err(self.count_failure(id, kinds.collect(), e));
                 }
-                CartCommand::SetItems(requests) => {
-                    validate_set_cart_items(&requests)?;
-                    let mut items = Vec::with_capacity(requests.len());
-                    for r in &requests {
-                        items.push(self.resolver.resolve(r).await?);
-                    }
-                    CartEvent::SetCartItems(SetCartItems { requests: Vec::new(), items })
-                }
-                CartCommand::ChangeQuantity(m) => CartEvent::ChangeQuantity(m),
-                CartCommand::RemoveItem(m) => CartEvent::RemoveItem(m),
-                CartCommand::SetDelivery(m) => CartEvent::SetDelivery(m),
-                CartCommand::RemoveDelivery(m) => CartEvent::RemoveDelivery(m),
-                CartCommand::SetPickupPoint(m) => CartEvent::SetPickupPoint(m),
-                CartCommand::Checkout(m) => CartEvent::CreateCheckoutOrder(m),
-                CartCommand::CompleteOrder(m) => CartEvent::OrderCompleted(m),
-            });
+            }
         }
         Ok(MutateRequest { mutations: events, if_match, idempotency })
+    }
+
+    async fn resolve_one(&self, command: CartCommand) -> Result<CartEvent, GrainError> {
+        Ok(match command {
+            CartCommand::AddSku(r) => {
+                validate_add_request(&r)?;
+                CartEvent::AddItem(self.resolver.resolve(&r).await?)
+            }
+            CartCommand::SetItems(requests) => {
+                validate_set_cart_items(&requests)?;
+                let mut items = Vec::with_capacity(requests.len());
+                for r in &requests {
+                    items.push(self.resolver.resolve(r).await?);
+                }
+                CartEvent::SetCartItems(SetCartItems { requests: Vec::new(), items })
+            }
+            CartCommand::ChangeQuantity(m) => CartEvent::ChangeQuantity(m),
+            CartCommand::RemoveItem(m) => CartEvent::RemoveItem(m),
+            CartCommand::SetDelivery(m) => CartEvent::SetDelivery(m),
+            CartCommand::RemoveDelivery(m) => CartEvent::RemoveDelivery(m),
+            CartCommand::SetPickupPoint(m) => CartEvent::SetPickupPoint(m),
+            CartCommand::Checkout(m) => CartEvent::CreateCheckoutOrder(m),
+            CartCommand::CompleteOrder(m) => CartEvent::OrderCompleted(m),
+        })
     }
 
     /// Resolves and applies a client's request (see [`GrainRuntime::apply`]).
@@ -216,7 +224,6 @@ impl GrainRuntime {
         id: &CartId,
         request: Arc<ResolvedRequest>,
     ) -> Result<CartState, GrainError> {
-        let kinds: Vec<MutationType> = request.mutations.iter().map(CartEvent::kind).collect();
         let result = match self.registry.grain(id, self.clock.now_ms()) {
             Ok(grain) => {
                 let mut slot = grain.state.lock().await;
@@ -226,13 +233,16 @@ impl GrainRuntime {
         };
         match result {
             Ok(state) => {
-                for kind in &kinds {
-                    self.metrics.count(*kind, Outcome::Ok);
+                for event in &request.mutations {
+                    self.metrics.count(event.kind(), Outcome::Ok);
                 }
                 self.feeds.publish(id, &state);
                 Ok(state)
             }
-            Err(e) => Err(self.count_failure(id, &kinds, e)),
+            Err(e) => {
+                let kinds = request.mutations.iter().map(CartEvent::kind).collect();
+                Err(self.count_failure(id, kinds, e))
+            }
         }
     }
 
@@ -328,11 +338,11 @@ impl GrainRuntime {
 
     /// Counts a turn's mutations as refused (4xx) or failed (5xx), logging
     /// failures, and hands the error back.
-    fn count_failure(&self, id: &CartId, kinds: &[MutationType], e: GrainError) -> GrainError {
+    fn count_failure(&self, id: &CartId, kinds: Vec<MutationType>, e: GrainError) -> GrainError {
         let failed = e.kind().is_failure();
         let outcome = if failed { Outcome::Failed } else { Outcome::Refused };
-        for kind in kinds {
-            self.metrics.count(*kind, outcome);
+        for &kind in &kinds {
+            self.metrics.count(kind, outcome);
         }
         if failed {
             tracing::warn!(cart = %id, types = ?kinds, error = %e, "mutation failed");
