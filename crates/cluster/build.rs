@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={dir}/{file}");
     }
     let descriptors = protox::compile(["cart_actor.proto", "control_plane.proto"], [dir])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // A line's product travels as the bytes it was encoded in once
+    // (`bytes::Bytes`: sending it is a reference count, not a copy).
+    tonic_prost_build::configure().bytes(".cart.CartLine.product").compile_fds(descriptors)?;
     Ok(())
 }

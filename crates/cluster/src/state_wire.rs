@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use cart_domain::proto::AddItem;
 use cart_domain::{
-    Cart, CartState, CheckoutState, Delivery, ItemInterner, PickupPoint, RestoredCart,
+    Cart, CartLine, CartState, CheckoutState, Delivery, ItemInterner, PickupPoint, RestoredCart,
 };
 use cart_grain::{ErrorKind, GrainError};
 
@@ -20,32 +19,14 @@ pub fn to_wire(cart: &Cart) -> wire::CartState {
         items: cart
             .lines()
             .iter()
-            .map(|l| {
-                let i = &l.info;
-                let [c1, c2, c3, c4, c5] = &i.categories;
-                wire::CartLine {
-                    id: l.id,
-                    qty: l.qty,
-                    price: l.price,
-                    org_price: l.org_price,
-                    stock: l.stock,
-                    tax: l.tax,
-                    item_id: i.item_id,
-                    sku: i.sku.to_string(),
-                    name: i.name.to_string(),
-                    image: i.image.to_string(),
-                    article_type: i.article_type.to_string(),
-                    brand: i.brand.to_string(),
-                    category: c1.to_string(),
-                    category2: c2.to_string(),
-                    category3: c3.to_string(),
-                    category4: c4.to_string(),
-                    category5: c5.to_string(),
-                    outlet: i.outlet.to_string(),
-                    seller_id: i.seller_id.to_string(),
-                    seller_name: i.seller_name.to_string(),
-                    store_id: i.store_id.as_deref().map(str::to_owned),
-                }
+            .map(|l| wire::CartLine {
+                id: l.id,
+                qty: l.qty,
+                price: l.price,
+                org_price: l.org_price,
+                stock: l.stock,
+                tax: l.tax,
+                product: l.info.encoded.clone(),
             })
             .collect(),
         deliveries: cart
@@ -89,43 +70,30 @@ pub fn to_wire(cart: &Cart) -> wire::CartState {
 /// facts through `items`. A state that breaks the cart's rules is refused as
 /// a bad reply.
 pub fn from_wire(state: wire::CartState, items: &ItemInterner) -> Result<CartState, GrainError> {
+    let invalid = |why: String| GrainError::Remote {
+        kind: ErrorKind::Internal,
+        message: format!("a peer reported an invalid cart: {why}"),
+    };
     let market = match (state.country, state.currency) {
         (Some(country), Some(currency)) => Some((country, currency)),
         _ => None,
     };
-    let currency = market.as_ref().map(|(_, c)| c.clone()).unwrap_or_default();
-    let country = market.as_ref().map(|(c, _)| c.clone()).unwrap_or_default();
     let lines = state
         .items
         .into_iter()
         .map(|l| {
-            let item = AddItem {
-                item_id: l.item_id,
-                quantity: i32::try_from(l.qty).unwrap_or(i32::MAX),
+            let info = items.intern_encoded(&l.product).map_err(|e| invalid(e.to_string()))?;
+            Ok(CartLine {
+                id: l.id,
+                qty: l.qty,
                 price: l.price,
                 org_price: l.org_price,
-                sku: l.sku,
-                name: l.name,
-                image: l.image,
                 stock: l.stock,
-                tax: i32::try_from(l.tax).unwrap_or(i32::MAX),
-                brand: l.brand,
-                category: l.category,
-                category2: l.category2,
-                category3: l.category3,
-                category4: l.category4,
-                category5: l.category5,
-                outlet: l.outlet,
-                seller_id: l.seller_id,
-                seller_name: l.seller_name,
-                article_type: l.article_type,
-                country: country.clone(),
-                currency: currency.clone(),
-                store_id: l.store_id,
-            };
-            (l.id, item)
+                tax: l.tax,
+                info,
+            })
         })
-        .collect();
+        .collect::<Result<_, GrainError>>()?;
     let deliveries = state
         .deliveries
         .into_iter()
@@ -164,8 +132,5 @@ pub fn from_wire(state: wire::CartState, items: &ItemInterner) -> Result<CartSta
         market,
         checkout,
     };
-    Cart::restore(parts, items).map(Arc::new).map_err(|e| GrainError::Remote {
-        kind: ErrorKind::Internal,
-        message: format!("a peer reported an invalid cart: {e}"),
-    })
+    Cart::restore(parts).map(Arc::new).map_err(|e| invalid(e.to_string()))
 }

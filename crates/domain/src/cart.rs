@@ -152,9 +152,9 @@ pub struct RestoredCart {
     pub id: Arc<str>,
     /// Its version.
     pub version: u64,
-    /// Each line: its id and the line as an AddItem (quantity, price,
-    /// product facts).
-    pub lines: Vec<(u32, proto::AddItem)>,
+    /// The lines (their product facts shared, see
+    /// [`ItemInterner::intern_encoded`]).
+    pub lines: Vec<CartLine>,
     /// The deliveries.
     pub deliveries: Vec<Delivery>,
     /// Country and currency, once the cart has had a line.
@@ -500,32 +500,35 @@ impl Cart {
     }
 
     /// A cart rebuilt from its state as another node reported it, for
-    /// reading (rendering, checkout). Lines are checked like an AddItem and
-    /// their product facts shared through `items`. Line and delivery ids
-    /// allocated later may differ from the original's, so a restored cart is
-    /// never a base for new events: events are applied only on the owner.
-    pub fn restore(parts: RestoredCart, items: &ItemInterner) -> Result<Cart, CartError> {
-        let mut cart = Cart::new(parts.id);
-        cart.version = parts.version;
+    /// reading (rendering, checkout). Lines are checked like an AddItem's.
+    /// Line and delivery ids allocated later may differ from the original's,
+    /// so a restored cart is never a base for new events: events are applied
+    /// only on the owner.
+    pub fn restore(parts: RestoredCart) -> Result<Cart, CartError> {
         if parts.lines.len() > MAX_LINES {
             return Err(CartError::TooManyLines { max: MAX_LINES });
         }
         if parts.deliveries.len() > MAX_DELIVERIES {
             return Err(CartError::TooManyDeliveries { max: MAX_DELIVERIES });
         }
-        let mut ids: Vec<u32> = parts.lines.iter().map(|(id, _)| *id).collect();
+        let mut ids: Vec<u32> = parts.lines.iter().map(|l| l.id).collect();
         ids.sort_unstable();
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return Err(CartError::InvalidField { field: "items.id", reason: "is repeated" });
         }
-        for (id, item) in &parts.lines {
-            validate_add_item(item)?;
-            let qty = quantity(i64::from(item.quantity))?;
-            cart.lines.push(build_line(*id, qty, item, items.intern(item)));
+        for line in &parts.lines {
+            sku(&line.info.sku)?;
+            quantity(i64::from(line.qty))?;
+            money("price", line.price)?;
+            money("orgPrice", line.org_price)?;
+            tax_rate(i32::try_from(line.tax).unwrap_or(i32::MAX))?;
         }
-        cart.next_line_id = cart.lines.iter().map(|l| l.id).max().unwrap_or(0).saturating_add(1);
+        let mut cart = Cart::new(parts.id);
+        cart.version = parts.version;
+        cart.next_line_id = ids.last().copied().unwrap_or(0).saturating_add(1);
         cart.next_delivery_id =
             parts.deliveries.iter().map(|d| d.id).max().unwrap_or(0).saturating_add(1);
+        cart.lines = parts.lines;
         cart.deliveries = parts.deliveries;
         cart.market = parts.market.map(|(country, currency)| {
             Box::new(Market { country: country.into(), currency: currency.into() })

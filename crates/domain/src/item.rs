@@ -4,11 +4,20 @@
 //! numbers (quantity, price) inline and points at one shared [`ItemInfo`] for
 //! the strings, so a resident cart costs a few dozen bytes per line instead of
 //! a few hundred.
+//!
+//! An info's identity is its product facts encoded as a `messages.AddItem`
+//! that holds only them ([`product_bytes`]): the interner's key, what
+//! [`ItemInfo::describes`] compares, and how a line's product travels between
+//! nodes (a receiver interns the bytes it got without decoding a string when
+//! it knows the product).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
+use prost::Message;
 use serde::Serialize;
 
 use crate::proto;
@@ -42,6 +51,9 @@ pub struct ItemInfo {
     /// These fields as they appear in a cart line's JSON (object members,
     /// each preceded by a comma), rendered once when the info is built.
     pub json: Box<str>,
+    /// These fields as a serialized `messages.AddItem` holding only them
+    /// ([`product_bytes`]), encoded once when the info is built.
+    pub encoded: Bytes,
 }
 
 impl ItemInfo {
@@ -67,36 +79,75 @@ impl ItemInfo {
             seller_name: s(&m.seller_name),
             store_id: m.store_id.as_deref().map(s),
             json: Box::default(),
+            encoded: Bytes::new(),
         };
         info.json = item_fields(&info);
+        let mut encoded = Vec::new();
+        product_bytes(m, &mut encoded);
+        info.encoded = encoded.into();
         info
-    }
-
-    fn texts(&self) -> [&str; 13] {
-        let c = &self.categories;
-        [
-            &self.sku,
-            &self.name,
-            &self.image,
-            &self.article_type,
-            &self.brand,
-            &c[0],
-            &c[1],
-            &c[2],
-            &c[3],
-            &c[4],
-            &self.outlet,
-            &self.seller_id,
-            &self.seller_name,
-        ]
     }
 
     /// Whether `m` carries exactly this product information.
     pub fn describes(&self, m: &proto::AddItem) -> bool {
-        self.item_id == m.item_id
-            && self.store_id.as_deref() == m.store_id.as_deref()
-            && self.texts() == add_item_texts(m)
+        with_product_bytes(m, |bytes| *self.encoded == *bytes)
     }
+}
+
+/// Appends the product facts of `m` (item id, SKU, name, image, type, brand,
+/// categories, outlet, seller, store; not quantity, prices, stock, tax or
+/// market) encoded exactly as prost encodes a `messages.AddItem` holding only
+/// them.
+pub fn product_bytes(m: &proto::AddItem, out: &mut Vec<u8>) {
+    use prost::encoding::{int64, string};
+    if m.item_id != 0 {
+        int64::encode(1, &m.item_id, out);
+    }
+    let texts: [(u32, &String); 13] = [
+        (5, &m.sku),
+        (6, &m.name),
+        (7, &m.image),
+        (10, &m.brand),
+        (11, &m.category),
+        (12, &m.category2),
+        (13, &m.category3),
+        (14, &m.category4),
+        (15, &m.category5),
+        (16, &m.outlet),
+        (17, &m.seller_id),
+        (18, &m.seller_name),
+        (19, &m.article_type),
+    ];
+    for (tag, text) in texts {
+        if !text.is_empty() {
+            string::encode(tag, text, out);
+        }
+    }
+    if let Some(store) = &m.store_id {
+        string::encode(22, store, out);
+    }
+}
+
+thread_local! {
+    /// A reused buffer for [`product_bytes`] on lookups, so finding a known
+    /// product allocates nothing.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_product_bytes<T>(m: &proto::AddItem, f: impl FnOnce(&[u8]) -> T) -> T {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            product_bytes(m, &mut buf);
+            f(&buf)
+        }
+        // Never re-entered today; if it were, a fresh buffer is correct.
+        Err(_) => {
+            let mut buf = Vec::new();
+            product_bytes(m, &mut buf);
+            f(&buf)
+        }
+    })
 }
 
 fn is_empty(s: &&str) -> bool {
@@ -164,29 +215,9 @@ fn item_fields(info: &ItemInfo) -> Box<str> {
     }
 }
 
-fn add_item_texts(m: &proto::AddItem) -> [&str; 13] {
-    [
-        &m.sku,
-        &m.name,
-        &m.image,
-        &m.article_type,
-        &m.brand,
-        &m.category,
-        &m.category2,
-        &m.category3,
-        &m.category4,
-        &m.category5,
-        &m.outlet,
-        &m.seller_id,
-        &m.seller_name,
-    ]
-}
-
-fn fingerprint(m: &proto::AddItem) -> u64 {
+fn key(product: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
-    m.item_id.hash(&mut h);
-    m.store_id.hash(&mut h);
-    add_item_texts(m).hash(&mut h);
+    product.hash(&mut h);
     h.finish()
 }
 
@@ -205,13 +236,32 @@ impl ItemInterner {
 
     /// The shared info describing `m`, adding it if it is new.
     pub fn intern(&self, m: &proto::AddItem) -> Arc<ItemInfo> {
-        let key = fingerprint(m);
+        with_product_bytes(m, |product| self.find_or_add(product, || ItemInfo::from_add_item(m)))
+    }
+
+    /// The shared info of a product as another node sent it
+    /// ([`product_bytes`]); a known product is found by its bytes alone, an
+    /// unknown one is decoded and added. Bytes that are not an AddItem are
+    /// refused.
+    pub fn intern_encoded(&self, product: &[u8]) -> Result<Arc<ItemInfo>, prost::DecodeError> {
+        if let Some(known) = self.find(product) {
+            return Ok(known);
+        }
+        Ok(self.intern(&proto::AddItem::decode(product)?))
+    }
+
+    fn find(&self, product: &[u8]) -> Option<Arc<ItemInfo>> {
+        let items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        items.get(&key(product))?.iter().find(|i| *i.encoded == *product).cloned()
+    }
+
+    fn find_or_add(&self, product: &[u8], build: impl FnOnce() -> ItemInfo) -> Arc<ItemInfo> {
         let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
-        let bucket = items.entry(key).or_default();
-        if let Some(existing) = bucket.iter().find(|i| i.describes(m)) {
+        let bucket = items.entry(key(product)).or_default();
+        if let Some(existing) = bucket.iter().find(|i| *i.encoded == *product) {
             return Arc::clone(existing);
         }
-        let shared = Arc::new(ItemInfo::from_add_item(m));
+        let shared = Arc::new(build());
         bucket.push(Arc::clone(&shared));
         shared
     }
@@ -260,5 +310,70 @@ mod tests {
         drop((a, b));
         assert_eq!(interner.sweep(), 1);
         assert!(interner.is_empty());
+    }
+
+    fn product(m: &proto::AddItem) -> proto::AddItem {
+        proto::AddItem {
+            item_id: m.item_id,
+            sku: m.sku.clone(),
+            name: m.name.clone(),
+            image: m.image.clone(),
+            brand: m.brand.clone(),
+            category: m.category.clone(),
+            category2: m.category2.clone(),
+            category3: m.category3.clone(),
+            category4: m.category4.clone(),
+            category5: m.category5.clone(),
+            outlet: m.outlet.clone(),
+            seller_id: m.seller_id.clone(),
+            seller_name: m.seller_name.clone(),
+            article_type: m.article_type.clone(),
+            store_id: m.store_id.clone(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn product_bytes_are_an_add_item_of_the_product_facts_only() {
+        let full = proto::AddItem {
+            item_id: 861200,
+            quantity: 3,
+            price: 515_900,
+            org_price: 600_000,
+            sku: "861200".into(),
+            name: "AMD Ryzen 7".into(),
+            image: "/i.jpg".into(),
+            stock: 2,
+            tax: 2500,
+            brand: "AMD".into(),
+            category: "Datorkomponenter".into(),
+            category3: "CPU".into(),
+            seller_name: "Elkjop".into(),
+            article_type: "CPU".into(),
+            country: "se".into(),
+            currency: "SEK".into(),
+            store_id: Some(String::new()),
+            ..Default::default()
+        };
+        let mut bytes = Vec::new();
+        product_bytes(&full, &mut bytes);
+        assert_eq!(bytes, product(&full).encode_to_vec());
+        assert_eq!(proto::AddItem::decode(bytes.as_slice()).unwrap(), product(&full));
+    }
+
+    #[test]
+    fn encoded_products_find_the_same_info_and_garbage_is_refused() {
+        let interner = ItemInterner::new();
+        let m =
+            proto::AddItem { sku: "1".into(), name: "A".into(), price: 5, ..Default::default() };
+        let local = interner.intern(&m);
+        let sent = local.encoded.clone();
+        let received = interner.intern_encoded(&sent).unwrap();
+        assert!(Arc::ptr_eq(&local, &received), "a known product is found by its bytes");
+        let other = ItemInterner::new().intern_encoded(&sent).unwrap();
+        assert_eq!(other.json, local.json);
+        assert!(local.describes(&m));
+        assert!(!local.describes(&proto::AddItem { name: "B".into(), ..m.clone() }));
+        assert!(interner.intern_encoded(&[0xff, 0xff, 0xff]).is_err());
     }
 }
