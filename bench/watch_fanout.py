@@ -13,6 +13,7 @@ PORTS = [int(p) for p in sys.argv[4].split(",")]
 sent = {}  # (cart, version) -> time the mutation was sent
 latencies = []
 connected = 0
+refused = 0
 
 
 async def request(port, method, path, body=None):
@@ -29,27 +30,32 @@ async def request(port, method, path, body=None):
 
 
 async def watch(port, cart, stop):
-    global connected
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET /api/carts/{cart}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await reader.readuntil(b"\r\n\r\n")
+    global connected, refused
+    while True:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET /api/carts/{cart}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.split()[1] == b"200":
+            break
+        # Refused (503 under a burst of opens): retry as EventSource does.
+        refused += 1
+        writer.close()
+        await asyncio.sleep(1 + random.random())
     connected += 1
     event_id = None
-    while not stop.is_set():
-        try:
-            line = await asyncio.wait_for(reader.readline(), 1)
-        except asyncio.TimeoutError:
-            continue
-        if not line:
-            break
-        line = line.strip()
-        if line.startswith(b"id:"):
-            event_id = int(line[3:])
-        elif line.startswith(b"data:") and event_id is not None:
-            at = sent.get((cart, event_id))
-            if at is not None:
-                latencies.append(time.monotonic() - at)
-    writer.close()
+    try:
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            if line.startswith(b"id:"):
+                event_id = int(line[3:])
+            elif line.startswith(b"data:") and event_id is not None:
+                at = sent.get((cart, event_id))
+                if at is not None:
+                    latencies.append(time.monotonic() - at)
+    finally:
+        writer.close()
 
 
 async def mutate(cart, stop):
@@ -82,13 +88,17 @@ async def main():
     ]
     while connected < WATCHERS:
         await asyncio.sleep(0.1)
-    print(f"watchers connected: {connected}", flush=True)
+    print(f"watchers connected: {connected} (opens refused and retried: {refused})", flush=True)
     print("READY", flush=True)
     await asyncio.get_event_loop().run_in_executor(None, sys.stdin.readline)
     mutators = [asyncio.create_task(mutate(cart, stop)) for cart in carts]
     await asyncio.sleep(SECONDS)
     stop.set()
-    await asyncio.gather(*mutators, *watchers, return_exceptions=True)
+    await asyncio.gather(*mutators, return_exceptions=True)
+    await asyncio.sleep(1)  # the last states in flight
+    for w in watchers:
+        w.cancel()
+    await asyncio.gather(*watchers, return_exceptions=True)
     latencies.sort()
     n = len(latencies)
     expected = len({k for k in sent}) * WATCHERS // CARTS

@@ -89,6 +89,14 @@ impl Followers {
         rx
     }
 
+    /// The channel of `id` if this node already follows it and knows a
+    /// state: a further watcher joins without asking the owner again.
+    pub fn join(&self, id: &CartId) -> Option<StateReceiver> {
+        let followed = self.followed.lock().unwrap_or_else(PoisonError::into_inner);
+        let f = followed.get(id)?;
+        f.tx.borrow().is_some().then(|| f.tx.subscribe())
+    }
+
     /// Ends every watch followed here (this node is leaving): the watchers'
     /// channels close, so their clients reconnect to another node.
     pub fn close_all(&self) {

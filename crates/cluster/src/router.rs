@@ -219,6 +219,9 @@ impl Carts for ClusterCarts {
 
     async fn watch(&self, id: &CartId) -> Result<CartWatch, GrainError> {
         let permit = self.runtime.admit_watcher()?;
+        if let Some(updates) = self.followers.join(id) {
+            return Ok(CartWatch { updates, permit });
+        }
         let current = self.get(id).await?;
         let updates = self.followers.follow(id, &current);
         Ok(CartWatch { updates, permit })
