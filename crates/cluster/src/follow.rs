@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use cart_domain::CartState;
-use cart_grain::{CartId, GrainRuntime, OwnedTask, StateReceiver, StateSender, offer};
+use cart_grain::{
+    CartId, GrainRuntime, OwnedTask, Published, StateReceiver, StateSender, offer, offer_state,
+};
 use tokio::sync::watch;
 
 use crate::client::{Peers, never_delivered};
@@ -79,10 +81,10 @@ impl Followers {
     pub fn follow(&self, id: &CartId, current: &CartState) -> StateReceiver {
         let mut followed = self.followed.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(f) = followed.get(id) {
-            offer(&f.tx, current);
+            offer_state(&f.tx, current);
             return f.tx.subscribe();
         }
-        let (tx, rx) = watch::channel(Some(Arc::clone(current)));
+        let (tx, rx) = watch::channel(Some(Published::new(Arc::clone(current))));
         let task = OwnedTask::spawn(run(self.myself.clone(), id.clone(), tx.clone()));
         followed.insert(id.clone(), Followed { tx, _task: task });
         metrics::gauge!("cart_watch_followed_carts").set(followed.len() as f64);
@@ -172,9 +174,7 @@ impl Followers {
             tokio::select! {
                 message = stream.message() => match message {
                     Ok(Some(state)) => match state_wire::from_wire(state, self.runtime.items()) {
-                        Ok(state) => {
-                            offer(tx, &state);
-                        }
+                        Ok(state) => offer_state(tx, &state),
                         Err(e) => {
                             tracing::warn!(cart = %id, owner = %owner, error = %e, "a watched cart's owner sent a bad state");
                             return Source::Failed { avoid: None };

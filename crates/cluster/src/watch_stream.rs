@@ -2,7 +2,6 @@
 
 use std::pin::Pin;
 
-use cart_domain::CartState;
 use cart_grain::{StateReceiver, WatchPermit};
 use futures_util::Stream;
 use tonic::Status;
@@ -20,11 +19,11 @@ pub fn states(updates: StateReceiver, from_version: u64, permit: WatchPermit) ->
     let start = (updates, from_version, permit);
     Box::pin(futures_util::stream::unfold(start, |(mut updates, last, permit)| async move {
         loop {
-            let state: Option<CartState> = updates.borrow_and_update().clone();
-            if let Some(state) = state.filter(|s| s.version() > last) {
-                let version = state.version();
+            let published = updates.borrow_and_update().clone();
+            if let Some(published) = published.filter(|p| p.version() > last) {
                 metrics::counter!("cart_watch_states_sent_total").increment(1);
-                return Some((Ok(state_wire::to_wire(&state)), (updates, version, permit)));
+                let state = state_wire::to_wire(published.state());
+                return Some((Ok(state), (updates, published.version(), permit)));
             }
             updates.changed().await.ok()?;
         }

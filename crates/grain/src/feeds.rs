@@ -8,25 +8,65 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use cart_domain::CartState;
 use tokio::sync::watch;
 
 use crate::{CartId, GrainError};
 
+/// A committed state as its watchers get it. Its JSON is rendered at most
+/// once, by the first watcher that needs it, however many watchers send it.
+#[derive(Debug)]
+pub struct Published {
+    state: CartState,
+    json: OnceLock<Box<str>>,
+}
+
+impl Published {
+    /// `state`, not rendered yet.
+    pub fn new(state: CartState) -> Arc<Self> {
+        Arc::new(Published { state, json: OnceLock::new() })
+    }
+
+    /// The state.
+    pub fn state(&self) -> &CartState {
+        &self.state
+    }
+
+    /// The state's version.
+    pub fn version(&self) -> u64 {
+        self.state.version()
+    }
+
+    /// The state's storefront JSON, rendered on first use.
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| String::from_utf8_lossy(&self.state.to_json()).into())
+    }
+}
+
 /// The newest known state of one cart; `None` until one is known.
-pub type StateReceiver = watch::Receiver<Option<CartState>>;
+pub type StateReceiver = watch::Receiver<Option<Arc<Published>>>;
 
 /// A state channel's sending side.
-pub type StateSender = watch::Sender<Option<CartState>>;
+pub type StateSender = watch::Sender<Option<Arc<Published>>>;
 
-/// Offers `state` to a channel unless it already holds a newer one.
-pub fn offer(tx: &StateSender, state: &CartState) {
+/// Offers a published state to a channel unless it already holds a newer
+/// one (passing the same `Published` on keeps one rendering for all).
+pub fn offer(tx: &StateSender, published: &Arc<Published>) {
+    offer_with(tx, published.version(), || Arc::clone(published));
+}
+
+/// Offers `state`, wrapped only if the channel takes it.
+pub fn offer_state(tx: &StateSender, state: &CartState) {
+    offer_with(tx, state.version(), || Published::new(Arc::clone(state)));
+}
+
+fn offer_with(tx: &StateSender, version: u64, published: impl FnOnce() -> Arc<Published>) {
     tx.send_if_modified(|current| {
-        let newer = current.as_ref().is_none_or(|c| c.version() < state.version());
+        let newer = current.as_ref().is_none_or(|c| c.version() < version);
         if newer {
-            *current = Some(Arc::clone(state));
+            *current = Some(published());
         }
         newer
     });
@@ -67,7 +107,7 @@ impl Feeds {
             self.watched.store(senders.len(), Ordering::Relaxed);
             return;
         }
-        offer(tx, state);
+        offer_state(tx, state);
     }
 
     /// Ends the watches of carts for which `closes` holds (this node stopped
@@ -190,6 +230,8 @@ mod tests {
         feeds.publish(&id, &state(2));
         feeds.publish(&id, &state(1));
         assert_eq!(rx.borrow_and_update().as_ref().map(|s| s.version()), Some(2));
+        let published = rx.borrow().clone().unwrap();
+        assert!(std::ptr::eq(published.json(), published.json()), "rendered once");
         assert!(!rx.has_changed().unwrap());
     }
 }

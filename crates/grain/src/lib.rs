@@ -41,7 +41,9 @@ pub use carts::Carts;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::GrainError;
 pub use error_kind::ErrorKind;
-pub use feeds::{CartWatch, StateReceiver, StateSender, WatchPermit, offer};
+pub use feeds::{
+    CartWatch, Published, StateReceiver, StateSender, WatchPermit, offer, offer_state,
+};
 pub use request::{MutateRequest, ResolvedRequest};
 pub use runtime::{GrainRuntime, Handover, RuntimeOptions};
 pub use task::OwnedTask;
