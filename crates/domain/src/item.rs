@@ -135,18 +135,22 @@ thread_local! {
 }
 
 fn with_product_bytes<T>(m: &proto::AddItem, f: impl FnOnce(&[u8]) -> T) -> T {
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut buf) => {
-            buf.clear();
-            product_bytes(m, &mut buf);
-            f(&buf)
-        }
+    SCRATCH.with(|scratch| {
+        let (mut borrowed, mut fresh);
         // Never re-entered today; if it were, a fresh buffer is correct.
-        Err(_) => {
-            let mut buf = Vec::new();
-            product_bytes(m, &mut buf);
-            f(&buf)
-        }
+        let buf: &mut Vec<u8> = match scratch.try_borrow_mut() {
+            Ok(b) => {
+                borrowed = b;
+                &mut borrowed
+            }
+            Err(_) => {
+                fresh = Vec::new();
+                &mut fresh
+            }
+        };
+        buf.clear();
+        product_bytes(m, buf);
+        f(buf)
     })
 }
 
