@@ -4,30 +4,50 @@
 use std::sync::Arc;
 
 use cart_domain::{Cart, CartEvent, ItemInterner};
-use cart_store::{Event, StoreError};
+use cart_store::{Event, EventStore, StoreError};
 
 use crate::idempotency::IdempotencyKeys;
 use crate::registry::GrainState;
-use crate::runtime::GrainRuntime;
 use crate::{CartId, GrainError};
 
-impl GrainRuntime {
+/// Called before a grain activates on this node while another node holds
+/// the cart's claim: the cluster asks that node to flush and passivate its
+/// grain (ConfirmOwner).
+///
+/// Failure contract: an error refuses the activation (the request fails with
+/// it and nothing is applied); `Ok` means this node may activate.
+#[async_trait::async_trait]
+pub trait Handover: Send + Sync + 'static {
+    /// Hands `cart` over from `previous_owner` to this node.
+    async fn take_over(&self, cart: &CartId, previous_owner: &str) -> Result<(), GrainError>;
+}
+
+/// What activating a grain reads: the store, the node's product facts, its
+/// name and the cluster's handover step (none on a single node).
+pub(crate) struct Activation<'a> {
+    pub store: &'a dyn EventStore,
+    pub items: &'a ItemInterner,
+    pub node: &'a str,
+    pub handover: Option<&'a dyn Handover>,
+}
+
+impl Activation<'_> {
     /// The grain's state, replaying its events first if it is not active.
-    pub(crate) async fn activate<'a>(
+    pub(crate) async fn activate<'s>(
         &self,
         id: &CartId,
-        slot: &'a mut Option<GrainState>,
-    ) -> Result<&'a mut GrainState, GrainError> {
+        slot: &'s mut Option<GrainState>,
+    ) -> Result<&'s mut GrainState, GrainError> {
         if slot.is_none() {
             let started = std::time::Instant::now();
-            if let Some(handover) = self.handover.get()
+            if let Some(handover) = self.handover
                 && let Some(claim) = self.store.claim_of(id.as_str()).await?
-                && claim.owner != self.options.node
+                && claim.owner != self.node
             {
                 handover.take_over(id, &claim.owner).await?;
             }
             let events = self.store.load(id.as_str()).await?;
-            let (cart, keys) = replay(id, &events, &self.items)?;
+            let (cart, keys) = replay(id, &events, self.items)?;
             metrics::counter!("cart_grain_activations_total").increment(1);
             metrics::histogram!("cart_grain_activation_duration_seconds").record(started.elapsed());
             tracing::debug!(cart = %id, events = events.len(), "grain activated");

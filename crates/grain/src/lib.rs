@@ -35,6 +35,7 @@ pub mod runtime;
 pub mod task;
 mod turn_metrics;
 
+pub use activation::Handover;
 pub use cart_domain::CartState;
 pub use cart_id::CartId;
 pub use carts::Carts;
@@ -45,5 +46,5 @@ pub use feeds::{
     CartWatch, Published, StateReceiver, StateSender, WatchPermit, offer, offer_state,
 };
 pub use request::{MutateRequest, ResolvedRequest};
-pub use runtime::{GrainRuntime, Handover, RuntimeOptions};
+pub use runtime::{GrainRuntime, RuntimeOptions};
 pub use task::OwnedTask;

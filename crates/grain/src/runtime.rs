@@ -12,7 +12,7 @@ use cart_domain::proto::SetCartItems;
 use cart_domain::{Cart, CartCommand, CartEvent, CartState, ItemInterner, MutationType};
 use cart_store::{Event, EventStore, Fence, IdempotencyTag, NewEvent, StoreError};
 
-use crate::activation::replay;
+use crate::activation::{Activation, Handover, replay};
 use crate::feeds::{CartWatch, Feeds, StateReceiver, Watchers};
 use crate::idempotency::Seen;
 use crate::registry::{GrainState, Registry};
@@ -46,28 +46,16 @@ impl Default for RuntimeOptions {
     }
 }
 
-/// Called before a grain activates on this node while another node holds
-/// the cart's claim: the cluster asks that node to flush and passivate its
-/// grain (ConfirmOwner).
-///
-/// Failure contract: an error refuses the activation (the request fails with
-/// it and nothing is applied); `Ok` means this node may activate.
-#[async_trait::async_trait]
-pub trait Handover: Send + Sync + 'static {
-    /// Hands `cart` over from `previous_owner` to this node.
-    async fn take_over(&self, cart: &CartId, previous_owner: &str) -> Result<(), GrainError>;
-}
-
 /// The grains of this node.
 pub struct GrainRuntime {
-    pub(crate) store: Arc<dyn EventStore>,
+    store: Arc<dyn EventStore>,
     resolver: Resolver,
     clock: Arc<dyn Clock>,
-    pub(crate) items: ItemInterner,
+    items: ItemInterner,
     registry: Registry,
-    pub(crate) options: RuntimeOptions,
+    options: RuntimeOptions,
     closing: AtomicBool,
-    pub(crate) handover: OnceLock<Arc<dyn Handover>>,
+    handover: OnceLock<Arc<dyn Handover>>,
     metrics: TurnMetrics,
     feeds: Feeds,
     watchers: Watchers,
@@ -101,6 +89,16 @@ impl GrainRuntime {
         let _ = self.handover.set(handover);
     }
 
+    /// How this runtime activates grains.
+    fn activation(&self) -> Activation<'_> {
+        Activation {
+            store: self.store.as_ref(),
+            items: &self.items,
+            node: &self.options.node,
+            handover: self.handover.get().map(|h| h.as_ref()),
+        }
+    }
+
     /// The shared product facts of this node's carts (to restore carts that
     /// other nodes report).
     pub fn items(&self) -> &ItemInterner {
@@ -112,7 +110,7 @@ impl GrainRuntime {
         let grain = self.registry.grain(id, self.clock.now_ms())?;
         let result = {
             let mut slot = grain.state.lock().await;
-            match self.activate(id, &mut slot).await {
+            match self.activation().activate(id, &mut slot).await {
                 Ok(state) if state.cart.version() == 0 => Err(GrainError::NotFound),
                 Ok(state) => Ok(Arc::clone(&state.cart)),
                 Err(e) => Err(e),
@@ -252,7 +250,7 @@ impl GrainRuntime {
         slot: &mut Option<GrainState>,
         request: &ResolvedRequest,
     ) -> Result<CartState, GrainError> {
-        let state = self.activate(id, slot).await?;
+        let state = self.activation().activate(id, slot).await?;
         let idempotency = request.idempotency.as_ref();
         if let Some(tag) = idempotency
             && let Some(answer) = self.replay_of(id, state, tag).await

@@ -24,8 +24,8 @@ use std::time::Instant;
 use metrics::{Counter, Histogram};
 use tokio::sync::oneshot;
 
-use crate::file::{PREALLOCATE_BYTES, Shared, trim_preallocated};
 use crate::gather::Gather;
+use crate::log::{PREALLOCATE_BYTES, Shared, trim_preallocated};
 use crate::record::{self, CLAIM_KIND};
 use crate::sync::{FsyncPolicy, SyncSchedule};
 use crate::{AppendRequest, Appended, Event, Fence, StoreError};

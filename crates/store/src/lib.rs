@@ -12,6 +12,7 @@
 mod committer;
 pub mod file;
 mod gather;
+mod log;
 pub mod postgres;
 pub mod record;
 pub mod sync;
