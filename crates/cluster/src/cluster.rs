@@ -103,6 +103,11 @@ impl Cluster {
         Arc::clone(&self.carts)
     }
 
+    /// This node's member view.
+    pub fn membership(&self) -> &Arc<Membership> {
+        &self.membership
+    }
+
     /// Whether the node has a member view (after its first discovery and
     /// negotiation round) and is not closing.
     pub fn is_ready(&self) -> bool {

@@ -1,0 +1,206 @@
+//! The router's retry rules and the ownership handover, on nodes in one
+//! process (see `support/mod.rs`): which node serves a request, what is
+//! retried where, and what a client is told when no retry can help.
+
+mod support;
+
+use std::time::Duration;
+
+use cart_domain::CartCommand;
+use cart_domain::proto::ChangeQuantity;
+use cart_grain::{Carts, ErrorKind, GrainError, MutateRequest};
+use cart_store::EventStore;
+use support::{Harness, add, eventually, json, lone_runtime};
+
+const ALL: &[usize] = &[0, 1, 2];
+
+fn kind(result: Result<cart_grain::CartState, GrainError>) -> (ErrorKind, String) {
+    let e = result.expect_err("the request should fail");
+    (e.kind(), e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_entering_any_node_are_served_by_the_one_owner() {
+    let h = Harness::start(3).await;
+    h.join(ALL);
+    let cart = h.cart_owned_by(1, None, ALL);
+    for node in &h.nodes {
+        node.cluster.carts().mutate(&cart, add(1)).await.unwrap();
+    }
+    let states: Vec<serde_json::Value> = {
+        let mut out = Vec::new();
+        for node in &h.nodes {
+            out.push(json(&node.cluster.carts().get(&cart).await.unwrap()));
+        }
+        out
+    };
+    assert!(states.iter().all(|s| *s == states[0]), "every node answers the same: {states:?}");
+    assert_eq!(states[0]["version"], 3);
+    assert_eq!(states[0]["items"][0]["qty"], 3);
+    assert!(h.resident(1, &cart));
+    assert!(!h.resident(0, &cart) && !h.resident(2, &cart), "only the owner activates the cart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_reads_the_same_through_the_owner_and_through_another_node() {
+    let h = Harness::start(2).await;
+    h.join(&[0, 1]);
+    let cart = h.cart_owned_by(1, None, &[0, 1]);
+    let unknown = [
+        kind(h.nodes[0].cluster.carts().get(&cart).await),
+        kind(h.nodes[1].cluster.carts().get(&cart).await),
+    ];
+    assert_eq!(unknown[0], unknown[1]);
+    assert_eq!(unknown[0].0, ErrorKind::NotFound);
+
+    h.nodes[0].cluster.carts().mutate(&cart, add(1)).await.unwrap();
+    let bad = || MutateRequest {
+        mutations: vec![CartCommand::ChangeQuantity(ChangeQuantity { id: 999, quantity: 2 })],
+        ..Default::default()
+    };
+    let refused = [
+        kind(h.nodes[0].cluster.carts().mutate(&cart, bad()).await),
+        kind(h.nodes[1].cluster.carts().mutate(&cart, bad()).await),
+    ];
+    assert_eq!(refused[0], refused[1], "the entry node must not change the answer");
+    assert_eq!(refused[0].0.http_status(), 404, "{refused:?}");
+
+    let stale = || MutateRequest { if_match: Some(7), ..add(1) };
+    let precondition = [
+        kind(h.nodes[0].cluster.carts().mutate(&cart, stale()).await),
+        kind(h.nodes[1].cluster.carts().mutate(&cart, stale()).await),
+    ];
+    assert_eq!(precondition[0], precondition[1]);
+    assert_eq!(precondition[0].0, ErrorKind::PreconditionFailed);
+}
+
+/// A partitioned writer outside the view claims the cart; the owner's next
+/// append is fenced, and the entry node retries it on the same owner, which
+/// reloads and applies it exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_write_is_retried_in_place_and_applied_once() {
+    let h = Harness::start(2).await;
+    h.join(&[0, 1]);
+    let cart = h.cart_owned_by(1, None, &[0, 1]);
+    h.nodes[0].cluster.carts().mutate(&cart, add(1)).await.unwrap();
+    assert!(h.resident(1, &cart));
+
+    let intruder = lone_runtime(h.dir.path(), "10.255.0.1", h.clock.clone());
+    for entry in [0, 1] {
+        // The intruder's own grain is fenced by the owner's last claim the
+        // second time round; like any writer, it reloads and retries once.
+        if let Err(e) = intruder.mutate(&cart, add(10)).await {
+            assert_eq!(e.kind(), ErrorKind::Fenced);
+            intruder.mutate(&cart, add(10)).await.unwrap();
+        }
+        let state = h.nodes[entry].cluster.carts().mutate(&cart, add(1)).await.unwrap();
+        let state = json(&state);
+        // Entered through the other node (remote path) and then through the
+        // owner (local path): both retry the fenced write once, in place.
+        assert_eq!(state["version"], if entry == 0 { 3 } else { 5 });
+        assert_eq!(state["items"][0]["qty"], if entry == 0 { 12 } else { 23 });
+        assert!(h.resident(1, &cart), "the owner serves the retry");
+        assert!(!h.resident(0, &cart));
+    }
+    let log = h.nodes[1].grains.get(&cart).await.unwrap();
+    assert_eq!(log.version(), 5, "nothing was applied twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_owner_sends_the_request_to_the_next_node() {
+    let h = Harness::start(3).await;
+    h.join(ALL);
+    let cart = h.cart_owned_by(1, Some(2), ALL);
+    // Node 1 is shutting down; node 0 has not heard of it yet.
+    h.nodes[1].cluster.membership().close();
+    h.nodes[1].grains.begin_shutdown();
+    let state = h.nodes[0].cluster.carts().mutate(&cart, add(1)).await.unwrap();
+    assert_eq!(json(&state)["version"], 1);
+    assert!(h.resident(2, &cart), "the next node in rendezvous order serves it");
+    assert!(!h.resident(1, &cart));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_that_refuses_connections_is_skipped() {
+    let mut h = Harness::start(3).await;
+    h.join(ALL);
+    let cart = h.cart_owned_by(1, Some(2), ALL);
+    h.nodes[0].cluster.carts().mutate(&cart, add(1)).await.unwrap();
+    h.nodes[1].stop_serving().await;
+    h.nodes[1].grains.flush().await.unwrap();
+    let state = h.nodes[0].cluster.carts().mutate(&cart, add(1)).await.unwrap();
+    let state = json(&state);
+    assert_eq!(state["version"], 2, "the next node continues the cart's log");
+    assert_eq!(state["items"][0]["qty"], 2);
+    assert!(h.resident(2, &cart));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_next_node_cannot_serve_either_the_client_is_told_unavailable() {
+    let h = Harness::start(3).await;
+    h.join(ALL);
+    let cart = h.cart_owned_by(1, Some(2), ALL);
+    for i in [1, 2] {
+        h.nodes[i].cluster.membership().close();
+        h.nodes[i].grains.begin_shutdown();
+    }
+    let (kind, message) = kind(h.nodes[0].cluster.carts().mutate(&cart, add(1)).await);
+    assert_eq!(kind, ErrorKind::Unavailable, "{message}");
+    assert_eq!(kind.http_status(), 503);
+    let store = support::store(h.dir.path());
+    assert!(store.load(cart.as_str()).await.unwrap().is_empty(), "nothing was applied");
+}
+
+/// A node joins and the cart's placement moves to it: its first request
+/// asks the previous owner (ConfirmOwner) to flush and passivate, and
+/// carries the cart's state over. No view loop runs, so the previous owner
+/// passivates because it was asked, not because its view changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_takes_the_cart_over_from_the_previous_one() {
+    let mut h = Harness::start(2).await;
+    h.join(&[0, 1]);
+    h.add_node().await;
+    let cart = h.cart_owned_by(2, Some(1), ALL);
+    assert_eq!(h.owner_among(&cart, &[0, 1], &[]), 1);
+    h.nodes[0].cluster.carts().mutate(&cart, add(2)).await.unwrap();
+    assert!(h.resident(1, &cart));
+
+    h.join(ALL);
+    let state = h.nodes[0].cluster.carts().mutate(&cart, add(1)).await.unwrap();
+    let state = json(&state);
+    assert_eq!(state["version"], 2);
+    assert_eq!(state["items"][0]["qty"], 3, "the state moved with the cart");
+    assert!(h.resident(2, &cart));
+    assert!(!h.resident(1, &cart), "the previous owner passivated when asked");
+}
+
+/// The same move driven by the nodes' own loops: discovery offers the new
+/// node, pings admit it, and the previous owner's view loop passivates the
+/// idle cart it no longer owns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_found_by_discovery_joins_and_the_previous_owner_lets_go() {
+    let mut h = Harness::start(2).await;
+    for i in 0..2 {
+        h.start_loops(i);
+    }
+    let within = Duration::from_secs(10);
+    eventually("both nodes see each other", within, || {
+        h.nodes.iter().all(|n| n.cluster.membership().view().len() == 2)
+    })
+    .await;
+    h.add_node().await;
+    let cart = h.cart_owned_by(2, Some(1), ALL);
+    h.nodes[0].cluster.carts().mutate(&cart, add(1)).await.unwrap();
+    assert!(h.resident(1, &cart));
+
+    h.start_loops(2);
+    eventually("all three see each other", within, || {
+        h.nodes.iter().all(|n| n.cluster.membership().view().len() == 3)
+    })
+    .await;
+    eventually("the previous owner passivates the moved cart", within, || !h.resident(1, &cart))
+        .await;
+    let state = h.nodes[0].cluster.carts().get(&cart).await.unwrap();
+    assert_eq!(json(&state)["version"], 1);
+    assert!(h.resident(2, &cart));
+}
