@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
 use tonic::Status;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
@@ -89,7 +90,11 @@ async fn run(
     mut queue: mpsc::Receiver<Job>,
     slots: Arc<Semaphore>,
 ) {
+    // The batches in flight belong to this task: when it ends (its last
+    // `Forwarder` is gone, so nobody waits for them) they are cancelled.
+    let mut sending = JoinSet::new();
     while let Some(first) = queue.recv().await {
+        while sending.try_join_next().is_some() {}
         // Waiting for a free slot is what lets a batch form.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
         let mut jobs = vec![first];
@@ -100,7 +105,7 @@ async fn run(
             }
         }
         let channel = channel.clone();
-        tokio::spawn(async move {
+        sending.spawn(async move {
             send(channel, deadline, jobs).await;
             drop(slot);
         });

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use cart_grain::OwnedTask;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
@@ -21,7 +22,7 @@ pub struct KubernetesPeers {
     pods: Store<Pod>,
     grpc_port: u16,
     control_port: u16,
-    watch: tokio::task::JoinHandle<()>,
+    _watch: OwnedTask,
 }
 
 impl KubernetesPeers {
@@ -38,7 +39,7 @@ impl KubernetesPeers {
         let (pods, writer) = reflector::store();
         let config = watcher::Config::default().labels(selector);
         let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
-        let watch = tokio::spawn(async move {
+        let watch = OwnedTask::spawn(async move {
             stream
                 .for_each(|event| async move {
                     if let Err(e) = event {
@@ -47,7 +48,7 @@ impl KubernetesPeers {
                 })
                 .await;
         });
-        KubernetesPeers { pods, grpc_port, control_port, watch }
+        KubernetesPeers { pods, grpc_port, control_port, _watch: watch }
     }
 
     /// Watches with the pod's own credentials (in-cluster config, or the
@@ -80,12 +81,6 @@ impl KubernetesPeers {
             grpc_port: self.grpc_port,
             control_port: self.control_port,
         })
-    }
-}
-
-impl Drop for KubernetesPeers {
-    fn drop(&mut self) {
-        self.watch.abort();
     }
 }
 

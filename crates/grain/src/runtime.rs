@@ -210,6 +210,10 @@ impl GrainRuntime {
             }
             .into());
         }
+        // The turn runs to its end even if the caller goes away (a client
+        // disconnect never leaves a grain between staging and its append);
+        // it is bounded by the store's own deadlines, and shutdown flushes
+        // the store after the drain, so it is not left running.
         let runtime = Arc::clone(self);
         let id = id.clone();
         tokio::spawn(async move { runtime.turn(&id, request).await })

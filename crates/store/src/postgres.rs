@@ -24,12 +24,15 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_postgres::NoTls;
 
 use crate::{
     AppendRequest, Appended, Claim, Event, EventStore, Fence, IdempotencyTag, NewEvent, StoreError,
 };
 
+/// Appends waiting for the committer before further appends wait to queue.
+const MAX_QUEUED: usize = 4096;
 /// Most appends committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
@@ -74,8 +77,11 @@ impl PgStoreOptions {
 /// The PostgreSQL event store.
 pub struct PgStore {
     pool: Pool,
-    appends: mpsc::UnboundedSender<AppendRequest>,
+    appends: mpsc::Sender<AppendRequest>,
     healthy: Arc<AtomicBool>,
+    /// The committer and the health probe; dropping the store cancels them
+    /// (no append is waiting then: each borrows the store until answered).
+    _tasks: JoinSet<()>,
 }
 
 /// The error with its causes: a driver error reads only "db error"; the
@@ -126,10 +132,11 @@ impl PgStore {
             .map_err(unavailable)?;
         migrate(&pool).await?;
         let healthy = Arc::new(AtomicBool::new(true));
-        let (appends, rx) = mpsc::unbounded_channel();
-        tokio::spawn(committer(pool.clone(), rx, Arc::clone(&healthy)));
-        tokio::spawn(health_probe(pool.clone(), Arc::clone(&healthy)));
-        Ok(PgStore { pool, appends, healthy })
+        let (appends, rx) = mpsc::channel(MAX_QUEUED);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(committer(pool.clone(), rx, Arc::clone(&healthy)));
+        tasks.spawn(health_probe(pool.clone(), Arc::clone(&healthy)));
+        Ok(PgStore { pool, appends, healthy, _tasks: tasks })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -185,11 +192,7 @@ async fn health_probe(pool: Pool, healthy: Arc<AtomicBool>) {
     }
 }
 
-async fn committer(
-    pool: Pool,
-    mut rx: mpsc::UnboundedReceiver<AppendRequest>,
-    healthy: Arc<AtomicBool>,
-) {
+async fn committer(pool: Pool, mut rx: mpsc::Receiver<AppendRequest>, healthy: Arc<AtomicBool>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -353,7 +356,7 @@ impl EventStore for PgStore {
     ) -> Result<Appended, StoreError> {
         let stopped = || StoreError::Unavailable("the PostgreSQL committer has stopped".into());
         let (request, answer) = AppendRequest::new(cart, expected_version, fence, events);
-        self.appends.send(request).map_err(|_| stopped())?;
+        self.appends.send(request).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 

@@ -1,0 +1,72 @@
+//! `cart-actor serve`: builds the node ([`wiring`]), runs it until SIGTERM
+//! or SIGINT, then leaves the cluster, drains and flushes ([`shutdown`]).
+
+mod shutdown;
+mod wiring;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use crate::config::ServeArgs;
+use crate::telemetry;
+
+/// Runs the service.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init_logs(args.log_format, &args.log)?;
+    let metrics = telemetry::init_metrics()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args, metrics))
+}
+
+async fn serve(
+    args: ServeArgs,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<()> {
+    let node = wiring::build(&args, metrics).await?;
+    let passivation = node.grains.spawn_passivation();
+    let (stop_grpc, grpc_stopped) = watch::channel(false);
+    let mut grpc_servers = JoinSet::new();
+    for listener in node.grpc {
+        let cluster = Arc::clone(&node.cluster);
+        let mut stopped = grpc_stopped.clone();
+        grpc_servers.spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) = cluster.serve(listener, shutdown).await {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        });
+    }
+    let running = shutdown::Running {
+        stop_grpc,
+        grpc_servers,
+        cluster_loops: node.cluster.spawn_loops(),
+        passivation,
+    };
+
+    let started = Arc::new(Notify::new());
+    let begin = shutdown::begin(
+        Arc::clone(&node.cluster),
+        Arc::clone(&node.grains),
+        Arc::clone(&node.draining),
+        Arc::clone(&started),
+    );
+    let outcome = shutdown::serve_http_until_drained(
+        node.http,
+        node.app,
+        begin,
+        started,
+        args.shutdown_timeout,
+    )
+    .await;
+    shutdown::finish(running, &node.grains, args.rpc_deadline, args.shutdown_timeout).await?;
+    drop(node.store);
+    outcome
+}

@@ -1,0 +1,130 @@
+//! The node's way out, in order: on SIGTERM or SIGINT it stops being ready,
+//! leaves the cluster (peers acknowledge before it drains), ends its watch
+//! streams and drains in-flight HTTP requests (at most `--shutdown-timeout`);
+//! then it keeps answering forwarded calls for two RPC deadlines, stops the
+//! gRPC servers and its loops, and flushes the event log.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cart_cluster::Cluster;
+use cart_grain::{GrainRuntime, OwnedTask};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+/// What shutdown stops after the HTTP drain.
+pub(super) struct Running {
+    /// Set to stop the gRPC servers.
+    pub stop_grpc: watch::Sender<bool>,
+    /// The CartActor and ControlPlane servers (each logs its own failure).
+    pub grpc_servers: JoinSet<()>,
+    /// Discovery, ping and view loops.
+    pub cluster_loops: Vec<OwnedTask>,
+    /// The idle-grain sweep.
+    pub passivation: OwnedTask,
+}
+
+/// Waits for the signal, then turns the node away from new work: not ready,
+/// out of the cluster, watches ended. `started` is notified when the drain
+/// begins.
+pub(super) async fn begin(
+    cluster: Arc<Cluster>,
+    grains: Arc<GrainRuntime>,
+    draining: Arc<AtomicBool>,
+    started: Arc<Notify>,
+) {
+    signal().await;
+    tracing::info!("shutting down: leaving the cluster, draining in-flight requests");
+    draining.store(true, Ordering::SeqCst);
+    cluster.leave().await;
+    grains.begin_shutdown();
+    started.notify_one();
+}
+
+/// Serves `app` on `listener` until the drain that `begin` starts has
+/// finished, or `timeout` after it began.
+pub(super) async fn serve_http_until_drained(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    begin: impl Future<Output = ()> + Send + 'static,
+    started: Arc<Notify>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    // The accept loop runs on a worker thread, not the main thread's
+    // `block_on`; the set cancels it if the drain times out.
+    let mut server = JoinSet::new();
+    server.spawn(axum::serve(listener, app).with_graceful_shutdown(begin).into_future());
+    tokio::select! {
+        Some(result) = server.join_next() => {
+            result.context("HTTP server task failed")?.context("HTTP server failed")
+        }
+        () = async {
+            started.notified().await;
+            tokio::time::sleep(timeout).await;
+        } => {
+            tracing::warn!("in-flight requests did not finish within the shutdown timeout");
+            Ok(())
+        }
+    }
+}
+
+/// Stops what still runs after the HTTP drain and flushes the log.
+pub(super) async fn finish(
+    mut running: Running,
+    grains: &GrainRuntime,
+    rpc_deadline: Duration,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    // Peers acknowledged Closing before the drain began; keep answering
+    // forwarded calls that were already on their way (with "ask the next
+    // node") for two deadlines before the gRPC servers stop.
+    tokio::time::sleep(rpc_deadline * 2).await;
+    running.stop_grpc.send_replace(true);
+    let stopped = tokio::time::timeout(timeout, async {
+        while let Some(result) = running.grpc_servers.join_next().await {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "gRPC server task failed");
+            }
+        }
+    })
+    .await;
+    if stopped.is_err() {
+        tracing::warn!("gRPC servers did not stop in time");
+        running.grpc_servers.shutdown().await;
+    }
+    for task in running.cluster_loops {
+        task.stop().await;
+    }
+    running.passivation.stop().await;
+    grains.flush().await.context("final flush of the event log failed")?;
+    tracing::info!("stopped; every acknowledged mutation is on disk");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,196 @@
+//! Builds one node from its flags: store, catalogue, grains, cluster,
+//! checkout and the HTTP app, with its three listeners bound. Nothing runs
+//! yet; [`super::serve`] starts it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use cart_catalog::{Catalog, FileCatalog, HttpCatalog, HttpCatalogOptions, Markets, Resolver};
+use cart_checkout::{Checkout, KlarnaClient, KlarnaConfig};
+use cart_cluster::discovery::{Discovery, DnsPeers, StaticPeers};
+use cart_cluster::kubernetes::KubernetesPeers;
+use cart_cluster::{Cluster, ClusterOptions, NodeAddr};
+use cart_grain::{Clock, GrainRuntime, RuntimeOptions, SystemClock};
+use cart_http::AppState;
+use cart_store::EventStore;
+use tokio::net::TcpListener;
+
+use crate::config::{DiscoveryKind, ServeArgs};
+use crate::stores::StoreSpec;
+use crate::telemetry;
+
+/// A node built and bound, not yet serving.
+pub(super) struct Node {
+    /// Where its events are kept.
+    pub store: Arc<dyn EventStore>,
+    /// Its grains.
+    pub grains: Arc<GrainRuntime>,
+    /// Its cluster face.
+    pub cluster: Arc<Cluster>,
+    /// The HTTP API.
+    pub app: axum::Router,
+    /// Set when shutdown begins: `/readyz` then says no.
+    pub draining: Arc<AtomicBool>,
+    /// The storefront/service/ops listener.
+    pub http: TcpListener,
+    /// The CartActor and ControlPlane listeners.
+    pub grpc: [TcpListener; 2],
+}
+
+/// Builds the node `args` describe, binding its ports.
+pub(super) async fn build(
+    args: &ServeArgs,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<Node> {
+    let markets =
+        Markets::new(args.markets.0.clone(), &args.default_country).map_err(anyhow::Error::msg)?;
+    let resolver = Resolver::new(catalog(args).context("cannot load the catalogue")?, markets);
+    let store_spec = StoreSpec::parse(&args.store, &args.data_dir);
+    let store = store_spec.open(args.fsync, args.commit_wait, args.pg_pool_size).await?;
+
+    let (http, http_addr) = bind(args.http_addr, "HTTP").await?;
+    let (grpc, grpc_addr) = bind(args.grpc_addr, "CartActor gRPC").await?;
+    let (control, control_addr) = bind(args.control_addr, "ControlPlane gRPC").await?;
+    let me = NodeAddr {
+        host: advertise_host(args),
+        grpc_port: grpc_addr.port(),
+        control_port: control_addr.port(),
+    };
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let grains = GrainRuntime::new(
+        Arc::clone(&store),
+        resolver,
+        Arc::clone(&clock),
+        RuntimeOptions {
+            idle_ttl: args.idle_ttl,
+            max_grains: args.max_grains,
+            max_watchers: args.max_watchers,
+            node: me.to_string(),
+        },
+    );
+    let mut cluster_options = ClusterOptions::new(me.clone());
+    cluster_options.ping_interval = args.ping_interval;
+    cluster_options.max_misses = args.ping_misses;
+    cluster_options.rpc_deadline = args.rpc_deadline;
+    cluster_options.discovery_interval = args.discovery_interval;
+    let cluster =
+        Cluster::new(cluster_options, Arc::clone(&grains), discovery(args, &me).await?, clock);
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let app = app(args, &cluster, &store, &draining, metrics)?;
+    tracing::info!(
+        %http_addr, %grpc_addr, %control_addr, node = %me,
+        store = %store_spec.redacted(), fsync = ?args.fsync, catalog = %args.catalog,
+        "listening"
+    );
+    Ok(Node { store, grains, cluster, app, draining, http, grpc: [grpc, control] })
+}
+
+/// The HTTP API over the cluster's carts.
+fn app(
+    args: &ServeArgs,
+    cluster: &Arc<Cluster>,
+    store: &Arc<dyn EventStore>,
+    draining: &Arc<AtomicBool>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<axum::Router> {
+    let ready = {
+        let (cluster, draining, store) =
+            (Arc::clone(cluster), Arc::clone(draining), Arc::clone(store));
+        Arc::new(move || cluster.is_ready() && store.healthy() && !draining.load(Ordering::SeqCst))
+    };
+    let render = Arc::new(move || {
+        if let Some(rss) = telemetry::resident_bytes() {
+            metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
+        }
+        metrics.render()
+    });
+    let status = {
+        let cluster = Arc::clone(cluster);
+        Arc::new(move || cluster.status())
+    };
+    let carts: Arc<dyn cart_grain::Carts> = cluster.carts();
+    let checkout = match &args.klarna_url {
+        Some(url) => {
+            let client = KlarnaClient::new(KlarnaConfig {
+                base_url: url.clone(),
+                username: args.klarna_username.clone(),
+                password: args.klarna_password.clone(),
+                timeout: args.klarna_timeout,
+            })?;
+            Some(Arc::new(Checkout::new(Arc::clone(&carts), client, args.public_url.clone())))
+        }
+        None => None,
+    };
+    Ok(cart_http::router(AppState {
+        carts,
+        cluster: Some(status),
+        ready,
+        metrics: render,
+        checkout,
+    }))
+}
+
+fn catalog(args: &ServeArgs) -> anyhow::Result<Arc<dyn Catalog>> {
+    let spec = args.catalog.as_str();
+    Ok(if spec == "sample" {
+        Arc::new(FileCatalog::sample()?)
+    } else if spec.starts_with("http://") || spec.starts_with("https://") {
+        let mut options = HttpCatalogOptions::new(spec);
+        options.timeout = args.catalog_timeout;
+        Arc::new(HttpCatalog::new(options)?)
+    } else {
+        Arc::new(FileCatalog::from_path(Path::new(spec))?)
+    })
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// The host peers reach this node at.
+fn advertise_host(args: &ServeArgs) -> String {
+    if let Some(host) = &args.advertise_host {
+        return host.clone();
+    }
+    if let Ok(ip) = std::env::var("POD_IP") {
+        return ip;
+    }
+    if !args.grpc_addr.ip().is_unspecified() {
+        return args.grpc_addr.ip().to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+async fn discovery(args: &ServeArgs, me: &NodeAddr) -> anyhow::Result<Arc<dyn Discovery>> {
+    Ok(match args.discovery {
+        DiscoveryKind::Static => Arc::new(StaticPeers(args.peers.clone())),
+        DiscoveryKind::Dns => Arc::new(DnsPeers {
+            name: args.dns_name.clone().context("--discovery dns needs --dns-name")?,
+            grpc_port: me.grpc_port,
+            control_port: me.control_port,
+        }),
+        DiscoveryKind::Kubernetes => Arc::new(
+            KubernetesPeers::in_cluster(
+                args.k8s_namespace.as_deref(),
+                &args.k8s_selector,
+                me.grpc_port,
+                me.control_port,
+            )
+            .await
+            .map_err(anyhow::Error::msg)?,
+        ),
+    })
+}
