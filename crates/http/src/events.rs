@@ -3,7 +3,9 @@
 //!
 //! Each message is `id: <version>`, `event: cart`, `data: <the same JSON as
 //! GET>`. The first is the current state (only versions above
-//! `Last-Event-ID` when the client reconnects with one); then every newer
+//! `Last-Event-ID` when the client reconnects with one; if the cart is now
+//! *behind* that version, it was reset since, and the current state comes as
+//! `event: reset`, which a client applies like `cart`); then every newer
 //! state, the newest winning when the client reads slower than the cart
 //! changes or the cart changes faster than [`MIN_EVENT_INTERVAL`]. Comments
 //! every [`HEARTBEAT`] keep idle streams open through proxies. The watch
@@ -75,13 +77,22 @@ fn last_event_id(headers: &HeaderMap) -> u64 {
 }
 
 fn events(watch: CartWatch, after: u64) -> impl Stream<Item = Result<Event, Infallible>> {
-    states(watch, after).map(|published| {
+    let reset = reset_since(&watch, after);
+    let after = if reset { 0 } else { after };
+    states(watch, after).enumerate().map(move |(n, published)| {
         let event = Event::default()
             .id(published.version().to_string())
-            .event("cart")
+            .event(if reset && n == 0 { "reset" } else { "cart" })
             .data(published.json());
         Ok(event)
     })
+}
+
+/// Whether the cart is behind the version the client last saw: it was
+/// reset since (its log restored or replaced), so "only newer versions"
+/// would leave the client on a state that no longer exists.
+fn reset_since(watch: &CartWatch, seen: u64) -> bool {
+    watch.updates.borrow().as_ref().is_some_and(|p| p.version() < seen)
 }
 
 /// The states a stream sends: those above `after`, the newest first, then
@@ -148,6 +159,19 @@ mod tests {
         assert_eq!(quiet.elapsed(), Duration::ZERO);
         drop(tx);
         assert!(stream.next().await.is_none(), "the stream ends with its channel");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconnect_past_the_carts_version_gets_its_state_as_a_reset() {
+        let (tx, updates) = tokio::sync::watch::channel(None);
+        let permit = Watchers::new(1).admit().unwrap();
+        offer_state(&tx, &cart(2));
+        let mut stream = Box::pin(events(CartWatch { updates, permit }, 9));
+        let first = format!("{:?}", stream.next().await.unwrap().unwrap());
+        assert!(first.contains("id: 2\\nevent: reset\\n"), "{first}");
+        offer_state(&tx, &cart(3));
+        let next = format!("{:?}", stream.next().await.unwrap().unwrap());
+        assert!(next.contains("id: 3\\nevent: cart\\n"), "{next}");
     }
 
     #[tokio::test(start_paused = true)]
