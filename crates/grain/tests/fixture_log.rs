@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cart_catalog::{FileCatalog, Markets, Resolver};
 use cart_grain::{CartId, GrainRuntime, ManualClock, RuntimeOptions};
-use cart_store::{FileStore, FileStoreOptions, FsyncPolicy};
+use cart_store::{EventStore, FileStore, FileStoreOptions, FsyncPolicy};
 
 #[tokio::test]
 async fn the_v1_fixture_log_replays_to_the_same_carts() {
@@ -18,6 +18,15 @@ async fn the_v1_fixture_log_replays_to_the_same_carts() {
     let store =
         Arc::new(FileStore::open(FileStoreOptions::new(dir.path(), FsyncPolicy::Always)).unwrap());
     let resolver = Resolver::new(Arc::new(FileCatalog::sample().unwrap()), Markets::default());
+    let mut kinds = std::collections::BTreeSet::new();
+    for id in store.cart_ids().await.unwrap() {
+        kinds.extend(store.load(&id).await.unwrap().iter().map(|e| e.kind));
+    }
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [2, 4, 5, 6, 7, 8, 9, 10, 11],
+        "the fixture holds every stored event type"
+    );
     let runtime = GrainRuntime::new(
         store,
         resolver,
@@ -25,7 +34,7 @@ async fn the_v1_fixture_log_replays_to_the_same_carts() {
         RuntimeOptions::default(),
     );
     let carts = expected.as_object().unwrap();
-    assert_eq!(carts.len(), 3);
+    assert_eq!(carts.len(), 4);
     for (id, cart) in carts {
         let state = runtime.get(&CartId::parse(id).unwrap()).await.unwrap();
         let replayed: serde_json::Value = serde_json::from_slice(&state.to_json()).unwrap();
