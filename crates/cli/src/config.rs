@@ -35,13 +35,37 @@ pub struct ServeArgs {
     #[arg(long, env = "CART_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
 
-    /// Address the CartActor gRPC service listens on.
-    #[arg(long, env = "CART_GRPC_ADDR", default_value = "0.0.0.0:1337")]
+    /// Address the CartActor gRPC service listens on. Loopback by
+    /// default: a cluster listens beyond it only with `--cluster-tls-*`
+    /// (or `--insecure-cluster`).
+    #[arg(long, env = "CART_GRPC_ADDR", default_value = "127.0.0.1:1337")]
     pub grpc_addr: SocketAddr,
 
     /// Address the ControlPlane gRPC service listens on.
-    #[arg(long, env = "CART_CONTROL_ADDR", default_value = "0.0.0.0:1338")]
+    #[arg(long, env = "CART_CONTROL_ADDR", default_value = "127.0.0.1:1338")]
     pub control_addr: SocketAddr,
+
+    /// This node's certificate (PEM, optionally followed by intermediates)
+    /// for mutual TLS with the other nodes. With `--cluster-tls-key` and
+    /// `--cluster-tls-ca`; the files are re-read when they change.
+    #[arg(long, env = "CART_CLUSTER_TLS_CERT", requires_all = ["cluster_tls_key", "cluster_tls_ca"])]
+    pub cluster_tls_cert: Option<PathBuf>,
+
+    /// The private key of `--cluster-tls-cert` (PEM).
+    #[arg(long, env = "CART_CLUSTER_TLS_KEY", requires_all = ["cluster_tls_cert", "cluster_tls_ca"])]
+    pub cluster_tls_key: Option<PathBuf>,
+
+    /// The cluster's CA (PEM): both gRPC ports accept only callers with a
+    /// certificate it signed, and peers must present one. Dedicate it to
+    /// the cluster: whoever holds a certificate from it is a node.
+    #[arg(long, env = "CART_CLUSTER_TLS_CA", requires_all = ["cluster_tls_cert", "cluster_tls_key"])]
+    pub cluster_tls_ca: Option<PathBuf>,
+
+    /// Let the gRPC ports listen beyond loopback without TLS: anyone who
+    /// reaches them can then act as a node. Only for networks that are
+    /// themselves authenticated and encrypted.
+    #[arg(long, env = "CART_INSECURE_CLUSTER")]
+    pub insecure_cluster: bool,
 
     /// Host (name or IP) other nodes reach this node at. Defaults to
     /// `$POD_IP`, else the listen IP when it is not a wildcard, else the

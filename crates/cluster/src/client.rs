@@ -1,12 +1,12 @@
 //! Channels to other nodes: one lazily connected HTTP/2 channel per remote
-//! host, shared by the CartActor and ControlPlane clients, with a per-RPC
+//! host (over mutual TLS when the cluster has it), shared by the CartActor and ControlPlane clients, with a per-RPC
 //! deadline. Forwarded mutations go through a per-host [`Forwarder`], which
 //! batches them. Request payloads above 8 KiB are gzip-compressed; small ones
 //! (nearly all mutations) are not.
 
 use std::collections::HashMap;
 use std::error::Error as _;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tonic::codec::CompressionEncoding;
@@ -18,6 +18,7 @@ use crate::node::NodeAddr;
 use crate::proto::cart::MutationRequest;
 use crate::proto::cart::cart_actor_client::CartActorClient;
 use crate::proto::control::control_plane_client::ControlPlaneClient;
+use crate::tls::{ClusterTls, TlsConnect};
 
 /// The channels of this node to its peers.
 pub struct Peers {
@@ -26,16 +27,19 @@ pub struct Peers {
     streams: Mutex<HashMap<NodeAddr, Channel>>,
     forwarders: Mutex<HashMap<NodeAddr, Forwarder>>,
     deadline: Duration,
+    tls: Option<Arc<ClusterTls>>,
 }
 
 impl Peers {
-    /// Peers with this per-RPC deadline.
-    pub fn new(deadline: Duration) -> Self {
+    /// Peers with this per-RPC deadline, reached over mutual TLS when
+    /// `tls` is given.
+    pub fn new(deadline: Duration, tls: Option<Arc<ClusterTls>>) -> Self {
         Peers {
             channels: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
             forwarders: Mutex::new(HashMap::new()),
             deadline,
+            tls,
         }
     }
 
@@ -68,7 +72,10 @@ impl Peers {
         if let Some(timeout) = timeout {
             endpoint = endpoint.timeout(timeout);
         }
-        let channel = endpoint.connect_lazy();
+        let channel = match &self.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(TlsConnect(Arc::clone(tls))),
+            None => endpoint.connect_lazy(),
+        };
         channels.insert(addr.clone(), channel.clone());
         Ok(channel)
     }

@@ -26,6 +26,7 @@ use crate::proto::control::control_plane_server::{
 use crate::proto::control::{ClosingNotice, Empty, NegotiateRequest};
 use crate::router::ClusterCarts;
 use crate::server::{CartActorService, ControlPlaneService};
+use crate::tls::{self, ClusterTls};
 
 /// Settings of a node.
 #[derive(Debug, Clone)]
@@ -40,6 +41,9 @@ pub struct ClusterOptions {
     pub rpc_deadline: Duration,
     /// How often discovery is polled and the view negotiated.
     pub discovery_interval: Duration,
+    /// Mutual TLS for every node-to-node connection, in and out; `None`
+    /// is plaintext (loopback, or `--insecure-cluster`).
+    pub tls: Option<Arc<ClusterTls>>,
 }
 
 impl ClusterOptions {
@@ -53,6 +57,7 @@ impl ClusterOptions {
             max_misses: 3,
             rpc_deadline: Duration::from_millis(400),
             discovery_interval: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -78,7 +83,7 @@ impl Cluster {
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
         let membership = Arc::new(Membership::new(options.me.clone(), options.max_misses));
-        let peers = Arc::new(Peers::new(options.rpc_deadline));
+        let peers = Arc::new(Peers::new(options.rpc_deadline, options.tls.clone()));
         runtime
             .set_handover(Arc::new(ConfirmOwner::new(Arc::clone(&membership), Arc::clone(&peers))));
         let carts = Arc::new(ClusterCarts::new(
@@ -137,20 +142,30 @@ impl Cluster {
             Arc::clone(&self.peers),
             Arc::clone(&self.clock),
         ));
-        Server::builder()
+        let router = Server::builder()
             .tcp_nodelay(true)
             .layer(GrpcMetricsLayer)
             .add_service(health)
             .add_service(cart)
-            .add_service(control)
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown,
-            )
-            .await
+            .add_service(control);
+        match &self.options.tls {
+            Some(tls) => {
+                router
+                    .serve_with_incoming_shutdown(
+                        tls::incoming(listener, Arc::clone(tls)),
+                        shutdown,
+                    )
+                    .await
+            }
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                router.serve_with_incoming_shutdown(incoming, shutdown).await
+            }
+        }
     }
 
-    /// Starts the discovery/negotiation, ping and view-change loops; they
+    /// Starts the discovery/negotiation, ping and view-change loops (and
+    /// the TLS files' reload check); they
     /// run while the returned handles live.
     pub fn spawn_loops(self: &Arc<Self>) -> Vec<OwnedTask> {
         let node = Arc::clone(self);
@@ -159,7 +174,11 @@ impl Cluster {
         let pings = OwnedTask::spawn(async move { node.ping_loop().await });
         let node = Arc::clone(self);
         let views = OwnedTask::spawn(async move { node.view_loop().await });
-        vec![discovery, pings, views]
+        let mut loops = vec![discovery, pings, views];
+        if let Some(tls) = &self.options.tls {
+            loops.push(tls.spawn_reloader(crate::tls::RELOAD_INTERVAL));
+        }
+        loops
     }
 
     async fn discovery_loop(&self) {

@@ -36,6 +36,7 @@ pub mod placement;
 pub mod router;
 pub mod server;
 pub mod state_wire;
+pub mod tls;
 pub mod watch_stream;
 
 /// Code generated from `proto/cart_actor.proto` and `proto/control_plane.proto`.

@@ -5,6 +5,11 @@
 //! first test that asks starts a throwaway server itself from the installed
 //! PostgreSQL binaries (initdb in a temporary directory, a free port), which
 //! dies with the test process. No test depends on a server started by hand.
+//!
+//! [`certs`] makes certificate authorities and node certificates at test
+//! time (none are committed).
+
+pub mod certs;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

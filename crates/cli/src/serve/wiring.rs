@@ -12,6 +12,7 @@ use cart_catalog::{Catalog, FileCatalog, HttpCatalog, HttpCatalogOptions, Market
 use cart_checkout::{Checkout, KlarnaClient, KlarnaConfig};
 use cart_cluster::discovery::{Discovery, DnsPeers, StaticPeers};
 use cart_cluster::kubernetes::KubernetesPeers;
+use cart_cluster::tls::{ClusterTls, TlsFiles};
 use cart_cluster::{Cluster, ClusterOptions, NodeAddr};
 use cart_grain::{Clock, GrainRuntime, RuntimeOptions, SystemClock};
 use cart_http::AppState;
@@ -73,6 +74,7 @@ pub(super) async fn build(
         },
     );
     let mut cluster_options = ClusterOptions::new(me.clone());
+    cluster_options.tls = cluster_tls(args)?;
     cluster_options.ping_interval = args.ping_interval;
     cluster_options.max_misses = args.ping_misses;
     cluster_options.rpc_deadline = args.rpc_deadline;
@@ -88,6 +90,40 @@ pub(super) async fn build(
         "listening"
     );
     Ok(Node { store, grains, cluster, app, draining, http, grpc: [grpc, control] })
+}
+
+/// The cluster's TLS from the flags. Without it the gRPC ports may listen
+/// only on loopback, unless `--insecure-cluster` says otherwise.
+fn cluster_tls(args: &ServeArgs) -> anyhow::Result<Option<Arc<ClusterTls>>> {
+    if let (Some(cert), Some(key), Some(ca)) =
+        (&args.cluster_tls_cert, &args.cluster_tls_key, &args.cluster_tls_ca)
+    {
+        let files = TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() };
+        let tls = ClusterTls::load(files).context("cannot use the cluster TLS files")?;
+        tracing::info!(cert = %cert.display(), ca = %ca.display(), "node-to-node traffic uses mutual TLS");
+        return Ok(Some(tls));
+    }
+    let exposed: Vec<SocketAddr> = [args.grpc_addr, args.control_addr]
+        .into_iter()
+        .filter(|addr| !addr.ip().is_loopback())
+        .collect();
+    if exposed.is_empty() {
+        return Ok(None);
+    }
+    if !args.insecure_cluster {
+        anyhow::bail!(
+            "the gRPC ports listen beyond loopback ({}) without TLS, so anyone who reaches them \
+             could act as a node: give --cluster-tls-cert, --cluster-tls-key and \
+             --cluster-tls-ca, or --insecure-cluster on a network that is itself secured",
+            exposed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        );
+    }
+    tracing::warn!(
+        addrs = ?exposed,
+        "--insecure-cluster: node-to-node traffic is plaintext and unauthenticated; anyone who \
+         reaches the gRPC ports can act as a node"
+    );
+    Ok(None)
 }
 
 /// The HTTP API over the cluster's carts.

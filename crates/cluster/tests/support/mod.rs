@@ -2,7 +2,8 @@
 //! own grain runtime, file store (all on one data directory, as nodes on a
 //! shared volume) and gRPC server on a loopback port, reaching each other
 //! over real sockets. Time is injected: every node reads one
-//! [`ManualClock`]. The member views are set by the test ([`Harness::join`])
+//! [`ManualClock`]. With [`Harness::start_tls`] they talk mutual TLS, with
+//! certificates made for the test. The member views are set by the test ([`Harness::join`])
 //! unless the node's loops run ([`Harness::start_loops`]), so routing
 //! decisions are deterministic.
 
@@ -15,11 +16,13 @@ use async_trait::async_trait;
 use cart_catalog::{FileCatalog, Markets, Resolver};
 use cart_cluster::discovery::Discovery;
 use cart_cluster::placement;
+use cart_cluster::tls::{ClusterTls, TlsFiles};
 use cart_cluster::{Cluster, ClusterOptions, NodeAddr};
 use cart_domain::CartCommand;
 use cart_domain::proto::AddRequest;
 use cart_grain::{CartId, GrainRuntime, ManualClock, MutateRequest, OwnedTask, RuntimeOptions};
 use cart_store::{FileStore, FileStoreOptions, FsyncPolicy};
+use cart_testkit::certs::{NodeFiles, TestCa};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -35,6 +38,8 @@ pub struct Node {
     pub cluster: Arc<Cluster>,
     /// Its grains.
     pub grains: Arc<GrainRuntime>,
+    /// Its TLS configuration, when the harness has a CA.
+    pub tls: Option<Arc<ClusterTls>>,
     stop_server: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     loops: Vec<OwnedTask>,
@@ -74,6 +79,8 @@ pub struct Harness {
     pub discovery: Arc<SharedDiscovery>,
     /// The shared data directory.
     pub dir: tempfile::TempDir,
+    /// The cluster CA when the nodes talk mutual TLS.
+    pub ca: Option<TestCa>,
 }
 
 fn resolver() -> Resolver {
@@ -103,10 +110,19 @@ pub fn lone_runtime(
 impl Harness {
     /// Starts `n` serving nodes, each knowing only itself.
     pub async fn start(n: usize) -> Harness {
+        Self::start_with(n, None).await
+    }
+
+    /// Starts `n` nodes that talk mutual TLS with certificates from `ca`.
+    pub async fn start_tls(n: usize, ca: TestCa) -> Harness {
+        Self::start_with(n, Some(ca)).await
+    }
+
+    async fn start_with(n: usize, ca: Option<TestCa>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_000_000));
         let discovery = Arc::new(SharedDiscovery::default());
-        let mut harness = Harness { nodes: Vec::new(), clock, discovery, dir };
+        let mut harness = Harness { nodes: Vec::new(), clock, discovery, dir, ca };
         for _ in 0..n {
             harness.add_node().await;
         }
@@ -130,6 +146,11 @@ impl Harness {
         options.rpc_deadline = Duration::from_secs(5);
         options.ping_interval = Duration::from_millis(50);
         options.discovery_interval = Duration::from_millis(100);
+        if let Some(ca) = &self.ca {
+            let certs = self.dir.path().join(format!("certs-{port}"));
+            options.tls = Some(ClusterTls::load(tls_files(ca.write_node(&certs, "node"))).unwrap());
+        }
+        let tls = options.tls.clone();
         let cluster =
             Cluster::new(options, Arc::clone(&grains), self.discovery.clone(), self.clock.clone());
         let (stop_server, stopped) = oneshot::channel::<()>();
@@ -148,6 +169,7 @@ impl Harness {
             addr,
             cluster,
             grains,
+            tls,
             stop_server: Some(stop_server),
             server: Some(server),
             loops: Vec::new(),
@@ -208,6 +230,11 @@ impl Harness {
     pub fn resident(&self, i: usize, cart: &CartId) -> bool {
         self.nodes[i].grains.resident_ids().contains(cart)
     }
+}
+
+/// The harness's certificate files as the cluster takes them.
+pub fn tls_files(files: NodeFiles) -> TlsFiles {
+    TlsFiles { cert: files.cert, key: files.key, ca: files.ca }
 }
 
 /// Adds `quantity` of [`SKU`].
