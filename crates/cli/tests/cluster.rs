@@ -1,4 +1,5 @@
-//! Three real `cart-actor` processes on one shared data directory.
+//! Three real `cart-actor` processes on one shared data directory, talking
+//! mutual TLS with certificates from a CA made for each test.
 
 mod support;
 
@@ -11,15 +12,17 @@ use cart_cluster::proto::cart::cart_actor_client::CartActorClient;
 use cart_cluster::proto::cart::{MutationBatch, MutationRequest, MutationType, StateRequest};
 use cart_cluster::proto::control::control_plane_client::ControlPlaneClient;
 use cart_cluster::proto::control::{Empty, OwnerChangeRequest};
+use cart_testkit::certs::TestCa;
 use prost::Message;
 use serde_json::{Value, json};
 use support::{SKU_A, SKU_B, Server, client, qty, read, wait_until};
 
 /// Starts three nodes in turn, each knowing only the previous one.
 fn start_three(dir: &std::path::Path) -> Vec<Server> {
-    let a = Server::start(dir, &[]);
-    let b = Server::start(dir, &["--peers", &a.node]);
-    let c = Server::start(dir, &["--peers", &b.node]);
+    let ca = TestCa::new("test cluster");
+    let a = Server::start_tls(dir, &ca, &[]);
+    let b = Server::start_tls(dir, &ca, &["--peers", &a.node]);
+    let c = Server::start_tls(dir, &ca, &["--peers", &b.node]);
     vec![a, b, c]
 }
 
@@ -56,7 +59,7 @@ async fn converged(nodes: &[&Server]) -> bool {
 }
 
 async fn cart_ids(server: &Server) -> Vec<String> {
-    let mut c = ControlPlaneClient::connect(server.grpc_url.clone()).await.unwrap();
+    let mut c = ControlPlaneClient::new(server.channel());
     c.get_cart_ids(Empty {}).await.unwrap().into_inner().cart_ids
 }
 
@@ -103,12 +106,12 @@ async fn staggered_start_converges_and_any_node_serves_any_cart() {
 
     // gRPC: a client built from the plan's proto mutates through C and reads
     // through A.
-    let mut grpc = CartActorClient::connect(c.grpc_url.clone()).await.unwrap();
+    let mut grpc = CartActorClient::new(c.channel());
     let reply = grpc.mutate(add_sku("alpha", SKU_A, 2)).await.unwrap().into_inner();
     assert_eq!(reply.status_code, 200, "{}", String::from_utf8_lossy(&reply.payload));
     let cart: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(qty(&cart), 4);
-    let mut grpc_a = CartActorClient::connect(a.grpc_url.clone()).await.unwrap();
+    let mut grpc_a = CartActorClient::new(a.channel());
     let state = grpc_a
         .get_state(StateRequest { cart_id: "alpha".into(), ..Default::default() })
         .await
@@ -165,7 +168,7 @@ async fn confirm_owner_hands_over_or_refuses() {
         }
     }
     let cart = on_a.expect("some cart lands on A");
-    let mut control = ControlPlaneClient::connect(nodes[0].grpc_url.clone()).await.unwrap();
+    let mut control = ControlPlaneClient::new(nodes[0].channel());
 
     // Refused: the asking host is not a member of A's view. A keeps the cart.
     let ack = control
@@ -390,7 +393,7 @@ async fn mutate_batch_answers_every_request_in_order() {
         missing_line,
         add_sku("batch-1", SKU_A, 1),
     ];
-    let mut grpc = CartActorClient::connect(nodes[0].grpc_url.clone()).await.unwrap();
+    let mut grpc = CartActorClient::new(nodes[0].channel());
     let replies = grpc.mutate_batch(MutationBatch { requests }).await.unwrap().into_inner().replies;
     let statuses: Vec<i32> = replies.iter().map(|r| r.status_code).collect();
     assert_eq!(statuses, vec![200, 400, 200, 404, 200]);

@@ -12,11 +12,13 @@ use cart_cluster::placement;
 use serde_json::{Value, json};
 use support::{SKU_A, SKU_B, Server, client, wait_until};
 
-/// Three nodes on one shared directory, once their views agree.
+/// Three nodes on one shared directory (talking mutual TLS), once their
+/// views agree.
 async fn three(dir: &std::path::Path) -> Vec<Server> {
-    let a = Server::start(dir, &[]);
-    let b = Server::start(dir, &["--peers", &a.node]);
-    let c = Server::start(dir, &["--peers", &b.node]);
+    let ca = cart_testkit::certs::TestCa::new("test cluster");
+    let a = Server::start_tls(dir, &ca, &[]);
+    let b = Server::start_tls(dir, &ca, &["--peers", &a.node]);
+    let c = Server::start_tls(dir, &ca, &["--peers", &b.node]);
     let nodes = vec![a, b, c];
     let addrs: Vec<NodeAddr> = nodes.iter().map(|n| n.node.parse().unwrap()).collect();
     wait_until("the views to converge", Duration::from_secs(15), || async {

@@ -10,6 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use cart_cluster::tls::{ClusterTls, TlsConnect, TlsFiles};
+use cart_testkit::certs::{NodeFiles, TestCa};
+
 /// A running `cart-actor serve` child process.
 pub struct Server {
     child: Child,
@@ -19,6 +22,8 @@ pub struct Server {
     pub node: String,
     /// The CartActor gRPC endpoint, `http://127.0.0.1:<grpc>`.
     pub grpc_url: String,
+    /// Its cluster TLS files, when it talks mutual TLS to its peers.
+    pub tls: Option<NodeFiles>,
     data_dir: PathBuf,
     extra: Vec<String>,
     logs: mpsc::Receiver<String>,
@@ -29,12 +34,60 @@ pub struct Server {
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
 impl Server {
+    /// Starts a cluster node on `data_dir` that talks mutual TLS with a
+    /// certificate from `ca` (written next to the data directory).
+    pub fn start_tls(data_dir: &Path, ca: &TestCa, extra: &[&str]) -> Server {
+        let certs = tempfile::Builder::new()
+            .prefix("certs-")
+            .tempdir_in(data_dir.parent().unwrap_or(data_dir))
+            .expect("cert dir")
+            .keep();
+        let files = ca.write_node(&certs, "node");
+        let mut args: Vec<String> = vec![
+            "--cluster-tls-cert".into(),
+            files.cert.display().to_string(),
+            "--cluster-tls-key".into(),
+            files.key.display().to_string(),
+            "--cluster-tls-ca".into(),
+            files.ca.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut server = Server::start(data_dir, &args);
+        server.tls = Some(files);
+        server
+    }
+
+    /// A gRPC channel to the node, over its cluster TLS when it has one
+    /// (presenting a certificate from the same CA).
+    pub fn channel(&self) -> tonic::transport::Channel {
+        let endpoint = tonic::transport::Endpoint::from_shared(self.grpc_url.clone())
+            .expect("grpc url")
+            .timeout(Duration::from_secs(10));
+        match &self.tls {
+            Some(files) => {
+                let files = TlsFiles {
+                    cert: files.cert.clone(),
+                    key: files.key.clone(),
+                    ca: files.ca.clone(),
+                };
+                let tls = ClusterTls::load(files).expect("test TLS files");
+                endpoint.connect_with_connector_lazy(TlsConnect(tls))
+            }
+            None => endpoint.connect_lazy(),
+        }
+    }
+
     /// Starts a server on `data_dir` with extra flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cart-actor"))
             .arg("serve")
             .args(["--http-addr", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--grpc-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"])
+            .args(if extra.contains(&"--grpc-addr") {
+                &[][..]
+            } else {
+                &["--grpc-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"][..]
+            })
             .args(["--advertise-host", "127.0.0.1"])
             .arg("--data-dir")
             .arg(data_dir)
@@ -70,6 +123,7 @@ impl Server {
             url: format!("http://{addr}"),
             node,
             grpc_url: format!("http://{grpc}"),
+            tls: None,
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             logs,

@@ -1,0 +1,87 @@
+//! Attacks on real processes, each of which must be refused: what someone
+//! on the network could try against the gRPC ports and the HTTP faces.
+
+mod support;
+
+use std::time::Duration;
+
+use cart_cluster::proto::control::Empty;
+use cart_cluster::proto::control::control_plane_client::ControlPlaneClient;
+use cart_testkit::certs::TestCa;
+use support::Server;
+
+fn serve(args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cart-actor"))
+        .arg("serve")
+        .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A node that starts would run until told to stop; one that refuses
+    // exits at once. Give it the time a start takes, then stop it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn grpc_ports_beyond_loopback_without_tls_refuse_to_start() {
+    let out = serve(&["--grpc-addr", "0.0.0.0:0", "--control-addr", "127.0.0.1:0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for flag in
+        ["--cluster-tls-cert", "--cluster-tls-key", "--cluster-tls-ca", "--insecure-cluster"]
+    {
+        assert!(stderr.contains(flag), "the refusal names {flag}: {stderr}");
+    }
+    assert!(stderr.contains("0.0.0.0"), "{stderr}");
+}
+
+#[tokio::test]
+async fn insecure_cluster_starts_but_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Server::start(
+        dir.path(),
+        &["--grpc-addr", "0.0.0.0:0", "--control-addr", "0.0.0.0:0", "--insecure-cluster"],
+    );
+    let warned = node.logs().iter().any(|l| l.contains("WARN") && l.contains("--insecure-cluster"));
+    assert!(warned, "a warning at start: {:?}", node.logs());
+}
+
+#[test]
+fn half_a_tls_configuration_is_refused() {
+    let out = serve(&["--cluster-tls-cert", "/nonexistent/tls.crt"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--cluster-tls-key") && stderr.contains("--cluster-tls-ca"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_tls_node_answers_no_plaintext_or_foreign_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("cluster");
+    let node = Server::start_tls(&dir.path().join("data"), &ca, &[]);
+    ControlPlaneClient::new(node.channel()).ping(Empty {}).await.expect("a member may call");
+
+    let plain = tonic::transport::Endpoint::from_shared(node.grpc_url.clone())
+        .unwrap()
+        .timeout(Duration::from_secs(5))
+        .connect_lazy();
+    assert!(ControlPlaneClient::new(plain).ping(Empty {}).await.is_err());
+
+    let mut stranger = Server::start(&dir.path().join("other"), &[]);
+    let foreign = TestCa::new("someone else");
+    stranger.tls = Some(foreign.write_node(&dir.path().join("foreign"), "stranger"));
+    stranger.grpc_url.clone_from(&node.grpc_url);
+    assert!(ControlPlaneClient::new(stranger.channel()).ping(Empty {}).await.is_err());
+}
