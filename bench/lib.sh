@@ -18,6 +18,12 @@ work=$(mktemp -d -p "$PWD/target" bench.XXXX)
 # Servers trim their log on a clean close: wait for them before removing it.
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 duration=${DURATION:-10s}
+# CPU ticks (user + system) processes have used, and CPU microseconds per
+# operation between two readings.
+ticks() { local t=0 pid; for pid in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$pid/stat"))); done; echo "$t"; }
+per_op() { echo "scale=1; ($2 - $1) * 1000000 / $(getconf CLK_TCK) / $3" | bc; }
+# Requests a bench run sent, warm-up included (its `sent=` field).
+sent() { grep -o 'sent=[0-9]*' | cut -d= -f2; }
 # Stops the newest background server and waits for its clean close.
 stop() { kill "$(jobs -p | tail -1)"; wait "$(jobs -p | tail -1)" 2>/dev/null || true; }
 echo "## machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"

@@ -9,12 +9,6 @@ need redis-benchmark redis-tools
 need wrk wrk
 need bc bc
 
-# CPU ticks (user + system) a process has used, and CPU microseconds per
-# operation between two readings.
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-per_op() { echo "scale=1; ($2 - $1) * 1000000 / $(getconf CLK_TCK) / $3" | bc; }
-# Requests a bench run sent, warm-up included (its `sent=` field).
-sent() { grep -o 'sent=[0-9]*' | cut -d= -f2; }
 
 echo "## redis: redis-benchmark -c 64 -t set, appendfsync always"
 redis-server --port 16379 --appendonly yes --appendfsync always --save '' --dir "$work" --daemonize yes >/dev/null
