@@ -149,8 +149,19 @@ pub fn from_reply(
     }
     let kind = ErrorKind::from_code(error_kind)
         .unwrap_or_else(|| ErrorKind::from_http_status(status_code));
-    Err(GrainError::Remote { kind, message: String::from_utf8_lossy(&payload).into_owned() })
+    let mut message = String::from_utf8_lossy(&payload).into_owned();
+    if message.len() > MAX_PEER_MESSAGE {
+        let mut cut = MAX_PEER_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    Err(GrainError::Remote { kind, message })
 }
+
+/// Longest error text taken from a peer's reply (it reaches clients).
+pub const MAX_PEER_MESSAGE: usize = 1024;
 
 /// [`from_reply`] of a mutation reply.
 pub fn from_mutation_reply(
@@ -288,5 +299,22 @@ mod tests {
         // An older peer's reply: status only.
         let old = from_reply(409, b"no".to_vec(), None, 0, &items).unwrap_err();
         assert_eq!(old.kind(), ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn a_peers_unknown_status_is_an_internal_error_never_an_http_status() {
+        let items = ItemInterner::new();
+        for status in [101, 302, 999, -1, 0, 201] {
+            let e = from_reply(status, b"look at me".to_vec(), None, 0, &items).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Internal, "status {status}");
+            assert_eq!(e.kind().http_status(), 500);
+        }
+        let e = from_reply(400, b"x".to_vec(), None, 9999, &items).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid, "an unknown kind falls back to the status");
+        let long = "\u{e5}".repeat(MAX_PEER_MESSAGE);
+        let e = from_reply(404, long.into_bytes(), None, 0, &items).unwrap_err();
+        assert!(e.to_string().len() <= MAX_PEER_MESSAGE, "a peer's text is bounded");
+        let e = from_reply(200, Vec::new(), None, 0, &items).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Internal, "200 without a state");
     }
 }

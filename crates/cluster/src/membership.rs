@@ -20,6 +20,9 @@ use crate::node::NodeAddr;
 
 /// How long a node that sent Closing is kept out of the view.
 pub const DEPARTED_QUARANTINE_MS: u64 = 30_000;
+/// Most hosts waiting for their first ping; further ones are ignored until
+/// pings have sorted these out (each is dialled once per round).
+pub const MAX_CANDIDATES: usize = 256;
 
 #[derive(Debug, Clone, Serialize)]
 struct MemberState {
@@ -142,6 +145,10 @@ impl Membership {
             {
                 continue;
             }
+            if inner.candidates.len() >= MAX_CANDIDATES {
+                tracing::warn!(host = %host, "too many hosts waiting for a first ping; ignoring");
+                continue;
+            }
             if inner.candidates.insert(host.clone()) {
                 new.push(host);
             }
@@ -259,6 +266,17 @@ mod tests {
         m.ping_ok(&addr(2), 10);
         assert_eq!(m.view().to_vec(), vec![addr(1), addr(2)]);
         assert_eq!(m.version(), 1);
+    }
+
+    #[test]
+    fn hosts_waiting_for_a_first_ping_are_bounded() {
+        let m = Membership::new(addr(1), 3);
+        let offered: Vec<NodeAddr> = (2..3000).map(addr).collect();
+        assert_eq!(m.learn(offered, 0).len(), MAX_CANDIDATES);
+        assert_eq!(m.ping_targets().len(), MAX_CANDIDATES);
+        // As pings fail, room comes back.
+        m.ping_failed(&addr(2));
+        assert_eq!(m.learn([addr(5000)], 0), vec![addr(5000)]);
     }
 
     #[test]

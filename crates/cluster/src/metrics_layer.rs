@@ -61,8 +61,17 @@ where
     }
 }
 
+/// The ControlPlane methods; a label is one of these or `unknown`, so a
+/// caller cannot grow the label set by naming paths.
+const CONTROL_METHODS: [&str; 5] = ["Ping", "Negotiate", "GetCartIds", "ConfirmOwner", "Closing"];
+
+fn control_method(path: &str) -> &'static str {
+    let name = path.strip_prefix("/control.ControlPlane/").unwrap_or_default();
+    CONTROL_METHODS.into_iter().find(|m| *m == name).unwrap_or("unknown")
+}
+
 fn record(path: &str, elapsed: std::time::Duration, failed: bool) {
-    let method = path.rsplit('/').next().unwrap_or_default().to_owned();
+    let method = control_method(path);
     if path.starts_with("/cart.CartActor/Mutate") {
         metrics::counter!("cart_grpc_mutate_calls_total").increment(1);
         metrics::histogram!("cart_grpc_mutate_duration_seconds").record(elapsed);
@@ -73,11 +82,25 @@ fn record(path: &str, elapsed: std::time::Duration, failed: bool) {
         metrics::counter!("cart_grpc_state_calls_total").increment(1);
         metrics::histogram!("cart_grpc_state_duration_seconds").record(elapsed);
     } else if path.starts_with("/control.ControlPlane/") {
-        metrics::counter!("cart_grpc_control_calls_total", "method" => method.clone()).increment(1);
-        metrics::histogram!("cart_grpc_control_duration_seconds", "method" => method.clone())
+        metrics::counter!("cart_grpc_control_calls_total", "method" => method).increment(1);
+        metrics::histogram!("cart_grpc_control_duration_seconds", "method" => method)
             .record(elapsed);
         if failed {
             metrics::counter!("cart_grpc_control_errors_total", "method" => method).increment(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_the_known_methods_only() {
+        assert_eq!(control_method("/control.ControlPlane/Closing"), "Closing");
+        assert_eq!(control_method("/control.ControlPlane/Ping"), "Ping");
+        for forged in ["/control.ControlPlane/x-1234", "/control.ControlPlane/", "/other/Ping"] {
+            assert_eq!(control_method(forged), "unknown", "{forged}");
         }
     }
 }

@@ -123,6 +123,10 @@ impl CartActor for CartActorService {
     }
 }
 
+/// Most hosts a Negotiate may list (the whole view of a large cluster fits;
+/// a list meant to make this node dial thousands of hosts does not).
+pub const MAX_NEGOTIATE_HOSTS: usize = 256;
+
 /// ControlPlane: ping, negotiation, ownership handover and departures.
 pub struct ControlPlaneService {
     membership: Arc<Membership>,
@@ -191,8 +195,13 @@ impl ControlPlane for ControlPlaneService {
         &self,
         request: Request<NegotiateRequest>,
     ) -> Result<Response<NegotiateReply>, Status> {
-        let offered: Vec<NodeAddr> =
-            request.into_inner().known_hosts.iter().filter_map(|h| h.parse().ok()).collect();
+        let known = request.into_inner().known_hosts;
+        if known.len() > MAX_NEGOTIATE_HOSTS {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_NEGOTIATE_HOSTS} known hosts per Negotiate"
+            )));
+        }
+        let offered: Vec<NodeAddr> = known.iter().filter_map(|h| h.parse().ok()).collect();
         let learned = self.membership.learn(offered, self.clock.now_ms());
         if !learned.is_empty() {
             tracing::info!(learned = ?learned.iter().map(ToString::to_string).collect::<Vec<_>>(), "negotiation: new hosts offered");

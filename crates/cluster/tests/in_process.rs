@@ -204,3 +204,18 @@ async fn a_node_found_by_discovery_joins_and_the_previous_owner_lets_go() {
     assert_eq!(json(&state)["version"], 1);
     assert!(h.resident(2, &cart));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_negotiate_listing_thousands_of_hosts_is_refused() {
+    use cart_cluster::proto::control::NegotiateRequest;
+    use cart_cluster::proto::control::control_plane_client::ControlPlaneClient;
+    let h = Harness::start(1).await;
+    let mut control = ControlPlaneClient::connect(h.nodes[0].addr.grpc_uri()).await.unwrap();
+    let flood: Vec<String> = (0..3000).map(|i| format!("10.9.{}.{}:1", i / 250, i % 250)).collect();
+    let refused = control.negotiate(NegotiateRequest { known_hosts: flood }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(h.nodes[0].cluster.membership().ping_targets().is_empty(), "nothing was learned");
+    let fits: Vec<String> = (0..200).map(|i| format!("10.8.0.{i}:1")).collect();
+    control.negotiate(NegotiateRequest { known_hosts: fits }).await.unwrap();
+    assert_eq!(h.nodes[0].cluster.membership().ping_targets().len(), 200);
+}
