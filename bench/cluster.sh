@@ -5,7 +5,7 @@
 source "$(dirname "$0")/lib.sh"
 
 node() { # http grpc control [peers]
-  "$bin" serve --http-addr "127.0.0.1:$1" --grpc-addr "127.0.0.1:$2" --control-addr "127.0.0.1:$3" \
+  "$bin" serve --internal-addr "127.0.0.1:$1" --http-addr 127.0.0.1:0 --grpc-addr "127.0.0.1:$2" --control-addr "127.0.0.1:$3" \
     --advertise-host 127.0.0.1 --data-dir "$work/data" --log warn ${4:+--peers "$4"} &
 }
 node 18091 18191 18291

@@ -19,7 +19,7 @@ nodes() { # count store extra...
   local n=$1 store=$2; shift 2
   for i in $(seq 1 "$n"); do
     peers=""; [ "$i" -gt 1 ] && peers="--peers 127.0.0.1:$((18190 + i - 1)):$((18290 + i - 1))"
-    "$bin" serve --http-addr "127.0.0.1:$((18090 + i))" --grpc-addr "127.0.0.1:$((18190 + i))" \
+    "$bin" serve --internal-addr "127.0.0.1:$((18090 + i))" --http-addr 127.0.0.1:0 --grpc-addr "127.0.0.1:$((18190 + i))" \
       --control-addr "127.0.0.1:$((18290 + i))" --advertise-host 127.0.0.1 --data-dir "$work/data" \
       --store "$store" --log warn $peers "$@" &
   done

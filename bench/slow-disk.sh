@@ -14,7 +14,7 @@ gcc -O2 -shared -fPIC -o "$work/slow-sync.so" bench/slow-sync.c -ldl
 preload="$work/slow-sync.so"
 
 serve() { # commit-wait
-  LD_PRELOAD="$preload" "$bin" serve --http-addr 127.0.0.1:18093 --data-dir "$work/cart-$1-$SLOW_SYNC_US" \
+  LD_PRELOAD="$preload" "$bin" serve --internal-addr 127.0.0.1:18093 --http-addr 127.0.0.1:0 --data-dir "$work/cart-$1-$SLOW_SYNC_US" \
     --log warn --commit-wait "$1" &
   for _ in $(seq 100); do curl -sf localhost:18093/readyz >/dev/null && return; sleep 0.1; done
   echo "server did not start" >&2; exit 1

@@ -31,9 +31,20 @@ pub enum DiscoveryKind {
 /// Settings of the cart service.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address the HTTP API listens on.
+    /// Address of the public HTTP listener: the storefront, checkout pages
+    /// and callbacks, `/healthz` and `/readyz`.
     #[arg(long, env = "CART_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+
+    /// Address of the internal HTTP listener: carts by id (`/api/carts`),
+    /// `/metrics` and `/api/cluster`, for trusted services and operators.
+    #[arg(long, env = "CART_INTERNAL_ADDR", default_value = "127.0.0.1:8090")]
+    pub internal_addr: SocketAddr,
+
+    /// A file holding the token the internal listener requires as
+    /// `Authorization: Bearer <token>` (at least 16 visible characters).
+    #[arg(long, env = "CART_INTERNAL_TOKEN_FILE")]
+    pub internal_token_file: Option<PathBuf>,
 
     /// Address the CartActor gRPC service listens on. Loopback by
     /// default: a cluster listens beyond it only with `--cluster-tls-*`

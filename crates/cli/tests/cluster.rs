@@ -35,7 +35,7 @@ async fn three_converged(dir: &std::path::Path) -> Vec<Server> {
 }
 
 async fn members(server: &Server) -> Vec<String> {
-    let Ok(r) = client().get(format!("{}/api/cluster", server.url)).send().await else {
+    let Ok(r) = client().get(format!("{}/api/cluster", server.internal_url)).send().await else {
         return vec![];
     };
     let Ok(v) = r.json::<Value>().await else { return vec![] };
@@ -65,8 +65,14 @@ async fn cart_ids(server: &Server) -> Vec<String> {
 
 /// A counter or histogram count from a node's `/metrics` (0 when absent).
 async fn metric(server: &Server, name: &str) -> f64 {
-    let text =
-        client().get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    let text = client()
+        .get(format!("{}/metrics", server.internal_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
@@ -75,7 +81,7 @@ async fn metric(server: &Server, name: &str) -> f64 {
 
 async fn add(server: &Server, cart: &str, sku: &str) -> reqwest::Response {
     client()
-        .post(format!("{}/api/carts/{cart}/items", server.url))
+        .post(format!("{}/api/carts/{cart}/items", server.internal_url))
         .json(&json!({"sku": sku, "quantity": 1}))
         .send()
         .await
@@ -254,7 +260,7 @@ async fn sigterm_a_node_under_load_fails_no_request() {
     let mut tasks = Vec::new();
     // Load enters through A and B only; C owns a third of the carts.
     for w in 0..12 {
-        let url = nodes[w % 2].url.clone();
+        let url = nodes[w % 2].internal_url.clone();
         let (stop, failures) = (Arc::clone(&stop), Arc::clone(&failures));
         tasks.push(tokio::spawn(async move {
             let http = client();
@@ -337,8 +343,14 @@ async fn a_stopped_node_is_evicted_and_fenced_when_it_resumes() {
     let through_c = add(c, &cart, SKU_A).await;
     let applied_via_c = u64::from(through_c.status() == 200);
     eprintln!("write through the resumed node: {}", through_c.status());
-    let metrics =
-        client().get(format!("{}/metrics", c.url)).send().await.unwrap().text().await.unwrap();
+    let metrics = client()
+        .get(format!("{}/metrics", c.internal_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let fenced = metrics
         .lines()
         .find_map(|l| l.strip_prefix("cart_grain_fenced_total "))
@@ -410,7 +422,7 @@ async fn mutate_batch_answers_every_request_in_order() {
 async fn concurrent_forwarded_mutations_travel_in_batches_and_all_apply() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = three_converged(dir.path()).await;
-    let entry = Arc::new(nodes[0].url.clone());
+    let entry = Arc::new(nodes[0].internal_url.clone());
     let mut sent: HashMap<String, u64> = HashMap::new();
     let mut round = 0;
     // Bursts of concurrent adds through A until B or C has received a batch

@@ -69,7 +69,7 @@ async fn stored_quantities(server: &Server) -> Vec<u64> {
 async fn sigkill_mid_write_loses_no_acknowledged_mutation() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let load = start_load(&server.url);
+    let load = start_load(&server.internal_url);
     wait_for_acks(&load, 400).await;
     server.kill();
     for t in load.tasks {
@@ -95,7 +95,7 @@ async fn sigterm_drains_in_flight_requests_and_flushes() {
     for policy in ["always", "batch:50"] {
         let data = dir.path().join(policy.replace(':', "-"));
         let server = Server::start(&data, &["--fsync", policy]);
-        let load = start_load(&server.url);
+        let load = start_load(&server.internal_url);
         wait_for_acks(&load, 200).await;
         let status = server.terminate();
         assert!(status.success(), "{policy}: exit status {status}");
@@ -124,7 +124,7 @@ async fn a_torn_tail_on_disk_is_repaired_at_start() {
         let http = client();
         for _ in 0..3 {
             let r = http
-                .post(format!("{}/api/carts/t1/items", server.url))
+                .post(format!("{}/api/carts/t1/items", server.internal_url))
                 .json(&json!({"sku": SKU_A}))
                 .send()
                 .await

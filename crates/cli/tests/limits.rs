@@ -11,7 +11,7 @@ async fn bad_input_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let http = client();
-    let url = |p: &str| format!("{}{p}", server.url);
+    let url = |p: &str| server.url_of(p);
     let check =
         |method: Method, path: String, body: Option<String>, status: u16, text: &'static str| {
             let http = http.clone();
@@ -127,7 +127,7 @@ async fn a_cart_stops_at_500_lines() {
     std::fs::write(&catalog, serde_json::to_string(&items).unwrap()).unwrap();
     let server = Server::start(&dir.path().join("data"), &["--catalog", catalog.to_str().unwrap()]);
     let http = client();
-    let url = format!("{}/api/carts/big/items", server.url);
+    let url = format!("{}/api/carts/big/items", server.internal_url);
     let first: Vec<_> = (0..500).map(|i| json!({"sku": format!("s{i}"), "quantity": 1})).collect();
     let r = http.put(&url).json(&json!({"items": first})).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -20,7 +20,7 @@ fn pg_node(dir: &std::path::Path, url: &str, peers: Option<&str>) -> Server {
 }
 
 async fn member_count(s: &Server) -> usize {
-    match client().get(format!("{}/api/cluster", s.url)).send().await {
+    match client().get(format!("{}/api/cluster", s.internal_url)).send().await {
         Ok(r) => r
             .json::<Value>()
             .await
@@ -127,7 +127,7 @@ async fn sigkill_the_owner_on_postgres_loses_nothing_and_never_forks() {
         member_count(&a).await == 3 && member_count(&b).await == 3 && member_count(&c).await == 3
     })
     .await;
-    let urls = Arc::new(Mutex::new(vec![a.url.clone(), b.url.clone()]));
+    let urls = Arc::new(Mutex::new(vec![a.internal_url.clone(), b.internal_url.clone()]));
     let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Tally::default())));
     let writers = start_writers(24, urls, Arc::clone(&stop), Arc::clone(&tally));
     wait_until("load", Duration::from_secs(20), || async {
@@ -169,7 +169,8 @@ async fn rolling_restart_under_load_fails_no_request() {
         true
     })
     .await;
-    let urls = Arc::new(Mutex::new(nodes.iter().map(|n| n.url.clone()).collect::<Vec<_>>()));
+    let urls =
+        Arc::new(Mutex::new(nodes.iter().map(|n| n.internal_url.clone()).collect::<Vec<_>>()));
     let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Tally::default())));
     let writers = start_writers(16, Arc::clone(&urls), Arc::clone(&stop), Arc::clone(&tally));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -177,7 +178,7 @@ async fn rolling_restart_under_load_fails_no_request() {
         // The load balancer stops sending to the node (its readiness is about
         // to go false), then it is terminated and started again.
         let old = nodes.remove(i);
-        urls.lock().unwrap().retain(|u| *u != old.url);
+        urls.lock().unwrap().retain(|u| *u != old.internal_url);
         let peer = nodes[0].node.clone();
         let status = tokio::task::spawn_blocking(move || old.terminate()).await.unwrap();
         assert!(status.success());
@@ -191,7 +192,7 @@ async fn rolling_restart_under_load_fails_no_request() {
                 && member_count(&fresh).await == 3
         })
         .await;
-        urls.lock().unwrap().push(fresh.url.clone());
+        urls.lock().unwrap().push(fresh.internal_url.clone());
         nodes.insert(i, fresh);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -243,7 +244,7 @@ async fn a_database_outage_answers_503_quickly_and_recovers_by_itself() {
     let node = pg_node(dir.path(), &db.url, None);
     let http = client();
     let add = |cart: &str| {
-        http.post(format!("{}/api/carts/{cart}/items", node.url))
+        http.post(format!("{}/api/carts/{cart}/items", node.internal_url))
             .json(&json!({"sku": SKU_B}))
             .send()
     };
@@ -300,7 +301,7 @@ async fn migrate_copies_the_file_store_to_postgres_idempotently() {
             let cart = format!("mig-{i}");
             for sku in [SKU_A, SKU_B] {
                 let r = client()
-                    .post(format!("{}/api/carts/{cart}/items", file_node.url))
+                    .post(format!("{}/api/carts/{cart}/items", file_node.internal_url))
                     .header("idempotency-key", format!("k-{i}-{sku}"))
                     .json(&json!({"sku": sku}))
                     .send()
@@ -331,7 +332,7 @@ async fn migrate_copies_the_file_store_to_postgres_idempotently() {
     }
     // Idempotency keys came along.
     let retry = client()
-        .post(format!("{}/api/carts/mig-0/items", pg.url))
+        .post(format!("{}/api/carts/mig-0/items", pg.internal_url))
         .header("idempotency-key", format!("k-0-{SKU_A}"))
         .json(&json!({"sku": SKU_A}))
         .send()

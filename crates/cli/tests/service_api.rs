@@ -13,7 +13,7 @@ struct Api {
 
 impl Api {
     fn new(server: &Server, cart: &str) -> Api {
-        Api { http: client(), base: format!("{}/api/carts/{cart}", server.url) }
+        Api { http: client(), base: format!("{}/api/carts/{cart}", server.internal_url) }
     }
 
     fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
@@ -197,8 +197,14 @@ async fn metrics_count_mutations_by_type_and_outcome_and_the_log() {
     let missing = api.req(Method::DELETE, "/items/99").send().await.unwrap();
     assert_eq!(missing.status(), 404);
 
-    let metrics =
-        client().get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    let metrics = client()
+        .get(format!("{}/metrics", server.internal_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let value = |name: &str, labels: &[&str]| {
         sample(&metrics, name, labels)
             .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{metrics}"))

@@ -14,7 +14,7 @@ fn serve(args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cart-actor"))
         .arg("serve")
-        .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
+        .args(["--http-addr", "127.0.0.1:0", "--internal-addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .args(args)
         .stdout(std::process::Stdio::piped())
@@ -84,4 +84,65 @@ async fn a_tls_node_answers_no_plaintext_or_foreign_caller() {
     stranger.tls = Some(foreign.write_node(&dir.path().join("foreign"), "stranger"));
     stranger.grpc_url.clone_from(&node.grpc_url);
     assert!(ControlPlaneClient::new(stranger.channel()).ping(Empty {}).await.is_err());
+}
+
+#[tokio::test]
+async fn internal_routes_are_not_on_the_public_port_and_need_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "internal-secret-0123456789\n").unwrap();
+    let node = Server::start(
+        &dir.path().join("data"),
+        &["--internal-token-file", token_file.to_str().unwrap()],
+    );
+    let http = support::client();
+    let status = |r: reqwest::Response| r.status().as_u16();
+    // Create a cart through the trusted face.
+    let created = http
+        .post(format!("{}/api/carts/t1/items", node.internal_url))
+        .bearer_auth("internal-secret-0123456789")
+        .json(&serde_json::json!({"sku": support::SKU_A}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(created), 200);
+    for path in ["/api/carts/t1", "/api/carts/t1/events", "/metrics", "/api/cluster"] {
+        let on_public = http.get(format!("{}{path}", node.url)).send().await.unwrap();
+        assert_eq!(status(on_public), 404, "{path} on the public port");
+        let anonymous = http.get(format!("{}{path}", node.internal_url)).send().await.unwrap();
+        assert_eq!(status(anonymous), 401, "{path} without the token");
+        let wrong = http
+            .get(format!("{}{path}", node.internal_url))
+            .bearer_auth("internal-secret-012345678")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(wrong), 401, "{path} with a wrong token");
+    }
+    let write = http
+        .post(format!("{}/api/carts/t1/items", node.url))
+        .json(&serde_json::json!({"sku": support::SKU_A}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(write), 404, "no by-id writes on the public port");
+    let read = http
+        .get(format!("{}/api/carts/t1", node.internal_url))
+        .bearer_auth("internal-secret-0123456789")
+        .send()
+        .await
+        .unwrap();
+    let cart: serde_json::Value = read.json().await.unwrap();
+    assert_eq!(cart["version"], 1, "only the authorised write applied");
+    assert_eq!(status(http.get(format!("{}/readyz", node.url)).send().await.unwrap()), 200);
+}
+
+#[test]
+fn a_short_internal_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "short").unwrap();
+    let out = serve(&["--internal-token-file", token.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
 }

@@ -23,7 +23,7 @@ async fn three(dir: &std::path::Path) -> Vec<Server> {
     let addrs: Vec<NodeAddr> = nodes.iter().map(|n| n.node.parse().unwrap()).collect();
     wait_until("the views to converge", Duration::from_secs(15), || async {
         for n in &nodes {
-            let Ok(r) = client().get(format!("{}/api/cluster", n.url)).send().await else {
+            let Ok(r) = client().get(format!("{}/api/cluster", n.internal_url)).send().await else {
                 return false;
             };
             let Ok(v) = r.json::<Value>().await else { return false };
@@ -53,7 +53,7 @@ async fn send(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> (u16, String) {
-    let mut r = client().request(method, format!("{}{path}", node.url));
+    let mut r = client().request(method, node.url_of(path));
     for (k, v) in headers {
         r = r.header(*k, *v);
     }
@@ -249,7 +249,7 @@ struct Events {
 impl Events {
     async fn open(node: &Server, path: &str, last_event_id: Option<u64>) -> Events {
         let client = reqwest::Client::builder().build().unwrap();
-        let mut r = client.get(format!("{}{path}", node.url));
+        let mut r = client.get(node.url_of(path));
         if let Some(v) = last_event_id {
             r = r.header("last-event-id", v.to_string());
         }
@@ -292,7 +292,7 @@ async fn add_retrying(node: &Server, cart: &str, sku: &str, key: &str) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = client()
-            .post(format!("{}/api/carts/{cart}/items", node.url))
+            .post(format!("{}/api/carts/{cart}/items", node.internal_url))
             .header("idempotency-key", key)
             .json(&json!({"sku": sku}))
             .send()
@@ -365,7 +365,7 @@ async fn the_storefront_watches_its_cookie_cart_and_watchers_are_capped() {
     let third = open().await.unwrap();
     assert_eq!(third.status(), 503, "the third watcher is over the cap");
     assert!(third.headers().contains_key("retry-after"));
-    let metrics = client().get(format!("{}/metrics", node.url)).send().await.unwrap();
+    let metrics = client().get(format!("{}/metrics", node.internal_url)).send().await.unwrap();
     let text = metrics.text().await.unwrap();
     assert!(text.lines().any(|l| l == "cart_watchers 2"), "{text}");
     drop(second);

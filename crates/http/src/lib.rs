@@ -1,16 +1,20 @@
-//! The HTTP API: two faces over the same grains.
+//! The HTTP API: two faces over the same grains, on two listeners.
 //!
-//! - The *storefront face* ([`storefront`]) is exactly what the web storefront
-//!   calls: `/cart/...`, the cart named by the `cartid` cookie.
-//! - The *service face* ([`service`]) addresses carts by id under
-//!   `/api/carts/{id}` for other services, with `ETag`/`If-Match` and
-//!   `Idempotency-Key`.
+//! - [`public`]: the *storefront face* ([`storefront`]), exactly what the
+//!   web storefront calls (`/cart/...`, the cart named by the `cartid`
+//!   cookie), the checkout pages and the provider's callbacks
+//!   ([`checkout`]), and the probes. This is what the internet reaches.
+//! - [`internal`]: the *service face* ([`service`]), carts by id under
+//!   `/api/carts/{id}` for trusted services, with `ETag`/`If-Match` and
+//!   `Idempotency-Key`, plus `/metrics` and `/api/cluster`; optionally
+//!   behind a bearer token ([`auth`]). A route of one listener is 404 on the
+//!   other.
 //! - [`events`] streams live carts (Server-Sent Events) on both faces.
-//! - [`ops`] serves `/healthz`, `/readyz` and `/metrics`.
 //!
 //! Both faces turn request bodies into the same domain mutations
 //! ([`requests`]) and report failures through one error type ([`error`]).
 
+pub mod auth;
 pub mod body;
 pub mod checkout;
 pub mod cookie;
@@ -55,13 +59,27 @@ pub struct AppState {
     pub checkout: Option<Arc<cart_checkout::Checkout>>,
 }
 
-/// The whole HTTP API.
-pub fn router(state: AppState) -> Router {
+/// The public listener: storefront, checkout, probes.
+pub fn public(state: AppState) -> Router {
     Router::new()
         .merge(storefront::routes())
-        .merge(service::routes())
         .merge(checkout::routes())
-        .merge(ops::routes())
+        .merge(ops::probes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The internal listener: carts by id, metrics, the cluster view and the
+/// probes; every request needs `token` when one is set.
+pub fn internal(state: AppState, token: Option<auth::BearerToken>) -> Router {
+    let router = Router::new()
+        .merge(service::routes())
+        .merge(ops::internals())
+        .merge(ops::probes())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state);
+    match token {
+        Some(token) => router.layer(axum::middleware::from_fn_with_state(token, auth::require)),
+        None => router,
+    }
 }

@@ -1,4 +1,5 @@
-//! Liveness, readiness and metrics.
+//! Liveness and readiness (both listeners), metrics and the cluster view
+//! (the internal listener only).
 
 use axum::Router;
 use axum::extract::State;
@@ -8,13 +9,14 @@ use axum::routing::get;
 
 use crate::AppState;
 
-/// `/healthz`, `/readyz`, `/metrics`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/api/cluster", get(cluster))
+/// `/healthz` and `/readyz`: what a load balancer or kubelet probes.
+pub fn probes() -> Router<AppState> {
+    Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(ready))
+}
+
+/// `/metrics` and `/api/cluster`: internals, for operators.
+pub fn internals() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics)).route("/api/cluster", get(cluster))
 }
 
 async fn ready(State(s): State<AppState>) -> impl IntoResponse {

@@ -10,6 +10,7 @@ use axum::body::{Body, to_bytes};
 use axum::http::{Method, Request, StatusCode, header};
 use cart_catalog::{FileCatalog, Markets, Resolver};
 use cart_grain::{GrainRuntime, ManualClock, RuntimeOptions};
+use cart_http::auth::BearerToken;
 use cart_http::{AppState, MAX_BODY_BYTES};
 use cart_store::{FileStore, FileStoreOptions, FsyncPolicy};
 use serde_json::{Value, json};
@@ -18,7 +19,8 @@ use tower::ServiceExt;
 const SKU: &str = "861200";
 
 struct Api {
-    router: Router,
+    public: Router,
+    internal: Router,
     ready: Arc<AtomicBool>,
     _dir: tempfile::TempDir,
 }
@@ -47,6 +49,10 @@ impl Answer {
 
 impl Api {
     fn new() -> Api {
+        Self::with_token(None)
+    }
+
+    fn with_token(token: Option<BearerToken>) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::open(FileStoreOptions::new(dir.path(), FsyncPolicy::Never)).unwrap();
         let resolver = Resolver::new(Arc::new(FileCatalog::sample().unwrap()), Markets::default());
@@ -61,18 +67,29 @@ impl Api {
             let ready = Arc::clone(&ready);
             Arc::new(move || ready.load(Ordering::SeqCst))
         };
-        let router = cart_http::router(AppState {
+        let state = AppState {
             carts: Arc::new(grains),
             cluster: None,
             ready: readiness,
             metrics: Arc::new(|| "# metrics\n".to_owned()),
             checkout: None,
-        });
-        Api { router, ready, _dir: dir }
+        };
+        let public = cart_http::public(state.clone());
+        let internal = cart_http::internal(state, token);
+        Api { public, internal, ready, _dir: dir }
     }
 
+    /// Calls the listener the path belongs to: `/api/...` and `/metrics`
+    /// are internal, the rest public.
     async fn call(&self, request: Request<Body>) -> Answer {
-        let response = self.router.clone().oneshot(request).await.unwrap();
+        let path = request.uri().path();
+        let internal = path.starts_with("/api/") || path == "/metrics";
+        let router = if internal { &self.internal } else { &self.public };
+        Self::call_on(router, request).await
+    }
+
+    async fn call_on(router: &Router, request: Request<Body>) -> Answer {
+        let response = router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let body = to_bytes(response.into_body(), 1 << 20).await.unwrap().to_vec();
@@ -264,4 +281,62 @@ async fn readiness_follows_the_node_and_health_does_not() {
     assert_eq!(metrics.text(), "# metrics\n");
     let cluster = api.send(Method::GET, "/api/cluster", &[], None).await;
     assert_eq!(cluster.status, StatusCode::NOT_FOUND, "a single node has no cluster view");
+}
+
+fn get(path: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut request = Request::builder().method(Method::GET).uri(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn each_listener_serves_only_its_own_routes() {
+    let api = Api::new();
+    api.send(Method::POST, "/api/carts/c1/items", &[], Some(json!({"sku": SKU, "quantity": 1})))
+        .await;
+    for internal in ["/api/carts/c1", "/api/carts/c1/events", "/metrics", "/api/cluster"] {
+        let answer = Api::call_on(&api.public, get(internal, &[])).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{internal} on the public listener");
+    }
+    for public in ["/cart", "/cart/events", "/checkout"] {
+        let answer = Api::call_on(&api.internal, get(public, &[])).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{public} on the internal listener");
+    }
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(Api::call_on(&api.public, get(probe, &[])).await.status, StatusCode::OK);
+        assert_eq!(Api::call_on(&api.internal, get(probe, &[])).await.status, StatusCode::OK);
+    }
+    let read = Api::call_on(&api.internal, get("/api/carts/c1", &[])).await;
+    assert_eq!(read.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn with_a_token_the_internal_listener_needs_it_on_every_request() {
+    let token = "an-internal-token-0123456789";
+    let api = Api::with_token(Some(BearerToken::new(token).unwrap()));
+    let good = format!("Bearer {token}");
+    for path in ["/api/carts/c1", "/metrics", "/api/cluster", "/healthz"] {
+        for bad in [None, Some("Bearer wrong-token-wrong-token"), Some(token)] {
+            let headers: Vec<(&str, &str)> =
+                bad.map(|v| ("authorization", v)).into_iter().collect();
+            let answer = Api::call_on(&api.internal, get(path, &headers)).await;
+            assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{path} with {bad:?}");
+            assert_eq!(answer.header(header::WWW_AUTHENTICATE), Some("Bearer"));
+        }
+    }
+    let post = Request::builder()
+        .method(Method::POST)
+        .uri("/api/carts/c1/items")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({"sku": SKU, "quantity": 1}).to_string()))
+        .unwrap();
+    assert_eq!(Api::call_on(&api.internal, post).await.status, StatusCode::UNAUTHORIZED);
+    let read = Api::call_on(&api.internal, get("/api/carts/c1", &[("authorization", &good)])).await;
+    assert_eq!(read.status, StatusCode::NOT_FOUND, "the refused write changed nothing");
+    let metrics = Api::call_on(&api.internal, get("/metrics", &[("authorization", &good)])).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    // The public listener needs no token.
+    assert_eq!(Api::call_on(&api.public, get("/healthz", &[])).await.status, StatusCode::OK);
 }

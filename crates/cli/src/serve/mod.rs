@@ -7,7 +7,7 @@ mod wiring;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::ServeArgs;
@@ -51,18 +51,14 @@ async fn serve(
         passivation,
     };
 
-    let started = Arc::new(Notify::new());
     let begin = shutdown::begin(
         Arc::clone(&node.cluster),
         Arc::clone(&node.grains),
         Arc::clone(&node.draining),
-        Arc::clone(&started),
     );
     let outcome = shutdown::serve_http_until_drained(
-        node.http,
-        node.app,
+        vec![(node.http, node.public), (node.internal, node.internal_app)],
         begin,
-        started,
         args.shutdown_timeout,
     )
     .await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cart_cluster::Cluster;
 use cart_grain::{GrainRuntime, OwnedTask};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// What shutdown stops after the HTTP drain.
@@ -26,42 +26,49 @@ pub(super) struct Running {
 }
 
 /// Waits for the signal, then turns the node away from new work: not ready,
-/// out of the cluster, watches ended. `started` is notified when the drain
-/// begins.
+/// out of the cluster, watches ended.
 pub(super) async fn begin(
     cluster: Arc<Cluster>,
     grains: Arc<GrainRuntime>,
     draining: Arc<AtomicBool>,
-    started: Arc<Notify>,
 ) {
     signal().await;
     tracing::info!("shutting down: leaving the cluster, draining in-flight requests");
     draining.store(true, Ordering::SeqCst);
     cluster.leave().await;
     grains.begin_shutdown();
-    started.notify_one();
 }
 
-/// Serves `app` on `listener` until the drain that `begin` starts has
-/// finished, or `timeout` after it began.
+/// Serves every `(listener, app)` until `begin` has run and their in-flight
+/// requests have drained, or `timeout` after `begin` ended.
 pub(super) async fn serve_http_until_drained(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
+    servers: Vec<(tokio::net::TcpListener, axum::Router)>,
     begin: impl Future<Output = ()> + Send + 'static,
-    started: Arc<Notify>,
     timeout: Duration,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    // The accept loop runs on a worker thread, not the main thread's
-    // `block_on`; the set cancels it if the drain times out.
-    let mut server = JoinSet::new();
-    server.spawn(axum::serve(listener, app).with_graceful_shutdown(begin).into_future());
-    tokio::select! {
-        Some(result) = server.join_next() => {
-            result.context("HTTP server task failed")?.context("HTTP server failed")
+    let (drain, draining) = watch::channel(false);
+    // The accept loops run on worker threads, not the main thread's
+    // `block_on`; the set cancels them if the drain times out.
+    let mut running = JoinSet::new();
+    for (listener, app) in servers {
+        let mut draining = draining.clone();
+        let stop = async move {
+            let _ = draining.wait_for(|d| *d).await;
+        };
+        running.spawn(axum::serve(listener, app).with_graceful_shutdown(stop).into_future());
+    }
+    let all_drained = async {
+        while let Some(result) = running.join_next().await {
+            result.context("HTTP server task failed")?.context("HTTP server failed")?;
         }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        result = all_drained => result,
         () = async {
-            started.notified().await;
+            begin.await;
+            drain.send_replace(true);
             tokio::time::sleep(timeout).await;
         } => {
             tracing::warn!("in-flight requests did not finish within the shutdown timeout");

@@ -16,6 +16,7 @@ use cart_cluster::tls::{ClusterTls, TlsFiles};
 use cart_cluster::{Cluster, ClusterOptions, NodeAddr};
 use cart_grain::{Clock, GrainRuntime, RuntimeOptions, SystemClock};
 use cart_http::AppState;
+use cart_http::auth::BearerToken;
 use cart_store::EventStore;
 use tokio::net::TcpListener;
 
@@ -31,12 +32,16 @@ pub(super) struct Node {
     pub grains: Arc<GrainRuntime>,
     /// Its cluster face.
     pub cluster: Arc<Cluster>,
-    /// The HTTP API.
-    pub app: axum::Router,
+    /// The public HTTP face: storefront, checkout, probes.
+    pub public: axum::Router,
+    /// The internal HTTP face: carts by id, metrics, cluster view.
+    pub internal_app: axum::Router,
     /// Set when shutdown begins: `/readyz` then says no.
     pub draining: Arc<AtomicBool>,
-    /// The storefront/service/ops listener.
+    /// The public listener (`--http-addr`).
     pub http: TcpListener,
+    /// The internal listener (`--internal-addr`).
+    pub internal: TcpListener,
     /// The CartActor and ControlPlane listeners.
     pub grpc: [TcpListener; 2],
 }
@@ -53,6 +58,7 @@ pub(super) async fn build(
     let store = store_spec.open(args.fsync, args.commit_wait, args.pg_pool_size).await?;
 
     let (http, http_addr) = bind(args.http_addr, "HTTP").await?;
+    let (internal, internal_addr) = bind(args.internal_addr, "internal HTTP").await?;
     let (grpc, grpc_addr) = bind(args.grpc_addr, "CartActor gRPC").await?;
     let (control, control_addr) = bind(args.control_addr, "ControlPlane gRPC").await?;
     let me = NodeAddr {
@@ -83,13 +89,29 @@ pub(super) async fn build(
         Cluster::new(cluster_options, Arc::clone(&grains), discovery(args, &me).await?, clock);
 
     let draining = Arc::new(AtomicBool::new(false));
-    let app = app(args, &cluster, &store, &draining, metrics)?;
+    let state = app_state(args, &cluster, &store, &draining, metrics)?;
+    let token = internal_token(args)?;
+    if token.is_none() && !args.internal_addr.ip().is_loopback() {
+        tracing::warn!(%internal_addr, "the internal listener is reachable beyond loopback without --internal-token-file");
+    }
+    let internal_app = cart_http::internal(state.clone(), token);
+    let public = cart_http::public(state);
     tracing::info!(
-        %http_addr, %grpc_addr, %control_addr, node = %me,
+        %http_addr, %internal_addr, %grpc_addr, %control_addr, node = %me,
         store = %store_spec.redacted(), fsync = ?args.fsync, catalog = %args.catalog,
         "listening"
     );
-    Ok(Node { store, grains, cluster, app, draining, http, grpc: [grpc, control] })
+    Ok(Node {
+        store,
+        grains,
+        cluster,
+        public,
+        internal_app,
+        draining,
+        http,
+        internal,
+        grpc: [grpc, control],
+    })
 }
 
 /// The cluster's TLS from the flags. Without it the gRPC ports may listen
@@ -126,14 +148,24 @@ fn cluster_tls(args: &ServeArgs) -> anyhow::Result<Option<Arc<ClusterTls>>> {
     Ok(None)
 }
 
-/// The HTTP API over the cluster's carts.
-fn app(
+/// The internal listener's token, from `--internal-token-file`.
+fn internal_token(args: &ServeArgs) -> anyhow::Result<Option<BearerToken>> {
+    let Some(path) = &args.internal_token_file else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --internal-token-file {}", path.display()))?;
+    let token = BearerToken::new(&text)
+        .map_err(|why| anyhow::anyhow!("--internal-token-file {}: {why}", path.display()))?;
+    Ok(Some(token))
+}
+
+/// What both HTTP faces serve from.
+fn app_state(
     args: &ServeArgs,
     cluster: &Arc<Cluster>,
     store: &Arc<dyn EventStore>,
     draining: &Arc<AtomicBool>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
-) -> anyhow::Result<axum::Router> {
+) -> anyhow::Result<AppState> {
     let ready = {
         let (cluster, draining, store) =
             (Arc::clone(cluster), Arc::clone(draining), Arc::clone(store));
@@ -162,13 +194,7 @@ fn app(
         }
         None => None,
     };
-    Ok(cart_http::router(AppState {
-        carts,
-        cluster: Some(status),
-        ready,
-        metrics: render,
-        checkout,
-    }))
+    Ok(AppState { carts, cluster: Some(status), ready, metrics: render, checkout })
 }
 
 fn catalog(args: &ServeArgs) -> anyhow::Result<Arc<dyn Catalog>> {

@@ -16,8 +16,10 @@ use cart_testkit::certs::{NodeFiles, TestCa};
 /// A running `cart-actor serve` child process.
 pub struct Server {
     child: Child,
-    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    /// Base URL of the public listener, e.g. `http://127.0.0.1:41234`.
     pub url: String,
+    /// Base URL of the internal listener (carts by id, metrics, cluster).
+    pub internal_url: String,
     /// The node's cluster address, `127.0.0.1:<grpc>:<control>`.
     pub node: String,
     /// The CartActor gRPC endpoint, `http://127.0.0.1:<grpc>`.
@@ -83,6 +85,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cart-actor"))
             .arg("serve")
             .args(["--http-addr", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--internal-addr", "127.0.0.1:0"])
             .args(if extra.contains(&"--grpc-addr") {
                 &[][..]
             } else {
@@ -107,7 +110,7 @@ impl Server {
         });
         let deadline = Instant::now() + START_DEADLINE;
         let mut startup_logs = Vec::new();
-        let (addr, node, grpc) = loop {
+        let (addr, internal, node, grpc) = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = logs.recv_timeout(left).expect("server did not report its address in time");
             startup_logs.push(line.clone());
@@ -115,12 +118,18 @@ impl Server {
                 && v["message"] == "listening"
             {
                 let field = |k: &str| v[k].as_str().expect(k).to_owned();
-                break (field("http_addr"), field("node"), field("grpc_addr"));
+                break (
+                    field("http_addr"),
+                    field("internal_addr"),
+                    field("node"),
+                    field("grpc_addr"),
+                );
             }
         };
         Server {
             child,
             url: format!("http://{addr}"),
+            internal_url: format!("http://{internal}"),
             node,
             grpc_url: format!("http://{grpc}"),
             tls: None,
@@ -129,6 +138,13 @@ impl Server {
             logs,
             startup_logs: std::sync::Mutex::new(startup_logs),
         }
+    }
+
+    /// The URL of `path` on the listener that serves it: `/api/...` and
+    /// `/metrics` on the internal one, the rest on the public one.
+    pub fn url_of(&self, path: &str) -> String {
+        let internal = path.starts_with("/api/") || path.starts_with("/metrics");
+        format!("{}{path}", if internal { &self.internal_url } else { &self.url })
     }
 
     /// Sends a signal to the process.
@@ -208,7 +224,7 @@ where
 
 /// A cart by id through the service face, if it exists.
 pub async fn read(server: &Server, cart: &str) -> Option<serde_json::Value> {
-    let r = client().get(format!("{}/api/carts/{cart}", server.url)).send().await.ok()?;
+    let r = client().get(format!("{}/api/carts/{cart}", server.internal_url)).send().await.ok()?;
     if r.status() != 200 {
         return None;
     }
