@@ -23,7 +23,7 @@ certs() { # dir
 node() { # name http grpc control tls? [peers]
   local tls=()
   [ "$5" = tls ] && tls=(--cluster-tls-cert "$work/certs/$1.crt" --cluster-tls-key "$work/certs/$1.key" --cluster-tls-ca "$work/certs/ca.crt")
-  "$bin" serve --internal-addr "127.0.0.1:$2" --http-addr 127.0.0.1:0 --grpc-addr "127.0.0.1:$3" --control-addr "127.0.0.1:$4" \
+  "$bin" serve --http-addr "127.0.0.1:$2" --internal-addr "127.0.0.1:$(($2 - 1000))" --grpc-addr "127.0.0.1:$3" --control-addr "127.0.0.1:$4" \
     --advertise-host 127.0.0.1 --data-dir "$work/data-$5" --log warn "${tls[@]}" ${6:+--peers "$6"} &
 }
 
@@ -32,14 +32,14 @@ for mode in plain tls; do
   node a 18091 18191 18291 "$mode"
   node b 18092 18192 18292 "$mode" 127.0.0.1:18191:18291
   for _ in $(seq 200); do
-    n=$(curl -sf localhost:18091/api/cluster | grep -o '"host"' | wc -l || true)
+    n=$(curl -sf localhost:17091/api/cluster | grep -o '"host"' | wc -l || true)
     [ "$n" = 2 ] && break; sleep 0.1
   done
-  pids=$(pgrep -f 'serve --internal-addr 127.0.0.1:1809[12]' | tr '\n' ' ')
+  pids=$(pgrep -f 'serve --http-addr 127.0.0.1:1809[12]' | tr '\n' ' ')
   echo "## $mode: remote durable mutations"
   for conns in 1 64; do
     t0=$(ticks $pids)
-    out=$("$bin" bench --url http://127.0.0.1:18091 --workload mutate --placement remote \
+    out=$("$bin" bench --url http://127.0.0.1:18091 --internal-url http://127.0.0.1:17091 --workload mutate --placement remote \
       --connections "$conns" --carts 10000 --duration "$duration")
     echo "$out"
     echo "$mode, $conns connections: CPU per remote mutation (both nodes): $(per_op "$t0" "$(ticks $pids)" "$(sent <<<"$out")") us"

@@ -19,19 +19,19 @@ nodes() { # count store extra...
   local n=$1 store=$2; shift 2
   for i in $(seq 1 "$n"); do
     peers=""; [ "$i" -gt 1 ] && peers="--peers 127.0.0.1:$((18190 + i - 1)):$((18290 + i - 1))"
-    "$bin" serve --internal-addr "127.0.0.1:$((18090 + i))" --http-addr 127.0.0.1:0 --grpc-addr "127.0.0.1:$((18190 + i))" \
+    "$bin" serve --http-addr "127.0.0.1:$((18090 + i))" --internal-addr "127.0.0.1:$((17090 + i))" --grpc-addr "127.0.0.1:$((18190 + i))" \
       --control-addr "127.0.0.1:$((18290 + i))" --advertise-host 127.0.0.1 --data-dir "$work/data" \
       --store "$store" --log warn $peers "$@" &
   done
   for _ in $(seq 200); do
-    [ "$(curl -sf localhost:18091/api/cluster | grep -o '"host"' | wc -l)" = "$n" ] && return; sleep 0.1
+    [ "$(curl -sf localhost:17091/api/cluster | grep -o '"host"' | wc -l)" = "$n" ] && return; sleep 0.1
   done
 }
 stop() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; }
 load() { # nodes
   local n=$1 per=$((64 / $1))
   for i in $(seq 1 "$n"); do
-    "$bin" bench --url "http://127.0.0.1:$((18090 + i))" --workload mutate --connections "$per" --carts 10000 --duration "$duration" &
+    "$bin" bench --url "http://127.0.0.1:$((18090 + i))" --internal-url "http://127.0.0.1:$((17090 + i))" --workload mutate --connections "$per" --carts 10000 --duration "$duration" &
   done
   wait $(jobs -p | tail -n "$n")
 }
@@ -47,6 +47,6 @@ done
 echo "## activation of 200-event carts (first read after passivation)"
 for store in file "$pg"; do
   nodes 1 "$store" --idle-ttl 1s
-  "$bin" bench --url http://127.0.0.1:18091 --workload activation --carts 50 --events 200
+  "$bin" bench --url http://127.0.0.1:18091 --internal-url http://127.0.0.1:17091 --workload activation --carts 50 --events 200
   stop
 done

@@ -20,32 +20,32 @@ echo "redis-server CPU per SET: $(per_op "$t0" "$(ticks "$redis_pid")" 400000) u
 redis-cli -p 16379 shutdown nosave >/dev/null 2>&1 || true
 
 serve() {
-  "$bin" serve --internal-addr 127.0.0.1:18090 --http-addr 127.0.0.1:18089 --data-dir "$work/$1" --log warn "${@:2}" &
+  "$bin" serve --http-addr 127.0.0.1:18090 --internal-addr 127.0.0.1:17090 --data-dir "$work/$1" --log warn "${@:2}" &
   for _ in $(seq 100); do curl -sf localhost:18090/readyz >/dev/null && return; sleep 0.1; done
   echo "server did not start" >&2; exit 1
 }
-server() { pgrep -f 'serve --internal-addr 127.0.0.1:18090'; }
+server() { pgrep -f 'serve --http-addr 127.0.0.1:18090'; }
 
 echo "## durable mutations, --fsync always, 64 connections, 10000 carts"
 serve mutate
 t0=$(ticks "$(server)")
-out=$("$bin" bench --url http://127.0.0.1:18090 --workload mutate --connections 64 --carts 10000 --duration "$duration")
+out=$("$bin" bench --url http://127.0.0.1:18090 --internal-url http://127.0.0.1:17090 --workload mutate --connections 64 --carts 10000 --duration "$duration")
 echo "$out"
 echo "server CPU per durable mutation: $(per_op "$t0" "$(ticks "$(server)")" "$(sent <<<"$out")") us"
-wrk -t1 -c64 -d"$duration" --latency -s bench/mutate.lua http://127.0.0.1:18089 | grep -E 'Requests/sec|  50%|  99%'
-curl -s localhost:18090/metrics | grep -E '^cart_log_fsync_(batch_size|duration_seconds)_(sum|count)'
+wrk -t1 -c64 -d"$duration" --latency -s bench/mutate.lua http://127.0.0.1:18090 | grep -E 'Requests/sec|  50%|  99%'
+curl -s localhost:17090/metrics | grep -E '^cart_log_fsync_(batch_size|duration_seconds)_(sum|count)'
 stop
 
 echo "## hot cart reads versus a trivial handler (GET /healthz), 64 connections"
 serve read
 t0=$(ticks "$(server)")
-out=$("$bin" bench --url http://127.0.0.1:18090 --workload healthz --connections 64 --duration "$duration")
+out=$("$bin" bench --url http://127.0.0.1:18090 --internal-url http://127.0.0.1:17090 --workload healthz --connections 64 --duration "$duration")
 echo "$out"
 echo "server CPU per /healthz request: $(per_op "$t0" "$(ticks "$(server)")" "$(sent <<<"$out")") us"
-"$bin" bench --url http://127.0.0.1:18090 --workload read --carts 100 --connections 64 --duration "$duration"
+"$bin" bench --url http://127.0.0.1:18090 --internal-url http://127.0.0.1:17090 --workload read --carts 100 --connections 64 --duration "$duration"
 stop
 
 echo "## memory: 100000 resident 5-line carts"
 serve fill --fsync never
-"$bin" bench --url http://127.0.0.1:18090 --workload fill --carts 100000 --lines 5 --connections 32
+"$bin" bench --url http://127.0.0.1:18090 --internal-url http://127.0.0.1:17090 --workload fill --carts 100000 --lines 5 --connections 32
 stop

@@ -14,7 +14,7 @@ gcc -O2 -shared -fPIC -o "$work/slow-sync.so" bench/slow-sync.c -ldl
 preload="$work/slow-sync.so"
 
 serve() { # commit-wait
-  LD_PRELOAD="$preload" "$bin" serve --internal-addr 127.0.0.1:18093 --http-addr 127.0.0.1:0 --data-dir "$work/cart-$1-$SLOW_SYNC_US" \
+  LD_PRELOAD="$preload" "$bin" serve --http-addr 127.0.0.1:18093 --internal-addr 127.0.0.1:17093 --data-dir "$work/cart-$1-$SLOW_SYNC_US" \
     --log warn --commit-wait "$1" &
   for _ in $(seq 100); do curl -sf localhost:18093/readyz >/dev/null && return; sleep 0.1; done
   echo "server did not start" >&2; exit 1
@@ -32,9 +32,9 @@ for delay in ${DELAYS_US:-2000 5000}; do
   redis-cli -p 16380 shutdown nosave >/dev/null 2>&1 || true
   for wait in 2ms 0ms; do
     serve "$wait"
-    echo "cart-actor --commit-wait $wait: $("$bin" bench --url http://127.0.0.1:18093 --workload mutate \
+    echo "cart-actor --commit-wait $wait: $("$bin" bench --url http://127.0.0.1:18093 --internal-url http://127.0.0.1:17093 --workload mutate \
       --connections 64 --carts 10000 --duration "$duration")"
-    curl -s localhost:18093/metrics | grep -E '^cart_log_fsync_batch_size_(sum|count)' | tr '\n' ' '; echo
+    curl -s localhost:17093/metrics | grep -E '^cart_log_fsync_batch_size_(sum|count)' | tr '\n' ' '; echo
     stop
   done
 done

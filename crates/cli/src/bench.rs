@@ -56,9 +56,13 @@ pub enum Placement {
 /// Flags of `cart-actor bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Base URL of the service.
+    /// Base URL of the service's public listener (storefront requests).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Base URL of its internal listener (`/api/cluster`, `/metrics`,
+    /// carts by id).
+    #[arg(long, default_value = "http://127.0.0.1:8090")]
+    pub internal_url: String,
     /// What to send.
     #[arg(long, value_enum, default_value_t = Workload::Mutate)]
     pub workload: Workload,
@@ -113,7 +117,7 @@ struct Target {
 fn target(url: &str) -> anyhow::Result<Target> {
     let authority = url
         .strip_prefix("http://")
-        .context("--url must start with http://")?
+        .context("--url and --internal-url must start with http://")?
         .trim_end_matches('/')
         .to_owned();
     Ok(Target { host: authority.clone(), authority })
@@ -211,11 +215,12 @@ async fn cart_names(t: &Target, placement: Placement, count: usize) -> anyhow::R
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let t = target(&args.url)?;
+    let internal = target(&args.internal_url)?;
     let skus = Arc::new(skus()?);
-    let names = Arc::new(cart_names(&t, args.placement, args.carts).await?);
+    let names = Arc::new(cart_names(&internal, args.placement, args.carts).await?);
     match args.workload {
-        Workload::Fill => return fill(&t, &args, &skus, &names).await,
-        Workload::Activation => return activation(&t, &args, &skus, &names).await,
+        Workload::Fill => return fill(&t, &internal, &args, &skus, &names).await,
+        Workload::Activation => return activation(&internal, &args, &skus, &names).await,
         Workload::Read => prefill(&t, &args, &skus, &names).await?,
         Workload::Mutate | Workload::Healthz => {}
     }
@@ -362,15 +367,16 @@ async fn resident_bytes(t: &Target) -> anyhow::Result<f64> {
 
 async fn fill(
     t: &Target,
+    internal: &Target,
     args: &BenchArgs,
     skus: &Arc<Vec<String>>,
     names: &Arc<Vec<String>>,
 ) -> anyhow::Result<()> {
-    let before = resident_bytes(t).await?;
+    let before = resident_bytes(internal).await?;
     let started = Instant::now();
     populate(t, args, skus, names).await?;
     let elapsed = started.elapsed();
-    let after = resident_bytes(t).await?;
+    let after = resident_bytes(internal).await?;
     println!(
         "workload=Fill carts={} lines={} took={:.1}s rss_before={:.1}MiB rss_after={:.1}MiB per_cart={:.0}B",
         args.carts,
