@@ -32,7 +32,8 @@ t0=$(ticks "$(server)")
 out=$("$bin" bench --url http://127.0.0.1:18090 --internal-url http://127.0.0.1:17090 --workload mutate --connections 64 --carts 10000 --duration "$duration")
 echo "$out"
 echo "server CPU per durable mutation: $(per_op "$t0" "$(ticks "$(server)")" "$(sent <<<"$out")") us"
-wrk -t1 -c64 -d"$duration" --latency -s bench/mutate.lua http://127.0.0.1:18090 | grep -E 'Requests/sec|  50%|  99%'
+"$bin" bench --url http://127.0.0.1:18090 --internal-url http://127.0.0.1:17090 --workload mint --carts 10000 > "$work/ids"
+CART_IDS="$work/ids" wrk -t1 -c64 -d"$duration" --latency -s bench/mutate.lua http://127.0.0.1:18090 | grep -E 'Requests/sec|  50%|  99%'
 curl -s localhost:17090/metrics | grep -E '^cart_log_fsync_(batch_size|duration_seconds)_(sum|count)'
 stop
 

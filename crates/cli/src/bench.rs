@@ -6,7 +6,7 @@
 //! HDR histogram; the report gives throughput and p50/p99/p99.9.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -35,6 +35,10 @@ pub enum Workload {
     /// Creates `--carts` carts of `--lines` lines each, then reports the
     /// server's resident memory per cart (from its `/metrics`).
     Fill,
+    /// Mints `--carts` storefront carts (one add each, placed as
+    /// `--placement` asks) and prints their ids, one per line: cookies for
+    /// other load generators (`bench/mutate.lua`).
+    Mint,
     /// Creates `--carts` carts of `--events` events each, waits
     /// `--idle-wait` (start the server with a shorter `--idle-ttl` so they
     /// passivate), then times the first read of each: the activation (load
@@ -138,6 +142,32 @@ impl Conn {
         Ok(Conn { sender, authority: t.authority.clone() })
     }
 
+    /// Adds `sku` with no cookie: the service makes a cart and answers its
+    /// minted id in `Set-Cookie`.
+    async fn mint(&mut self, sku: &str) -> anyhow::Result<String> {
+        let body = format!(r#"{{"sku":"{sku}","quantity":1}}"#);
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/cart/")
+            .header("host", &self.authority)
+            .body(Full::new(Bytes::from(body)))?;
+        self.sender.ready().await?;
+        let response = self.sender.send_request(req).await?;
+        let status = response.status().as_u16();
+        let cookie = response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("cartid="))
+            .and_then(|v| v.split(';').next())
+            .map(str::to_owned);
+        response.into_body().collect().await?;
+        match cookie {
+            Some(id) if status == 200 => Ok(id),
+            _ => bail!("minting a cart failed: status {status}, no cartid cookie"),
+        }
+    }
+
     /// Sends one request; returns the status and body.
     async fn send(
         &mut self,
@@ -181,15 +211,15 @@ fn run_prefix() -> String {
     format!("b{}", cart_grain::CartId::random(nanos))
 }
 
-/// `count` cart ids, owned by the target node or not as `placement` asks
-/// (placement computed from the target's `/api/cluster` view).
-async fn cart_names(t: &Target, placement: Placement, count: usize) -> anyhow::Result<Vec<String>> {
-    let prefix = run_prefix();
-    let all = (0..).map(|i| format!("{prefix}-{i}"));
+/// Which cart ids `placement` wants, from the target's `/api/cluster`
+/// view; `None` takes every id.
+type Wanted = Option<Box<dyn Fn(&str) -> bool + Send + Sync>>;
+
+async fn wanted(internal: &Target, placement: Placement) -> anyhow::Result<Wanted> {
     if placement == Placement::Any {
-        return Ok(all.take(count).collect());
+        return Ok(None);
     }
-    let mut conn = Conn::open(t).await?;
+    let mut conn = Conn::open(internal).await?;
     let (status, body) = conn.send(Method::GET, "/api/cluster", None, Bytes::new()).await?;
     if status != 200 {
         bail!("--placement needs the target's /api/cluster (status {status})");
@@ -209,20 +239,91 @@ async fn cart_names(t: &Target, placement: Placement, count: usize) -> anyhow::R
     if placement == Placement::Remote && members.len() < 2 {
         bail!("--placement remote needs a cluster of at least two nodes");
     }
-    let local = |name: &String| placement::owner(name, &members, &[]) == Some(&me);
-    Ok(all.filter(|n| local(n) == (placement == Placement::Local)).take(count).collect())
+    let want_local = placement == Placement::Local;
+    Ok(Some(Box::new(move |name: &str| {
+        (placement::owner(name, &members, &[]) == Some(&me)) == want_local
+    })))
+}
+
+/// `count` cart ids of the service's by-id API (chosen here: trusted
+/// callers may), placed as `placement` asks.
+async fn cart_names(
+    internal: &Target,
+    placement: Placement,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    let prefix = run_prefix();
+    let wanted = wanted(internal, placement).await?;
+    let all = (0..).map(|i| format!("{prefix}-{i}"));
+    Ok(all.filter(|n| wanted.as_ref().is_none_or(|w| w(n))).take(count).collect())
+}
+
+/// `count` storefront carts minted by the service (see [`Conn::mint`]),
+/// placed as `placement` asks; carts that land elsewhere are left behind.
+/// Also returns how many carts were made (each a durable mutation).
+async fn minted_carts(
+    t: &Target,
+    internal: &Target,
+    args: &BenchArgs,
+    sku: &str,
+) -> anyhow::Result<(Vec<String>, u64)> {
+    let wanted = Arc::new(wanted(internal, args.placement).await?);
+    let found = Arc::new(std::sync::Mutex::new(Vec::with_capacity(args.carts)));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections.clamp(1, 32) {
+        let mut conn = Conn::open(t).await?;
+        let (wanted, found, sku, count) =
+            (Arc::clone(&wanted), Arc::clone(&found), sku.to_owned(), args.carts);
+        let attempts = Arc::clone(&attempts);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if found.lock().map_or(true, |f| f.len() >= count) {
+                    return anyhow::Ok(());
+                }
+                let id = conn.mint(&sku).await?;
+                attempts.fetch_add(1, Ordering::Relaxed);
+                if (*wanted).as_ref().is_none_or(|w| w(&id))
+                    && let Ok(mut found) = found.lock()
+                    && found.len() < count
+                {
+                    found.push(id);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let found = found.lock().map_err(|_| anyhow::anyhow!("a minting task panicked"))?;
+    Ok((found.clone(), attempts.load(Ordering::Relaxed)))
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let t = target(&args.url)?;
     let internal = target(&args.internal_url)?;
     let skus = Arc::new(skus()?);
-    let names = Arc::new(cart_names(&internal, args.placement, args.carts).await?);
+    if args.workload == Workload::Activation {
+        let names = Arc::new(cart_names(&internal, args.placement, args.carts).await?);
+        return activation(&internal, &args, &skus, &names).await;
+    }
+    if args.workload == Workload::Fill {
+        return fill(&t, &internal, &args, &skus).await;
+    }
+    let (names, minted) = match args.workload {
+        Workload::Healthz => (Vec::new(), 0),
+        _ => minted_carts(&t, &internal, &args, &skus[0]).await?,
+    };
+    let names = Arc::new(names);
     match args.workload {
-        Workload::Fill => return fill(&t, &internal, &args, &skus, &names).await,
-        Workload::Activation => return activation(&internal, &args, &skus, &names).await,
+        Workload::Mint => {
+            for name in names.iter() {
+                println!("{name}");
+            }
+            return Ok(());
+        }
         Workload::Read => prefill(&t, &args, &skus, &names).await?,
-        Workload::Mutate | Workload::Healthz => {}
+        _ => {}
     }
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -238,7 +339,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             let (mut ok, mut failed, mut sent) = (0u64, 0u64, 0u64);
             while !stop.load(Ordering::Relaxed) {
                 let cart = rng.below(carts);
-                let cookie = format!("cartid={}", names[cart]);
+                let cookie = || format!("cartid={}", names[cart]);
                 let started = Instant::now();
                 let (status, _) = match workload {
                     Workload::Mutate => {
@@ -246,10 +347,11 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                         // carts stay realistically small however long it runs.
                         let sku = &skus[(cart + rng.below(lines)) % skus.len()];
                         let body = format!(r#"{{"sku":"{sku}","quantity":1}}"#);
-                        conn.send(Method::POST, "/cart/", Some(&cookie), Bytes::from(body)).await?
+                        conn.send(Method::POST, "/cart/", Some(&cookie()), Bytes::from(body))
+                            .await?
                     }
                     Workload::Read => {
-                        conn.send(Method::GET, "/cart/", Some(&cookie), Bytes::new()).await?
+                        conn.send(Method::GET, "/cart/", Some(&cookie()), Bytes::new()).await?
                     }
                     _ => conn.send(Method::GET, "/healthz", None, Bytes::new()).await?,
                 };
@@ -279,6 +381,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         sent += s;
     }
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    // Every request the server handled, minting included, so CPU per
+    // request can be computed from the server's CPU time over the run.
+    sent += minted;
     println!(
         "workload={:?} placement={:?} connections={} carts={} duration={:.1}s ok={ok} failed={failed} \
          throughput={:.0}/s p50={:.2}ms p99={:.2}ms p99.9={:.2}ms sent={sent}",
@@ -370,11 +475,11 @@ async fn fill(
     internal: &Target,
     args: &BenchArgs,
     skus: &Arc<Vec<String>>,
-    names: &Arc<Vec<String>>,
 ) -> anyhow::Result<()> {
     let before = resident_bytes(internal).await?;
     let started = Instant::now();
-    populate(t, args, skus, names).await?;
+    let names = Arc::new(minted_carts(t, internal, args, &skus[0]).await?.0);
+    populate(t, args, skus, &names).await?;
     let elapsed = started.elapsed();
     let after = resident_bytes(internal).await?;
     println!(

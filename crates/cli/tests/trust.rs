@@ -146,3 +146,46 @@ fn a_short_internal_token_is_refused_at_start() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cart_ids_are_minted_and_recognised_by_every_node_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ca = TestCa::new("cluster");
+    let a = Server::start_tls(&data, &ca, &[]);
+    let b = Server::start_tls(&data, &ca, &["--peers", &a.node]);
+    let http = support::client();
+    let add = |url: String, cookie: Option<String>| {
+        let mut r = http.post(url).json(&serde_json::json!({"sku": support::SKU_A}));
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r.send()
+    };
+    // Chosen ids are ignored: each gets a fresh cart and cookie.
+    for chosen in ["cartid=anything", "cartid=f3", "cartid=AAAAAAAAAAAAAAAAAAAAAA"] {
+        let r = add(format!("{}/cart/", a.url), Some(chosen.into())).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let minted = support::cart_cookie(&r).expect("a new cookie");
+        assert_ne!(format!("cartid={minted}"), chosen);
+        let cart: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(cart["id"], minted.as_str(), "the cookie is the cart's id");
+        assert_eq!(cart["version"], 1, "a new cart");
+    }
+    let r = add(format!("{}/cart/", a.url), None).await.unwrap();
+    let cookie = format!("cartid={}", support::cart_cookie(&r).unwrap());
+    // Node B knows node A's ids: the key is in the shared store.
+    let on_b = http.get(format!("{}/cart/", b.url)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(on_b.status(), 200);
+    let r = add(format!("{}/cart/", b.url), Some(cookie.clone())).await.unwrap();
+    assert!(support::cart_cookie(&r).is_none(), "the cart goes on, no new cookie");
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["version"], 2);
+    // And after a restart of both.
+    drop(b);
+    let (data, _) = a.kill();
+    let again = Server::start(&data, &[]);
+    let read =
+        http.get(format!("{}/cart/", again.url)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(read.json::<serde_json::Value>().await.unwrap()["version"], 2);
+}

@@ -29,6 +29,7 @@ pub mod error;
 pub mod error_kind;
 pub mod feeds;
 mod idempotency;
+pub mod mint;
 mod registry;
 pub mod request;
 pub mod runtime;
@@ -45,6 +46,7 @@ pub use error_kind::ErrorKind;
 pub use feeds::{
     CartWatch, Published, StateReceiver, StateSender, WatchPermit, offer, offer_state,
 };
+pub use mint::CartIdMint;
 pub use request::{MutateRequest, ResolvedRequest};
 pub use runtime::{GrainRuntime, RuntimeOptions};
 pub use task::OwnedTask;

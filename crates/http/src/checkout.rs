@@ -39,12 +39,12 @@ fn order_json(order: serde_json::Value) -> Response {
 }
 
 async fn checkout(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let id = cookie::cart_id(&headers).ok_or(ApiError::Grain(GrainError::NotFound))?;
+    let id = cookie::cart_id(&headers, &s.ids).ok_or(ApiError::Grain(GrainError::NotFound))?;
     Ok(order_json(service(&s)?.checkout(&id).await?))
 }
 
 async fn leave(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let id = cookie::cart_id(&headers).ok_or(ApiError::Grain(GrainError::NotFound))?;
+    let id = cookie::cart_id(&headers, &s.ids).ok_or(ApiError::Grain(GrainError::NotFound))?;
     Ok(response::cart(service(&s)?.leave(&id).await?))
 }
 

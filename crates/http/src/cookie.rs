@@ -1,7 +1,7 @@
 //! The `cartid` cookie that names the storefront's cart.
 
 use axum::http::{HeaderMap, HeaderValue, header};
-use cart_grain::CartId;
+use cart_grain::{CartId, CartIdMint};
 
 /// The cookie's name, as the storefront knows it.
 pub const NAME: &str = "cartid";
@@ -9,10 +9,12 @@ pub const NAME: &str = "cartid";
 /// browser restart.
 pub const MAX_AGE_SECONDS: u64 = 90 * 24 * 60 * 60;
 
-/// The cart id of the request's first valid `cartid` cookie. Cookies are
-/// parsed by the `cookie` crate; a malformed or invalid `cartid` (a stale
-/// one from another path, say) does not hide a valid one after it.
-pub fn cart_id(headers: &HeaderMap) -> Option<CartId> {
+/// The cart id of the request's first valid `cartid` cookie that names a
+/// cart this service minted ([`CartIdMint`]). Cookies are parsed by the
+/// `cookie` crate; a malformed, invalid or self-chosen `cartid` (a stale
+/// one from another path, or an attacker's) does not hide a valid one
+/// after it, and is otherwise as good as no cookie.
+pub fn cart_id(headers: &HeaderMap, mint: &CartIdMint) -> Option<CartId> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -20,7 +22,8 @@ pub fn cart_id(headers: &HeaderMap) -> Option<CartId> {
         .flat_map(cookie::Cookie::split_parse)
         .filter_map(Result::ok)
         .filter(|c| c.name() == NAME)
-        .find_map(|c| CartId::parse(c.value_trimmed()).ok())
+        .filter_map(|c| CartId::parse(c.value_trimmed()).ok())
+        .find(|id| mint.minted(id))
 }
 
 /// `Set-Cookie` for a new cart: `Path=/`, host-only (no `Domain`), not
@@ -40,24 +43,31 @@ pub fn clear() -> HeaderValue {
 mod tests {
     use super::*;
 
-    fn with(cookies: &[&'static str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for c in cookies {
-            h.append(header::COOKIE, HeaderValue::from_static(c));
-        }
-        h
-    }
-
     #[test]
-    fn finds_the_first_valid_cookie_among_others() {
-        assert_eq!(cart_id(&with(&["a=1; cartid=Abc123; b=2"])).unwrap().as_str(), "Abc123");
-        assert!(cart_id(&with(&["cartid=../etc"])).is_none());
-        assert!(cart_id(&HeaderMap::new()).is_none());
-        assert_eq!(cart_id(&with(&["cartid=../etc; cartid=Good1"])).unwrap().as_str(), "Good1");
+    fn finds_the_first_minted_cookie_among_others() {
+        let mint = CartIdMint::new(b"test secret");
+        let (a, b) = (mint.mint(1), mint.mint(2));
+        let h = |cookies: &[String]| {
+            let mut h = HeaderMap::new();
+            for c in cookies {
+                h.append(header::COOKIE, HeaderValue::from_str(c).unwrap());
+            }
+            h
+        };
+        let found = |cookies: &[String]| cart_id(&h(cookies), &mint).map(|id| id.to_string());
+        assert_eq!(found(&[format!("x=1; cartid={a}; y=2")]), Some(a.to_string()));
+        assert_eq!(found(&["cartid=../etc".into()]), None);
+        assert_eq!(found(&[]), None);
+        assert_eq!(found(&[format!("cartid=../etc; cartid={a}")]), Some(a.to_string()));
         assert_eq!(
-            cart_id(&with(&["cartid=bad id", "cartid=\"Good2\""])).unwrap().as_str(),
-            "Good2"
+            found(&["cartid=bad id".into(), format!("cartid=\"{b}\"")]),
+            Some(b.to_string())
         );
-        assert_eq!(cart_id(&with(&["cartid=First; cartid=Second"])).unwrap().as_str(), "First");
+        assert_eq!(found(&[format!("cartid={a}; cartid={b}")]), Some(a.to_string()));
+        // A cart id the service did not mint is no cart at all.
+        assert_eq!(found(&["cartid=anything".into()]), None);
+        assert_eq!(found(&[format!("cartid=chosen-by-me; cartid={b}")]), Some(b.to_string()));
+        let foreign = CartIdMint::new(b"another secret").mint(1);
+        assert_eq!(found(&[format!("cartid={foreign}")]), None);
     }
 }

@@ -39,7 +39,7 @@ pub async fn storefront(
     State(s): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = cookie::cart_id(&headers).ok_or(ApiError::Grain(GrainError::NotFound))?;
+    let id = cookie::cart_id(&headers, &s.ids).ok_or(ApiError::Grain(GrainError::NotFound))?;
     open(&s, &id, &headers).await
 }
 

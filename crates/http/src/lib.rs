@@ -57,6 +57,8 @@ pub struct AppState {
     pub metrics: MetricsRenderer,
     /// The checkout integration, when configured.
     pub checkout: Option<Arc<cart_checkout::Checkout>>,
+    /// Mints storefront cart ids and recognises them in cookies.
+    pub ids: Arc<cart_grain::CartIdMint>,
 }
 
 /// The public listener: storefront, checkout, probes.

@@ -1,15 +1,13 @@
 //! The storefront face: the routes the web storefront calls, the cart named
 //! by the `cartid` cookie (storefront contract sections 1, 2.1 and 7).
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use cart_domain::CartCommand;
-use cart_grain::{CartId, Carts, GrainError, MutateRequest};
+use cart_grain::{GrainError, MutateRequest};
 
 use crate::body::JsonBody;
 use crate::error::ApiError;
@@ -35,24 +33,24 @@ fn no_cart() -> ApiError {
 }
 
 async fn get_cart(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let id = cookie::cart_id(&headers).ok_or_else(no_cart)?;
+    let id = cookie::cart_id(&headers, &s.ids).ok_or_else(no_cart)?;
     Ok(response::cart(s.carts.get(&id).await?))
 }
 
 /// Applies `mutations` to the cookie's cart; with `create`, a shopper with
 /// no cart gets a new one and its cookie.
 async fn mutate(
-    carts: &Arc<dyn Carts>,
+    s: &AppState,
     headers: &HeaderMap,
     mutations: Vec<CartCommand>,
     create: bool,
 ) -> Result<Response, ApiError> {
-    let (id, new) = match cookie::cart_id(headers) {
+    let (id, new) = match cookie::cart_id(headers, &s.ids) {
         Some(id) => (id, false),
-        None if create => (CartId::random(random_u64()?), true),
+        None if create => (s.ids.mint(random_u64()?), true),
         None => return Err(no_cart()),
     };
-    let state = carts.mutate(&id, MutateRequest::of(mutations)).await?;
+    let state = s.carts.mutate(&id, MutateRequest::of(mutations)).await?;
     let mut response = response::cart(state);
     if new {
         response.headers_mut().insert(header::SET_COOKIE, cookie::set(&id));
@@ -69,7 +67,7 @@ async fn add(
     headers: HeaderMap,
     JsonBody(body): JsonBody<AddBody>,
 ) -> Result<Response, ApiError> {
-    mutate(&s.carts, &headers, vec![requests::add(body)], true).await
+    mutate(&s, &headers, vec![requests::add(body)], true).await
 }
 
 async fn add_many(
@@ -77,7 +75,7 @@ async fn add_many(
     headers: HeaderMap,
     JsonBody(body): JsonBody<ItemsBody>,
 ) -> Result<Response, ApiError> {
-    mutate(&s.carts, &headers, requests::add_many(body), true).await
+    mutate(&s, &headers, requests::add_many(body), true).await
 }
 
 async fn change_quantity(
@@ -86,7 +84,7 @@ async fn change_quantity(
     JsonBody(body): JsonBody<LineQuantityBody>,
 ) -> Result<Response, ApiError> {
     let m = requests::change_quantity(body.id, body.quantity);
-    mutate(&s.carts, &headers, vec![m], false).await
+    mutate(&s, &headers, vec![m], false).await
 }
 
 async fn remove_line(
@@ -94,7 +92,7 @@ async fn remove_line(
     headers: HeaderMap,
     Path(line_id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    mutate(&s.carts, &headers, vec![requests::remove_item(line_id)], false).await
+    mutate(&s, &headers, vec![requests::remove_item(line_id)], false).await
 }
 
 /// Starts over: forgets the cookie, so the next add creates a new cart. The
@@ -108,7 +106,7 @@ async fn set_delivery(
     headers: HeaderMap,
     JsonBody(body): JsonBody<DeliveryBody>,
 ) -> Result<Response, ApiError> {
-    mutate(&s.carts, &headers, vec![requests::set_delivery(body)], false).await
+    mutate(&s, &headers, vec![requests::set_delivery(body)], false).await
 }
 
 async fn remove_delivery(
@@ -116,7 +114,7 @@ async fn remove_delivery(
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    mutate(&s.carts, &headers, vec![requests::remove_delivery(id)], false).await
+    mutate(&s, &headers, vec![requests::remove_delivery(id)], false).await
 }
 
 async fn set_pickup_point(
@@ -125,5 +123,5 @@ async fn set_pickup_point(
     Path(id): Path<i64>,
     JsonBody(body): JsonBody<cart_domain::PickupPoint>,
 ) -> Result<Response, ApiError> {
-    mutate(&s.carts, &headers, vec![requests::set_pickup_point(id, body)], false).await
+    mutate(&s, &headers, vec![requests::set_pickup_point(id, body)], false).await
 }

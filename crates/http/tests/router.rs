@@ -73,6 +73,7 @@ impl Api {
             ready: readiness,
             metrics: Arc::new(|| "# metrics\n".to_owned()),
             checkout: None,
+            ids: Arc::new(cart_grain::CartIdMint::new(b"router test secret")),
         };
         let public = cart_http::public(state.clone());
         let internal = cart_http::internal(state, token);
@@ -339,4 +340,39 @@ async fn with_a_token_the_internal_listener_needs_it_on_every_request() {
     assert_eq!(metrics.status, StatusCode::OK);
     // The public listener needs no token.
     assert_eq!(Api::call_on(&api.public, get("/healthz", &[])).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_cookie_naming_a_cart_the_service_did_not_mint_gets_a_new_cart() {
+    let api = Api::new();
+    // A cart made by a trusted service under a chosen id.
+    let made = api
+        .send(
+            Method::POST,
+            "/api/carts/victim/items",
+            &[],
+            Some(json!({"sku": SKU, "quantity": 1})),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::OK);
+    let chosen = [("cookie", "cartid=victim")];
+    let read = api.send(Method::GET, "/cart/", &chosen, None).await;
+    assert_eq!(read.status, StatusCode::NOT_FOUND, "a chosen id reads no cart");
+    let added =
+        api.send(Method::POST, "/cart/", &chosen, Some(json!({"sku": SKU, "quantity": 5}))).await;
+    assert_eq!(added.status, StatusCode::OK);
+    let cookie = cookie_of(&added);
+    assert_ne!(cookie, "cartid=victim", "a new cart with a new cookie");
+    assert_eq!(
+        added.json()["id"].as_str(),
+        cookie.strip_prefix("cartid="),
+        "the cookie is the cart's id"
+    );
+    assert_eq!(added.json()["version"], 1);
+    let victim = api.send(Method::GET, "/api/carts/victim", &[], None).await;
+    assert_eq!(victim.json()["items"][0]["qty"], 1, "the chosen cart was not touched");
+    for path in ["/cart/events", "/cart/checkout"] {
+        let answer = api.send(Method::GET, path, &chosen, None).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+    }
 }

@@ -40,7 +40,10 @@ use crate::committer::{Command, Committer, SyncMetrics};
 use crate::gather::Gather;
 use crate::log::{LogIndex, Shared};
 use crate::sync::FsyncPolicy;
-use crate::{AppendRequest, Appended, Claim, Event, EventStore, Fence, NewEvent, StoreError};
+use crate::{
+    AppendRequest, Appended, Claim, Event, EventStore, Fence, NewEvent, SECRET_LEN, StoreError,
+    check_secret_name, new_secret,
+};
 
 /// Name of the log file inside the data directory.
 pub const LOG_FILE: &str = "events.log";
@@ -75,6 +78,7 @@ impl FileStoreOptions {
 
 /// The embedded event store: a checksummed append-only log with group commit.
 pub struct FileStore {
+    dir: PathBuf,
     shared: Arc<Shared>,
     /// `None` only while dropping.
     commands: Option<mpsc::Sender<Command>>,
@@ -137,7 +141,12 @@ impl FileStore {
         let committer = std::thread::Builder::new()
             .name("event-log-committer".into())
             .spawn(move || committer.run(rx))?;
-        Ok(FileStore { shared, commands: Some(commands), committer: Some(committer) })
+        Ok(FileStore {
+            dir: options.dir,
+            shared,
+            commands: Some(commands),
+            committer: Some(committer),
+        })
     }
 
     fn send(&self, command: Command) -> Result<(), StoreError> {
@@ -224,6 +233,14 @@ impl EventStore for FileStore {
             .map_err(|_| StoreError::Unavailable("the event log committer has stopped".into()))?
     }
 
+    async fn secret(&self, name: &str) -> Result<[u8; SECRET_LEN], StoreError> {
+        check_secret_name(name)?;
+        let path = self.dir.join(format!("{name}.secret"));
+        tokio::task::spawn_blocking(move || secret_file(&path))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("secret reader failed: {e}")))?
+    }
+
     async fn cart_ids(&self) -> Result<Vec<String>, StoreError> {
         self.blocking(|shared| {
             let index = shared.caught_up()?;
@@ -236,4 +253,39 @@ impl EventStore for FileStore {
         })
         .await
     }
+}
+
+/// The secret in `path`, made first if the file does not exist. Processes
+/// racing to make it agree: each writes a candidate to a file of its own and
+/// hard-links it into place, which only the first does; the others read it.
+fn secret_file(path: &std::path::Path) -> Result<[u8; SECRET_LEN], StoreError> {
+    if !path.exists() {
+        let hex: String = new_secret()?.iter().map(|b| format!("{b:02x}")).collect();
+        let candidate = path.with_extension(format!("secret.{}", &hex[..16]));
+        std::fs::write(&candidate, hex)?;
+        std::fs::File::open(&candidate)?.sync_all()?;
+        let linked = std::fs::hard_link(&candidate, path);
+        std::fs::remove_file(&candidate)?;
+        match linked {
+            Ok(()) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let text = std::fs::read_to_string(path)?;
+    let corrupt = || StoreError::Corrupt(format!("{}: not a secret", path.display()));
+    let text = text.trim();
+    if text.len() != SECRET_LEN * 2 {
+        return Err(corrupt());
+    }
+    let mut secret = [0u8; SECRET_LEN];
+    for (i, byte) in secret.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or_else(corrupt)?, 16)
+            .map_err(|_| corrupt())?;
+    }
+    Ok(secret)
 }

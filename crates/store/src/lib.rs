@@ -192,6 +192,25 @@ fn check_append(
     Ok(())
 }
 
+/// Length of a [`EventStore::secret`].
+pub const SECRET_LEN: usize = 32;
+
+/// 32 random bytes for a new secret.
+pub(crate) fn new_secret() -> Result<[u8; SECRET_LEN], StoreError> {
+    let mut secret = [0u8; SECRET_LEN];
+    getrandom::fill(&mut secret)
+        .map_err(|e| StoreError::Unavailable(format!("no randomness for a secret: {e}")))?;
+    Ok(secret)
+}
+
+/// Refuses a secret name that is not a short file-name-safe word.
+pub(crate) fn check_secret_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok { Ok(()) } else { Err(StoreError::Invalid(format!("bad secret name {name:?}"))) }
+}
+
 /// Where cart events are kept.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
@@ -217,6 +236,13 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Ids of all carts with at least one event.
     async fn cart_ids(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The service secret named `name` (a short ASCII name): 32 random
+    /// bytes made on first use, the same for every process on this store
+    /// afterwards, so a cluster shares it with no set-up. Failure contract:
+    /// an error means the secret could not be read or made; a stored
+    /// secret is never replaced.
+    async fn secret(&self, name: &str) -> Result<[u8; SECRET_LEN], StoreError>;
 
     /// Whether the store is reachable right now (for readiness).
     fn healthy(&self) -> bool {

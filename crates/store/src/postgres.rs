@@ -28,13 +28,22 @@ use tokio::task::JoinSet;
 use tokio_postgres::NoTls;
 
 use crate::{
-    AppendRequest, Appended, Claim, Event, EventStore, Fence, IdempotencyTag, NewEvent, StoreError,
+    AppendRequest, Appended, Claim, Event, EventStore, Fence, IdempotencyTag, NewEvent, SECRET_LEN,
+    StoreError, check_secret_name, new_secret,
 };
 
 /// Appends waiting for the committer before further appends wait to queue.
 const MAX_QUEUED: usize = 4096;
 /// Most appends committed in one transaction.
 const MAX_BATCH: usize = 1024;
+
+/// Version 2: service secrets (see [`EventStore::secret`]).
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS cart_secrets (
+    name text PRIMARY KEY,
+    value bytea NOT NULL
+);
+";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS cart_heads (
@@ -172,6 +181,13 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
             .await
             .map_err(unavailable)?;
         tracing::info!("PostgreSQL schema migrated to version 1");
+    }
+    if applied.unwrap_or(0) < 2 {
+        tx.batch_execute(SCHEMA_V2).await.map_err(unavailable)?;
+        tx.execute("INSERT INTO cart_schema (version) VALUES (2)", &[])
+            .await
+            .map_err(unavailable)?;
+        tracing::info!("PostgreSQL schema migrated to version 2");
     }
     tx.commit().await.map_err(unavailable)
 }
@@ -375,6 +391,27 @@ impl EventStore for PgStore {
     async fn flush(&self) -> Result<(), StoreError> {
         // Every acknowledged append is committed already.
         Ok(())
+    }
+
+    async fn secret(&self, name: &str) -> Result<[u8; SECRET_LEN], StoreError> {
+        check_secret_name(name)?;
+        let candidate = new_secret()?;
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO cart_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &candidate.as_slice()],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        let row = client
+            .query_one("SELECT value FROM cart_secrets WHERE name = $1", &[&name])
+            .await
+            .map_err(|e| self.failed(e))?;
+        let value: Vec<u8> = row.get(0);
+        value
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("secret {name:?} is not {SECRET_LEN} bytes")))
     }
 
     async fn cart_ids(&self) -> Result<Vec<String>, StoreError> {

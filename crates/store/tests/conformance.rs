@@ -154,6 +154,22 @@ async fn many_carts_in_one_batch(b: &dyn Backend) {
     }
 }
 
+async fn secrets_are_made_once_and_shared(b: &dyn Backend) {
+    let stores = [b.open().await, b.open().await, b.open().await, b.open().await];
+    // Processes starting together race to make it; all get the same one.
+    let made = futures_util::future::join_all(stores.iter().map(|s| s.secret("cart-ids"))).await;
+    let first = made[0].as_ref().unwrap();
+    assert!(made.iter().all(|m| m.as_ref().unwrap() == first), "one secret for everyone");
+    assert_ne!(*first, [0u8; 32]);
+    let again = b.open().await.secret("cart-ids").await.unwrap();
+    assert_eq!(again, *first, "a reopened store reads the same secret");
+    let other = stores[0].secret("another").await.unwrap();
+    assert_ne!(other, *first, "names are separate secrets");
+    for bad in ["", "../etc", "a/b", "with space"] {
+        assert!(matches!(stores[0].secret(bad).await, Err(StoreError::Invalid(_))), "{bad:?}");
+    }
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -186,6 +202,10 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn many_carts_in_one_batch() {
                 super::many_carts_in_one_batch(&*backend().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn secrets_are_made_once_and_shared() {
+                super::secrets_are_made_once_and_shared(&*backend().await).await
             }
         }
     };

@@ -89,7 +89,7 @@ pub(super) async fn build(
         Cluster::new(cluster_options, Arc::clone(&grains), discovery(args, &me).await?, clock);
 
     let draining = Arc::new(AtomicBool::new(false));
-    let state = app_state(args, &cluster, &store, &draining, metrics)?;
+    let state = app_state(args, &cluster, &store, &draining, metrics).await?;
     let token = internal_token(args)?;
     if token.is_none() && !args.internal_addr.ip().is_loopback() {
         tracing::warn!(%internal_addr, "the internal listener is reachable beyond loopback without --internal-token-file");
@@ -159,7 +159,7 @@ fn internal_token(args: &ServeArgs) -> anyhow::Result<Option<BearerToken>> {
 }
 
 /// What both HTTP faces serve from.
-fn app_state(
+async fn app_state(
     args: &ServeArgs,
     cluster: &Arc<Cluster>,
     store: &Arc<dyn EventStore>,
@@ -194,7 +194,12 @@ fn app_state(
         }
         None => None,
     };
-    Ok(AppState { carts, cluster: Some(status), ready, metrics: render, checkout })
+    let secret = store
+        .secret(cart_grain::mint::SECRET_NAME)
+        .await
+        .context("cannot read or make the cart-id key in the store")?;
+    let ids = Arc::new(cart_grain::CartIdMint::new(&secret));
+    Ok(AppState { carts, cluster: Some(status), ready, metrics: render, checkout, ids })
 }
 
 fn catalog(args: &ServeArgs) -> anyhow::Result<Arc<dyn Catalog>> {
