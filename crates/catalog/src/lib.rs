@@ -3,8 +3,9 @@
 //!
 //! [`Resolver`] combines a [`Catalog`] source (the HTTP catalogue service or
 //! a JSON file) with the [`Markets`] table that gives each country its
-//! currency and VAT rate.
+//! currency and VAT rate, and the [`DeliveryOptions`] that price deliveries.
 
+pub mod delivery;
 pub mod file;
 pub mod http;
 pub mod item;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
+pub use delivery::{DeliveryOption, DeliveryOptions};
 pub use file::FileCatalog;
 pub use http::{HttpCatalog, HttpCatalogOptions};
 pub use item::CatalogItem;
@@ -40,6 +42,12 @@ pub enum CatalogError {
     /// The catalogue could not be reached in time.
     #[error("the catalogue is unavailable: {0}")]
     Unavailable(String),
+    /// The request names a delivery provider this service does not offer.
+    #[error("unknown delivery provider {0:?}")]
+    UnknownProvider(String),
+    /// The provider does not deliver to pickup points.
+    #[error("{0} does not deliver to pickup points")]
+    NoPickupPoints(String),
 }
 
 /// A source of catalogue items by SKU.

@@ -194,6 +194,14 @@ pub struct ServeArgs {
     #[arg(long, env = "CART_MARKETS", default_value = "se:SEK:2500,no:NOK:2500")]
     pub markets: MarketList,
 
+    /// Delivery providers and their fees, decided by this service: a list
+    /// of `provider:fee[:vat_basis_points][:pickup]` (fee in minor units
+    /// including VAT; `pickup` if it delivers to pickup points), or the
+    /// path of a JSON file of `[{"provider", "fee", "vatRate"?,
+    /// "pickupPoints"?}]`. A storefront naming another provider is refused.
+    #[arg(long, env = "CART_DELIVERY_OPTIONS", default_value = cart_catalog::delivery::DEFAULT_DELIVERY_OPTIONS, value_parser = cart_catalog::DeliveryOptions::parse)]
+    pub delivery_options: cart_catalog::DeliveryOptions,
+
     /// Market used when a request names no country.
     #[arg(long, env = "CART_DEFAULT_COUNTRY", default_value = "se")]
     pub default_country: String,

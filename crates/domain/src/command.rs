@@ -19,8 +19,13 @@ pub enum CartCommand {
     ChangeQuantity(proto::ChangeQuantity),
     /// Remove a line.
     RemoveItem(proto::RemoveItem),
-    /// Deliver some lines.
+    /// Deliver some lines with a provider; its fee and VAT rate are this
+    /// service's (the request's `price` and `tax` are ignored).
     SetDelivery(proto::SetDelivery),
+    /// Deliver some lines at the fee given: only trusted services (the
+    /// by-id API; a shipping service prices deliveries itself) issue it;
+    /// never decoded from a client.
+    SetDeliveryWithFee(proto::SetDelivery),
     /// Remove a delivery.
     RemoveDelivery(proto::RemoveDelivery),
     /// Set a delivery's pickup point.
@@ -43,7 +48,9 @@ impl CartCommand {
             CartCommand::SetItems(_) => MutationType::SetCartItems,
             CartCommand::ChangeQuantity(_) => MutationType::ChangeQuantity,
             CartCommand::RemoveItem(_) => MutationType::RemoveItem,
-            CartCommand::SetDelivery(_) => MutationType::SetDelivery,
+            CartCommand::SetDelivery(_) | CartCommand::SetDeliveryWithFee(_) => {
+                MutationType::SetDelivery
+            }
             CartCommand::RemoveDelivery(_) => MutationType::RemoveDelivery,
             CartCommand::SetPickupPoint(_) => MutationType::SetPickupPoint,
             CartCommand::Checkout(_) => MutationType::CreateCheckoutOrder,
@@ -54,7 +61,8 @@ impl CartCommand {
     /// Decodes a command a client sent over the wire (CartActor.Mutate from
     /// outside the cluster): add or replace by SKU, quantities, deliveries and
     /// pickup points. Resolved lines, checkout and completion are refused:
-    /// prices and payment state are decided by this service.
+    /// prices, fees and payment state are decided by this service (a
+    /// delivery's `price` is ignored, see [`CartCommand::SetDelivery`]).
     pub fn decode_client(code: u32, payload: &[u8]) -> Result<Self, DecodeError> {
         let kind = MutationType::from_code(code).ok_or(DecodeError::UnknownType(code))?;
         let malformed = |source| DecodeError::Malformed { kind: kind.name(), source };
@@ -114,5 +122,11 @@ mod tests {
         }
         let resolved = proto::SetCartItems { requests: vec![], items: vec![Default::default()] };
         assert!(CartCommand::decode_client(10, &resolved.encode_to_vec()).is_err());
+        // A client's delivery is one this service prices, whatever it says.
+        let free = proto::SetDelivery { provider: "postnord".into(), price: 0, ..Default::default() };
+        assert!(matches!(
+            CartCommand::decode_client(7, &free.encode_to_vec()),
+            Ok(CartCommand::SetDelivery(_))
+        ));
     }
 }

@@ -86,7 +86,9 @@ impl GrainError {
             GrainError::Catalog(e) => match e {
                 CatalogError::UnknownSku(_) => ErrorKind::NotFound,
                 CatalogError::NotForSale(_) => ErrorKind::Conflict,
-                CatalogError::UnknownCountry(_) => ErrorKind::Invalid,
+                CatalogError::UnknownCountry(_)
+                | CatalogError::UnknownProvider(_)
+                | CatalogError::NoPickupPoints(_) => ErrorKind::Invalid,
                 CatalogError::BadResponse(_) => ErrorKind::BadGateway,
                 CatalogError::Unavailable(_) => ErrorKind::Unavailable,
             },

@@ -169,7 +169,8 @@ impl GrainRuntime {
             }
             CartCommand::ChangeQuantity(m) => CartEvent::ChangeQuantity(m),
             CartCommand::RemoveItem(m) => CartEvent::RemoveItem(m),
-            CartCommand::SetDelivery(m) => CartEvent::SetDelivery(m),
+            CartCommand::SetDelivery(m) => CartEvent::SetDelivery(self.resolver.price_delivery(m)?),
+            CartCommand::SetDeliveryWithFee(m) => CartEvent::SetDelivery(m),
             CartCommand::RemoveDelivery(m) => CartEvent::RemoveDelivery(m),
             CartCommand::SetPickupPoint(m) => CartEvent::SetPickupPoint(m),
             CartCommand::Checkout(m) => CartEvent::CreateCheckoutOrder(m),

@@ -71,9 +71,11 @@ pub struct DeliveryBody {
     pub provider: String,
     /// Line ids covered.
     pub items: Vec<i64>,
-    /// Fee in minor units incl. VAT; 0 when omitted.
+    /// Fee in minor units incl. VAT. Ignored on the storefront face (the
+    /// provider's configured fee applies); on the by-id API it sets the
+    /// fee, and when absent the configured fee applies there too.
     #[serde(default)]
-    pub price: i64,
+    pub price: Option<i64>,
     /// Pickup location.
     pub pickup_point: Option<PickupPoint>,
 }
@@ -120,15 +122,27 @@ pub fn remove_item(id: i64) -> CartCommand {
     CartCommand::RemoveItem(RemoveItem { id })
 }
 
-/// Set a delivery.
+/// Deliver some lines at the provider's configured fee (any price sent is ignored).
 pub fn set_delivery(b: DeliveryBody) -> CartCommand {
-    CartCommand::SetDelivery(SetDelivery {
+    CartCommand::SetDelivery(delivery(b))
+}
+
+/// Deliver some lines for a trusted caller: at its fee when it names one.
+pub fn set_delivery_trusted(b: DeliveryBody) -> CartCommand {
+    match b.price {
+        Some(_) => CartCommand::SetDeliveryWithFee(delivery(b)),
+        None => CartCommand::SetDelivery(delivery(b)),
+    }
+}
+
+fn delivery(b: DeliveryBody) -> SetDelivery {
+    SetDelivery {
         provider: b.provider,
         items: b.items,
         pickup_point: b.pickup_point.map(Into::into),
-        price: b.price,
+        price: b.price.unwrap_or(0),
         tax: None,
-    })
+    }
 }
 
 /// Remove a delivery.

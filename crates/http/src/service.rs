@@ -201,7 +201,7 @@ async fn set_delivery(
     write: WriteHeaders,
     body: JsonWithBytes<DeliveryBody>,
 ) -> Result<Response, ApiError> {
-    mutate(&s, &id, write, &body.bytes, vec![requests::set_delivery(body.value)]).await
+    mutate(&s, &id, write, &body.bytes, vec![requests::set_delivery_trusted(body.value)]).await
 }
 
 async fn remove_delivery(

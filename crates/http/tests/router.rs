@@ -376,3 +376,42 @@ async fn a_cookie_naming_a_cart_the_service_did_not_mint_gets_a_new_cart() {
         assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
     }
 }
+
+#[tokio::test]
+async fn the_storefront_cannot_set_its_own_delivery_fee() {
+    let api = Api::new();
+    let added =
+        api.send(Method::POST, "/cart/", &[], Some(json!({"sku": SKU, "quantity": 1}))).await;
+    let cookie = cookie_of(&added);
+    let jar = [("cookie", cookie.as_str())];
+    let free = json!({"provider": "postnord", "items": [1], "price": 0});
+    let set = api.send(Method::POST, "/cart/delivery", &jar, Some(free)).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text());
+    let cart = set.json();
+    assert_eq!(cart["deliveries"][0]["price"], 4900, "the configured fee, not the client's 0");
+    let line_total = cart["items"][0]["price"].as_i64().unwrap();
+    assert_eq!(cart["totalPrice"].as_i64().unwrap(), line_total + 4900);
+    let negative = json!({"provider": "budbee", "items": [1], "price": -100000});
+    let set = api.send(Method::POST, "/cart/delivery", &jar, Some(negative)).await;
+    assert_eq!(set.json()["deliveries"][0]["price"], 5900);
+    for (body, why) in [
+        (json!({"provider": "my-own-courier", "items": [1]}), "unknown provider"),
+        (
+            json!({"provider": "budbee", "items": [1], "pickupPoint": {"id": "p1"}}),
+            "no pickup points",
+        ),
+    ] {
+        let refused = api.send(Method::POST, "/cart/delivery", &jar, Some(body)).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{why}: {}", refused.text());
+    }
+    // A trusted service on the internal listener may price it.
+    let path = "/api/carts/shipping-1";
+    api.send(Method::POST, &format!("{path}/items"), &[], Some(json!({"sku": SKU, "quantity": 1})))
+        .await;
+    let priced = json!({"provider": "postnord", "items": [1], "price": 1234});
+    let set = api.send(Method::POST, &format!("{path}/deliveries"), &[], Some(priced)).await;
+    assert_eq!(set.json()["deliveries"][0]["price"], 1234);
+    let unpriced = json!({"provider": "dhl", "items": [1]});
+    let set = api.send(Method::POST, &format!("{path}/deliveries"), &[], Some(unpriced)).await;
+    assert_eq!(set.json()["deliveries"][0]["price"], 6900, "without a price, the configured fee");
+}

@@ -53,7 +53,8 @@ pub(super) async fn build(
 ) -> anyhow::Result<Node> {
     let markets =
         Markets::new(args.markets.0.clone(), &args.default_country).map_err(anyhow::Error::msg)?;
-    let resolver = Resolver::new(catalog(args).context("cannot load the catalogue")?, markets);
+    let resolver = Resolver::new(catalog(args).context("cannot load the catalogue")?, markets)
+        .with_deliveries(args.delivery_options.clone());
     let store_spec = StoreSpec::parse(&args.store, &args.data_dir);
     let store = store_spec.open(args.fsync, args.commit_wait, args.pg_pool_size).await?;
 
