@@ -59,11 +59,26 @@ impl KlarnaClient {
         path: &str,
         body: Option<&OrderRequest>,
     ) -> Result<(StatusCode, Value), CheckoutError> {
+        self.call_once(method, path, body, None).await
+    }
+
+    /// A call with a `Klarna-Idempotency-Key` (Order Management honours it
+    /// for 24 h): repeating it, from any node, has the effect of one.
+    async fn call_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&OrderRequest>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(StatusCode, Value), CheckoutError> {
         let url = format!("{}{path}", self.config.base_url.trim_end_matches('/'));
         let mut request = self
             .http
             .request(method.clone(), &url)
             .basic_auth(&self.config.username, Some(&self.config.password));
+        if let Some(key) = idempotency_key {
+            request = request.header("Klarna-Idempotency-Key", key);
+        }
         if let Some(body) = body {
             request = request.json(body);
         } else if method == Method::POST {
@@ -125,14 +140,42 @@ impl KlarnaClient {
         }
     }
 
-    /// Acknowledges a completed order through Order Management (204).
+    /// Acknowledges a completed order through Order Management (204),
+    /// with an idempotency key of the order's own: concurrent or repeated
+    /// acknowledgements of one order, from any node, are one.
     pub async fn acknowledge(&self, order_id: &str) -> Result<(), CheckoutError> {
         let path = format!("/ordermanagement/v1/orders/{}/acknowledge", segment(order_id));
-        match self.call(Method::POST, &path, None).await? {
+        let key = idempotency_key("acknowledge", order_id);
+        match self.call_once(Method::POST, &path, None, Some(&key)).await? {
             (StatusCode::NO_CONTENT | StatusCode::OK, _) => Ok(()),
             (status, json) => Err(Self::failed("acknowledge order", status, &json)),
         }
     }
+
+    /// Cancels an authorised order through Order Management (204): the
+    /// customer's money is released. Idempotent like [`Self::acknowledge`].
+    pub async fn cancel(&self, order_id: &str) -> Result<(), CheckoutError> {
+        let path = format!("/ordermanagement/v1/orders/{}/cancel", segment(order_id));
+        let key = idempotency_key("cancel", order_id);
+        match self.call_once(Method::POST, &path, None, Some(&key)).await? {
+            (StatusCode::NO_CONTENT | StatusCode::OK, _) => Ok(()),
+            (status, json) => Err(Self::failed("cancel order", status, &json)),
+        }
+    }
+}
+
+/// The idempotency key of `operation` on `order_id`: a UUID (version 8,
+/// name-based) made from a SHA-256 of both, the same on every node and
+/// every retry.
+pub fn idempotency_key(operation: &str, order_id: &str) -> String {
+    let digest =
+        ring::digest::digest(&ring::digest::SHA256, format!("{operation}\n{order_id}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest.as_ref()[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 /// Percent-encodes an order id for a path segment.

@@ -14,6 +14,9 @@ use crate::CheckoutError;
 use crate::client::{KlarnaClient, RawOrder};
 use crate::order::{self, ProviderOrder};
 
+/// Times a completion is checked again when the cart changed under it.
+const COMPLETION_ATTEMPTS: usize = 3;
+
 /// The checkout integration.
 pub struct Checkout {
     carts: Arc<dyn Carts>,
@@ -79,7 +82,21 @@ impl Checkout {
             if let Some(current) = self.client.read(&existing.order_id).await? {
                 let parsed = provider_order(&current.json)?;
                 if parsed.is_complete() {
-                    return Ok(current.json);
+                    // Paid: complete the cart now (the push may be late),
+                    // unless the order is stale; then it was refused and
+                    // cancelled, and a new order follows.
+                    match self.complete(&parsed).await {
+                        Ok(_) => return Ok(current.json),
+                        Err(CheckoutError::Mismatch(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                    let cart = self.cart(id).await?;
+                    let request = order::build(&cart, &self.public_url)?;
+                    let created = self.client.create(&request).await?;
+                    let order_id = provider_order(&created.json)?.order_id;
+                    self.started(id, &cart, &order_id, &created.json, request.order_amount).await?;
+                    tracing::info!(cart = %id, order = %order_id, "checkout order replaced a refused one");
+                    return Ok(created.json);
                 }
                 if parsed.matches(&request) && !existing.editing {
                     return Ok(current.json);
@@ -153,17 +170,31 @@ impl Checkout {
         Ok((order, parsed))
     }
 
-    /// `GET /cart/confirmation/{orderId}`: the order with its confirmation
-    /// snippet; completes the cart if the order is complete (the push may come
-    /// later, or never reach us).
-    pub async fn confirmation(&self, order_id: &str) -> Result<Value, CheckoutError> {
+    /// `GET /cart/confirmation/{orderId}` for the shopper whose cart is
+    /// `cart`: what the confirmation page needs (order id, status, the
+    /// provider's confirmation snippet), never the provider's whole order
+    /// (it holds the customer's address, email and phone). Another cart's
+    /// order is `UnknownOrder`. Completes the cart if the order is complete
+    /// (the push may come later, or never reach us).
+    pub async fn confirmation(
+        &self,
+        cart: &CartId,
+        order_id: &str,
+    ) -> Result<Value, CheckoutError> {
         let (order, parsed) = self.read_order(order_id).await?;
+        if parsed.merchant_reference1.as_deref() != Some(cart.as_str()) {
+            return Err(CheckoutError::UnknownOrder(order_id.to_owned()));
+        }
         if parsed.is_complete()
             && let Err(e) = self.complete(&parsed).await
         {
             tracing::warn!(order = order_id, error = %e, "could not complete the cart from the confirmation page");
         }
-        Ok(order.json)
+        Ok(serde_json::json!({
+            "order_id": parsed.order_id,
+            "status": parsed.status,
+            "html_snippet": order.json["html_snippet"],
+        }))
     }
 
     /// `POST /klarna/push?order_id=`: re-reads the order; when it is complete
@@ -193,30 +224,67 @@ impl Checkout {
     }
 
     /// Records OrderCompleted on the order's cart unless it already is;
-    /// returns the cart id.
+    /// returns the cart id. Only an order that matches the cart *as it is
+    /// now* (same lines, quantities, unit prices and VAT, same amount) and a
+    /// cart in checkout (not being edited) completes; anything else is a
+    /// `Mismatch`: nothing is recorded, the refusal is logged and counted
+    /// (`cart_checkout_refused_total{reason}`), and the provider's order is
+    /// cancelled so the customer is not charged for what will not ship.
+    /// The completion is recorded at the version checked, so an edit racing
+    /// with it makes it check again.
     async fn complete(&self, order: &ProviderOrder) -> Result<CartId, CheckoutError> {
         let unknown = || CheckoutError::UnknownOrder(order.order_id.clone());
         let id = CartId::parse(order.merchant_reference1.as_deref().ok_or_else(unknown)?)
             .map_err(|_| unknown())?;
-        let cart = self.cart(&id).await?;
-        let checkout =
-            cart.checkout().filter(|c| c.order_id == order.order_id).ok_or_else(unknown)?;
-        if checkout.completed {
-            return Ok(id);
+        for _ in 0..COMPLETION_ATTEMPTS {
+            let cart = self.cart(&id).await?;
+            let checkout =
+                cart.checkout().filter(|c| c.order_id == order.order_id).ok_or_else(unknown)?;
+            if checkout.completed {
+                return Ok(id);
+            }
+            if let Some(reason) = self.stale(&cart, order) {
+                self.refuse(&id, order, reason).await;
+                return Err(CheckoutError::Mismatch(order.order_id.clone()));
+            }
+            let completed = CartCommand::CompleteOrder(OrderCompleted {
+                order_id: order.order_id.clone(),
+                status: order.status.clone(),
+                acknowledged: false,
+            });
+            match self.record(&id, completed, Some(cart.version())).await {
+                Ok(_) => {
+                    tracing::info!(cart = %id, order = %order.order_id, amount = order.order_amount, "order completed");
+                    return Ok(id);
+                }
+                Err(CheckoutError::Cart(e)) if e.kind() == ErrorKind::Completed => return Ok(id),
+                Err(CheckoutError::Cart(e)) if e.kind() == ErrorKind::PreconditionFailed => {}
+                Err(e) => return Err(e),
+            }
         }
-        if order.order_amount != checkout.amount {
-            tracing::warn!(cart = %id, order = %order.order_id, paid = order.order_amount, expected = checkout.amount, "paid amount differs from the cart's; not completing");
-            return Err(CheckoutError::Mismatch(order.order_id.clone()));
+        Err(CheckoutError::Mismatch(format!("{}: the cart kept changing", order.order_id)))
+    }
+
+    /// Why `order` cannot complete `cart` as it is now, if it cannot.
+    fn stale(&self, cart: &CartState, order: &ProviderOrder) -> Option<&'static str> {
+        if cart.checkout().is_some_and(|c| c.editing) {
+            return Some("editing");
         }
-        let completed = CartCommand::CompleteOrder(OrderCompleted {
-            order_id: order.order_id.clone(),
-            status: order.status.clone(),
-            acknowledged: false,
-        });
-        if self.record_once(&id, completed).await? {
-            tracing::info!(cart = %id, order = %order.order_id, amount = order.order_amount, "order completed");
+        match order::build(cart, &self.public_url) {
+            Ok(request) if order.matches(&request) => None,
+            Ok(request) if order.order_amount != request.order_amount => Some("amount"),
+            Ok(_) => Some("lines"),
+            Err(_) => Some("unpayable"),
         }
-        Ok(id)
+    }
+
+    /// Logs, counts and cancels a paid order that does not match its cart.
+    async fn refuse(&self, id: &CartId, order: &ProviderOrder, reason: &'static str) {
+        tracing::warn!(cart = %id, order = %order.order_id, paid = order.order_amount, reason, "the provider's order does not match the cart; not completing it, cancelling it");
+        metrics::counter!("cart_checkout_refused_total", "reason" => reason).increment(1);
+        if let Err(e) = self.client.cancel(&order.order_id).await {
+            tracing::error!(cart = %id, order = %order.order_id, error = %e, "could not cancel a refused order; cancel it by hand");
+        }
     }
 
     /// `POST /klarna/validate`: whether the order the customer is about to

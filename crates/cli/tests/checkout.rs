@@ -241,3 +241,88 @@ async fn a_push_whose_amount_differs_from_the_cart_does_not_complete_it() {
     // A push that does not name an order is a clear 400.
     assert_eq!(shop.post_url("/klarna/push", vec![]).await.status(), 400);
 }
+
+/// The attack: build the order, leave checkout, add ten more items, let the
+/// provider complete the old (smaller) order, push. The cart must not be
+/// completed with contents nobody paid for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_for_an_order_older_than_the_cart_completes_nothing_and_cancels_it() {
+    let klarna = FakeKlarna::start().await;
+    let shop = Shop::start(&klarna, PASSWORD).await;
+    let order = shop.checkout().await;
+    let id = order["order_id"].as_str().unwrap().to_owned();
+    let paid = order["order_amount"].as_i64().unwrap();
+    assert_eq!(shop.send(Method::DELETE, "/cart/checkout", None).await.status(), 200);
+    let bigger =
+        shop.send(Method::POST, "/cart/", Some(json!({"sku": SKU_A, "quantity": 10}))).await;
+    assert_eq!(bigger.status(), 200);
+    klarna.complete(&id);
+    // Editing, and then even back in checkout with the same amount rebuilt:
+    // neither completes with the old order.
+    let push = shop.post_url(&format!("/klarna/push?order_id={id}"), vec![]).await;
+    assert_eq!(push.status(), 409);
+    let cart = shop.cart().await;
+    assert_ne!(cart["paymentStatus"], "checkout_completed");
+    assert!(cart["totalPrice"].as_i64().unwrap() > paid);
+    assert_eq!(klarna.counts().2, 0, "nothing acknowledged");
+    assert_eq!(klarna.cancelled(), 1, "the stale order is cancelled");
+    // The confirmation page does not complete it either.
+    let confirmation = shop.send(Method::GET, &format!("/cart/confirmation/{id}"), None).await;
+    assert_eq!(confirmation.status(), 200);
+    assert_ne!(shop.cart().await["paymentStatus"], "checkout_completed");
+    // Going back to checkout makes a new order for the cart as it is.
+    let fresh = shop.checkout().await;
+    assert_ne!(fresh["order_id"], id.as_str());
+    assert_eq!(fresh["order_amount"], shop.cart().await["totalPrice"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pushes_complete_and_acknowledge_once() {
+    let klarna = FakeKlarna::start().await;
+    let shop = Shop::start(&klarna, PASSWORD).await;
+    let id = shop.checkout().await["order_id"].as_str().unwrap().to_owned();
+    klarna.complete(&id);
+    let push = format!("/klarna/push?order_id={id}");
+    let pushes = (0..12).map(|_| shop.post_url(&push, vec![]));
+    let answers = futures_util::future::join_all(pushes).await;
+    assert!(
+        answers.iter().all(|r| r.status() == 200),
+        "{:?}",
+        answers.iter().map(reqwest::Response::status).collect::<Vec<_>>()
+    );
+    assert_eq!(klarna.counts().2, 1, "acknowledged once");
+    let cart = shop.cart().await;
+    assert_eq!(cart["paymentStatus"], "checkout_completed");
+    assert_eq!(klarna.cancelled(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_confirmation_is_only_for_the_carts_shopper_and_holds_no_personal_data() {
+    let klarna = FakeKlarna::start().await;
+    let shop = Shop::start(&klarna, PASSWORD).await;
+    let id = shop.checkout().await["order_id"].as_str().unwrap().to_owned();
+    klarna.complete(&id);
+    let path = format!("/cart/confirmation/{id}");
+    let mine: Value = shop.send(Method::GET, &path, None).await.json().await.unwrap();
+    assert!(mine["html_snippet"].as_str().unwrap().contains("klarna-confirmation"));
+    let keys: Vec<&String> = mine.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["html_snippet", "order_id", "status"], "only what the page needs");
+    let anonymous = shop.http.get(format!("{}{path}", shop.server.url)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 404);
+    let other = shop
+        .http
+        .post(format!("{}/cart/", shop.server.url))
+        .body(json!({"sku": SKU_A}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let other = format!("cartid={}", cart_cookie(&other).unwrap());
+    let theirs = shop
+        .http
+        .get(format!("{}{path}", shop.server.url))
+        .header("cookie", other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), 404, "another shopper cannot read it");
+}

@@ -123,7 +123,8 @@ mod tests {
         let resolved = proto::SetCartItems { requests: vec![], items: vec![Default::default()] };
         assert!(CartCommand::decode_client(10, &resolved.encode_to_vec()).is_err());
         // A client's delivery is one this service prices, whatever it says.
-        let free = proto::SetDelivery { provider: "postnord".into(), price: 0, ..Default::default() };
+        let free =
+            proto::SetDelivery { provider: "postnord".into(), price: 0, ..Default::default() };
         assert!(matches!(
             CartCommand::decode_client(7, &free.encode_to_vec()),
             Ok(CartCommand::SetDelivery(_))

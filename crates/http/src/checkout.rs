@@ -50,9 +50,11 @@ async fn leave(State(s): State<AppState>, headers: HeaderMap) -> Result<Response
 
 async fn confirmation(
     State(s): State<AppState>,
+    headers: HeaderMap,
     Path(order_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(order_json(service(&s)?.confirmation(&order_id).await?))
+    let id = cookie::cart_id(&headers, &s.ids).ok_or(ApiError::Grain(GrainError::NotFound))?;
+    Ok(order_json(service(&s)?.confirmation(&id, &order_id).await?))
 }
 
 async fn push(

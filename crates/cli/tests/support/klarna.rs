@@ -2,7 +2,9 @@
 //! endpoints cart-actor uses, enforcing the documented rules (basic auth,
 //! JSON content type, required fields, line sums and the tax formula within
 //! ±1, push URL distinct from checkout and confirmation, read-only after
-//! completion, 404 for unknown or expired orders).
+//! completion, 404 for unknown or expired orders, `Klarna-Idempotency-Key`
+//! on Order Management calls: a repeated key replays the first answer and
+//! does nothing again).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -27,6 +29,7 @@ struct Order {
     json: Value,
     complete: bool,
     expired: bool,
+    cancelled: bool,
 }
 
 /// Handle on a running fake.
@@ -39,6 +42,10 @@ pub struct FakeKlarna {
     pub updates: Arc<AtomicUsize>,
     /// Orders acknowledged.
     pub acks: Arc<AtomicUsize>,
+    /// Orders cancelled.
+    pub cancels: Arc<AtomicUsize>,
+    /// Idempotency keys seen by Order Management.
+    keys: Arc<Mutex<std::collections::HashSet<String>>>,
     down: Arc<AtomicBool>,
     next: Arc<AtomicUsize>,
     /// Base URL once started.
@@ -204,7 +211,7 @@ async fn create(State(f): State<FakeKlarna>, headers: HeaderMap, body: Bytes) ->
         Err(r) => return *r,
     };
     let id = format!("kco-{:04}", f.next.fetch_add(1, Ordering::SeqCst));
-    let stored = Order { json: order, complete: false, expired: false };
+    let stored = Order { json: order, ..Order::default() };
     let json = view(&id, &stored);
     f.orders.lock().unwrap().insert(id.clone(), stored);
     f.creates.fetch_add(1, Ordering::SeqCst);
@@ -252,6 +259,15 @@ async fn update(
     }
 }
 
+/// Whether this Order Management call repeats an earlier one (same
+/// `Klarna-Idempotency-Key`): then it is answered without acting again.
+fn repeated(f: &FakeKlarna, headers: &HeaderMap) -> bool {
+    let Some(key) = headers.get("klarna-idempotency-key").and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    !f.keys.lock().unwrap().insert(key.to_owned())
+}
+
 async fn acknowledge(
     State(f): State<FakeKlarna>,
     headers: HeaderMap,
@@ -260,9 +276,33 @@ async fn acknowledge(
     if let Some(r) = guard(&f, &headers) {
         return r;
     }
-    match f.orders.lock().unwrap().get(&id) {
+    let orders = f.orders.lock().unwrap();
+    match orders.get(&id) {
+        Some(o) if o.complete && !o.cancelled => {
+            if !repeated(&f, &headers) {
+                f.acks.fetch_add(1, Ordering::SeqCst);
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => error(StatusCode::NOT_FOUND, "NOT_FOUND", vec![id]),
+    }
+}
+
+async fn cancel(
+    State(f): State<FakeKlarna>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(r) = guard(&f, &headers) {
+        return r;
+    }
+    let mut orders = f.orders.lock().unwrap();
+    match orders.get_mut(&id) {
         Some(o) if o.complete => {
-            f.acks.fetch_add(1, Ordering::SeqCst);
+            if !repeated(&f, &headers) {
+                o.cancelled = true;
+                f.cancels.fetch_add(1, Ordering::SeqCst);
+            }
             StatusCode::NO_CONTENT.into_response()
         }
         _ => error(StatusCode::NOT_FOUND, "NOT_FOUND", vec![id]),
@@ -281,6 +321,7 @@ impl FakeKlarna {
             .route("/checkout/v3/orders", post(create))
             .route("/checkout/v3/orders/{id}", get(read).post(update))
             .route("/ordermanagement/v1/orders/{id}/acknowledge", post(acknowledge))
+            .route("/ordermanagement/v1/orders/{id}/cancel", post(cancel))
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         fake
@@ -311,6 +352,11 @@ impl FakeKlarna {
     /// Makes every endpoint answer 503 (or not).
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Orders cancelled through Order Management.
+    pub fn cancelled(&self) -> usize {
+        self.cancels.load(Ordering::SeqCst)
     }
 
     /// Counters: (creates, updates, acknowledgements).
