@@ -98,8 +98,13 @@ impl HttpCatalog {
                 return Err(CatalogError::BadResponse(format!("catalogue answered {status}")));
             }
         }
-        let body = response.bytes().await.map_err(|e| {
-            CatalogError::Unavailable(format!("reading the catalogue's answer failed: {e}"))
+        let body = read_limited(response, MAX_ITEM_BYTES).await.map_err(|e| match e {
+            Limited::TooLarge => CatalogError::BadResponse(format!(
+                "item {sku} is larger than {MAX_ITEM_BYTES} bytes"
+            )),
+            Limited::Failed(e) => {
+                CatalogError::Unavailable(format!("reading the catalogue's answer failed: {e}"))
+            }
         })?;
         let item: CatalogItem = serde_json::from_slice(&body)
             .map_err(|e| CatalogError::BadResponse(format!("item {sku} is malformed: {e}")))?;
@@ -108,6 +113,34 @@ impl HttpCatalog {
         }
         Ok(Arc::new(item))
     }
+}
+
+/// Largest catalogue answer for one item read, in bytes.
+pub const MAX_ITEM_BYTES: usize = 256 * 1024;
+
+/// Why [`read_limited`] gave no body.
+#[derive(Debug)]
+pub enum Limited {
+    /// The body is longer than the limit; reading stopped there.
+    TooLarge,
+    /// Reading failed.
+    Failed(reqwest::Error),
+}
+
+/// A response body of at most `max` bytes, read as it arrives: a peer
+/// cannot make this service hold more than `max` bytes for one answer.
+pub async fn read_limited(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, Limited> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(Limited::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(Limited::Failed)? {
+        if body.len() + chunk.len() > max {
+            return Err(Limited::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Percent-encodes everything but unreserved characters, so a SKU cannot

@@ -129,7 +129,7 @@ impl CatalogItem {
             .filter(|p| *p >= 0)
             .ok_or_else(|| CatalogError::BadResponse(format!("item {} has no price", self.sku)))?;
         let [category, category2, category3, category4] = facets.categories.clone();
-        Ok(AddItem {
+        let item = AddItem {
             item_id: self.id,
             quantity,
             price,
@@ -152,7 +152,15 @@ impl CatalogItem {
             country: market.country.clone(),
             currency: market.currency.clone(),
             store_id: store_id.map(str::to_owned),
-        })
+        };
+        if let Some(field) = cart_domain::item::oversized_text(&item) {
+            return Err(CatalogError::BadResponse(format!(
+                "item {}: {field} is longer than {} bytes",
+                self.sku,
+                cart_domain::limits::MAX_TEXT_LEN
+            )));
+        }
+        Ok(item)
     }
 }
 

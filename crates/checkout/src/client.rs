@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use cart_catalog::http::{Limited, read_limited};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -36,6 +37,10 @@ pub struct KlarnaClient {
     http: reqwest::Client,
     config: KlarnaConfig,
 }
+
+/// Largest provider answer read, in bytes (an order of 500 lines is far
+/// smaller).
+pub const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
 
 fn unavailable(e: impl std::fmt::Display) -> CheckoutError {
     CheckoutError::Provider(e.to_string())
@@ -89,7 +94,12 @@ impl KlarnaClient {
             unavailable(format!("{method} {path}: {e}"))
         })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(unavailable)?;
+        let bytes = read_limited(response, MAX_ANSWER_BYTES).await.map_err(|e| match e {
+            Limited::TooLarge => {
+                unavailable(format!("{method} {path}: answer over {MAX_ANSWER_BYTES} bytes"))
+            }
+            Limited::Failed(e) => unavailable(e),
+        })?;
         let json = if bytes.is_empty() {
             Value::Null
         } else {

@@ -135,3 +135,59 @@ async fn a_cart_stops_at_500_lines() {
     assert_eq!(r.status(), 400);
     assert_eq!(r.text().await.unwrap(), "a cart holds at most 500 lines");
 }
+
+/// The attack: a 60 KB `storeId` per line, 500 lines, and catalogue text of
+/// any length. Every field has a limit, and so has the cart as a whole.
+#[tokio::test]
+async fn oversized_fields_and_carts_are_refused_with_a_clear_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog.json");
+    let long = "x".repeat(500);
+    let mut items: Vec<_> = (0..500)
+        .map(|i| {
+            json!({"id": i, "sku": format!("s{i}"), "title": format!("{long}{i}"),
+                   "img": long, "values": {"4": 100, "2": long, "10": long, "11": long, "12": long}})
+        })
+        .collect();
+    items.push(
+        json!({"id": 900, "sku": "huge", "title": "y".repeat(100_000), "values": {"4": 100}}),
+    );
+    std::fs::write(&catalog, serde_json::to_string(&items).unwrap()).unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--catalog", catalog.to_str().unwrap()]);
+    let http = client();
+    let cart = format!("{}/api/carts/fat/items", server.internal_url);
+    let add = |body: serde_json::Value| http.post(&cart).json(&body).send();
+
+    let r = add(json!({"sku": "s1", "storeId": "z".repeat(60_000)})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("storeId"));
+    let r = add(json!({"sku": "s1", "country": "c".repeat(100)})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = add(json!({"sku": "huge"})).await.unwrap();
+    assert_eq!(r.status(), 502, "a catalogue item with a 100 KB title is the catalogue's fault");
+    assert!(r.text().await.unwrap().contains("name is longer than 512 bytes"));
+
+    // Lines of long catalogue text: the cart stops at its size limit.
+    let mut refused = None;
+    for i in 0..500 {
+        let r = add(json!({"sku": format!("s{i}")})).await.unwrap();
+        if r.status() != 200 {
+            refused = Some((i, r.status().as_u16(), r.text().await.unwrap()));
+            break;
+        }
+    }
+    let (at, status, text) = refused.expect("the cart reaches its size limit before 500 lines");
+    assert_eq!(status, 400);
+    assert!(text.contains("the cart would exceed 524288 bytes"), "{text}");
+    let body = http.get(format!("{}/api/carts/fat", server.internal_url)).send().await.unwrap();
+    let json = body.bytes().await.unwrap();
+    assert!(json.len() <= 512 * 1024, "the cart's JSON is {} bytes", json.len());
+    let lines = serde_json::from_slice::<serde_json::Value>(&json).unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(lines, at, "the refused add was not applied");
+    // It may still shrink, and then grow again within the limit.
+    let r = http.delete(format!("{cart}/1")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

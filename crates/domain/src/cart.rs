@@ -8,8 +8,8 @@ use crate::error::CartError;
 use crate::item::{ItemInfo, ItemInterner};
 use crate::kinds::CartEvent;
 use crate::limits::{
-    MAX_DELIVERIES, MAX_LINES, MAX_PRICE, MAX_QUANTITY, MAX_SKU_LEN, MAX_TAX_RATE, MAX_TEXT_LEN,
-    MIN_QUANTITY,
+    MAX_CART_JSON_BYTES, MAX_COUNTRY_LEN, MAX_DELIVERIES, MAX_LINES, MAX_PRICE, MAX_QUANTITY,
+    MAX_SKU_LEN, MAX_STORE_ID_LEN, MAX_TAX_RATE, MAX_TEXT_LEN, MIN_QUANTITY,
 };
 use crate::money::vat_included;
 use crate::proto;
@@ -257,6 +257,44 @@ impl Cart {
     /// The payment status, once checkout has started.
     pub fn payment_status(&self) -> Option<&str> {
         self.checkout.as_ref().map(|c| &*c.status)
+    }
+
+    /// About how many bytes the cart's JSON takes (an upper estimate, cheap:
+    /// the lines' pre-rendered product fields plus a fixed allowance per
+    /// number and list), for [`Cart::check_size`].
+    pub fn json_size_hint(&self) -> usize {
+        const PER_LINE: usize = 160;
+        const PER_DELIVERY: usize = 120;
+        let lines: usize = self.lines.iter().map(|l| l.info.json.len() + PER_LINE).sum();
+        let deliveries: usize = self
+            .deliveries
+            .iter()
+            .map(|d| {
+                let pickup = d.pickup_point.as_deref().map_or(0, |p| {
+                    let optional = [&p.name, &p.address, &p.city, &p.zip, &p.country];
+                    p.id.len()
+                        + 80
+                        + optional
+                            .iter()
+                            .map(|v| v.as_ref().map_or(0, |s| s.len() + 16))
+                            .sum::<usize>()
+                });
+                d.provider.len() + d.items.len() * 8 + pickup + PER_DELIVERY
+            })
+            .sum();
+        400 + self.id.len() + lines + deliveries
+    }
+
+    /// Refuses a cart that grew past [`MAX_CART_JSON_BYTES`] from
+    /// `before` (its [`Cart::json_size_hint`] before the mutation), checked
+    /// when a client's mutation is applied, not on replay: an old log always
+    /// replays, and a cart already too large may still shrink.
+    pub fn check_growth(&self, before: usize) -> Result<(), CartError> {
+        let after = self.json_size_hint();
+        if after > MAX_CART_JSON_BYTES && after > before {
+            return Err(CartError::TooLarge { max_bytes: MAX_CART_JSON_BYTES });
+        }
+        Ok(())
     }
 
     /// Totals derived from lines and deliveries. Every line and delivery is
@@ -608,6 +646,12 @@ fn build_line(id: u32, qty: u32, m: &proto::AddItem, info: Arc<ItemInfo>) -> Car
 pub fn validate_add_request(r: &proto::AddRequest) -> Result<(), CartError> {
     sku(&r.sku)?;
     quantity(i64::from(r.quantity))?;
+    if r.store_id.as_ref().is_some_and(|s| s.len() > MAX_STORE_ID_LEN) {
+        return Err(CartError::InvalidField { field: "storeId", reason: "is too long" });
+    }
+    if r.country.as_ref().is_some_and(|c| c.len() > MAX_COUNTRY_LEN) {
+        return Err(CartError::InvalidField { field: "country", reason: "is too long" });
+    }
     Ok(())
 }
 

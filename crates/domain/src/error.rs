@@ -44,6 +44,12 @@ pub enum CartError {
         /// The item's currency.
         item: String,
     },
+    /// The cart would grow past its size limit.
+    #[error("the cart would exceed {max_bytes} bytes; remove something first")]
+    TooLarge {
+        /// The limit.
+        max_bytes: usize,
+    },
     /// A field that is missing, too long or out of range.
     #[error("invalid {field}: {reason}")]
     InvalidField {

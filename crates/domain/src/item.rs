@@ -94,6 +94,35 @@ impl ItemInfo {
     }
 }
 
+/// The product's text fields (store id aside): their `messages.AddItem` tag,
+/// their name, their value. The one list of them: encoding and the length
+/// limit both read it.
+pub fn product_texts(m: &proto::AddItem) -> [(u32, &'static str, &String); 13] {
+    [
+        (5, "sku", &m.sku),
+        (6, "name", &m.name),
+        (7, "image", &m.image),
+        (10, "brand", &m.brand),
+        (11, "category", &m.category),
+        (12, "category2", &m.category2),
+        (13, "category3", &m.category3),
+        (14, "category4", &m.category4),
+        (15, "category5", &m.category5),
+        (16, "outlet", &m.outlet),
+        (17, "sellerId", &m.seller_id),
+        (18, "sellerName", &m.seller_name),
+        (19, "type", &m.article_type),
+    ]
+}
+
+/// The first product text of `m` longer than [`crate::limits::MAX_TEXT_LEN`].
+pub fn oversized_text(m: &proto::AddItem) -> Option<&'static str> {
+    product_texts(m)
+        .into_iter()
+        .find(|(_, _, v)| v.len() > crate::limits::MAX_TEXT_LEN)
+        .map(|(_, name, _)| name)
+}
+
 /// Appends the product facts of `m` (item id, SKU, name, image, type, brand,
 /// categories, outlet, seller, store; not quantity, prices, stock, tax or
 /// market) encoded exactly as prost encodes a `messages.AddItem` holding only
@@ -103,22 +132,7 @@ pub fn product_bytes(m: &proto::AddItem, out: &mut Vec<u8>) {
     if m.item_id != 0 {
         int64::encode(1, &m.item_id, out);
     }
-    let texts: [(u32, &String); 13] = [
-        (5, &m.sku),
-        (6, &m.name),
-        (7, &m.image),
-        (10, &m.brand),
-        (11, &m.category),
-        (12, &m.category2),
-        (13, &m.category3),
-        (14, &m.category4),
-        (15, &m.category5),
-        (16, &m.outlet),
-        (17, &m.seller_id),
-        (18, &m.seller_name),
-        (19, &m.article_type),
-    ];
-    for (tag, text) in texts {
+    for (tag, _, text) in product_texts(m) {
         if !text.is_empty() {
             string::encode(tag, text, out);
         }

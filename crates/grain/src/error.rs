@@ -79,6 +79,7 @@ impl GrainError {
                 CartError::OrderAlreadyCompleted => ErrorKind::Completed,
                 CartError::InvalidQuantity { .. }
                 | CartError::TooManyLines { .. }
+                | CartError::TooLarge { .. }
                 | CartError::TooManyDeliveries { .. }
                 | CartError::EmptyDelivery
                 | CartError::InvalidField { .. } => ErrorKind::Invalid,

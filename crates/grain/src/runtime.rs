@@ -272,9 +272,17 @@ impl GrainRuntime {
         // A refused event leaves the cart unchanged, so a single one is
         // applied in place (copied first only if a reader still holds the
         // state); several are staged on a copy, all or nothing.
+        let before = state.cart.json_size_hint();
         let staged = match events.as_slice() {
             [single] => {
-                Arc::make_mut(&mut state.cart).apply(single, &self.items)?;
+                let cart = Arc::make_mut(&mut state.cart);
+                cart.apply(single, &self.items)?;
+                if let Err(e) = cart.check_growth(before) {
+                    // Applied in place: the next request rebuilds the grain
+                    // from the log, where this event never was.
+                    *slot = None;
+                    return Err(e.into());
+                }
                 None
             }
             _ => {
@@ -282,6 +290,7 @@ impl GrainRuntime {
                 for e in events {
                     next.apply(e, &self.items)?;
                 }
+                next.check_growth(before)?;
                 Some(next)
             }
         };
