@@ -46,6 +46,20 @@ pub struct ServeArgs {
     #[arg(long, env = "CART_INTERNAL_TOKEN_FILE")]
     pub internal_token_file: Option<PathBuf>,
 
+    /// Longest a request head may take to arrive on either HTTP listener,
+    /// and longest an idle keep-alive connection stays open.
+    #[arg(long, env = "CART_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Longest a request body may take to arrive.
+    #[arg(long, env = "CART_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Most connections open at once on each HTTP listener; one more is
+    /// answered 503 with Retry-After and closed.
+    #[arg(long, env = "CART_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
+
     /// Address the CartActor gRPC service listens on. Loopback by
     /// default: a cluster listens beyond it only with `--cluster-tls-*`
     /// (or `--insecure-cluster`).

@@ -189,3 +189,126 @@ async fn cart_ids_are_minted_and_recognised_by_every_node_and_after_a_restart() 
     assert_eq!(read.status(), 200);
     assert_eq!(read.json::<serde_json::Value>().await.unwrap()["version"], 2);
 }
+
+/// Reads until the peer closes or `within` passes; returns what arrived
+/// and whether the connection was closed.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+fn addr_of(url: &str) -> String {
+    url.trim_start_matches("http://").to_owned()
+}
+
+#[tokio::test]
+async fn slow_heads_slow_bodies_and_idle_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Server::start(dir.path(), &["--header-timeout", "1s", "--body-timeout", "1s"]);
+    let addr = addr_of(&node.url);
+    let started = std::time::Instant::now();
+
+    // Half a request head, then nothing (slowloris).
+    let mut slow_head = TcpStream::connect(&addr).await.unwrap();
+    slow_head.write_all(b"GET /cart/ HTTP/1.1\r\nHost: x\r\nX-Wait").await.unwrap();
+    // A head, then half the body it announced.
+    let mut slow_body = TcpStream::connect(&addr).await.unwrap();
+    slow_body
+        .write_all(b"POST /cart/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"sku\":")
+        .await
+        .unwrap();
+    // A whole request, then an idle keep-alive connection.
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    // Nothing at all.
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+
+    let within = Duration::from_secs(8);
+    let (_, closed) = read_until_closed(&mut slow_head, within).await;
+    assert!(closed, "a slow head is cut off");
+    let (answer, closed) = read_until_closed(&mut slow_body, within).await;
+    assert!(closed, "a slow body is cut off");
+    assert!(!answer.contains(" 500 "), "a slow body is never a 500: {answer}");
+    let (answer, closed) = read_until_closed(&mut idle, within).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed, "an idle keep-alive connection is closed");
+    let (_, closed) = read_until_closed(&mut silent, within).await;
+    assert!(closed, "a connection that never speaks is closed");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    // The service is fine.
+    let ok = support::client().get(format!("{}/healthz", node.url)).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_answered_503_and_closed() {
+    use tokio::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Server::start(dir.path(), &["--max-connections", "3", "--header-timeout", "60s"]);
+    let addr = addr_of(&node.url);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    // The cap is per accepted connection: wait until the server holds all
+    // three (a fourth is refused), polling.
+    let mut refused = String::new();
+    for _ in 0..100 {
+        let mut extra = TcpStream::connect(&addr).await.unwrap();
+        let (answer, closed) = read_until_closed(&mut extra, Duration::from_secs(2)).await;
+        if closed && answer.starts_with("HTTP/1.1 503") {
+            refused = answer;
+            break;
+        }
+    }
+    assert!(refused.contains("Retry-After: 1"), "{refused}");
+    assert!(refused.contains("too many connections"), "{refused}");
+    drop(held);
+    support::wait_until("a freed slot serves again", Duration::from_secs(10), || async {
+        let r = support::client().get(format!("{}/healthz", node.url)).send().await;
+        r.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_live_cart_stream_outlives_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Server::start(dir.path(), &["--header-timeout", "1s"]);
+    let http = support::client();
+    let r = http
+        .post(format!("{}/cart/", node.url))
+        .json(&serde_json::json!({"sku": support::SKU_A}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = format!("cartid={}", support::cart_cookie(&r).unwrap());
+    let mut stream = tokio::net::TcpStream::connect(addr_of(&node.url)).await.unwrap();
+    let head = format!("GET /cart/events HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (first, closed) = read_until_closed(&mut stream, Duration::from_millis(500)).await;
+    assert!(!closed && first.contains("id: 1"), "{first}");
+    // Longer than the header timeout: the stream is a response, not a head.
+    let (_, closed) = read_until_closed(&mut stream, Duration::from_millis(2500)).await;
+    assert!(!closed, "the stream stays open");
+    http.post(format!("{}/cart/", node.url))
+        .header("cookie", &cookie)
+        .json(&serde_json::json!({"sku": support::SKU_A}))
+        .send()
+        .await
+        .unwrap();
+    let (next, _) = read_until_closed(&mut stream, Duration::from_secs(2)).await;
+    assert!(next.contains("id: 2"), "{next}");
+}

@@ -23,6 +23,7 @@ pub mod events;
 pub mod ops;
 pub mod requests;
 pub mod response;
+pub mod serve;
 pub mod service;
 pub mod storefront;
 

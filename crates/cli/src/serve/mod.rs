@@ -58,6 +58,11 @@ async fn serve(
     );
     let outcome = shutdown::serve_http_until_drained(
         vec![(node.http, node.public), (node.internal, node.internal_app)],
+        cart_http::serve::ConnectionLimits {
+            header_timeout: args.header_timeout,
+            body_timeout: args.body_timeout,
+            max_connections: args.max_connections,
+        },
         begin,
         args.shutdown_timeout,
     )

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use cart_cluster::Cluster;
 use cart_grain::{GrainRuntime, OwnedTask};
+use cart_http::serve::ConnectionLimits;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -43,6 +44,7 @@ pub(super) async fn begin(
 /// requests have drained, or `timeout` after `begin` ended.
 pub(super) async fn serve_http_until_drained(
     servers: Vec<(tokio::net::TcpListener, axum::Router)>,
+    limits: ConnectionLimits,
     begin: impl Future<Output = ()> + Send + 'static,
     timeout: Duration,
 ) -> anyhow::Result<()> {
@@ -56,11 +58,11 @@ pub(super) async fn serve_http_until_drained(
         let stop = async move {
             let _ = draining.wait_for(|d| *d).await;
         };
-        running.spawn(axum::serve(listener, app).with_graceful_shutdown(stop).into_future());
+        running.spawn(cart_http::serve::serve(listener, app, limits, stop));
     }
     let all_drained = async {
         while let Some(result) = running.join_next().await {
-            result.context("HTTP server task failed")?.context("HTTP server failed")?;
+            result.context("HTTP server task failed")?;
         }
         anyhow::Ok(())
     };
