@@ -138,8 +138,15 @@ pub struct ServeArgs {
 
     /// Event store: `file` (the log in `--data-dir`) or a PostgreSQL URL
     /// (`postgres://user:password@host:port/database`), shared by all nodes.
-    #[arg(long, env = "CART_STORE", default_value = "file")]
+    /// `sslmode=require` or `sslmode=verify-full` (with `sslrootcert=<CA
+    /// file>`, else the system's CAs) in the URL's query secure the
+    /// connection with TLS. The value never shows in `--help`.
+    #[arg(long, env = "CART_STORE", default_value = "file", hide_env_values = true)]
     pub store: String,
+
+    /// A file holding PostgreSQL's password, so the URL needs none.
+    #[arg(long, env = "CART_STORE_PASSWORD_FILE")]
+    pub store_password_file: Option<PathBuf>,
 
     /// Connections to PostgreSQL per node.
     #[arg(long, env = "CART_PG_POOL_SIZE", default_value_t = 8)]
@@ -193,6 +200,11 @@ pub struct ServeArgs {
         hide_default_value = true
     )]
     pub klarna_password: String,
+
+    /// A file holding the Klarna API password (instead of
+    /// `--klarna-password`).
+    #[arg(long, env = "KLARNA_PASSWORD_FILE", conflicts_with = "klarna_password")]
+    pub klarna_password_file: Option<PathBuf>,
 
     /// Timeout of one call to Klarna.
     #[arg(long, env = "CART_KLARNA_TIMEOUT", default_value = "10s", value_parser = parse_duration)]

@@ -35,8 +35,8 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
             bail!("--from and --to are the same store");
         }
         let wait = FileStoreOptions::DEFAULT_COMMIT_WAIT;
-        let source = from.open(FsyncPolicy::Always, wait, 4).await?;
-        let destination = to.open(FsyncPolicy::Always, wait, 4).await?;
+        let source = from.open(FsyncPolicy::Always, wait, 4, None).await?;
+        let destination = to.open(FsyncPolicy::Always, wait, 4, None).await?;
         let summary = copy_all(&*source, &*destination).await?;
         println!(
             "migrated {} carts from {} to {}: {} events copied, {} already present",

@@ -30,12 +30,14 @@ impl StoreSpec {
         }
     }
 
-    /// Opens the store.
+    /// Opens the store; `password` is PostgreSQL's when it is not in the
+    /// URL.
     pub async fn open(
         &self,
         fsync: FsyncPolicy,
         commit_wait: Duration,
         pg_pool_size: usize,
+        password: Option<String>,
     ) -> anyhow::Result<Arc<dyn EventStore>> {
         Ok(match self {
             StoreSpec::File(dir) => {
@@ -48,6 +50,7 @@ impl StoreSpec {
             StoreSpec::Postgres(url) => {
                 let options = PgStoreOptions {
                     url: url.clone(),
+                    password,
                     pool_size: pg_pool_size,
                     timeout: Duration::from_secs(1),
                 };
@@ -64,10 +67,18 @@ impl StoreSpec {
     pub fn redacted(&self) -> String {
         match self {
             StoreSpec::File(dir) => format!("file:{}", dir.display()),
-            StoreSpec::Postgres(url) => match url.split_once('@') {
-                Some((_, host)) => format!("postgres://…@{host}"),
-                None => url.clone(),
-            },
+            StoreSpec::Postgres(url) => {
+                let (base, query) = url.split_once('?').unwrap_or((url, ""));
+                let base = match base.split_once('@') {
+                    Some((_, host)) => format!("postgres://…@{host}"),
+                    None => base.to_owned(),
+                };
+                let query: Vec<&str> = query
+                    .split('&')
+                    .filter(|p| !p.is_empty() && !p.starts_with("password="))
+                    .collect();
+                if query.is_empty() { base } else { format!("{base}?{}", query.join("&")) }
+            }
         }
     }
 }
@@ -85,5 +96,7 @@ mod tests {
         let pg = StoreSpec::parse("postgres://u:secret@db:5432/carts", d);
         assert_eq!(pg, StoreSpec::Postgres("postgres://u:secret@db:5432/carts".into()));
         assert!(!pg.redacted().contains("secret"));
+        let pg = StoreSpec::parse("postgres://db/carts?password=secret&sslmode=require", d);
+        assert_eq!(pg.redacted(), "postgres://db/carts?sslmode=require");
     }
 }

@@ -326,3 +326,40 @@ async fn the_confirmation_is_only_for_the_carts_shopper_and_holds_no_personal_da
         .unwrap();
     assert_eq!(theirs.status(), 404, "another shopper cannot read it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_klarna_password_can_come_from_a_file() {
+    let klarna = FakeKlarna::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("klarna-password");
+    std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--klarna-url",
+            &klarna.url,
+            "--klarna-username",
+            USER,
+            "--klarna-password-file",
+            password.to_str().unwrap(),
+            "--public-url",
+            PUBLIC,
+        ],
+    );
+    let http = client();
+    let r = http
+        .post(format!("{}/cart/", server.url))
+        .body(json!({"sku": SKU_A}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let cookie = format!("cartid={}", cart_cookie(&r).unwrap());
+    let order = http
+        .get(format!("{}/cart/checkout", server.url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(order.status(), 200, "the fake accepts only the right password");
+    assert_eq!(klarna.counts().0, 1);
+}

@@ -312,3 +312,51 @@ async fn a_live_cart_stream_outlives_the_header_timeout() {
     let (next, _) = read_until_closed(&mut stream, Duration::from_secs(2)).await;
     assert!(next.contains("id: 2"), "{next}");
 }
+
+#[test]
+fn help_never_shows_secrets_from_the_environment() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cart-actor"))
+        .args(["serve", "--help"])
+        .env("CART_STORE", "postgres://carts:db-hunter2@db:5432/carts")
+        .env("KLARNA_PASSWORD", "klarna-hunter2")
+        .env("KLARNA_USERNAME", "merchant-hunter2")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && help.contains("--store-password-file"), "{help}");
+    assert!(!help.contains("hunter2"), "a secret shows in --help");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_password_can_come_from_a_file() {
+    let db = tokio::task::spawn_blocking(|| {
+        cart_testkit::PgServer::start_with(cart_testkit::PgSetup {
+            tls: None,
+            password: Some("file-kept-password"),
+        })
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("pgpass");
+    std::fs::write(&password, "file-kept-password\n").unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", db.port);
+    let node = Server::start(
+        &dir.path().join("data"),
+        &["--store", &url, "--store-password-file", password.to_str().unwrap()],
+    );
+    let r = support::client()
+        .post(format!("{}/cart/", node.url))
+        .json(&serde_json::json!({"sku": support::SKU_A}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(node.logs().iter().all(|l| !l.contains("file-kept-password")), "no secret in the logs");
+    // Without the file the node cannot open the store, and says why.
+    let out = serve(&["--store", &url]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("PostgreSQL") && !stderr.contains("file-kept-password"), "{stderr}");
+}

@@ -13,6 +13,7 @@ mod committer;
 pub mod file;
 mod gather;
 mod log;
+pub mod pg_tls;
 pub mod postgres;
 pub mod record;
 pub mod sync;

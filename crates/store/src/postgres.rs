@@ -26,6 +26,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts}
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::pg_tls;
 
 use crate::{
     AppendRequest, Appended, Claim, Event, EventStore, Fence, IdempotencyTag, NewEvent, SECRET_LEN,
@@ -64,11 +67,14 @@ CREATE TABLE IF NOT EXISTS cart_events (
 );
 ";
 
-/// Settings of a [`PgStore`].
-#[derive(Debug, Clone)]
+/// Settings of a [`PgStore`]. Its `Debug` shows no credentials.
+#[derive(Clone)]
 pub struct PgStoreOptions {
-    /// `postgres://user:password@host:port/database`.
+    /// `postgres://user[:password]@host:port/database[?sslmode=...]`; see
+    /// [`crate::pg_tls`] for `sslmode` and `sslrootcert`.
     pub url: String,
+    /// The password, when it is kept out of the URL (a password file).
+    pub password: Option<String>,
     /// Connections in the pool (the committer uses one).
     pub pool_size: usize,
     /// How long a request waits for a connection or for connecting before it
@@ -76,10 +82,25 @@ pub struct PgStoreOptions {
     pub timeout: Duration,
 }
 
+impl std::fmt::Debug for PgStoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStoreOptions")
+            .field("url", &"<redacted>")
+            .field("pool_size", &self.pool_size)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PgStoreOptions {
     /// Defaults for `url`: 8 connections, 1 s timeouts.
     pub fn new(url: impl Into<String>) -> Self {
-        PgStoreOptions { url: url.into(), pool_size: 8, timeout: Duration::from_secs(1) }
+        PgStoreOptions {
+            url: url.into(),
+            password: None,
+            pool_size: 8,
+            timeout: Duration::from_secs(1),
+        }
     }
 }
 
@@ -118,17 +139,22 @@ impl PgStore {
     /// Connects, applies the schema and starts the committer. Fails if the
     /// database cannot be reached.
     pub async fn open(options: PgStoreOptions) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = options
-            .url
-            .parse()
-            .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
+        let (url, tls) = pg_tls::split_url(&options.url)?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
         config.connect_timeout(options.timeout);
         config.application_name("cart-actor");
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
+        config.ssl_mode(tls.ssl_mode());
+        if let Some(password) = &options.password {
+            config.password(password.as_bytes());
+        }
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match tls.client_config()? {
+            Some(client) => {
+                Manager::from_config(config, MakeRustlsConnect::new(client), manager_config)
+            }
+            None => Manager::from_config(config, NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(2))
             .runtime(deadpool_postgres::Runtime::Tokio1)

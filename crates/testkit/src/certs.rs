@@ -42,8 +42,17 @@ impl TestCa {
 
     /// A certificate for `name` (also its DNS name) and its key, PEM.
     pub fn issue(&self, name: &str) -> (String, String) {
-        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("node params");
-        params.distinguished_name.push(DnType::CommonName, name);
+        self.issue_for(&[name])
+    }
+
+    /// A certificate naming every one of `names` (DNS names or IP
+    /// addresses; the first is its common name) and its key, PEM.
+    pub fn issue_for(&self, names: &[&str]) -> (String, String) {
+        let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(sans).expect("node params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or("node"));
         let key = KeyPair::generate().expect("node key");
         let cert = params.signed_by(&key, &self.issuer).expect("node certificate");
         (cert.pem(), key.serialize_pem())

@@ -134,16 +134,33 @@ fn start_throwaway_server() -> Result<String, String> {
 pub struct PgServer {
     /// `postgres://postgres@127.0.0.1:<port>/postgres`.
     pub url: String,
-    port: u16,
+    /// Its port.
+    pub port: u16,
     bin: PathBuf,
     dir: PathBuf,
     account: Option<(u32, u32)>,
     pid: Option<u32>,
+    tls: bool,
+}
+
+/// How a [`PgServer`] is set up beyond the defaults (trust, plaintext).
+#[derive(Default)]
+pub struct PgSetup<'a> {
+    /// Serve TLS only, with a certificate from this CA for `localhost` and
+    /// `127.0.0.1` (plaintext connections are rejected).
+    pub tls: Option<&'a certs::TestCa>,
+    /// Require this password (SCRAM) of user `postgres` over TCP.
+    pub password: Option<&'a str>,
 }
 
 impl PgServer {
     /// initdb in a temporary directory and start on a free port.
     pub fn start() -> Result<PgServer, String> {
+        Self::start_with(PgSetup::default())
+    }
+
+    /// Like [`PgServer::start`], set up as `setup` says.
+    pub fn start_with(setup: PgSetup<'_>) -> Result<PgServer, String> {
         remove_stale_dirs();
         static N: AtomicU32 = AtomicU32::new(0);
         let bin = bin_dir()?;
@@ -159,11 +176,24 @@ impl PgServer {
         if let Some((uid, gid)) = account {
             chown(&dir, uid, gid)?;
         }
-        let status = as_account(&mut Command::new(bin.join("initdb")), account)
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(dir.join("data"))
-            .output()
-            .map_err(|e| format!("initdb failed to start: {e}"))?;
+        let mut initdb = Command::new(bin.join("initdb"));
+        let initdb = as_account(&mut initdb, account);
+        initdb.args(["-U", "postgres", "--no-sync", "-D"]).arg(dir.join("data"));
+        match setup.password {
+            Some(password) => {
+                let file = dir.join("pwfile");
+                std::fs::write(&file, password).map_err(|e| format!("pwfile: {e}"))?;
+                if let Some((uid, gid)) = account {
+                    chown(&file, uid, gid)?;
+                }
+                initdb.arg(format!("--pwfile={}", file.display()));
+                initdb.args(["--auth-local=trust", "--auth-host=scram-sha-256"]);
+            }
+            None => {
+                initdb.args(["-A", "trust"]);
+            }
+        }
+        let status = initdb.output().map_err(|e| format!("initdb failed to start: {e}"))?;
         if !status.status.success() {
             return Err(format!("initdb failed: {}", String::from_utf8_lossy(&status.stderr)));
         }
@@ -171,6 +201,26 @@ impl PgServer {
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
             .port();
+        if let Some(ca) = setup.tls {
+            let data = dir.join("data");
+            let (cert, key) = ca.issue_for(&["localhost", "127.0.0.1"]);
+            let auth = if setup.password.is_some() { "scram-sha-256" } else { "trust" };
+            let hba = format!(
+                "local all all trust\nhostssl all all 127.0.0.1/32 {auth}\nhostnossl all all 127.0.0.1/32 reject\n"
+            );
+            for (name, contents) in
+                [("server.crt", cert), ("server.key", key), ("pg_hba.conf", hba)]
+            {
+                let path = data.join(name);
+                std::fs::write(&path, contents).map_err(|e| format!("{name}: {e}"))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| format!("{name}: {e}"))?;
+                if let Some((uid, gid)) = account {
+                    chown(&path, uid, gid)?;
+                }
+            }
+        }
         let mut server = PgServer {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             port,
@@ -178,6 +228,7 @@ impl PgServer {
             dir,
             account,
             pid: None,
+            tls: setup.tls.is_some(),
         };
         server.resume()?;
         Ok(server)
@@ -186,12 +237,13 @@ impl PgServer {
     /// Starts the (stopped) server again on the same port and data.
     pub fn resume(&mut self) -> Result<(), String> {
         let (tx, rx) = std::sync::mpsc::channel();
-        let (postgres, data_dir, socket_dir, port, account) = (
+        let (postgres, data_dir, socket_dir, port, account, tls) = (
             self.bin.join("postgres"),
             self.dir.join("data"),
             self.dir.clone(),
             self.port,
             self.account,
+            self.tls,
         );
         // Spawned from a thread that lives until the server exits, with
         // PR_SET_PDEATHSIG, so the server dies with the tests.
@@ -208,6 +260,7 @@ impl PgServer {
                     "-c",
                     "max_connections=300",
                 ])
+                .args(if tls { &["-c", "ssl=on"][..] } else { &[][..] })
                 .arg("-k")
                 .arg(&socket_dir)
                 .stdout(std::process::Stdio::null())

@@ -56,7 +56,8 @@ pub(super) async fn build(
     let resolver = Resolver::new(catalog(args).context("cannot load the catalogue")?, markets)
         .with_deliveries(args.delivery_options.clone());
     let store_spec = StoreSpec::parse(&args.store, &args.data_dir);
-    let store = store_spec.open(args.fsync, args.commit_wait, args.pg_pool_size).await?;
+    let password = args.store_password_file.as_deref().map(secret_file).transpose()?;
+    let store = store_spec.open(args.fsync, args.commit_wait, args.pg_pool_size, password).await?;
 
     let (http, http_addr) = bind(args.http_addr, "HTTP").await?;
     let (internal, internal_addr) = bind(args.internal_addr, "internal HTTP").await?;
@@ -149,6 +150,19 @@ fn cluster_tls(args: &ServeArgs) -> anyhow::Result<Option<Arc<ClusterTls>>> {
     Ok(None)
 }
 
+/// A secret kept in a file (as a mounted Kubernetes Secret): its contents
+/// without surrounding whitespace. The error names the file, never the
+/// contents.
+fn secret_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        anyhow::bail!("the secret file {} is empty", path.display());
+    }
+    Ok(secret.to_owned())
+}
+
 /// The internal listener's token, from `--internal-token-file`.
 fn internal_token(args: &ServeArgs) -> anyhow::Result<Option<BearerToken>> {
     let Some(path) = &args.internal_token_file else { return Ok(None) };
@@ -188,7 +202,10 @@ async fn app_state(
             let client = KlarnaClient::new(KlarnaConfig {
                 base_url: url.clone(),
                 username: args.klarna_username.clone(),
-                password: args.klarna_password.clone(),
+                password: match &args.klarna_password_file {
+                    Some(path) => secret_file(path)?,
+                    None => args.klarna_password.clone(),
+                },
                 timeout: args.klarna_timeout,
             })?;
             Some(Arc::new(Checkout::new(Arc::clone(&carts), client, args.public_url.clone())))
