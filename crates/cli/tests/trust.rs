@@ -360,3 +360,87 @@ async fn the_database_password_can_come_from_a_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("PostgreSQL") && !stderr.contains("file-kept-password"), "{stderr}");
 }
+
+/// Each of the Why section's gRPC attacks, from a caller that reaches the
+/// ports but holds no certificate of the cluster (plaintext, and TLS with
+/// another CA's certificate): none of them does anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_control_and_cart_calls_from_outside_the_cluster_do_nothing() {
+    use cart_cluster::proto::cart::cart_actor_client::CartActorClient;
+    use cart_cluster::proto::cart::{MutationRequest, MutationType};
+    use cart_cluster::proto::control::{ClosingNotice, NegotiateRequest, OwnerChangeRequest};
+    use cart_domain::proto::AddItem;
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("cluster");
+    let a = Server::start_tls(&dir.path().join("data"), &ca, &[]);
+    let b = Server::start_tls(&dir.path().join("data"), &ca, &["--peers", &a.node]);
+    support::wait_until("the two nodes see each other", Duration::from_secs(15), || async {
+        let r = support::client().get(format!("{}/api/cluster", a.internal_url)).send().await;
+        match r {
+            Ok(r) => r
+                .json::<serde_json::Value>()
+                .await
+                .is_ok_and(|v| v["members"].as_array().is_some_and(|m| m.len() == 2)),
+            Err(_) => false,
+        }
+    })
+    .await;
+    let plain = tonic::transport::Endpoint::from_shared(a.grpc_url.clone())
+        .unwrap()
+        .timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let mut outsider = Server::start(&dir.path().join("outside"), &[]);
+    outsider.tls = Some(TestCa::new("attacker").write_node(&dir.path().join("attacker"), "evil"));
+    outsider.grpc_url.clone_from(&a.grpc_url);
+    let foreign = outsider.channel();
+
+    let cheap = AddItem {
+        sku: "861200".into(),
+        price: 1,
+        quantity: 100,
+        currency: "SEK".into(),
+        country: "se".into(),
+        ..Default::default()
+    };
+    for channel in [plain, foreign] {
+        let mut control = ControlPlaneClient::new(channel.clone());
+        assert!(
+            control.closing(ClosingNotice { host: b.node.clone() }).await.is_err(),
+            "forged Closing"
+        );
+        let forged_owner =
+            OwnerChangeRequest { cart_id: "c1".into(), new_host: "10.66.6.6:1337:1338".into() };
+        assert!(control.confirm_owner(forged_owner).await.is_err(), "forged ConfirmOwner");
+        let flood: Vec<String> =
+            (0..3000).map(|i| format!("10.9.{}.{}", i / 250, i % 250)).collect();
+        assert!(
+            control.negotiate(NegotiateRequest { known_hosts: flood }).await.is_err(),
+            "Negotiate flood"
+        );
+        assert!(control.get_cart_ids(Empty {}).await.is_err(), "GetCartIds");
+        let mut carts = CartActorClient::new(channel);
+        let paid = MutationRequest {
+            cart_id: "stolen-1".into(),
+            r#type: MutationType::MutationAddItem as i32,
+            payload: cheap.encode_to_vec(),
+            forwarded: true,
+            ..Default::default()
+        };
+        assert!(carts.mutate(paid).await.is_err(), "a line at a price of the caller's choosing");
+    }
+    // Nothing changed: both still members, no cart, no stranger in the view.
+    let view: serde_json::Value = support::client()
+        .get(format!("{}/api/cluster", a.internal_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let members: Vec<&str> =
+        view["members"].as_array().unwrap().iter().filter_map(|m| m["host"].as_str()).collect();
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert!(members.contains(&b.node.as_str()));
+    assert!(support::read(&a, "stolen-1").await.is_none(), "no cart was made");
+}

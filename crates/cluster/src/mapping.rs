@@ -51,11 +51,24 @@ pub fn encode_forwarded(cart: &CartId, request: &ResolvedRequest) -> MutationReq
     }
 }
 
+/// Most mutations one request may carry (an add of a cart's worth of lines
+/// fits: [`cart_domain::limits::MAX_LINES`]).
+pub const MAX_MUTATIONS_PER_REQUEST: usize = 512;
+
 /// The cart and request an envelope carries: events when a peer forwarded
 /// it, client commands otherwise (resolved lines, checkout and completion
 /// are refused from clients).
 pub fn decode_request(r: &MutationRequest) -> Result<Decoded, GrainError> {
     let cart = CartId::parse(&r.cart_id)?;
+    if r.more.len() >= MAX_MUTATIONS_PER_REQUEST {
+        return Err(bad(format!(
+            "a request holds at most {MAX_MUTATIONS_PER_REQUEST} mutations, not {}",
+            r.more.len() + 1
+        )));
+    }
+    if r.idempotency_key.len() > cart_grain::request::MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(bad("idempotency key too long".into()));
+    }
     let idempotency = (!r.idempotency_key.is_empty()).then(|| IdempotencyTag {
         key: r.idempotency_key.clone(),
         fingerprint: r.idempotency_fingerprint,
@@ -299,6 +312,23 @@ mod tests {
         // An older peer's reply: status only.
         let old = from_reply(409, b"no".to_vec(), None, 0, &items).unwrap_err();
         assert_eq!(old.kind(), ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn requests_with_too_many_mutations_or_a_long_key_are_refused() {
+        let m = |more: usize, key: usize| MutationRequest {
+            cart_id: "c1".into(),
+            r#type: 6,
+            payload: Vec::new(),
+            more: (0..more)
+                .map(|_| crate::proto::cart::MutationEnvelope { r#type: 6, payload: Vec::new() })
+                .collect(),
+            idempotency_key: "k".repeat(key),
+            ..Default::default()
+        };
+        assert!(decode_request(&m(MAX_MUTATIONS_PER_REQUEST - 1, 128)).is_ok());
+        assert!(decode_request(&m(MAX_MUTATIONS_PER_REQUEST, 0)).is_err());
+        assert!(decode_request(&m(0, 129)).is_err());
     }
 
     #[test]

@@ -4,6 +4,9 @@
 use cart_domain::{CartCommand, CartEvent};
 use cart_store::IdempotencyTag;
 
+/// Longest `Idempotency-Key` accepted, on every face.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
 /// One request to change a cart: `mutations` applied all or nothing, in
 /// order. Clients send commands ([`CartCommand`], the default); the runtime
 /// resolves them into events ([`CartEvent`]), and an entry node forwards the

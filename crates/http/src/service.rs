@@ -20,8 +20,7 @@ use cart_domain::PickupPoint;
 use crate::requests::{self, AddBody, DeliveryBody, ItemsBody, QuantityBody};
 use crate::{AppState, response};
 
-/// Longest `Idempotency-Key` accepted.
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+pub use cart_grain::request::MAX_IDEMPOTENCY_KEY_LEN;
 
 /// The `/api/carts` routes.
 pub fn routes() -> Router<AppState> {
