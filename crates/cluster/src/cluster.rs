@@ -234,7 +234,9 @@ impl Cluster {
             }
         });
         join_all(rounds).await;
-        self.ping_round().await;
+        // New hosts are pinged now so they can join this round; members
+        // are pinged only by the ping loop, so a miss counts once.
+        self.ping(self.membership.candidates()).await;
     }
 
     async fn ping_loop(&self) {
@@ -245,12 +247,14 @@ impl Cluster {
             if self.membership.is_closing() {
                 return;
             }
-            self.ping_round().await;
+            self.ping(self.membership.ping_targets()).await;
         }
     }
 
-    async fn ping_round(&self) {
-        let pings = self.membership.ping_targets().into_iter().map(|host| async move {
+    /// Pings `hosts` and records each outcome (the one place misses are
+    /// counted).
+    async fn ping(&self, hosts: Vec<NodeAddr>) {
+        let pings = hosts.into_iter().map(|host| async move {
             let ok = match self.peers.control(&host) {
                 Ok(mut client) => client.ping(self.peers.request(Empty {})).await.is_ok(),
                 Err(_) => false,

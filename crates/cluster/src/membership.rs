@@ -127,6 +127,11 @@ impl Membership {
         inner.members.keys().chain(inner.candidates.iter()).cloned().collect()
     }
 
+    /// Hosts heard of that have not answered a ping yet.
+    pub fn candidates(&self) -> Vec<NodeAddr> {
+        self.inner().candidates.iter().cloned().collect()
+    }
+
     /// Whether `host` is a member (or this node).
     pub fn is_member(&self, host: &NodeAddr) -> bool {
         *host == self.me || self.inner().members.contains_key(host)

@@ -219,3 +219,32 @@ async fn a_negotiate_listing_thousands_of_hosts_is_refused() {
     control.negotiate(NegotiateRequest { known_hosts: fits }).await.unwrap();
     assert_eq!(h.nodes[0].cluster.membership().ping_targets().len(), 200);
 }
+
+/// Misses are counted by the ping loop alone: discovery rounds (here many
+/// per ping interval) ping only hosts that have not joined yet, so they
+/// cannot evict a member early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_ping_loop_counts_a_members_misses() {
+    let mut h = Harness::start(0).await;
+    h.ping_interval = Duration::from_secs(3600);
+    h.add_node().await;
+    h.add_node().await;
+    for i in 0..2 {
+        h.start_loops(i);
+    }
+    let within = Duration::from_secs(10);
+    eventually("both nodes see each other", within, || {
+        h.nodes.iter().all(|n| n.cluster.membership().view().len() == 2)
+    })
+    .await;
+    h.nodes[1].stop_serving().await;
+    let rounds = h.discovery.1.load(std::sync::atomic::Ordering::SeqCst);
+    eventually("ten more discovery rounds", within, || {
+        h.discovery.1.load(std::sync::atomic::Ordering::SeqCst) >= rounds + 10
+    })
+    .await;
+    assert!(
+        h.nodes[0].cluster.membership().is_member(&h.nodes[1].addr),
+        "discovery rounds must not count a member's misses"
+    );
+}

@@ -58,13 +58,15 @@ impl Node {
     }
 }
 
-/// Hosts the nodes' discovery offers; the test may change it.
+/// Hosts the nodes' discovery offers; the test may change it. Counts how
+/// often it was asked (discovery rounds, over all nodes).
 #[derive(Default)]
-pub struct SharedDiscovery(pub Mutex<Vec<NodeAddr>>);
+pub struct SharedDiscovery(pub Mutex<Vec<NodeAddr>>, pub std::sync::atomic::AtomicU64);
 
 #[async_trait]
 impl Discovery for SharedDiscovery {
     async fn peers(&self) -> Result<Vec<NodeAddr>, String> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(self.0.lock().unwrap().clone())
     }
 }
@@ -81,6 +83,8 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     /// The cluster CA when the nodes talk mutual TLS.
     pub ca: Option<TestCa>,
+    /// The ping interval of nodes added from now on.
+    pub ping_interval: Duration,
 }
 
 fn resolver() -> Resolver {
@@ -122,7 +126,14 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_000_000));
         let discovery = Arc::new(SharedDiscovery::default());
-        let mut harness = Harness { nodes: Vec::new(), clock, discovery, dir, ca };
+        let mut harness = Harness {
+            nodes: Vec::new(),
+            clock,
+            discovery,
+            dir,
+            ca,
+            ping_interval: Duration::from_millis(50),
+        };
         for _ in 0..n {
             harness.add_node().await;
         }
@@ -144,7 +155,7 @@ impl Harness {
         // Generous deadlines: a loaded CI machine must not turn a slow call
         // into a routing decision the test did not ask for.
         options.rpc_deadline = Duration::from_secs(5);
-        options.ping_interval = Duration::from_millis(50);
+        options.ping_interval = self.ping_interval;
         options.discovery_interval = Duration::from_millis(100);
         if let Some(ca) = &self.ca {
             let certs = self.dir.path().join(format!("certs-{port}"));
