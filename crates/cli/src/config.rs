@@ -60,6 +60,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CART_MAX_CONNECTIONS", default_value_t = 16_384)]
     pub max_connections: usize,
 
+    /// How long an `Idempotency-Key` protects its request: a retry with
+    /// the same key within it is answered, never applied again.
+    #[arg(long, env = "CART_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub idempotency_window: Duration,
+
     /// Address the CartActor gRPC service listens on. Loopback by
     /// default: a cluster listens beyond it only with `--cluster-tls-*`
     /// (or `--insecure-cluster`).

@@ -90,6 +90,7 @@ impl Cluster {
             Arc::clone(&runtime),
             Arc::clone(&membership),
             Arc::clone(&peers),
+            Arc::clone(&clock),
         ));
         Arc::new(Cluster {
             options,
@@ -134,6 +135,7 @@ impl Cluster {
         let cart = CartActorServer::new(CartActorService::new(
             Arc::clone(&self.carts),
             Arc::clone(&self.runtime),
+            Arc::clone(&self.clock),
         ))
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let control = ControlPlaneServer::new(ControlPlaneService::new(

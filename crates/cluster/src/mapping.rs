@@ -30,7 +30,11 @@ fn bad(message: String) -> GrainError {
 }
 
 /// The envelope a node forwards a resolved request in.
-pub fn encode_forwarded(cart: &CartId, request: &ResolvedRequest) -> MutationRequest {
+pub fn encode_forwarded(
+    cart: &CartId,
+    request: &ResolvedRequest,
+    expires_at_ms: i64,
+) -> MutationRequest {
     let mut events = request.mutations.iter();
     let first = events.next();
     MutationRequest {
@@ -48,6 +52,7 @@ pub fn encode_forwarded(cart: &CartId, request: &ResolvedRequest) -> MutationReq
         idempotency_key: request.idempotency.as_ref().map(|t| t.key.clone()).unwrap_or_default(),
         idempotency_fingerprint: request.idempotency.as_ref().map_or(0, |t| t.fingerprint),
         forwarded: true,
+        expires_at_ms,
     }
 }
 
@@ -236,7 +241,7 @@ mod tests {
             if_match: Some(4),
             idempotency: Some(IdempotencyTag { key: "k".into(), fingerprint: 99 }),
         };
-        let wire = encode_forwarded(&cart, &resolved);
+        let wire = encode_forwarded(&cart, &resolved, 0);
         let bytes = prost::Message::encode_to_vec(&wire);
         let received: MutationRequest = prost::Message::decode(bytes.as_slice()).unwrap();
         let Ok(Decoded::Forwarded(id, back)) = decode_request(&received) else { panic!() };
@@ -272,6 +277,7 @@ mod tests {
                 id: 1,
                 quantity: 1,
             })]),
+            0,
         );
         wire.r#type = 3;
         assert_eq!(decode_request(&wire).err().unwrap().kind(), ErrorKind::Invalid);

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cart_domain::CartState;
 use cart_grain::{
-    CartId, CartWatch, Carts, ErrorKind, GrainError, GrainRuntime, MutateRequest, ResolvedRequest,
+    CartId, CartWatch, Carts, Clock, ErrorKind, GrainError, GrainRuntime, MutateRequest,
+    ResolvedRequest,
 };
 
 use crate::client::{Peers, never_delivered};
@@ -41,14 +42,21 @@ pub struct ClusterCarts {
     membership: Arc<Membership>,
     peers: Arc<Peers>,
     followers: Arc<Followers>,
+    clock: Arc<dyn Clock>,
 }
 
 impl ClusterCarts {
-    /// Routes over `membership`'s view, serving owned carts from `runtime`.
-    pub fn new(runtime: Arc<GrainRuntime>, membership: Arc<Membership>, peers: Arc<Peers>) -> Self {
+    /// Routes over `membership`'s view, serving owned carts from `runtime`;
+    /// forwarded requests expire by `clock`.
+    pub fn new(
+        runtime: Arc<GrainRuntime>,
+        membership: Arc<Membership>,
+        peers: Arc<Peers>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let followers =
             Followers::new(Arc::clone(&runtime), Arc::clone(&membership), Arc::clone(&peers));
-        ClusterCarts { runtime, membership, peers, followers }
+        ClusterCarts { runtime, membership, peers, followers, clock }
     }
 
     /// Ends the watches followed on this node (it is leaving the cluster).
@@ -136,7 +144,11 @@ impl ClusterCarts {
         if self.is_me(owner) {
             return local(self.runtime.apply(id, Arc::clone(request)).await);
         }
-        let wire = mapping::encode_forwarded(id, request);
+        // The forwarder gives up after the deadline; so must the owner.
+        let expires_at =
+            self.clock.now_ms().saturating_add(self.peers.deadline().as_millis() as u64);
+        let wire =
+            mapping::encode_forwarded(id, request, i64::try_from(expires_at).unwrap_or(i64::MAX));
         let items = self.runtime.items();
         let result =
             self.peers.mutate(owner, wire).await.map(|r| mapping::from_mutation_reply(r, items));

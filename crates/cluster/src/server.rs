@@ -30,17 +30,41 @@ use crate::watch_stream::{self, WatchStream};
 pub struct CartActorService {
     carts: Arc<ClusterCarts>,
     runtime: Arc<GrainRuntime>,
+    clock: Arc<dyn Clock>,
 }
 
+/// How far apart nodes' clocks may be for request expiry to hold (NTP keeps
+/// them within milliseconds): a forwarded request is refused this long after
+/// its sender's expiry.
+pub const MAX_CLOCK_SKEW_MS: i64 = 1_000;
+
 impl CartActorService {
-    /// The service over the cluster's carts and this node's grains.
-    pub fn new(carts: Arc<ClusterCarts>, runtime: Arc<GrainRuntime>) -> Self {
-        CartActorService { carts, runtime }
+    /// The service over the cluster's carts and this node's grains, telling
+    /// the time (for forwarded requests' expiry) by `clock`.
+    pub fn new(
+        carts: Arc<ClusterCarts>,
+        runtime: Arc<GrainRuntime>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        CartActorService { carts, runtime, clock }
+    }
+
+    /// Whether a forwarded request arrived after its sender gave up.
+    fn expired(&self, wire: &MutationRequest) -> bool {
+        let now = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
+        wire.forwarded
+            && wire.expires_at_ms != 0
+            && now > wire.expires_at_ms.saturating_add(MAX_CLOCK_SKEW_MS)
     }
 
     async fn serve_mutation(&self, wire: &MutationRequest) -> MutationReply {
         let result = match mapping::decode_request(wire) {
             Err(e) => Err(e),
+            Ok(Decoded::Forwarded(id, _)) if self.expired(wire) => {
+                metrics::counter!("cart_grpc_expired_total").increment(1);
+                tracing::warn!(cart = %id, expires_at_ms = wire.expires_at_ms, "a forwarded mutation arrived after its sender gave up; not applied");
+                Err(GrainError::Expired)
+            }
             Ok(Decoded::Forwarded(id, request)) => {
                 self.carts.serve_forwarded_mutate(&id, request).await
             }

@@ -248,3 +248,29 @@ async fn only_the_ping_loop_counts_a_members_misses() {
         "discovery rounds must not count a member's misses"
     );
 }
+
+/// A forwarded mutation held up (a partition, a paused sender) past its
+/// sender's deadline is refused when it finally arrives, never applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_mutation_arriving_after_its_sender_gave_up_is_not_applied() {
+    use cart_cluster::mapping;
+    use cart_cluster::proto::cart::cart_actor_client::CartActorClient;
+    use cart_grain::{Clock, ResolvedRequest};
+    let h = Harness::start(1).await;
+    let cart = cart_grain::CartId::parse("late-1").unwrap();
+    let resolved: ResolvedRequest = h.nodes[0].grains.resolve(&cart, add(1)).await.unwrap();
+    let now = h.clock.now_ms() as i64;
+    let mut client = CartActorClient::connect(h.nodes[0].addr.grpc_uri()).await.unwrap();
+
+    let late = mapping::encode_forwarded(&cart, &resolved, now + 400);
+    h.clock.advance(10_000);
+    let reply = client.mutate(late).await.unwrap().into_inner();
+    assert_eq!(reply.error_kind, ErrorKind::Unavailable.code(), "{reply:?}");
+    assert!(h.nodes[0].grains.get(&cart).await.is_err(), "nothing was applied");
+
+    let now = h.clock.now_ms() as i64;
+    let in_time = mapping::encode_forwarded(&cart, &resolved, now + 400);
+    let reply = client.mutate(in_time).await.unwrap().into_inner();
+    assert_eq!(reply.status_code, 200, "{reply:?}");
+    assert_eq!(h.nodes[0].grains.get(&cart).await.unwrap().version(), 1);
+}

@@ -29,6 +29,9 @@ pub(crate) struct Activation<'a> {
     pub items: &'a ItemInterner,
     pub node: &'a str,
     pub handover: Option<&'a dyn Handover>,
+    /// How long idempotency keys protect, and the time now.
+    pub window: std::time::Duration,
+    pub now_ms: i64,
 }
 
 impl Activation<'_> {
@@ -47,7 +50,8 @@ impl Activation<'_> {
                 handover.take_over(id, &claim.owner).await?;
             }
             let events = self.store.load(id.as_str()).await?;
-            let (cart, keys) = replay(id, &events, self.items)?;
+            let (cart, mut keys) = replay(id, &events, self.items, self.window)?;
+            keys.expire(self.now_ms, self.window);
             metrics::counter!("cart_grain_activations_total").increment(1);
             metrics::histogram!("cart_grain_activation_duration_seconds").record(started.elapsed());
             tracing::debug!(cart = %id, events = events.len(), "grain activated");
@@ -63,6 +67,7 @@ pub(crate) fn replay(
     id: &CartId,
     events: &[Event],
     items: &ItemInterner,
+    window: std::time::Duration,
 ) -> Result<(Cart, IdempotencyKeys), GrainError> {
     let mut cart = Cart::new(id.shared());
     let mut keys = IdempotencyKeys::default();
@@ -77,7 +82,7 @@ pub(crate) fn replay(
             return Err(corrupt(format!("replay reached version {}", cart.version())));
         }
         if let Some(tag) = &event.idempotency {
-            keys.record(tag, event.seq);
+            keys.record(tag, event.seq, event.timestamp_ms, window);
         }
     }
     Ok((cart, keys))

@@ -32,6 +32,15 @@ pub enum GrainError {
     /// An idempotency key was reused with a different request.
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
+    /// The cart took as many keyed requests within the idempotency window
+    /// as it remembers; a further one could not be protected.
+    #[error(
+        "this cart took {max} requests with an Idempotency-Key within the idempotency window; no more until older keys expire"
+    )]
+    TooManyKeys {
+        /// The limit.
+        max: usize,
+    },
     /// Another writer appended to the cart first; the grain reloads.
     #[error("the cart was changed by another writer; retry")]
     Conflict,
@@ -55,6 +64,10 @@ pub enum GrainError {
     /// Too many resident carts and none idle to evict.
     #[error("too many active carts; retry shortly")]
     Overloaded,
+    /// A forwarded request arrived after its sender had given up on it; it
+    /// was not applied.
+    #[error("the request arrived after its sender gave up; it was not applied")]
+    Expired,
     /// The node is shutting down.
     #[error("the service is shutting down; retry")]
     ShuttingDown,
@@ -95,12 +108,14 @@ impl GrainError {
             },
             GrainError::PreconditionFailed { .. } => ErrorKind::PreconditionFailed,
             GrainError::IdempotencyKeyReused => ErrorKind::IdempotencyKeyReused,
+            GrainError::TooManyKeys { .. } => ErrorKind::Invalid,
             GrainError::Conflict | GrainError::Fenced => ErrorKind::Fenced,
             GrainError::HandoverRefused(_) => ErrorKind::Misdirected,
             GrainError::Remote { kind, .. } => *kind,
-            GrainError::Unreachable(_) | GrainError::Overloaded | GrainError::ShuttingDown => {
-                ErrorKind::Unavailable
-            }
+            GrainError::Unreachable(_)
+            | GrainError::Overloaded
+            | GrainError::ShuttingDown
+            | GrainError::Expired => ErrorKind::Unavailable,
             GrainError::Store(e) => match e {
                 StoreError::Conflict { .. } | StoreError::Fenced { .. } => ErrorKind::Fenced,
                 StoreError::Invalid(_) => ErrorKind::Invalid,

@@ -31,6 +31,8 @@ pub struct RuntimeOptions {
     pub max_watchers: usize,
     /// This node's name, recorded in the store when it claims a cart.
     pub node: String,
+    /// How long an idempotency key protects its request.
+    pub idempotency_window: Duration,
 }
 
 impl Default for RuntimeOptions {
@@ -42,6 +44,7 @@ impl Default for RuntimeOptions {
             max_grains: 200_000,
             max_watchers: 10_000,
             node: "local".into(),
+            idempotency_window: crate::idempotency::DEFAULT_WINDOW,
         }
     }
 }
@@ -96,6 +99,8 @@ impl GrainRuntime {
             items: &self.items,
             node: &self.options.node,
             handover: self.handover.get().map(|h| h.as_ref()),
+            window: self.options.idempotency_window,
+            now_ms: self.clock.now_ms() as i64,
         }
     }
 
@@ -257,10 +262,14 @@ impl GrainRuntime {
     ) -> Result<CartState, GrainError> {
         let state = self.activation().activate(id, slot).await?;
         let idempotency = request.idempotency.as_ref();
-        if let Some(tag) = idempotency
-            && let Some(answer) = self.replay_of(id, state, tag).await
-        {
-            return answer;
+        if let Some(tag) = idempotency {
+            state.keys.expire(self.clock.now_ms() as i64, self.options.idempotency_window);
+            if let Some(answer) = self.replay_of(id, state, tag).await {
+                return answer;
+            }
+            if state.keys.is_full() {
+                return Err(GrainError::TooManyKeys { max: crate::idempotency::MAX_KEYS_PER_CART });
+            }
         }
         if let Some(expected) = request.if_match
             && expected != state.cart.version()
@@ -343,7 +352,7 @@ impl GrainRuntime {
             state.cart = Arc::new(next);
         }
         if let Some(tag) = idempotency {
-            state.keys.record(tag, state.cart.version());
+            state.keys.record(tag, state.cart.version(), now, self.options.idempotency_window);
         }
         Ok(Arc::clone(&state.cart))
     }
@@ -382,7 +391,7 @@ impl GrainRuntime {
     async fn state_at(&self, id: &CartId, version: u64) -> Result<CartState, GrainError> {
         let events = self.store.load(id.as_str()).await?;
         let upto: Vec<Event> = events.into_iter().take_while(|e| e.seq <= version).collect();
-        let (cart, _) = replay(id, &upto, &self.items)?;
+        let (cart, _) = replay(id, &upto, &self.items, self.options.idempotency_window)?;
         Ok(Arc::new(cart))
     }
 

@@ -257,3 +257,34 @@ async fn watchers_are_capped() {
     drop(first);
     assert!(rt.watch(&id("c1")).await.is_ok());
 }
+
+#[tokio::test]
+async fn an_idempotency_key_protects_for_its_window_across_many_keys_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let keyed = |key: &str| MutateRequest {
+        idempotency: Some(IdempotencyTag { key: key.into(), fingerprint: 7 }),
+        ..add(SKU, 1)
+    };
+    let cart = id("keyed");
+    {
+        let rt = runtime(store(dir.path()), Arc::clone(&clock), RuntimeOptions::default());
+        assert_eq!(rt.mutate(&cart, keyed("first")).await.unwrap().version(), 1);
+        // Far more keys than the old count-based memory held.
+        for i in 0..200 {
+            rt.mutate(&cart, keyed(&format!("k{i}"))).await.unwrap();
+        }
+        clock.advance(23 * 3_600_000);
+        let retry = rt.mutate(&cart, keyed("first")).await.unwrap();
+        assert_eq!(retry.version(), 1, "the retry answers what the first attempt did");
+        rt.flush().await.unwrap();
+    }
+    // Another process (a restart, or the next owner) reads the keys back.
+    let rt = runtime(store(dir.path()), Arc::clone(&clock), RuntimeOptions::default());
+    assert_eq!(rt.mutate(&cart, keyed("first")).await.unwrap().version(), 1);
+    assert_eq!(rt.get(&cart).await.unwrap().version(), 201, "nothing applied twice");
+    // After the window the key is free again.
+    clock.advance(2 * 3_600_000);
+    let rt = runtime(store(dir.path()), Arc::clone(&clock), RuntimeOptions::default());
+    assert_eq!(rt.mutate(&cart, keyed("first")).await.unwrap().version(), 202);
+}

@@ -79,6 +79,7 @@ pub(super) async fn build(
             max_grains: args.max_grains,
             max_watchers: args.max_watchers,
             node: me.to_string(),
+            idempotency_window: args.idempotency_window,
         },
     );
     let mut cluster_options = ClusterOptions::new(me.clone());
