@@ -60,6 +60,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CART_MAX_CONNECTIONS", default_value_t = 16_384)]
     pub max_connections: usize,
 
+    /// After SIGTERM, how long the node stays up (unready, still serving)
+    /// before it leaves the cluster and drains: long enough for load
+    /// balancers and Kubernetes endpoints to stop sending to it (a few
+    /// seconds there; 0 when nothing routes by readiness).
+    #[arg(long, env = "CART_DRAIN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+
     /// How long an `Idempotency-Key` protects its request: a retry with
     /// the same key within it is answered, never applied again.
     #[arg(long, env = "CART_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = parse_duration)]

@@ -55,6 +55,7 @@ async fn serve(
         Arc::clone(&node.cluster),
         Arc::clone(&node.grains),
         Arc::clone(&node.draining),
+        args.drain_delay,
     );
     let outcome = shutdown::serve_http_until_drained(
         vec![(node.http, node.public), (node.internal, node.internal_app)],

@@ -26,16 +26,23 @@ pub(super) struct Running {
     pub passivation: OwnedTask,
 }
 
-/// Waits for the signal, then turns the node away from new work: not ready,
-/// out of the cluster, watches ended.
+/// Waits for the signal, then turns the node away from new work: not ready
+/// at once, still serving for `drain_delay` (so load balancers and
+/// Kubernetes endpoints stop sending to it before it stops taking
+/// requests), then out of the cluster, watches ended.
 pub(super) async fn begin(
     cluster: Arc<Cluster>,
     grains: Arc<GrainRuntime>,
     draining: Arc<AtomicBool>,
+    drain_delay: Duration,
 ) {
     signal().await;
-    tracing::info!("shutting down: leaving the cluster, draining in-flight requests");
     draining.store(true, Ordering::SeqCst);
+    if !drain_delay.is_zero() {
+        tracing::info!(?drain_delay, "shutting down: not ready; serving on while endpoints update");
+        tokio::time::sleep(drain_delay).await;
+    }
+    tracing::info!("shutting down: leaving the cluster, draining in-flight requests");
     cluster.leave().await;
     grains.begin_shutdown();
 }
