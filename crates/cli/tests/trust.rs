@@ -406,7 +406,7 @@ async fn forged_control_and_cart_calls_from_outside_the_cluster_do_nothing() {
     for channel in [plain, foreign] {
         let mut control = ControlPlaneClient::new(channel.clone());
         assert!(
-            control.closing(ClosingNotice { host: b.node.clone() }).await.is_err(),
+            control.closing(ClosingNotice { host: b.node.clone(), incarnation: 0 }).await.is_err(),
             "forged Closing"
         );
         let forged_owner =

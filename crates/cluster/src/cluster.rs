@@ -44,6 +44,10 @@ pub struct ClusterOptions {
     /// Mutual TLS for every node-to-node connection, in and out; `None`
     /// is plaintext (loopback, or `--insecure-cluster`).
     pub tls: Option<Arc<ClusterTls>>,
+    /// Which run of the process this is (peers tell a restart from the
+    /// node that said Closing by it); by default the start time in
+    /// nanoseconds.
+    pub incarnation: u64,
 }
 
 impl ClusterOptions {
@@ -58,6 +62,9 @@ impl ClusterOptions {
             rpc_deadline: Duration::from_millis(400),
             discovery_interval: Duration::from_secs(2),
             tls: None,
+            incarnation: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64),
         }
     }
 }
@@ -82,7 +89,11 @@ impl Cluster {
         discovery: Arc<dyn Discovery>,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
-        let membership = Arc::new(Membership::new(options.me.clone(), options.max_misses));
+        let membership = Arc::new(Membership::with_incarnation(
+            options.me.clone(),
+            options.max_misses,
+            options.incarnation,
+        ));
         let peers = Arc::new(Peers::new(options.rpc_deadline, options.tls.clone()));
         runtime
             .set_handover(Arc::new(ConfirmOwner::new(Arc::clone(&membership), Arc::clone(&peers))));
@@ -257,12 +268,13 @@ impl Cluster {
     /// counted).
     async fn ping(&self, hosts: Vec<NodeAddr>) {
         let pings = hosts.into_iter().map(|host| async move {
-            let ok = match self.peers.control(&host) {
-                Ok(mut client) => client.ping(self.peers.request(Empty {})).await.is_ok(),
-                Err(_) => false,
+            let answer = match self.peers.control(&host) {
+                Ok(mut client) => client.ping(self.peers.request(Empty {})).await.ok(),
+                Err(_) => None,
             };
-            if ok {
-                self.membership.ping_ok(&host, self.clock.now_ms());
+            if let Some(reply) = answer {
+                let incarnation = reply.into_inner().incarnation;
+                self.membership.ping_ok(&host, self.clock.now_ms(), incarnation);
             } else {
                 self.membership.ping_failed(&host);
                 if !self.membership.is_member(&host) {
@@ -299,7 +311,10 @@ impl Cluster {
     pub async fn leave(&self) {
         self.membership.close();
         self.carts.end_watches();
-        let notice = ClosingNotice { host: self.membership.me().to_string() };
+        let notice = ClosingNotice {
+            host: self.membership.me().to_string(),
+            incarnation: self.membership.incarnation(),
+        };
         let notices = self.membership.peers().into_iter().map(|host| {
             let notice = notice.clone();
             async move {

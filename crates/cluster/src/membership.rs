@@ -34,7 +34,8 @@ struct MemberState {
 struct Inner {
     members: BTreeMap<NodeAddr, MemberState>,
     candidates: BTreeSet<NodeAddr>,
-    departed: HashMap<NodeAddr, u64>,
+    /// Hosts that sent Closing: when, and the incarnation that sent it.
+    departed: HashMap<NodeAddr, (u64, u64)>,
     version: u64,
     closing: bool,
     /// The current view, rebuilt on every change so reads share it.
@@ -57,6 +58,7 @@ pub struct MemberStatus {
 /// This node's view of the cluster.
 pub struct Membership {
     me: NodeAddr,
+    incarnation: u64,
     max_misses: u32,
     inner: Mutex<Inner>,
     changes: watch::Sender<u64>,
@@ -65,9 +67,16 @@ pub struct Membership {
 impl Membership {
     /// A view holding only `me`.
     pub fn new(me: NodeAddr, max_misses: u32) -> Self {
+        Self::with_incarnation(me, max_misses, 0)
+    }
+
+    /// A view holding only `me`, this run of the process being
+    /// `incarnation` (see [`Membership::incarnation`]).
+    pub fn with_incarnation(me: NodeAddr, max_misses: u32, incarnation: u64) -> Self {
         let inner = Inner { view: Arc::from(vec![me.clone()]), ..Inner::default() };
         Membership {
             me,
+            incarnation,
             max_misses: max_misses.max(1),
             inner: Mutex::new(inner),
             changes: watch::channel(0).0,
@@ -76,6 +85,12 @@ impl Membership {
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Which run of this node's process this is: different on every start,
+    /// so peers tell a restarted node from the one that said Closing.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// This node's address.
@@ -141,13 +156,12 @@ impl Membership {
     /// become candidates; returns them.
     pub fn learn(&self, hosts: impl IntoIterator<Item = NodeAddr>, now_ms: u64) -> Vec<NodeAddr> {
         let mut inner = self.inner();
-        inner.departed.retain(|_, at| now_ms.saturating_sub(*at) < DEPARTED_QUARANTINE_MS);
+        inner.departed.retain(|_, (at, _)| now_ms.saturating_sub(*at) < DEPARTED_QUARANTINE_MS);
         let mut new = Vec::new();
         for host in hosts {
-            if host == self.me
-                || inner.members.contains_key(&host)
-                || inner.departed.contains_key(&host)
-            {
+            // A departed host is a candidate too: only its answer to a ping
+            // (which incarnation is it?) decides whether it may join.
+            if host == self.me || inner.members.contains_key(&host) {
                 continue;
             }
             if inner.candidates.len() >= MAX_CANDIDATES {
@@ -161,21 +175,35 @@ impl Membership {
         new
     }
 
-    /// Whether `host` announced its departure within the quarantine.
-    pub fn is_quarantined(&self, host: &NodeAddr, now_ms: u64) -> bool {
-        self.inner()
-            .departed
-            .get(host)
-            .is_some_and(|at| now_ms.saturating_sub(*at) < DEPARTED_QUARANTINE_MS)
+    /// Whether `host`, in the incarnation that answered, announced its
+    /// departure within the quarantine.
+    pub fn is_quarantined(&self, host: &NodeAddr, incarnation: u64, now_ms: u64) -> bool {
+        self.inner().departed.get(host).is_some_and(|(at, gone)| {
+            *gone == incarnation && now_ms.saturating_sub(*at) < DEPARTED_QUARANTINE_MS
+        })
     }
 
-    /// A ping to `host` succeeded: a candidate becomes a member.
-    pub fn ping_ok(&self, host: &NodeAddr, now_ms: u64) {
+    /// A ping to `host` succeeded and it said it is `incarnation`: a
+    /// candidate becomes a member, unless that very incarnation said it is
+    /// closing (a restarted process is a new incarnation and joins at once).
+    pub fn ping_ok(&self, host: &NodeAddr, now_ms: u64, incarnation: u64) {
         let mut inner = self.inner();
         if let Some(m) = inner.members.get_mut(host) {
             m.misses = 0;
             m.last_ok_ms = now_ms;
             return;
+        }
+        match inner.departed.get(host) {
+            Some((at, gone))
+                if *gone == incarnation && now_ms.saturating_sub(*at) < DEPARTED_QUARANTINE_MS =>
+            {
+                inner.candidates.remove(host);
+                return;
+            }
+            Some(_) => {
+                inner.departed.remove(host);
+            }
+            None => {}
         }
         if inner.candidates.remove(host) {
             inner.members.insert(host.clone(), MemberState { misses: 0, last_ok_ms: now_ms });
@@ -202,11 +230,12 @@ impl Membership {
         }
     }
 
-    /// `host` announced it is closing: remove it now and keep it out.
-    pub fn departed(&self, host: &NodeAddr, now_ms: u64) {
+    /// `host`, in `incarnation`, announced it is closing: remove it now
+    /// and keep that incarnation out.
+    pub fn departed(&self, host: &NodeAddr, now_ms: u64, incarnation: u64) {
         let mut inner = self.inner();
         inner.candidates.remove(host);
-        inner.departed.insert(host.clone(), now_ms);
+        inner.departed.insert(host.clone(), (now_ms, incarnation));
         if inner.members.remove(host).is_some() {
             self.changed(&mut inner, "closed", host);
         }
@@ -268,7 +297,7 @@ mod tests {
         assert_eq!(m.view().to_vec(), vec![addr(1)]);
         assert_eq!(m.learn([addr(2), addr(1)], 0), vec![addr(2)]);
         assert_eq!(m.view().to_vec(), vec![addr(1)], "a candidate is not a member");
-        m.ping_ok(&addr(2), 10);
+        m.ping_ok(&addr(2), 10, 0);
         assert_eq!(m.view().to_vec(), vec![addr(1), addr(2)]);
         assert_eq!(m.version(), 1);
     }
@@ -288,10 +317,10 @@ mod tests {
     fn a_member_is_evicted_after_consecutive_misses_only() {
         let m = Membership::new(addr(1), 3);
         m.learn([addr(2)], 0);
-        m.ping_ok(&addr(2), 0);
+        m.ping_ok(&addr(2), 0, 0);
         m.ping_failed(&addr(2));
         m.ping_failed(&addr(2));
-        m.ping_ok(&addr(2), 5);
+        m.ping_ok(&addr(2), 5, 0);
         m.ping_failed(&addr(2));
         m.ping_failed(&addr(2));
         assert!(m.is_member(&addr(2)), "a brief stall does not evict");
@@ -313,20 +342,32 @@ mod tests {
     fn closing_removes_at_once_and_quarantines() {
         let m = Membership::new(addr(1), 3);
         m.learn([addr(2)], 0);
-        m.ping_ok(&addr(2), 0);
+        m.ping_ok(&addr(2), 0, 0);
         let changes = m.subscribe();
-        m.departed(&addr(2), 1_000);
+        m.departed(&addr(2), 1_000, 7);
         assert!(changes.has_changed().unwrap());
         assert_eq!(m.view().to_vec(), vec![addr(1)]);
-        assert!(m.learn([addr(2)], 2_000).is_empty(), "quarantined");
-        assert_eq!(m.learn([addr(2)], 1_000 + DEPARTED_QUARANTINE_MS), vec![addr(2)]);
+        // A stale list names it again: its own answer keeps it out.
+        m.learn([addr(2)], 2_000);
+        m.ping_ok(&addr(2), 2_000, 7);
+        assert!(!m.is_member(&addr(2)), "the same incarnation stays out");
+        assert!(m.is_quarantined(&addr(2), 7, 2_000));
+        // Restarted (a new incarnation): it joins at once.
+        m.learn([addr(2)], 3_000);
+        m.ping_ok(&addr(2), 3_000, 8);
+        assert!(m.is_member(&addr(2)), "a restarted node rejoins without waiting");
+        // After the quarantine even the old incarnation may.
+        m.departed(&addr(2), 4_000, 8);
+        m.learn([addr(2)], 4_000 + DEPARTED_QUARANTINE_MS);
+        m.ping_ok(&addr(2), 4_000 + DEPARTED_QUARANTINE_MS, 8);
+        assert!(m.is_member(&addr(2)));
     }
 
     #[test]
     fn a_closing_node_leaves_its_own_view() {
         let m = Membership::new(addr(1), 3);
         m.learn([addr(2)], 0);
-        m.ping_ok(&addr(2), 0);
+        m.ping_ok(&addr(2), 0, 0);
         m.close();
         assert_eq!(m.view().to_vec(), vec![addr(2)]);
         assert!(m.is_closing());

@@ -179,21 +179,19 @@ impl ControlPlaneService {
         if self.membership.is_member(host) {
             return true;
         }
-        let now = self.clock.now_ms();
-        if self.membership.is_quarantined(host, now) {
-            return false;
-        }
-        self.membership.learn([host.clone()], now);
-        let alive = match self.peers.control(host) {
+        self.membership.learn([host.clone()], self.clock.now_ms());
+        let answer = match self.peers.control(host) {
             Ok(mut client) => {
                 let mut ping = tonic::Request::new(Empty {});
                 ping.set_timeout(self.peers.deadline() / 4);
-                client.ping(ping).await.is_ok()
+                client.ping(ping).await.ok()
             }
-            Err(_) => false,
+            Err(_) => None,
         };
-        if alive {
-            self.membership.ping_ok(host, self.clock.now_ms());
+        // A host that said Closing stays out unless it is a new run of its
+        // process (see `Membership::ping_ok`).
+        if let Some(reply) = answer {
+            self.membership.ping_ok(host, self.clock.now_ms(), reply.into_inner().incarnation);
         } else {
             self.membership.ping_failed(host);
         }
@@ -212,7 +210,11 @@ impl ControlPlane for ControlPlaneService {
             return Err(Status::unavailable("closing"));
         }
         let unix_time = i64::try_from(self.clock.now_ms() / 1000).unwrap_or(i64::MAX);
-        Ok(Response::new(PingReply { host: self.membership.me().to_string(), unix_time }))
+        Ok(Response::new(PingReply {
+            host: self.membership.me().to_string(),
+            unix_time,
+            incarnation: self.membership.incarnation(),
+        }))
     }
 
     async fn negotiate(
@@ -269,11 +271,11 @@ impl ControlPlane for ControlPlaneService {
         &self,
         request: Request<ClosingNotice>,
     ) -> Result<Response<OwnerChangeAck>, Status> {
-        let host = request.into_inner().host;
+        let ClosingNotice { host, incarnation } = request.into_inner();
         let Ok(addr) = host.parse::<NodeAddr>() else {
             return Ok(ack(false, format!("bad host {host:?}")));
         };
-        self.membership.departed(&addr, self.clock.now_ms());
+        self.membership.departed(&addr, self.clock.now_ms(), incarnation);
         self.peers.forget(&addr);
         Ok(ack(true, "removed"))
     }

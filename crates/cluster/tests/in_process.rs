@@ -274,3 +274,41 @@ async fn a_forwarded_mutation_arriving_after_its_sender_gave_up_is_not_applied()
     assert_eq!(reply.status_code, 200, "{reply:?}");
     assert_eq!(h.nodes[0].grains.get(&cart).await.unwrap().version(), 1);
 }
+
+/// A node that said Closing and comes back as a new process on the same
+/// address (a rolling restart) rejoins as soon as it answers, not after the
+/// quarantine (the clock here never moves, so the quarantine never ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_rejoins_at_once_and_the_one_that_left_stays_out() {
+    let mut h = Harness::start(2).await;
+    for i in 0..2 {
+        h.start_loops(i);
+    }
+    let within = Duration::from_secs(10);
+    eventually("both nodes see each other", within, || {
+        h.nodes.iter().all(|n| n.cluster.membership().view().len() == 2)
+    })
+    .await;
+    h.nodes[1].cluster.leave().await;
+    let gone = h.nodes[1].addr.clone();
+    assert!(!h.nodes[0].cluster.membership().is_member(&gone), "Closing removes it at once");
+    // Still the same process, closing: discovery offers it, it stays out.
+    let rounds = h.discovery.1.load(std::sync::atomic::Ordering::SeqCst);
+    eventually("a few discovery rounds", within, || {
+        h.discovery.1.load(std::sync::atomic::Ordering::SeqCst) >= rounds + 4
+    })
+    .await;
+    assert!(!h.nodes[0].cluster.membership().is_member(&gone));
+
+    h.restart(1).await;
+    h.start_loops(1);
+    eventually("the restarted node is a member again", within, || {
+        h.nodes[0].cluster.membership().is_member(&gone)
+            && h.nodes[1].cluster.membership().view().len() == 2
+    })
+    .await;
+    let cart = h.cart_owned_by(1, None, &[0, 1]);
+    let state = h.nodes[0].cluster.carts().mutate(&cart, add(1)).await.unwrap();
+    assert_eq!(json(&state)["version"], 1);
+    assert!(h.resident(1, &cart), "and serves its carts");
+}

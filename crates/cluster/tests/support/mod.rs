@@ -143,6 +143,25 @@ impl Harness {
     /// Starts one more serving node (in nobody's view yet).
     pub async fn add_node(&mut self) -> usize {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let node = self.node_on(listener).await;
+        self.discovery.0.lock().unwrap().push(node.addr.clone());
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// Stops node `i` (server and loops) and starts a new process of it on
+    /// the same address: a restart, with a new incarnation.
+    pub async fn restart(&mut self, i: usize) {
+        self.nodes[i].stop_serving().await;
+        for task in std::mem::take(&mut self.nodes[i].loops) {
+            task.stop().await;
+        }
+        let port = self.nodes[i].addr.grpc_port;
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        self.nodes[i] = self.node_on(listener).await;
+    }
+
+    async fn node_on(&mut self, listener: TcpListener) -> Node {
         let port = listener.local_addr().unwrap().port();
         let addr = NodeAddr { host: "127.0.0.1".into(), grpc_port: port, control_port: port };
         let grains = GrainRuntime::new(
@@ -175,8 +194,7 @@ impl Harness {
                     .await
             })
         };
-        self.discovery.0.lock().unwrap().push(addr.clone());
-        self.nodes.push(Node {
+        Node {
             addr,
             cluster,
             grains,
@@ -184,8 +202,7 @@ impl Harness {
             stop_server: Some(stop_server),
             server: Some(server),
             loops: Vec::new(),
-        });
-        self.nodes.len() - 1
+        }
     }
 
     /// Makes every listed node a member of every listed node's view, as a
@@ -198,7 +215,8 @@ impl Harness {
                 if i != j {
                     let peer = &self.nodes[j].addr;
                     membership.learn([peer.clone()], now);
-                    membership.ping_ok(peer, now);
+                    let incarnation = self.nodes[j].cluster.membership().incarnation();
+                    membership.ping_ok(peer, now, incarnation);
                 }
             }
         }
