@@ -33,6 +33,12 @@ pub struct RuntimeOptions {
     pub node: String,
     /// How long an idempotency key protects its request.
     pub idempotency_window: Duration,
+    /// A node whose process stood still longer than this (SIGSTOP, a
+    /// frozen VM, starvation) drops its grains when it runs again: other
+    /// nodes may have taken its carts over meanwhile, so its memory may be
+    /// stale; the next request reloads each cart from the store. `None`:
+    /// never (one node alone on its store).
+    pub pause_limit: Option<Duration>,
 }
 
 impl Default for RuntimeOptions {
@@ -45,6 +51,7 @@ impl Default for RuntimeOptions {
             max_watchers: 10_000,
             node: "local".into(),
             idempotency_window: crate::idempotency::DEFAULT_WINDOW,
+            pause_limit: None,
         }
     }
 }
@@ -62,6 +69,9 @@ pub struct GrainRuntime {
     metrics: TurnMetrics,
     feeds: Feeds,
     watchers: Watchers,
+    /// When the process was last seen running (a request or the pause
+    /// watch's tick), ms by the clock.
+    last_alive_ms: std::sync::atomic::AtomicU64,
 }
 
 impl GrainRuntime {
@@ -72,6 +82,7 @@ impl GrainRuntime {
         clock: Arc<dyn Clock>,
         options: RuntimeOptions,
     ) -> Arc<Self> {
+        let started = clock.now_ms();
         Arc::new(GrainRuntime {
             store,
             resolver,
@@ -84,6 +95,7 @@ impl GrainRuntime {
             handover: OnceLock::new(),
             metrics: TurnMetrics::new(),
             feeds: Feeds::default(),
+            last_alive_ms: std::sync::atomic::AtomicU64::new(started),
         })
     }
 
@@ -110,8 +122,50 @@ impl GrainRuntime {
         &self.items
     }
 
+    /// Notes that the process runs now; if it stood still longer than the
+    /// pause limit since it last did, drops every idle grain first (see
+    /// [`RuntimeOptions::pause_limit`]).
+    fn check_pause(&self) {
+        let Some(limit) = self.options.pause_limit else { return };
+        let now = self.clock.now_ms();
+        let last = self.last_alive_ms.swap(now, Ordering::SeqCst);
+        let paused = now.saturating_sub(last);
+        if paused > limit.as_millis() as u64 {
+            let dropped = self.registry.retain_unused(|_, _| false);
+            metrics::counter!("cart_grain_pause_drops_total").increment(1);
+            metrics::counter!("cart_grain_passivations_total", "reason" => "paused")
+                .increment(dropped as u64);
+            tracing::warn!(
+                paused_ms = paused,
+                dropped,
+                "this node stood still; its carts may have moved, so it reloads them from the store"
+            );
+        }
+    }
+
+    /// Ticks often enough that a running process is never taken for a
+    /// paused one, and notices a pause even when no request comes; runs
+    /// while the handle lives (nothing with no pause limit).
+    pub fn spawn_pause_watch(self: &Arc<Self>) -> Option<OwnedTask> {
+        let limit = self.options.pause_limit?;
+        let weak = Arc::downgrade(self);
+        let period = (limit / 4).max(Duration::from_millis(10));
+        Some(OwnedTask::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(runtime) => runtime.check_pause(),
+                    None => return,
+                }
+            }
+        }))
+    }
+
     /// The cart's current state; [`GrainError::NotFound`] if it has no events.
     pub async fn get(&self, id: &CartId) -> Result<CartState, GrainError> {
+        self.check_pause();
         let grain = self.registry.grain(id, self.clock.now_ms())?;
         let result = {
             let mut slot = grain.state.lock().await;
@@ -209,6 +263,7 @@ impl GrainRuntime {
         if self.closing.load(Ordering::SeqCst) {
             return Err(GrainError::ShuttingDown);
         }
+        self.check_pause();
         if request.mutations.is_empty() {
             return Err(cart_domain::CartError::InvalidField {
                 field: "mutations",

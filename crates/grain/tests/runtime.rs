@@ -288,3 +288,30 @@ async fn an_idempotency_key_protects_for_its_window_across_many_keys_and_a_resta
     let rt = runtime(store(dir.path()), Arc::clone(&clock), RuntimeOptions::default());
     assert_eq!(rt.mutate(&cart, keyed("first")).await.unwrap().version(), 202);
 }
+
+#[tokio::test]
+async fn a_node_that_stood_still_reloads_its_carts_instead_of_answering_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let options = RuntimeOptions {
+        pause_limit: Some(Duration::from_millis(600)),
+        node: "paused".into(),
+        ..RuntimeOptions::default()
+    };
+    let paused = runtime(store(dir.path()), Arc::clone(&clock), options);
+    let cart = id("moved");
+    paused.mutate(&cart, add(SKU, 1)).await.unwrap();
+    // While it stood still, another node took the cart and wrote to it.
+    let other = runtime(
+        store(dir.path()),
+        Arc::clone(&clock),
+        RuntimeOptions { node: "other".into(), ..RuntimeOptions::default() },
+    );
+    other.mutate(&cart, add(SKU, 1)).await.unwrap();
+    // A short pause is not one: its memory is still authoritative.
+    clock.advance(300);
+    assert_eq!(paused.get(&cart).await.unwrap().version(), 1, "no reload without a pause");
+    clock.advance(5_000);
+    let state = paused.get(&cart).await.unwrap();
+    assert_eq!(state.version(), 2, "after a pause the first answer comes from the store");
+}

@@ -80,6 +80,9 @@ pub(super) async fn build(
             max_watchers: args.max_watchers,
             node: me.to_string(),
             idempotency_window: args.idempotency_window,
+            // Peers evict a silent node after `ping_misses` missed pings;
+            // a pause shorter than one ping less cannot have moved a cart.
+            pause_limit: Some(args.ping_interval * args.ping_misses.saturating_sub(1).max(1)),
         },
     );
     let mut cluster_options = ClusterOptions::new(me.clone());
