@@ -30,6 +30,9 @@ use tower_http::timeout::RequestBodyDeadlineLayer;
 
 /// Most bytes hyper buffers for one connection's reads and writes.
 pub const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
+/// Connections over the cap being told so at once; beyond these (a flood)
+/// an extra connection is closed without an answer.
+const MAX_REFUSING: usize = 64;
 
 /// What one listener allows its clients.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +79,7 @@ pub async fn serve(
         .layer(RequestBodyDeadlineLayer::new(limits.body_timeout))
         .service(app);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -96,7 +100,12 @@ pub async fn serve(
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             metrics::counter!("cart_http_connections_refused_total").increment(1);
-            connections.spawn(refuse(stream));
+            if let Ok(permit) = Arc::clone(&refusing).try_acquire_owned() {
+                connections.spawn(async move {
+                    refuse(stream).await;
+                    drop(permit);
+                });
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
