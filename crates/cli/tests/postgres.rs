@@ -3,12 +3,12 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
+use support::load::{Tally, member_count, start_writers};
 use support::{SKU_A, SKU_B, Server, client, qty, read, wait_until};
 
 fn pg_node(dir: &std::path::Path, url: &str, peers: Option<&str>) -> Server {
@@ -17,18 +17,6 @@ fn pg_node(dir: &std::path::Path, url: &str, peers: Option<&str>) -> Server {
         args.extend(["--peers", p]);
     }
     Server::start(dir, &args)
-}
-
-async fn member_count(s: &Server) -> usize {
-    match client().get(format!("{}/api/cluster", s.internal_url)).send().await {
-        Ok(r) => r
-            .json::<Value>()
-            .await
-            .ok()
-            .and_then(|v| v["members"].as_array().map(Vec::len))
-            .unwrap_or(0),
-        Err(_) => 0,
-    }
 }
 
 /// Every cart's events have the sequence numbers 1..=n exactly once.
@@ -50,70 +38,6 @@ async fn assert_no_forks(url: &str) {
     }
     let heads = db.query("SELECT h.cart_id FROM cart_heads h JOIN (SELECT cart_id, max(seq) m FROM cart_events GROUP BY cart_id) e ON e.cart_id = h.cart_id WHERE h.version <> e.m", &[]).await.unwrap();
     assert!(heads.is_empty(), "every head's version is its last sequence number");
-}
-
-#[derive(Default)]
-struct Tally {
-    acked: HashMap<String, u64>,
-    uncertain: HashMap<String, u64>,
-    latencies_us: Vec<u64>,
-    errors: Vec<String>,
-}
-
-/// Writers adding one unit at a time to their own cart through whichever
-/// node `pick` chooses, until `stop`.
-fn start_writers(
-    writers: usize,
-    urls: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    tally: Arc<Mutex<Tally>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..writers)
-        .map(|w| {
-            let (urls, stop, tally) = (Arc::clone(&urls), Arc::clone(&stop), Arc::clone(&tally));
-            tokio::spawn(async move {
-                let http = client();
-                let mut i = w;
-                let mut sent = 0u64;
-                while !stop.load(Ordering::SeqCst) {
-                    // A new cart every 900 adds keeps lines under the 999 limit.
-                    let cart = format!("w{w}-{}", sent / 900);
-                    sent += 1;
-                    let url = {
-                        let urls = urls.lock().unwrap();
-                        i += 1;
-                        urls[i % urls.len()].clone()
-                    };
-                    let started = Instant::now();
-                    let r = http
-                        .post(format!("{url}/api/carts/{cart}/items"))
-                        .json(&json!({"sku": SKU_A}))
-                        .send()
-                        .await;
-                    let r = match r {
-                        Ok(r) if r.status() != 200 => Err(format!(
-                            "{} from {url}: {}",
-                            r.status(),
-                            r.text().await.unwrap_or_default()
-                        )),
-                        Ok(r) => Ok(r),
-                        Err(e) => Err(format!("{e} from {url}")),
-                    };
-                    let mut t = tally.lock().unwrap();
-                    match r {
-                        Ok(_) => {
-                            *t.acked.entry(cart.clone()).or_default() += 1;
-                            t.latencies_us.push(started.elapsed().as_micros() as u64);
-                        }
-                        Err(why) => {
-                            *t.uncertain.entry(cart.clone()).or_default() += 1;
-                            t.errors.push(why);
-                        }
-                    }
-                }
-            })
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
