@@ -249,7 +249,7 @@ impl Cluster {
         join_all(rounds).await;
         // New hosts are pinged now so they can join this round; members
         // are pinged only by the ping loop, so a miss counts once.
-        self.ping(self.membership.candidates()).await;
+        let _ = self.ping(self.membership.candidates()).await;
     }
 
     async fn ping_loop(&self) {
@@ -260,14 +260,17 @@ impl Cluster {
             if self.membership.is_closing() {
                 return;
             }
-            self.ping(self.membership.ping_targets()).await;
+            let answered = self.ping(self.membership.ping_targets()).await;
+            let majority = self.membership.record_round(answered, self.clock.now_ms());
+            self.runtime.set_caching(majority);
         }
     }
 
     /// Pings `hosts` and records each outcome (the one place misses are
-    /// counted).
-    async fn ping(&self, hosts: Vec<NodeAddr>) {
+    /// counted); returns how many of them that were members answered.
+    async fn ping(&self, hosts: Vec<NodeAddr>) -> usize {
         let pings = hosts.into_iter().map(|host| async move {
+            let member = self.membership.is_member(&host);
             let answer = match self.peers.control(&host) {
                 Ok(mut client) => client.ping(self.peers.request(Empty {})).await.ok(),
                 Err(_) => None,
@@ -275,15 +278,17 @@ impl Cluster {
             if let Some(reply) = answer {
                 let incarnation = reply.into_inner().incarnation;
                 self.membership.ping_ok(&host, self.clock.now_ms(), incarnation);
+                member
             } else {
                 self.membership.ping_failed(&host);
                 if !self.membership.is_member(&host) {
                     // Evicted: release its channels and forwarder.
                     self.peers.forget(&host);
                 }
+                false
             }
         });
-        join_all(pings).await;
+        join_all(pings).await.into_iter().filter(|answered| *answered).count()
     }
 
     /// On every view change, passivates idle grains this node no longer owns.

@@ -20,6 +20,8 @@ use crate::node::NodeAddr;
 
 /// How long a node that sent Closing is kept out of the view.
 pub const DEPARTED_QUARANTINE_MS: u64 = 30_000;
+/// How long an evicted member still counts towards the majority.
+pub const QUORUM_MEMORY_MS: u64 = 30_000;
 /// Most hosts waiting for their first ping; further ones are ignored until
 /// pings have sorted these out (each is dialled once per round).
 pub const MAX_CANDIDATES: usize = 256;
@@ -36,6 +38,13 @@ struct Inner {
     candidates: BTreeSet<NodeAddr>,
     /// Hosts that sent Closing: when, and the incarnation that sent it.
     departed: HashMap<NodeAddr, (u64, u64)>,
+    /// Members evicted for silence, and when: for [`QUORUM_MEMORY_MS`] they
+    /// still count towards the majority this node must reach, so a node cut
+    /// off from the others does not become a majority of one by evicting
+    /// them.
+    evicted: HashMap<NodeAddr, u64>,
+    /// Whether the last ping round reached a majority.
+    in_majority: bool,
     version: u64,
     closing: bool,
     /// The current view, rebuilt on every change so reads share it.
@@ -73,7 +82,8 @@ impl Membership {
     /// A view holding only `me`, this run of the process being
     /// `incarnation` (see [`Membership::incarnation`]).
     pub fn with_incarnation(me: NodeAddr, max_misses: u32, incarnation: u64) -> Self {
-        let inner = Inner { view: Arc::from(vec![me.clone()]), ..Inner::default() };
+        let inner =
+            Inner { view: Arc::from(vec![me.clone()]), in_majority: true, ..Inner::default() };
         Membership {
             me,
             incarnation,
@@ -226,8 +236,47 @@ impl Membership {
         };
         if evict {
             inner.members.remove(host);
+            // The time of eviction is stamped by the next `record_round`.
+            inner.evicted.insert(host.clone(), u64::MAX);
             self.changed(&mut inner, "evicted", host);
         }
+    }
+
+    /// Records a ping round of the members: `answered` of them answered.
+    /// Returns whether this node, with them, is a majority of the members
+    /// it knew lately (members plus those evicted within
+    /// [`QUORUM_MEMORY_MS`], plus itself). A node that is not cannot be sure
+    /// it still owns its carts.
+    pub fn record_round(&self, answered: usize, now_ms: u64) -> bool {
+        let mut inner = self.inner();
+        for at in inner.evicted.values_mut() {
+            if *at == u64::MAX {
+                *at = now_ms;
+            }
+        }
+        inner.evicted.retain(|_, at| now_ms.saturating_sub(*at) < QUORUM_MEMORY_MS);
+        let known = inner.members.len() + inner.evicted.len() + 1;
+        let reached = answered.min(inner.members.len()) + 1;
+        let majority = reached * 2 > known;
+        if majority != inner.in_majority {
+            inner.in_majority = majority;
+            if majority {
+                tracing::info!(reached, known, "this node reaches a majority of the cluster again");
+            } else {
+                tracing::warn!(
+                    reached,
+                    known,
+                    "this node reaches no majority of the cluster: it answers only from the store"
+                );
+            }
+            metrics::gauge!("cart_cluster_in_majority").set(f64::from(u8::from(majority)));
+        }
+        majority
+    }
+
+    /// Whether the last ping round reached a majority (true before any).
+    pub fn in_majority(&self) -> bool {
+        self.inner().in_majority
     }
 
     /// `host`, in `incarnation`, announced it is closing: remove it now
@@ -235,6 +284,7 @@ impl Membership {
     pub fn departed(&self, host: &NodeAddr, now_ms: u64, incarnation: u64) {
         let mut inner = self.inner();
         inner.candidates.remove(host);
+        inner.evicted.remove(host);
         inner.departed.insert(host.clone(), (now_ms, incarnation));
         if inner.members.remove(host).is_some() {
             self.changed(&mut inner, "closed", host);
@@ -311,6 +361,29 @@ mod tests {
         // As pings fail, room comes back.
         m.ping_failed(&addr(2));
         assert_eq!(m.learn([addr(5000)], 0), vec![addr(5000)]);
+    }
+
+    #[test]
+    fn a_node_cut_off_from_the_others_is_no_majority_even_after_evicting_them() {
+        let m = Membership::new(addr(1), 1);
+        for p in [2, 3] {
+            m.learn([addr(p)], 0);
+            m.ping_ok(&addr(p), 0, 0);
+        }
+        assert!(m.record_round(2, 0));
+        assert!(m.record_round(1, 10), "two of three");
+        m.ping_failed(&addr(2));
+        m.ping_failed(&addr(3));
+        assert_eq!(m.view().to_vec(), vec![addr(1)], "both evicted");
+        assert!(!m.record_round(0, 20), "a majority of one it is not");
+        assert!(!m.in_majority());
+        assert!(m.record_round(0, 20 + QUORUM_MEMORY_MS), "after the memory, alone is all");
+        // A clean departure does not count against it.
+        let m = Membership::new(addr(1), 1);
+        m.learn([addr(2)], 0);
+        m.ping_ok(&addr(2), 0, 0);
+        m.departed(&addr(2), 5, 0);
+        assert!(m.record_round(0, 10));
     }
 
     #[test]

@@ -312,3 +312,36 @@ async fn a_restarted_node_rejoins_at_once_and_the_one_that_left_stays_out() {
     assert_eq!(json(&state)["version"], 1);
     assert!(h.resident(1, &cart), "and serves its carts");
 }
+
+/// A node that reaches no majority of its cluster (here: the others stop
+/// answering it) may have lost its carts to them: it answers only from the
+/// store, never from the grains it kept, even after it has evicted them
+/// all and its view holds only itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_majority_answers_from_the_store_not_from_memory() {
+    let mut h = Harness::start(3).await;
+    for i in 0..3 {
+        h.start_loops(i);
+    }
+    let within = Duration::from_secs(10);
+    eventually("all three see each other", within, || {
+        h.nodes.iter().all(|n| n.cluster.membership().view().len() == 3)
+    })
+    .await;
+    let cart = h.cart_owned_by(2, None, ALL);
+    h.nodes[2].cluster.carts().mutate(&cart, add(1)).await.unwrap();
+    assert!(h.resident(2, &cart));
+    h.nodes[0].stop_serving().await;
+    h.nodes[1].stop_serving().await;
+    eventually("node 2 knows it reaches no majority", within, || {
+        !h.nodes[2].cluster.membership().in_majority()
+            && h.nodes[2].cluster.membership().view().len() == 1
+    })
+    .await;
+    // The others took the cart over and wrote to it.
+    let other = lone_runtime(h.dir.path(), "10.255.0.9", h.clock.clone());
+    other.mutate(&cart, add(5)).await.unwrap();
+    let state = json(&h.nodes[2].cluster.carts().get(&cart).await.unwrap());
+    assert_eq!(state["version"], 2, "the store's state, not the kept grain's");
+    assert_eq!(state["items"][0]["qty"], 6);
+}

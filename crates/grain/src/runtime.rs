@@ -72,6 +72,9 @@ pub struct GrainRuntime {
     /// When the process was last seen running (a request or the pause
     /// watch's tick), ms by the clock.
     last_alive_ms: std::sync::atomic::AtomicU64,
+    /// Whether grains may be kept between requests (see
+    /// [`GrainRuntime::set_caching`]).
+    caching: AtomicBool,
 }
 
 impl GrainRuntime {
@@ -96,6 +99,7 @@ impl GrainRuntime {
             metrics: TurnMetrics::new(),
             feeds: Feeds::default(),
             last_alive_ms: std::sync::atomic::AtomicU64::new(started),
+            caching: AtomicBool::new(true),
         })
     }
 
@@ -122,10 +126,25 @@ impl GrainRuntime {
         &self.items
     }
 
-    /// Notes that the process runs now; if it stood still longer than the
-    /// pause limit since it last did, drops every idle grain first (see
-    /// [`RuntimeOptions::pause_limit`]).
+    /// Whether this node may answer from grains it keeps in memory. The
+    /// cluster turns it off while the node reaches no majority of its peers
+    /// (they may have taken its carts over): then every request reloads its
+    /// cart from the store, so no answer is older than the store.
+    pub fn set_caching(&self, on: bool) {
+        let was = self.caching.swap(on, Ordering::SeqCst);
+        if was && !on {
+            let dropped = self.registry.retain_unused(|_, _| false);
+            metrics::counter!("cart_grain_passivations_total", "reason" => "no_majority")
+                .increment(dropped as u64);
+        }
+    }
+
+    /// Before a request: drops idle grains when they may be stale (caching
+    /// off, or the process stood still; see [`RuntimeOptions::pause_limit`]).
     fn check_pause(&self) {
+        if !self.caching.load(Ordering::SeqCst) {
+            self.registry.retain_unused(|_, _| false);
+        }
         let Some(limit) = self.options.pause_limit else { return };
         let now = self.clock.now_ms();
         let last = self.last_alive_ms.swap(now, Ordering::SeqCst);
