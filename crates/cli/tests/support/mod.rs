@@ -40,6 +40,17 @@ impl Server {
     /// Starts a cluster node on `data_dir` that talks mutual TLS with a
     /// certificate from `ca` (written next to the data directory).
     pub fn start_tls(data_dir: &Path, ca: &TestCa, extra: &[&str]) -> Server {
+        Self::start_tls_at(None, "127.0.0.1", data_dir, ca, extra)
+    }
+
+    /// [`Server::start_tls`] inside network namespace `netns`, on `host`.
+    pub fn start_tls_at(
+        netns: Option<&str>,
+        host: &str,
+        data_dir: &Path,
+        ca: &TestCa,
+        extra: &[&str],
+    ) -> Server {
         let certs = tempfile::Builder::new()
             .prefix("certs-")
             .tempdir_in(data_dir.parent().unwrap_or(data_dir))
@@ -56,7 +67,7 @@ impl Server {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut server = Server::start(data_dir, &args);
+        let mut server = Server::start_at(netns, host, data_dir, &args);
         server.tls = Some(files);
         server
     }
@@ -83,16 +94,37 @@ impl Server {
 
     /// Starts a server on `data_dir` with extra flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cart-actor"))
+        Self::start_at(None, "127.0.0.1", data_dir, extra)
+    }
+
+    /// Starts a server inside network namespace `netns` (when given),
+    /// listening and advertising on `host`.
+    pub fn start_at(netns: Option<&str>, host: &str, data_dir: &Path, extra: &[&str]) -> Server {
+        let binary = env!("CARGO_BIN_EXE_cart-actor");
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, binary]);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let any = format!("{host}:0");
+        let mut child = command
             .arg("serve")
-            .args(["--http-addr", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--internal-addr", "127.0.0.1:0"])
+            .args(["--http-addr", &any, "--log-format", "json"])
+            .args(["--internal-addr", &any])
             .args(if extra.contains(&"--grpc-addr") {
-                &[][..]
+                vec![]
             } else {
-                &["--grpc-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"][..]
+                vec![
+                    "--grpc-addr".to_owned(),
+                    any.clone(),
+                    "--control-addr".to_owned(),
+                    any.clone(),
+                ]
             })
-            .args(["--advertise-host", "127.0.0.1"])
+            .args(["--advertise-host", host])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
