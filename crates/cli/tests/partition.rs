@@ -31,6 +31,7 @@ fn ip(args: &[&str]) {
 
 impl Net {
     fn new(nodes: usize) -> Net {
+        remove_stale();
         let tag = format!("{:x}", std::process::id() % 0xfffff);
         let net = Net { tag, nodes };
         let br = net.bridge();
@@ -84,6 +85,28 @@ impl Net {
                     &dev,
                 ]);
             }
+        }
+    }
+}
+
+/// Removes what an earlier run killed mid-test left (same subnet, so it
+/// would shadow this run's bridge): namespaces `cart-*`, bridges `cbr*`.
+fn remove_stale() {
+    let list = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    for line in list(&["netns", "list"]).lines() {
+        if let Some(ns) = line.split_whitespace().next().filter(|n| n.starts_with("cart-")) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+    for line in list(&["-o", "link", "show", "type", "bridge"]).lines() {
+        if let Some(name) = line.split(':').nth(1).map(str::trim).filter(|n| n.starts_with("cbr")) {
+            let _ = Command::new("ip").args(["link", "del", name]).status();
         }
     }
 }
