@@ -23,22 +23,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use cart_grain::OwnedTask;
+use cart_store::tls_verify::WithoutName;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_rustls::rustls::client::WebPkiServerVerifier;
-use tokio_rustls::rustls::client::danger::{
-    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
-};
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{
-    self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
-    SignatureScheme,
-};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tonic::codegen::http::Uri;
 
@@ -197,11 +192,12 @@ fn build(bytes: [Vec<u8>; 3], files: &TlsFiles) -> Result<Loaded, TlsError> {
     let servers = WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let mut client = ClientConfig::builder_with_provider(provider)
+    let mut client = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(config)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SignedByClusterCa(servers)))
+        // Chain, validity and usage; not names (see the module docs).
+        .with_custom_certificate_verifier(Arc::new(WithoutName::chain(servers, &provider)))
         .with_client_auth_cert(certs, key)
         .map_err(config)?;
     client.alpn_protocols = vec![b"h2".to_vec()];
@@ -216,54 +212,6 @@ fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
         return Err("no certificate in it".into());
     }
     Ok(certs)
-}
-
-/// A peer's certificate is accepted when it chains to the cluster CA, is
-/// in date and signs the handshake; its names are not checked (see the
-/// module docs).
-#[derive(Debug)]
-struct SignedByClusterCa(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for SignedByClusterCa {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        // The name is checked last, after the chain, validity and usage.
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
 }
 
 /// The TLS connections accepted on `listener`: handshakes run concurrently

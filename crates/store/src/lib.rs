@@ -17,6 +17,7 @@ pub mod pg_tls;
 pub mod postgres;
 pub mod record;
 pub mod sync;
+pub mod tls_verify;
 
 use async_trait::async_trait;
 use thiserror::Error;
