@@ -65,14 +65,7 @@ async fn cart_ids(server: &Server) -> Vec<String> {
 
 /// A counter or histogram count from a node's `/metrics` (0 when absent).
 async fn metric(server: &Server, name: &str) -> f64 {
-    let text = client()
-        .get(format!("{}/metrics", server.internal_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::metrics(server).await;
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
@@ -347,23 +340,12 @@ async fn a_stopped_node_is_evicted_and_answers_from_the_store_when_it_resumes() 
     let through_c = add(c, &cart, SKU_A).await;
     let applied_via_c = u64::from(through_c.status() == 200);
     eprintln!("write through the resumed node: {}", through_c.status());
-    let metrics = client()
-        .get(format!("{}/metrics", c.internal_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let dropped = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("cart_grain_pause_drops_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let dropped = metric(c, "cart_grain_pause_drops_total").await;
     assert!(
         dropped >= 1.0,
         "C noticed its pause and dropped its grains: {}",
-        metrics
+        support::metrics(c)
+            .await
             .lines()
             .filter(|l| l.contains("fenced") || l.contains("passivations") || l.contains("pause"))
             .collect::<Vec<_>>()

@@ -197,14 +197,7 @@ async fn metrics_count_mutations_by_type_and_outcome_and_the_log() {
     let missing = api.req(Method::DELETE, "/items/99").send().await.unwrap();
     assert_eq!(missing.status(), 404);
 
-    let metrics = client()
-        .get(format!("{}/metrics", server.internal_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics(&server).await;
     let value = |name: &str, labels: &[&str]| {
         sample(&metrics, name, labels)
             .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{metrics}"))

@@ -180,14 +180,8 @@ async fn a_new_owner_takes_the_cart_over_from_the_previous_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_found_by_discovery_joins_and_the_previous_owner_lets_go() {
     let mut h = Harness::start(2).await;
-    for i in 0..2 {
-        h.start_loops(i);
-    }
+    h.converge().await;
     let within = Duration::from_secs(10);
-    eventually("both nodes see each other", within, || {
-        h.nodes.iter().all(|n| n.cluster.membership().view().len() == 2)
-    })
-    .await;
     h.add_node().await;
     let cart = h.cart_owned_by(2, Some(1), ALL);
     h.nodes[0].cluster.carts().mutate(&cart, add(1)).await.unwrap();
@@ -229,14 +223,8 @@ async fn only_the_ping_loop_counts_a_members_misses() {
     h.ping_interval = Duration::from_secs(3600);
     h.add_node().await;
     h.add_node().await;
-    for i in 0..2 {
-        h.start_loops(i);
-    }
+    h.converge().await;
     let within = Duration::from_secs(10);
-    eventually("both nodes see each other", within, || {
-        h.nodes.iter().all(|n| n.cluster.membership().view().len() == 2)
-    })
-    .await;
     h.nodes[1].stop_serving().await;
     let rounds = h.discovery.1.load(std::sync::atomic::Ordering::SeqCst);
     eventually("ten more discovery rounds", within, || {
@@ -281,14 +269,8 @@ async fn a_forwarded_mutation_arriving_after_its_sender_gave_up_is_not_applied()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_rejoins_at_once_and_the_one_that_left_stays_out() {
     let mut h = Harness::start(2).await;
-    for i in 0..2 {
-        h.start_loops(i);
-    }
+    h.converge().await;
     let within = Duration::from_secs(10);
-    eventually("both nodes see each other", within, || {
-        h.nodes.iter().all(|n| n.cluster.membership().view().len() == 2)
-    })
-    .await;
     h.nodes[1].cluster.leave().await;
     let gone = h.nodes[1].addr.clone();
     assert!(!h.nodes[0].cluster.membership().is_member(&gone), "Closing removes it at once");
@@ -320,14 +302,8 @@ async fn a_restarted_node_rejoins_at_once_and_the_one_that_left_stays_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_a_majority_answers_from_the_store_not_from_memory() {
     let mut h = Harness::start(3).await;
-    for i in 0..3 {
-        h.start_loops(i);
-    }
+    h.converge().await;
     let within = Duration::from_secs(10);
-    eventually("all three see each other", within, || {
-        h.nodes.iter().all(|n| n.cluster.membership().view().len() == 3)
-    })
-    .await;
     let cart = h.cart_owned_by(2, None, ALL);
     h.nodes[2].cluster.carts().mutate(&cart, add(1)).await.unwrap();
     assert!(h.resident(2, &cart));

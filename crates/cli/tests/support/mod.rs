@@ -255,6 +255,12 @@ where
     }
 }
 
+/// A node's `/metrics` text.
+pub async fn metrics(server: &Server) -> String {
+    let r = client().get(format!("{}/metrics", server.internal_url)).send().await;
+    r.expect("metrics").text().await.expect("metrics text")
+}
+
 /// A cart by id through the service face, if it exists.
 pub async fn read(server: &Server, cart: &str) -> Option<serde_json::Value> {
     let r = client().get(format!("{}/api/carts/{cart}", server.internal_url)).send().await.ok()?;

@@ -228,6 +228,19 @@ impl Harness {
         self.nodes[i].loops = loops;
     }
 
+    /// Starts the loops of every node and waits until each sees all of
+    /// them (a converged cluster).
+    pub async fn converge(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start_loops(i);
+        }
+        let all = self.nodes.len();
+        eventually("every node to see every other", Duration::from_secs(10), || {
+            self.nodes.iter().all(|n| n.cluster.membership().view().len() == all)
+        })
+        .await;
+    }
+
     /// The addresses of `nodes`, as a view.
     pub fn view(&self, nodes: &[usize]) -> Vec<NodeAddr> {
         let mut view: Vec<NodeAddr> = nodes.iter().map(|&i| self.nodes[i].addr.clone()).collect();
