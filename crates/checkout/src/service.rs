@@ -181,6 +181,12 @@ impl Checkout {
         cart: &CartId,
         order_id: &str,
     ) -> Result<Value, CheckoutError> {
+        // The cart says which order is its own: another one is not looked
+        // up at the provider at all.
+        let own = self.cart(cart).await?;
+        if own.checkout().is_none_or(|c| c.order_id != order_id) {
+            return Err(CheckoutError::UnknownOrder(order_id.to_owned()));
+        }
         let (order, parsed) = self.read_order(order_id).await?;
         if parsed.merchant_reference1.as_deref() != Some(cart.as_str()) {
             return Err(CheckoutError::UnknownOrder(order_id.to_owned()));
