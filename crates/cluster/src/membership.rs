@@ -51,6 +51,16 @@ struct Inner {
     view: Arc<[NodeAddr]>,
 }
 
+impl Inner {
+    /// Whether `host`, answering as `incarnation`, is the run that said
+    /// Closing within the quarantine.
+    fn quarantines(&self, host: &NodeAddr, incarnation: u64, now_ms: u64) -> bool {
+        self.departed.get(host).is_some_and(|(at, gone)| {
+            *gone == incarnation && now_ms.saturating_sub(*at) < DEPARTED_QUARANTINE_MS
+        })
+    }
+}
+
 /// One member as shown by `/api/cluster`.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemberStatus {
@@ -188,9 +198,7 @@ impl Membership {
     /// Whether `host`, in the incarnation that answered, announced its
     /// departure within the quarantine.
     pub fn is_quarantined(&self, host: &NodeAddr, incarnation: u64, now_ms: u64) -> bool {
-        self.inner().departed.get(host).is_some_and(|(at, gone)| {
-            *gone == incarnation && now_ms.saturating_sub(*at) < DEPARTED_QUARANTINE_MS
-        })
+        self.inner().quarantines(host, incarnation, now_ms)
     }
 
     /// A ping to `host` succeeded and it said it is `incarnation`: a
@@ -203,18 +211,12 @@ impl Membership {
             m.last_ok_ms = now_ms;
             return;
         }
-        match inner.departed.get(host) {
-            Some((at, gone))
-                if *gone == incarnation && now_ms.saturating_sub(*at) < DEPARTED_QUARANTINE_MS =>
-            {
-                inner.candidates.remove(host);
-                return;
-            }
-            Some(_) => {
-                inner.departed.remove(host);
-            }
-            None => {}
+        if inner.quarantines(host, incarnation, now_ms) {
+            inner.candidates.remove(host);
+            return;
         }
+        // A new run of a departed host: the old one's quarantine is over.
+        inner.departed.remove(host);
         if inner.candidates.remove(host) {
             inner.members.insert(host.clone(), MemberState { misses: 0, last_ok_ms: now_ms });
             self.changed(&mut inner, "joined", host);
