@@ -426,9 +426,7 @@ async fn populate(
         tasks.push(tokio::spawn(async move {
             for cart in (c..carts).step_by(conns) {
                 let items: Vec<String> = (0..lines)
-                    .map(|l| {
-                        format!(r#"{{"sku":"{}","quantity":1}}"#, cart_sku(&skus, cart, l))
-                    })
+                    .map(|l| format!(r#"{{"sku":"{}","quantity":1}}"#, cart_sku(&skus, cart, l)))
                     .collect();
                 let body = format!(r#"{{"items":[{}]}}"#, items.join(","));
                 let cookie = format!("cartid={}", names[cart]);
