@@ -144,6 +144,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CART_RPC_DEADLINE", default_value = "400ms", value_parser = parse_duration)]
     pub rpc_deadline: Duration,
 
+    /// How long a ping round that reached a majority of the cluster lets
+    /// this node serve its carts. At least one ping interval plus the RPC
+    /// deadline; a dead node's carts move this plus about 0.8 s after it
+    /// was last heard from.
+    #[arg(long, env = "CART_LEASE", default_value = "1s", value_parser = parse_duration)]
+    pub lease: Duration,
+
     /// How often discovery is polled and the member view negotiated.
     #[arg(long, env = "CART_DISCOVERY_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub discovery_interval: Duration,

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cart_grain::{Clock, GrainRuntime, OwnedTask};
@@ -44,6 +43,12 @@ pub struct ClusterOptions {
     /// Mutual TLS for every node-to-node connection, in and out; `None`
     /// is plaintext (loopback, or `--insecure-cluster`).
     pub tls: Option<Arc<ClusterTls>>,
+    /// How long a ping round that reached a majority lets this node serve
+    /// its carts (from the round's start). Longer than a round, so a
+    /// healthy node's lease never lapses; a dead or cut-off owner's carts
+    /// are taken over [`ClusterOptions::takeover_wait`] after it was last
+    /// heard from.
+    pub lease: Duration,
     /// Which run of the process this is (peers tell a restart from the
     /// node that said Closing by it); by default the start time in
     /// nanoseconds.
@@ -61,11 +66,23 @@ impl ClusterOptions {
             max_misses: 3,
             rpc_deadline: Duration::from_millis(400),
             discovery_interval: Duration::from_secs(2),
+            lease: Duration::from_secs(1),
             tls: None,
             incarnation: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64),
         }
+    }
+}
+
+impl ClusterOptions {
+    /// How long after this node last heard from a cart's previous owner it
+    /// may take the cart over without the owner's consent: the owner's lease
+    /// began at the latest one ping round (interval + deadline) after that,
+    /// and runs for [`ClusterOptions::lease`]; 100 ms cover clock rates and
+    /// scheduling.
+    pub fn takeover_wait(&self) -> Duration {
+        self.lease + self.ping_interval + self.rpc_deadline + Duration::from_millis(100)
     }
 }
 
@@ -78,7 +95,8 @@ pub struct Cluster {
     carts: Arc<ClusterCarts>,
     discovery: Arc<dyn Discovery>,
     clock: Arc<dyn Clock>,
-    ready: AtomicBool,
+    /// Whether the first discovery round is done.
+    ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl Cluster {
@@ -95,8 +113,12 @@ impl Cluster {
             options.incarnation,
         ));
         let peers = Arc::new(Peers::new(options.rpc_deadline, options.tls.clone()));
-        runtime
-            .set_handover(Arc::new(ConfirmOwner::new(Arc::clone(&membership), Arc::clone(&peers))));
+        runtime.set_handover(Arc::new(ConfirmOwner::new(
+            Arc::clone(&membership),
+            Arc::clone(&peers),
+            Arc::clone(&clock),
+            options.takeover_wait(),
+        )));
         let carts = Arc::new(ClusterCarts::new(
             Arc::clone(&runtime),
             Arc::clone(&membership),
@@ -111,7 +133,7 @@ impl Cluster {
             carts,
             discovery,
             clock,
-            ready: AtomicBool::new(false),
+            ready: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -120,15 +142,25 @@ impl Cluster {
         Arc::clone(&self.carts)
     }
 
+    /// This node's settings.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
+    }
+
     /// This node's member view.
     pub fn membership(&self) -> &Arc<Membership> {
         &self.membership
     }
 
     /// Whether the node has a member view (after its first discovery and
-    /// negotiation round) and is not closing.
+    /// negotiation round), holds its serving lease, and is not closing.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.membership.is_closing()
+        *self.ready.borrow() && !self.membership.is_closing() && self.has_lease()
+    }
+
+    /// Whether this node holds its serving lease now.
+    pub fn has_lease(&self) -> bool {
+        self.runtime.lease().held(self.clock.monotonic_ms()).is_some()
     }
 
     /// Serves CartActor, ControlPlane and gRPC health on `listener` until
@@ -203,7 +235,7 @@ impl Cluster {
                 return;
             }
             self.discovery_round().await;
-            if !self.ready.swap(true, Ordering::SeqCst) {
+            if !self.ready.send_replace(true) {
                 tracing::info!(view = ?self.view_names(), "member view established; ready");
             }
         }
@@ -218,7 +250,8 @@ impl Cluster {
     async fn discovery_round(&self) {
         match self.discovery.peers().await {
             Ok(found) => {
-                self.membership.learn(found, self.clock.now_ms());
+                self.membership.discovered(found.iter().cloned());
+                self.membership.learn(found, self.clock.monotonic_ms());
             }
             Err(e) => tracing::warn!(error = %e, "discovery failed"),
         }
@@ -238,7 +271,7 @@ impl Cluster {
                         .iter()
                         .filter_map(|h| h.parse().ok())
                         .collect::<Vec<NodeAddr>>();
-                    let learned = self.membership.learn(offered, self.clock.now_ms());
+                    let learned = self.membership.learn(offered, self.clock.monotonic_ms());
                     tracing::debug!(with = %host, learned = learned.len(), "negotiation round");
                 }
                 Err(status) => {
@@ -253,6 +286,9 @@ impl Cluster {
     }
 
     async fn ping_loop(&self) {
+        // Before discovery has named the cluster, a node cannot know what a
+        // majority of it is.
+        let _ = self.ready.subscribe().wait_for(|ready| *ready).await;
         let mut tick = tokio::time::interval(self.options.ping_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -260,9 +296,13 @@ impl Cluster {
             if self.membership.is_closing() {
                 return;
             }
+            let started = self.clock.monotonic_ms();
             let answered = self.ping(self.membership.ping_targets()).await;
-            let majority = self.membership.record_round(answered, self.clock.now_ms());
-            self.runtime.set_caching(majority);
+            let now = self.clock.monotonic_ms();
+            if self.membership.record_round(answered, now) {
+                let until = started.saturating_add(self.options.lease.as_millis() as u64);
+                self.runtime.grant_lease(now, until);
+            }
         }
     }
 
@@ -277,7 +317,7 @@ impl Cluster {
             };
             if let Some(reply) = answer {
                 let incarnation = reply.into_inner().incarnation;
-                self.membership.ping_ok(&host, self.clock.now_ms(), incarnation);
+                self.membership.ping_ok(&host, self.clock.monotonic_ms(), incarnation);
                 member
             } else {
                 self.membership.ping_failed(&host);
@@ -340,7 +380,8 @@ impl Cluster {
             "ready": self.is_ready(),
             "closing": self.membership.is_closing(),
             "viewVersion": self.membership.version(),
-            "members": self.membership.status(),
+            "lease": self.has_lease(),
+            "members": self.membership.status(self.clock.monotonic_ms()),
             "localGrains": self.runtime.resident(),
         })
     }

@@ -1,18 +1,23 @@
-//! ConfirmOwner: before a grain activates on this node while another live
-//! node holds the cart's claim, that node flushes and passivates its grain.
+//! Taking a cart over from the node that holds its claim.
 //!
-//! Safety does not depend on it (the claim epoch fences a stale owner's
-//! appends whatever happens); it keeps a cart active on one node only, so a
-//! stale owner never serves stale reads and GetCartIds never shows a cart
-//! twice.
+//! Before a grain activates here while another node holds the cart's claim,
+//! that node is asked (ConfirmOwner) to flush and passivate its grain, and
+//! refuses if this node is not in its view. If it cannot be asked (dead,
+//! cut off), the cart is taken over only once its serving lease has surely
+//! run out: [`ClusterOptions::takeover_wait`] after this node last heard
+//! from it. So a cart is served by one node at a time, reads included;
+//! the claim epoch fences a stale owner's appends whatever happens.
+//!
+//! [`ClusterOptions::takeover_wait`]: crate::ClusterOptions::takeover_wait
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use cart_grain::{CartId, GrainError, Handover};
+use cart_grain::{CartId, Clock, GrainError, Handover};
 
 use crate::client::Peers;
-use crate::membership::Membership;
+use crate::membership::{LastHeard, Membership};
 use crate::node::NodeAddr;
 use crate::proto::control::OwnerChangeRequest;
 
@@ -20,12 +25,40 @@ use crate::proto::control::OwnerChangeRequest;
 pub struct ConfirmOwner {
     membership: Arc<Membership>,
     peers: Arc<Peers>,
+    clock: Arc<dyn Clock>,
+    /// See [`crate::ClusterOptions::takeover_wait`].
+    wait_ms: u64,
+    /// When this node started (monotonic ms): a holder never heard from may
+    /// have been serving until then.
+    started_ms: u64,
 }
 
 impl ConfirmOwner {
-    /// Asks previous owners through `peers`.
-    pub fn new(membership: Arc<Membership>, peers: Arc<Peers>) -> Self {
-        ConfirmOwner { membership, peers }
+    /// Asks previous owners through `peers`; takes over from a silent one
+    /// `wait` after it was last heard from.
+    pub fn new(
+        membership: Arc<Membership>,
+        peers: Arc<Peers>,
+        clock: Arc<dyn Clock>,
+        wait: Duration,
+    ) -> Self {
+        let started_ms = clock.monotonic_ms();
+        ConfirmOwner { membership, peers, clock, wait_ms: wait.as_millis() as u64, started_ms }
+    }
+
+    /// Whether `previous`, which did not answer, can no longer be serving.
+    fn lease_surely_over(&self, previous: &NodeAddr) -> Result<(), GrainError> {
+        let since = match self.membership.last_heard(previous) {
+            LastHeard::Closed => return Ok(()),
+            LastHeard::At(at) => at,
+            LastHeard::Never => self.started_ms,
+        };
+        let now = self.clock.monotonic_ms();
+        if now >= since.saturating_add(self.wait_ms) {
+            Ok(())
+        } else {
+            Err(GrainError::PreviousOwnerMayServe)
+        }
     }
 }
 
@@ -36,23 +69,23 @@ impl Handover for ConfirmOwner {
         let Ok(previous) = previous_owner.parse::<NodeAddr>() else {
             return Ok(());
         };
-        if previous == *me {
+        if previous == *me || self.membership.last_heard(&previous) == LastHeard::Closed {
             return Ok(());
         }
-        if !self.membership.is_member(&previous) {
-            tracing::info!(cart = %cart, from = %previous, "taking over a cart from a departed node");
-            return Ok(());
-        }
-        let mut client =
-            self.peers.control(&previous).map_err(|e| GrainError::Unreachable(e.to_string()))?;
-        let request = self
-            .peers
-            .request(OwnerChangeRequest { cart_id: cart.to_string(), new_host: me.to_string() });
-        // Half the deadline: this runs inside a turn that may itself be a
-        // forwarded request under the full deadline.
-        let mut request = request;
-        request.set_timeout(self.peers.deadline() / 2);
-        match client.confirm_owner(request).await {
+        let asked = match self.peers.control(&previous) {
+            Ok(mut client) => {
+                let mut request = self.peers.request(OwnerChangeRequest {
+                    cart_id: cart.to_string(),
+                    new_host: me.to_string(),
+                });
+                // Half the deadline: this runs inside a turn that may itself
+                // be a forwarded request under the full deadline.
+                request.set_timeout(self.peers.deadline() / 2);
+                client.confirm_owner(request).await.map_err(|s| s.code())
+            }
+            Err(_) => Err(tonic::Code::Unavailable),
+        };
+        match asked {
             Ok(ack) if ack.get_ref().accepted => {
                 tracing::info!(cart = %cart, from = %previous, to = %me, "ownership moved");
                 Ok(())
@@ -62,9 +95,9 @@ impl Handover for ConfirmOwner {
                 tracing::warn!(cart = %cart, from = %previous, %message, "ConfirmOwner refused");
                 Err(GrainError::HandoverRefused(message))
             }
-            Err(status) => {
-                // The claim fences the previous owner whether it answered or not.
-                tracing::warn!(cart = %cart, from = %previous, code = ?status.code(), "previous owner did not answer ConfirmOwner; taking over");
+            Err(code) => {
+                self.lease_surely_over(&previous)?;
+                tracing::info!(cart = %cart, from = %previous, ?code, "taking over a cart from a silent node whose lease has run out");
                 Ok(())
             }
         }

@@ -7,8 +7,9 @@
 //! removes it at once and keeps it out for a while. The view (members plus
 //! this node) is what placement hashes over; every change bumps its version.
 //!
-//! Time enters only through the `now_ms` arguments, so the rules are tested
-//! without sleeping.
+//! Time enters only through the `now_ms` arguments (monotonic milliseconds,
+//! [`cart_grain::Clock::monotonic_ms`]), so the rules are tested without
+//! sleeping.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -38,11 +39,14 @@ struct Inner {
     candidates: BTreeSet<NodeAddr>,
     /// Hosts that sent Closing: when, and the incarnation that sent it.
     departed: HashMap<NodeAddr, (u64, u64)>,
-    /// Members evicted for silence, and when: for [`QUORUM_MEMORY_MS`] they
-    /// still count towards the majority this node must reach, so a node cut
-    /// off from the others does not become a majority of one by evicting
-    /// them.
-    evicted: HashMap<NodeAddr, u64>,
+    /// Members evicted for silence: when, and when they last answered. For
+    /// [`QUORUM_MEMORY_MS`] they still count towards the majority this node
+    /// must reach, so a node cut off from the others does not become a
+    /// majority of one by evicting them.
+    evicted: HashMap<NodeAddr, (u64, u64)>,
+    /// The hosts discovery named last (they count towards the majority
+    /// whether they answer or not).
+    discovered: BTreeSet<NodeAddr>,
     /// Whether the last ping round reached a majority.
     in_majority: bool,
     version: u64,
@@ -61,6 +65,17 @@ impl Inner {
     }
 }
 
+/// When this node last heard from a host, for the takeover rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastHeard {
+    /// It said Closing: it serves nothing any more.
+    Closed,
+    /// Its last answered ping, monotonic ms.
+    At(u64),
+    /// Never (since this node started).
+    Never,
+}
+
 /// One member as shown by `/api/cluster`.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemberStatus {
@@ -68,8 +83,8 @@ pub struct MemberStatus {
     pub host: String,
     /// Consecutive missed pings.
     pub misses: u32,
-    /// When its last ping succeeded, ms since the epoch (0 for this node).
-    pub last_ok_ms: u64,
+    /// How long ago its last ping succeeded, ms (0 for this node).
+    pub last_ok_ago_ms: u64,
     /// Whether this is the reporting node.
     pub me: bool,
 }
@@ -236,28 +251,51 @@ impl Membership {
             }
             None => false,
         };
-        if evict {
-            inner.members.remove(host);
+        if evict && let Some(gone) = inner.members.remove(host) {
             // The time of eviction is stamped by the next `record_round`.
-            inner.evicted.insert(host.clone(), u64::MAX);
+            inner.evicted.insert(host.clone(), (u64::MAX, gone.last_ok_ms));
             self.changed(&mut inner, "evicted", host);
         }
     }
 
+    /// Records the hosts discovery names now: they count towards the
+    /// majority (answering or not) until discovery stops naming them.
+    pub fn discovered(&self, hosts: impl IntoIterator<Item = NodeAddr>) {
+        let mut inner = self.inner();
+        inner.discovered = hosts.into_iter().filter(|h| *h != self.me).collect();
+    }
+
+    /// When this node last heard from `host`.
+    pub fn last_heard(&self, host: &NodeAddr) -> LastHeard {
+        let inner = self.inner();
+        if let Some(m) = inner.members.get(host) {
+            LastHeard::At(m.last_ok_ms)
+        } else if let Some((_, last_ok)) = inner.evicted.get(host) {
+            LastHeard::At(*last_ok)
+        } else if inner.departed.contains_key(host) {
+            LastHeard::Closed
+        } else {
+            LastHeard::Never
+        }
+    }
+
     /// Records a ping round of the members: `answered` of them answered.
-    /// Returns whether this node, with them, is a majority of the members
-    /// it knew lately (members plus those evicted within
-    /// [`QUORUM_MEMORY_MS`], plus itself). A node that is not cannot be sure
+    /// Returns whether this node, with them, is a majority of the cluster
+    /// it knows: members, those evicted within [`QUORUM_MEMORY_MS`], the
+    /// hosts discovery names, and itself. A node that is not cannot be sure
     /// it still owns its carts.
     pub fn record_round(&self, answered: usize, now_ms: u64) -> bool {
         let mut inner = self.inner();
-        for at in inner.evicted.values_mut() {
+        for (at, _) in inner.evicted.values_mut() {
             if *at == u64::MAX {
                 *at = now_ms;
             }
         }
-        inner.evicted.retain(|_, at| now_ms.saturating_sub(*at) < QUORUM_MEMORY_MS);
-        let known = inner.members.len() + inner.evicted.len() + 1;
+        inner.evicted.retain(|_, (at, _)| now_ms.saturating_sub(*at) < QUORUM_MEMORY_MS);
+        let mut known: BTreeSet<&NodeAddr> = inner.members.keys().collect();
+        known.extend(inner.evicted.keys());
+        known.extend(inner.discovered.iter());
+        let known = known.len() + 1;
         let reached = answered.min(inner.members.len()) + 1;
         let majority = reached * 2 > known;
         if majority != inner.in_majority {
@@ -268,7 +306,7 @@ impl Membership {
                 tracing::warn!(
                     reached,
                     known,
-                    "this node reaches no majority of the cluster: it answers only from the store"
+                    "this node reaches no majority of the cluster: it stops serving carts"
                 );
             }
             metrics::gauge!("cart_cluster_in_majority").set(f64::from(u8::from(majority)));
@@ -309,8 +347,8 @@ impl Membership {
         self.inner().closing
     }
 
-    /// Members for `/api/cluster`.
-    pub fn status(&self) -> Vec<MemberStatus> {
+    /// Members for `/api/cluster`, at `now_ms`.
+    pub fn status(&self, now_ms: u64) -> Vec<MemberStatus> {
         let inner = self.inner();
         let mut out: Vec<MemberStatus> = inner
             .members
@@ -318,7 +356,7 @@ impl Membership {
             .map(|(host, m)| MemberStatus {
                 host: host.to_string(),
                 misses: m.misses,
-                last_ok_ms: m.last_ok_ms,
+                last_ok_ago_ms: now_ms.saturating_sub(m.last_ok_ms),
                 me: false,
             })
             .collect();
@@ -326,7 +364,7 @@ impl Membership {
             out.push(MemberStatus {
                 host: self.me.to_string(),
                 misses: 0,
-                last_ok_ms: 0,
+                last_ok_ago_ms: 0,
                 me: true,
             });
         }
@@ -380,12 +418,25 @@ mod tests {
         assert!(!m.record_round(0, 20), "a majority of one it is not");
         assert!(!m.in_majority());
         assert!(m.record_round(0, 20 + QUORUM_MEMORY_MS), "after the memory, alone is all");
+        // Unless discovery still names them: then they count, answering or not.
+        let m = Membership::new(addr(1), 1);
+        m.discovered([addr(1), addr(2), addr(3)]);
+        assert!(!m.record_round(0, 0), "one of three named by discovery");
+        m.learn([addr(2)], 0);
+        m.ping_ok(&addr(2), 0, 0);
+        assert!(m.record_round(1, 10), "two of three");
+        assert_eq!(m.last_heard(&addr(2)), LastHeard::At(0));
+        m.ping_failed(&addr(2));
+        assert_eq!(m.last_heard(&addr(2)), LastHeard::At(0), "remembered after eviction");
+        assert!(!m.record_round(0, 20 + QUORUM_MEMORY_MS), "still one of three");
+        assert_eq!(m.last_heard(&addr(3)), LastHeard::Never);
         // A clean departure does not count against it.
         let m = Membership::new(addr(1), 1);
         m.learn([addr(2)], 0);
         m.ping_ok(&addr(2), 0, 0);
         m.departed(&addr(2), 5, 0);
         assert!(m.record_round(0, 10));
+        assert_eq!(m.last_heard(&addr(2)), LastHeard::Closed);
     }
 
     #[test]

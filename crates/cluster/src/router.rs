@@ -100,6 +100,11 @@ impl ClusterCarts {
         F: Fn(NodeAddr) -> Fut,
         Fut: std::future::Future<Output = Attempt<T>>,
     {
+        // A node that cannot confirm its own carts cannot trust its view of
+        // the others' either: it refuses at once.
+        if self.runtime.lease().held(self.clock.monotonic_ms()).is_none() {
+            return Err(GrainError::NoLease);
+        }
         let first = self.owner(id, &[])?;
         let (why, skip_owner) = match attempt(first.clone()).await {
             Attempt::Done(result) => return result,

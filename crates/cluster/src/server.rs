@@ -179,7 +179,7 @@ impl ControlPlaneService {
         if self.membership.is_member(host) {
             return true;
         }
-        self.membership.learn([host.clone()], self.clock.now_ms());
+        self.membership.learn([host.clone()], self.clock.monotonic_ms());
         let answer = match self.peers.control(host) {
             Ok(mut client) => {
                 let mut ping = tonic::Request::new(Empty {});
@@ -191,7 +191,7 @@ impl ControlPlaneService {
         // A host that said Closing stays out unless it is a new run of its
         // process (see `Membership::ping_ok`).
         if let Some(reply) = answer {
-            self.membership.ping_ok(host, self.clock.now_ms(), reply.into_inner().incarnation);
+            self.membership.ping_ok(host, self.clock.monotonic_ms(), reply.into_inner().incarnation);
         } else {
             self.membership.ping_failed(host);
         }
@@ -228,7 +228,7 @@ impl ControlPlane for ControlPlaneService {
             )));
         }
         let offered: Vec<NodeAddr> = known.iter().filter_map(|h| h.parse().ok()).collect();
-        let learned = self.membership.learn(offered, self.clock.now_ms());
+        let learned = self.membership.learn(offered, self.clock.monotonic_ms());
         if !learned.is_empty() {
             tracing::info!(learned = ?learned.iter().map(ToString::to_string).collect::<Vec<_>>(), "negotiation: new hosts offered");
         }
@@ -275,7 +275,7 @@ impl ControlPlane for ControlPlaneService {
         let Ok(addr) = host.parse::<NodeAddr>() else {
             return Ok(ack(false, format!("bad host {host:?}")));
         };
-        self.membership.departed(&addr, self.clock.now_ms(), incarnation);
+        self.membership.departed(&addr, self.clock.monotonic_ms(), incarnation);
         self.peers.forget(&addr);
         Ok(ack(true, "removed"))
     }

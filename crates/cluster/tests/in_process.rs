@@ -85,7 +85,10 @@ async fn a_fenced_write_is_retried_in_place_and_applied_once() {
     h.nodes[0].cluster.carts().mutate(&cart, add(1)).await.unwrap();
     assert!(h.resident(1, &cart));
 
-    let intruder = lone_runtime(h.dir.path(), "10.255.0.1", h.clock.clone());
+    // Nobody listens at its address, and it has been silent for longer
+    // than a lease.
+    let intruder = lone_runtime(h.dir.path(), "127.0.0.1:1:1", h.clock.clone());
+    h.outlast_leases();
     for entry in [0, 1] {
         // The intruder's own grain is fenced by the owner's last claim the
         // second time round; like any writer, it reloads and retries once.
@@ -128,6 +131,7 @@ async fn an_owner_that_refuses_connections_is_skipped() {
     h.nodes[0].cluster.carts().mutate(&cart, add(1)).await.unwrap();
     h.nodes[1].stop_serving().await;
     h.nodes[1].grains.flush().await.unwrap();
+    h.outlast_leases();
     let state = h.nodes[0].cluster.carts().mutate(&cart, add(1)).await.unwrap();
     let state = json(&state);
     assert_eq!(state["version"], 2, "the next node continues the cart's log");
@@ -296,12 +300,12 @@ async fn a_restarted_node_rejoins_at_once_and_the_one_that_left_stays_out() {
 }
 
 /// A node that reaches no majority of its cluster (here: the others stop
-/// answering it) may have lost its carts to them: it answers only from the
-/// store, never from the grains it kept, even after it has evicted them
-/// all and its view holds only itself.
+/// answering it) may have lost its carts to them: once its lease has run
+/// out it serves nothing, reads included, and says so at once, even after
+/// it has evicted them all and its view holds only itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_without_a_majority_answers_from_the_store_not_from_memory() {
-    let mut h = Harness::start(3).await;
+async fn a_node_without_a_majority_refuses_everything_once_its_lease_runs_out() {
+    let mut h = Harness::start_leased(3).await;
     h.converge().await;
     let within = Duration::from_secs(10);
     let cart = h.cart_owned_by(2, None, ALL);
@@ -314,10 +318,46 @@ async fn a_node_without_a_majority_answers_from_the_store_not_from_memory() {
             && h.nodes[2].cluster.membership().view().len() == 1
     })
     .await;
-    // The others took the cart over and wrote to it.
-    let other = lone_runtime(h.dir.path(), "10.255.0.9", h.clock.clone());
-    other.mutate(&cart, add(5)).await.unwrap();
-    let state = json(&h.nodes[2].cluster.carts().get(&cart).await.unwrap());
-    assert_eq!(state["version"], 2, "the store's state, not the kept grain's");
-    assert_eq!(state["items"][0]["qty"], 6);
+    // Its last lease runs out (the clock stands still otherwise).
+    h.clock.advance(1_000);
+    assert!(!h.nodes[2].cluster.has_lease());
+    assert!(!h.nodes[2].cluster.is_ready(), "unready without a lease");
+    let carts = h.nodes[2].cluster.carts();
+    for result in [carts.get(&cart).await, carts.mutate(&cart, add(1)).await] {
+        let (kind, text) = kind(result);
+        assert_eq!(kind, ErrorKind::Unavailable, "{text}");
+        assert!(text.contains("majority"), "{text}");
+    }
+    // Forwarded requests too (a peer that still routes to it).
+    assert!(matches!(h.nodes[2].grains.get(&cart).await, Err(GrainError::NoLease)));
+}
+
+/// A cart whose owner went silent is taken over only when the owner's
+/// lease has surely run out, never while it may still be serving; an owner
+/// that answers hands over at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_owners_carts_are_taken_over_only_after_its_lease() {
+    let mut h = Harness::start_leased(3).await;
+    h.converge().await;
+    let within = Duration::from_secs(10);
+    let cart = h.cart_owned_by(2, None, ALL);
+    h.nodes[0].cluster.carts().mutate(&cart, add(1)).await.unwrap();
+    assert!(h.resident(2, &cart));
+    h.nodes[2].stop_serving().await;
+    eventually("node 2 evicted", within, || {
+        h.nodes[..2].iter().all(|n| n.cluster.membership().view().len() == 2)
+    })
+    .await;
+    let carts = h.nodes[0].cluster.carts();
+    let (kind, text) = kind(carts.mutate(&cart, add(1)).await);
+    assert_eq!(kind, ErrorKind::Unavailable, "not yet: {text}");
+    assert!(text.contains("may still hold it"), "{text}");
+    h.outlast_leases();
+    eventually("the survivors' leases renewed", within, || {
+        h.nodes[..2].iter().all(|n| n.cluster.has_lease())
+    })
+    .await;
+    let state = json(&carts.mutate(&cart, add(1)).await.unwrap());
+    assert_eq!(state["version"], 2, "taken over once the lease is surely over");
+    assert_eq!(state["items"][0]["qty"], 2);
 }

@@ -56,6 +56,7 @@ async fn a_tls_cluster_routes_and_moves_carts_as_a_plaintext_one_does() {
     // moves to the next node, over TLS.
     h.nodes[1].stop_serving().await;
     h.nodes[1].grains.flush().await.unwrap();
+    h.outlast_leases();
     let state = json(&h.nodes[0].cluster.carts().mutate(&cart, add(1)).await.unwrap());
     assert_eq!(state["version"], 4);
     assert!(h.resident(2, &cart));

@@ -32,6 +32,8 @@ pub(crate) struct Activation<'a> {
     /// How long idempotency keys protect, and the time now.
     pub window: std::time::Duration,
     pub now_ms: i64,
+    /// The lease generation this request is served under.
+    pub generation: u64,
 }
 
 impl Activation<'_> {
@@ -41,6 +43,13 @@ impl Activation<'_> {
         id: &CartId,
         slot: &'s mut Option<GrainState>,
     ) -> Result<&'s mut GrainState, GrainError> {
+        if slot.as_ref().is_some_and(|s| s.generation != self.generation) {
+            // Active since before the lease last lapsed: others may have
+            // written meanwhile.
+            metrics::counter!("cart_grain_passivations_total", "reason" => "lease_lapsed")
+                .increment(1);
+            *slot = None;
+        }
         if slot.is_none() {
             let started = std::time::Instant::now();
             if let Some(handover) = self.handover
@@ -55,7 +64,12 @@ impl Activation<'_> {
             metrics::counter!("cart_grain_activations_total").increment(1);
             metrics::histogram!("cart_grain_activation_duration_seconds").record(started.elapsed());
             tracing::debug!(cart = %id, events = events.len(), "grain activated");
-            *slot = Some(GrainState { cart: Arc::new(cart), keys, epoch: None });
+            *slot = Some(GrainState {
+                cart: Arc::new(cart),
+                keys,
+                epoch: None,
+                generation: self.generation,
+            });
         }
         slot.as_mut().ok_or(GrainError::NotFound)
     }

@@ -1,13 +1,21 @@
 //! Time as a parameter: the runtime asks a [`Clock`], so tests can move time
 //! by hand instead of sleeping.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// A source of wall-clock time in milliseconds since the Unix epoch.
+/// A source of time: the wall clock (timestamps, expiry across nodes) and
+/// a monotonic one (durations on this node: leases, failure detection).
 pub trait Clock: Send + Sync + 'static {
     /// Now, in milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+
+    /// Milliseconds since an arbitrary start; never goes back, whatever
+    /// the wall clock does. By default the wall clock (test clocks).
+    fn monotonic_ms(&self) -> u64 {
+        self.now_ms()
+    }
 }
 
 /// The system's wall clock.
@@ -17,6 +25,12 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        static START: OnceLock<Instant> = OnceLock::new();
+        // Starts at one second, so 0 can mean "never".
+        1_000 + START.get_or_init(Instant::now).elapsed().as_millis() as u64
     }
 }
 

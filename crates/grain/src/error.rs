@@ -71,6 +71,14 @@ pub enum GrainError {
     /// The node is shutting down.
     #[error("the service is shutting down; retry")]
     ShuttingDown,
+    /// This node holds no serving lease (it reaches no majority of the
+    /// cluster, or it stood still): it cannot confirm it still owns carts.
+    #[error("this node cannot confirm it owns its carts (no majority of the cluster); retry")]
+    NoLease,
+    /// The cart's previous owner did not answer, and its lease may not have
+    /// run out yet: taking the cart over now could make two owners.
+    #[error("the cart's previous owner is unreachable and may still hold it; retry shortly")]
+    PreviousOwnerMayServe,
     /// Storage failed; nothing was acknowledged.
     #[error("storage: {0}")]
     Store(#[from] StoreError),
@@ -115,6 +123,8 @@ impl GrainError {
             GrainError::Unreachable(_)
             | GrainError::Overloaded
             | GrainError::ShuttingDown
+            | GrainError::NoLease
+            | GrainError::PreviousOwnerMayServe
             | GrainError::Expired => ErrorKind::Unavailable,
             GrainError::Store(e) => match e {
                 StoreError::Conflict { .. } | StoreError::Fenced { .. } => ErrorKind::Fenced,

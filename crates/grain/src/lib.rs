@@ -18,6 +18,7 @@
 //! - [`registry`]: the grain map, the resident cap, passivation.
 //! - [`activation`]: replaying a cart's events.
 //! - [`runtime`]: resolution, turns, handover.
+//! - [`lease`]: whether this node may answer for its carts.
 //! - [`feeds`]: live states for watchers, and their cap.
 //! - [`error`], [`error_kind`]: failures and their closed set of kinds.
 
@@ -29,6 +30,7 @@ pub mod error;
 pub mod error_kind;
 pub mod feeds;
 mod idempotency;
+pub mod lease;
 pub mod mint;
 mod registry;
 pub mod request;
@@ -43,6 +45,7 @@ pub use carts::Carts;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::GrainError;
 pub use error_kind::ErrorKind;
+pub use lease::Lease;
 pub use feeds::{
     CartWatch, Published, StateReceiver, StateSender, WatchPermit, offer, offer_state,
 };

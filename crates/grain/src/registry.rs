@@ -25,6 +25,9 @@ pub(crate) struct GrainState {
     /// The claim epoch this node holds on the cart; `None` until its first
     /// append, which claims the cart.
     pub epoch: Option<u64>,
+    /// The lease generation it was activated under: a grain from an older
+    /// one may be stale and is reloaded before it answers.
+    pub generation: u64,
 }
 
 /// The grains of a node, by cart id.

@@ -15,6 +15,7 @@ use cart_store::{Event, EventStore, Fence, IdempotencyTag, NewEvent, StoreError}
 use crate::activation::{Activation, Handover, replay};
 use crate::feeds::{CartWatch, Feeds, StateReceiver, Watchers};
 use crate::idempotency::Seen;
+use crate::lease::Lease;
 use crate::registry::{GrainState, Registry};
 use crate::task::OwnedTask;
 use crate::turn_metrics::{Outcome, TurnMetrics};
@@ -33,12 +34,10 @@ pub struct RuntimeOptions {
     pub node: String,
     /// How long an idempotency key protects its request.
     pub idempotency_window: Duration,
-    /// A node whose process stood still longer than this (SIGSTOP, a
-    /// frozen VM, starvation) drops its grains when it runs again: other
-    /// nodes may have taken its carts over meanwhile, so its memory may be
-    /// stale; the next request reloads each cart from the store. `None`:
-    /// never (one node alone on its store).
-    pub pause_limit: Option<Duration>,
+    /// Whether this node serves only under a lease the cluster grants
+    /// ([`GrainRuntime::grant_lease`]); `false`: a node alone on its store,
+    /// always leased.
+    pub leased: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -51,7 +50,7 @@ impl Default for RuntimeOptions {
             max_watchers: 10_000,
             node: "local".into(),
             idempotency_window: crate::idempotency::DEFAULT_WINDOW,
-            pause_limit: None,
+            leased: false,
         }
     }
 }
@@ -69,12 +68,7 @@ pub struct GrainRuntime {
     metrics: TurnMetrics,
     feeds: Feeds,
     watchers: Watchers,
-    /// When the process was last seen running (a request or the pause
-    /// watch's tick), ms by the clock.
-    last_alive_ms: std::sync::atomic::AtomicU64,
-    /// Whether grains may be kept between requests (see
-    /// [`GrainRuntime::set_caching`]).
-    caching: AtomicBool,
+    lease: Lease,
 }
 
 impl GrainRuntime {
@@ -85,7 +79,7 @@ impl GrainRuntime {
         clock: Arc<dyn Clock>,
         options: RuntimeOptions,
     ) -> Arc<Self> {
-        let started = clock.now_ms();
+        let lease = if options.leased { Lease::none() } else { Lease::unbounded() };
         Arc::new(GrainRuntime {
             store,
             resolver,
@@ -98,8 +92,7 @@ impl GrainRuntime {
             handover: OnceLock::new(),
             metrics: TurnMetrics::new(),
             feeds: Feeds::default(),
-            last_alive_ms: std::sync::atomic::AtomicU64::new(started),
-            caching: AtomicBool::new(true),
+            lease,
         })
     }
 
@@ -108,8 +101,8 @@ impl GrainRuntime {
         let _ = self.handover.set(handover);
     }
 
-    /// How this runtime activates grains.
-    fn activation(&self) -> Activation<'_> {
+    /// How this runtime activates grains, under lease `generation`.
+    fn activation(&self, generation: u64) -> Activation<'_> {
         Activation {
             store: self.store.as_ref(),
             items: &self.items,
@@ -117,6 +110,7 @@ impl GrainRuntime {
             handover: self.handover.get().map(|h| h.as_ref()),
             window: self.options.idempotency_window,
             now_ms: self.clock.now_ms() as i64,
+            generation,
         }
     }
 
@@ -126,71 +120,47 @@ impl GrainRuntime {
         &self.items
     }
 
-    /// Whether this node may answer from grains it keeps in memory. The
-    /// cluster turns it off while the node reaches no majority of its peers
-    /// (they may have taken its carts over): then every request reloads its
-    /// cart from the store, so no answer is older than the store.
-    pub fn set_caching(&self, on: bool) {
-        let was = self.caching.swap(on, Ordering::SeqCst);
-        if was && !on {
+    /// This node's serving lease.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Extends this node's lease to `until` (monotonic ms), granted at
+    /// `now`. After a lapse, grains activated before it are dropped: they
+    /// may be stale.
+    pub fn grant_lease(&self, now: u64, until: u64) {
+        if self.lease.renew(now, until) {
             let dropped = self.registry.retain_unused(|_, _| false);
-            metrics::counter!("cart_grain_passivations_total", "reason" => "no_majority")
+            metrics::counter!("cart_grain_passivations_total", "reason" => "lease_lapsed")
                 .increment(dropped as u64);
+            metrics::counter!("cart_lease_grants_after_lapse_total").increment(1);
+            tracing::info!(dropped, "serving lease granted; carts reload from the store");
         }
     }
 
-    /// Before a request: drops idle grains when they may be stale (caching
-    /// off, or the process stood still; see [`RuntimeOptions::pause_limit`]).
-    fn check_pause(&self) {
-        if !self.caching.load(Ordering::SeqCst) {
-            self.registry.retain_unused(|_, _| false);
-        }
-        let Some(limit) = self.options.pause_limit else { return };
-        let now = self.clock.now_ms();
-        let last = self.last_alive_ms.swap(now, Ordering::SeqCst);
-        let paused = now.saturating_sub(last);
-        if paused > limit.as_millis() as u64 {
-            let dropped = self.registry.retain_unused(|_, _| false);
-            metrics::counter!("cart_grain_pause_drops_total").increment(1);
-            metrics::counter!("cart_grain_passivations_total", "reason" => "paused")
-                .increment(dropped as u64);
-            tracing::warn!(
-                paused_ms = paused,
-                dropped,
-                "this node stood still; its carts may have moved, so it reloads them from the store"
-            );
-        }
+    /// The lease generation this request is served under.
+    fn leased(&self) -> Result<u64, GrainError> {
+        self.lease.held(self.clock.monotonic_ms()).ok_or(GrainError::NoLease)
     }
 
-    /// Ticks often enough that a running process is never taken for a
-    /// paused one, and notices a pause even when no request comes; runs
-    /// while the handle lives (nothing with no pause limit).
-    pub fn spawn_pause_watch(self: &Arc<Self>) -> Option<OwnedTask> {
-        let limit = self.options.pause_limit?;
-        let weak = Arc::downgrade(self);
-        let period = (limit / 4).max(Duration::from_millis(10));
-        Some(OwnedTask::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                match weak.upgrade() {
-                    Some(runtime) => runtime.check_pause(),
-                    None => return,
-                }
-            }
-        }))
+    /// An answer read under lease `generation`, if the lease still holds.
+    fn still_leased<T>(&self, generation: u64, answer: T) -> Result<T, GrainError> {
+        if self.lease.still_held(generation, self.clock.monotonic_ms()) {
+            Ok(answer)
+        } else {
+            Err(GrainError::NoLease)
+        }
     }
 
     /// The cart's current state; [`GrainError::NotFound`] if it has no events.
     pub async fn get(&self, id: &CartId) -> Result<CartState, GrainError> {
-        self.check_pause();
+        let generation = self.leased()?;
         let grain = self.registry.grain(id, self.clock.now_ms())?;
         let result = {
             let mut slot = grain.state.lock().await;
-            match self.activation().activate(id, &mut slot).await {
+            match self.activation(generation).activate(id, &mut slot).await {
                 Ok(state) if state.cart.version() == 0 => Err(GrainError::NotFound),
-                Ok(state) => Ok(Arc::clone(&state.cart)),
+                Ok(state) => self.still_leased(generation, Arc::clone(&state.cart)),
                 Err(e) => Err(e),
             }
         };
@@ -282,7 +252,7 @@ impl GrainRuntime {
         if self.closing.load(Ordering::SeqCst) {
             return Err(GrainError::ShuttingDown);
         }
-        self.check_pause();
+        self.leased()?;
         if request.mutations.is_empty() {
             return Err(cart_domain::CartError::InvalidField {
                 field: "mutations",
@@ -334,12 +304,14 @@ impl GrainRuntime {
         slot: &mut Option<GrainState>,
         request: &ResolvedRequest,
     ) -> Result<CartState, GrainError> {
-        let state = self.activation().activate(id, slot).await?;
+        let generation = self.leased()?;
+        let state = self.activation(generation).activate(id, slot).await?;
         let idempotency = request.idempotency.as_ref();
         if let Some(tag) = idempotency {
             state.keys.expire(self.clock.now_ms() as i64, self.options.idempotency_window);
             if let Some(answer) = self.replay_of(id, state, tag).await {
-                return answer;
+                // Answered without an append: only a held lease vouches for it.
+                return answer.and_then(|a| self.still_leased(generation, a));
             }
             if state.keys.is_full() {
                 return Err(GrainError::TooManyKeys { max: crate::idempotency::MAX_KEYS_PER_CART });

@@ -290,28 +290,32 @@ async fn an_idempotency_key_protects_for_its_window_across_many_keys_and_a_resta
 }
 
 #[tokio::test]
-async fn a_node_that_stood_still_reloads_its_carts_instead_of_answering_from_memory() {
+async fn a_leased_node_serves_only_under_its_lease_and_reloads_after_a_lapse() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000_000));
-    let options = RuntimeOptions {
-        pause_limit: Some(Duration::from_millis(600)),
-        node: "paused".into(),
-        ..RuntimeOptions::default()
-    };
-    let paused = runtime(store(dir.path()), Arc::clone(&clock), options);
+    let options =
+        RuntimeOptions { leased: true, node: "leased".into(), ..RuntimeOptions::default() };
+    let node = runtime(store(dir.path()), Arc::clone(&clock), options);
     let cart = id("moved");
-    paused.mutate(&cart, add(SKU, 1)).await.unwrap();
-    // While it stood still, another node took the cart and wrote to it.
+    assert!(
+        matches!(node.mutate(&cart, add(SKU, 1)).await, Err(GrainError::NoLease)),
+        "no lease yet: nothing is served"
+    );
+    node.grant_lease(1_000_000, 1_001_000);
+    node.mutate(&cart, add(SKU, 1)).await.unwrap();
+    // Its lease ran out (it stood still, or lost its majority) and another
+    // node took the cart over and wrote to it.
+    clock.advance(1_000);
+    assert!(matches!(node.get(&cart).await, Err(GrainError::NoLease)), "reads refused too");
     let other = runtime(
         store(dir.path()),
         Arc::clone(&clock),
         RuntimeOptions { node: "other".into(), ..RuntimeOptions::default() },
     );
     other.mutate(&cart, add(SKU, 1)).await.unwrap();
-    // A short pause is not one: its memory is still authoritative.
-    clock.advance(300);
-    assert_eq!(paused.get(&cart).await.unwrap().version(), 1, "no reload without a pause");
-    clock.advance(5_000);
-    let state = paused.get(&cart).await.unwrap();
-    assert_eq!(state.version(), 2, "after a pause the first answer comes from the store");
+    // Renewed in time, memory is authoritative; after a lapse it is not.
+    node.grant_lease(1_001_000, 1_002_000);
+    let state = node.get(&cart).await.unwrap();
+    assert_eq!(state.version(), 2, "after a lapse the first answer comes from the store");
+    assert_eq!(node.resident(), 1);
 }

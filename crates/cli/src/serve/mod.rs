@@ -30,7 +30,6 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let node = wiring::build(&args, metrics).await?;
     let passivation = node.grains.spawn_passivation();
-    let pause_watch = node.grains.spawn_pause_watch();
     let (stop_grpc, grpc_stopped) = watch::channel(false);
     let mut grpc_servers = JoinSet::new();
     for listener in node.grpc {
@@ -70,9 +69,6 @@ async fn serve(
     )
     .await;
     shutdown::finish(running, &node.grains, args.rpc_deadline, args.shutdown_timeout).await?;
-    if let Some(task) = pause_watch {
-        task.stop().await;
-    }
     drop(node.store);
     outcome
 }

@@ -80,9 +80,7 @@ pub(super) async fn build(
             max_watchers: args.max_watchers,
             node: me.to_string(),
             idempotency_window: args.idempotency_window,
-            // Peers evict a silent node after `ping_misses` missed pings;
-            // a pause shorter than one ping less cannot have moved a cart.
-            pause_limit: Some(args.ping_interval * args.ping_misses.saturating_sub(1).max(1)),
+            leased: true,
         },
     );
     let mut cluster_options = ClusterOptions::new(me.clone());
@@ -91,6 +89,15 @@ pub(super) async fn build(
     cluster_options.max_misses = args.ping_misses;
     cluster_options.rpc_deadline = args.rpc_deadline;
     cluster_options.discovery_interval = args.discovery_interval;
+    if args.lease < args.ping_interval + args.rpc_deadline {
+        anyhow::bail!(
+            "--lease {:?} is shorter than a ping round (--ping-interval {:?} + --rpc-deadline {:?}): the lease would lapse between rounds",
+            args.lease,
+            args.ping_interval,
+            args.rpc_deadline
+        );
+    }
+    cluster_options.lease = args.lease;
     let cluster =
         Cluster::new(cluster_options, Arc::clone(&grains), discovery(args, &me).await?, clock);
 

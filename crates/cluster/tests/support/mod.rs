@@ -85,6 +85,9 @@ pub struct Harness {
     pub ca: Option<TestCa>,
     /// The ping interval of nodes added from now on.
     pub ping_interval: Duration,
+    /// Whether nodes added from now on serve only under their lease (as
+    /// real nodes do); otherwise always, so tests can set views by hand.
+    pub leased: bool,
 }
 
 fn resolver() -> Resolver {
@@ -122,7 +125,17 @@ impl Harness {
         Self::start_with(n, Some(ca)).await
     }
 
+    /// Starts `n` nodes that serve only under the lease their own ping
+    /// rounds grant (the loops must run: see [`Harness::converge`]).
+    pub async fn start_leased(n: usize) -> Harness {
+        Self::start_with_lease(n, None, true).await
+    }
+
     async fn start_with(n: usize, ca: Option<TestCa>) -> Harness {
+        Self::start_with_lease(n, ca, false).await
+    }
+
+    async fn start_with_lease(n: usize, ca: Option<TestCa>, leased: bool) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_000_000));
         let discovery = Arc::new(SharedDiscovery::default());
@@ -133,6 +146,7 @@ impl Harness {
             dir,
             ca,
             ping_interval: Duration::from_millis(50),
+            leased,
         };
         for _ in 0..n {
             harness.add_node().await;
@@ -168,7 +182,11 @@ impl Harness {
             store(self.dir.path()),
             resolver(),
             self.clock.clone(),
-            RuntimeOptions { node: addr.to_string(), ..RuntimeOptions::default() },
+            RuntimeOptions {
+                node: addr.to_string(),
+                leased: self.leased,
+                ..RuntimeOptions::default()
+            },
         );
         let mut options = ClusterOptions::new(addr.clone());
         // Generous deadlines: a loaded CI machine must not turn a slow call
@@ -236,7 +254,9 @@ impl Harness {
         }
         let all = self.nodes.len();
         eventually("every node to see every other", Duration::from_secs(10), || {
-            self.nodes.iter().all(|n| n.cluster.membership().view().len() == all)
+            self.nodes
+                .iter()
+                .all(|n| n.cluster.membership().view().len() == all && n.cluster.has_lease())
         })
         .await;
     }
@@ -266,6 +286,13 @@ impl Harness {
                     && next.is_none_or(|next| self.owner_among(id, nodes, &[owner]) == next)
             })
             .expect("some cart id hashes to that node")
+    }
+
+    /// Moves the clock past the takeover wait: every node silent since now
+    /// has surely lost its lease, so its carts may be taken over.
+    pub fn outlast_leases(&self) {
+        let wait = self.nodes.first().map_or(Duration::ZERO, |n| n.cluster.options().takeover_wait());
+        self.clock.advance(wait.as_millis() as u64);
     }
 
     /// Whether node `i` holds `cart` active.
