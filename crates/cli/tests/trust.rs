@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use cart_cluster::proto::control::Empty;
+use cart_cluster::proto::control::{Empty, PingRequest};
 use cart_cluster::proto::control::control_plane_client::ControlPlaneClient;
 use cart_testkit::certs::TestCa;
 use support::Server;
@@ -71,19 +71,19 @@ async fn a_tls_node_answers_no_plaintext_or_foreign_caller() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("cluster");
     let node = Server::start_tls(&dir.path().join("data"), &ca, &[]);
-    ControlPlaneClient::new(node.channel()).ping(Empty {}).await.expect("a member may call");
+    ControlPlaneClient::new(node.channel()).ping(PingRequest::default()).await.expect("a member may call");
 
     let plain = tonic::transport::Endpoint::from_shared(node.grpc_url.clone())
         .unwrap()
         .timeout(Duration::from_secs(5))
         .connect_lazy();
-    assert!(ControlPlaneClient::new(plain).ping(Empty {}).await.is_err());
+    assert!(ControlPlaneClient::new(plain).ping(PingRequest::default()).await.is_err());
 
     let mut stranger = Server::start(&dir.path().join("other"), &[]);
     let foreign = TestCa::new("someone else");
     stranger.tls = Some(foreign.write_node(&dir.path().join("foreign"), "stranger"));
     stranger.grpc_url.clone_from(&node.grpc_url);
-    assert!(ControlPlaneClient::new(stranger.channel()).ping(Empty {}).await.is_err());
+    assert!(ControlPlaneClient::new(stranger.channel()).ping(PingRequest::default()).await.is_err());
 }
 
 #[tokio::test]
@@ -331,8 +331,8 @@ fn help_never_shows_secrets_from_the_environment() {
 async fn the_database_password_can_come_from_a_file() {
     let db = tokio::task::spawn_blocking(|| {
         cart_testkit::PgServer::start_with(cart_testkit::PgSetup {
-            tls: None,
             password: Some("file-kept-password"),
+            ..cart_testkit::PgSetup::default()
         })
         .unwrap()
     })

@@ -22,7 +22,7 @@ use crate::proto::cart::cart_actor_server::{CartActorServer, SERVICE_NAME as CAR
 use crate::proto::control::control_plane_server::{
     ControlPlaneServer, SERVICE_NAME as CONTROL_SERVICE,
 };
-use crate::proto::control::{ClosingNotice, Empty, NegotiateRequest};
+use crate::proto::control::{ClosingNotice, NegotiateRequest, PingRequest};
 use crate::router::ClusterCarts;
 use crate::server::{CartActorService, ControlPlaneService};
 use crate::tls::{self, ClusterTls};
@@ -97,6 +97,8 @@ pub struct Cluster {
     clock: Arc<dyn Clock>,
     /// Whether the first discovery round is done.
     ready: tokio::sync::watch::Sender<bool>,
+    /// Bumped on every lease grant.
+    granted: tokio::sync::watch::Sender<u64>,
 }
 
 impl Cluster {
@@ -134,6 +136,7 @@ impl Cluster {
             discovery,
             clock,
             ready: tokio::sync::watch::channel(false).0,
+            granted: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -156,6 +159,21 @@ impl Cluster {
     /// negotiation round), holds its serving lease, and is not closing.
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow() && !self.membership.is_closing() && self.has_lease()
+    }
+
+    /// Waits (at most `within`) until this node holds its serving lease;
+    /// returns whether it does.
+    pub async fn wait_for_lease(&self, within: Duration) -> bool {
+        let mut granted = self.granted.subscribe();
+        let waited = tokio::time::timeout(within, async {
+            while !self.has_lease() {
+                if granted.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let _ = waited.await;
+        self.has_lease()
     }
 
     /// Whether this node holds its serving lease now.
@@ -302,6 +320,7 @@ impl Cluster {
             if self.membership.record_round(answered, now) {
                 let until = started.saturating_add(self.options.lease.as_millis() as u64);
                 self.runtime.grant_lease(now, until);
+                self.granted.send_modify(|n| *n += 1);
             }
         }
     }
@@ -311,8 +330,17 @@ impl Cluster {
     async fn ping(&self, hosts: Vec<NodeAddr>) -> usize {
         let pings = hosts.into_iter().map(|host| async move {
             let member = self.membership.is_member(&host);
+            // A ping slower than the interval is a miss: rounds keep their
+            // schedule, so a dead peer never delays the lease's renewal.
+            let within = self.options.ping_interval.min(self.options.rpc_deadline);
             let answer = match self.peers.control(&host) {
-                Ok(mut client) => client.ping(self.peers.request(Empty {})).await.ok(),
+                Ok(mut client) => {
+                    let me = PingRequest { host: self.membership.me().to_string() };
+                    tokio::time::timeout(within, client.ping(self.peers.request(me)))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                }
                 Err(_) => None,
             };
             if let Some(reply) = answer {

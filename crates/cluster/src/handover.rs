@@ -2,11 +2,14 @@
 //!
 //! Before a grain activates here while another node holds the cart's claim,
 //! that node is asked (ConfirmOwner) to flush and passivate its grain, and
-//! refuses if this node is not in its view. If it cannot be asked (dead,
+//! refuses if this node is not in its view. If it does not answer (dead,
 //! cut off), the cart is taken over only once its serving lease has surely
 //! run out: [`ClusterOptions::takeover_wait`] after this node last heard
-//! from it. So a cart is served by one node at a time, reads included;
-//! the claim epoch fences a stale owner's appends whatever happens.
+//! from it. A holder evicted more recently than that is not even asked (it
+//! went silent; asking would only stall the request): the request is
+//! refused as retryable at once. So a cart is served by one node at a time,
+//! reads included; the claim epoch fences a stale owner's appends whatever
+//! happens.
 //!
 //! [`ClusterOptions::takeover_wait`]: crate::ClusterOptions::takeover_wait
 
@@ -46,7 +49,7 @@ impl ConfirmOwner {
         ConfirmOwner { membership, peers, clock, wait_ms: wait.as_millis() as u64, started_ms }
     }
 
-    /// Whether `previous`, which did not answer, can no longer be serving.
+    /// Whether `previous`, were it silent, can no longer be serving.
     fn lease_surely_over(&self, previous: &NodeAddr) -> Result<(), GrainError> {
         let since = match self.membership.last_heard(previous) {
             LastHeard::Closed => return Ok(()),
@@ -60,44 +63,61 @@ impl ConfirmOwner {
             Err(GrainError::PreviousOwnerMayServe)
         }
     }
+
+    /// Asks `previous` to hand `cart` over, within half the deadline (this
+    /// runs inside a turn that may itself be a forwarded request under the
+    /// full deadline). `None`: no answer.
+    async fn ask(&self, cart: &CartId, previous: &NodeAddr) -> Option<(bool, String)> {
+        let mut client = self.peers.control(previous).ok()?;
+        let request = self.peers.request(OwnerChangeRequest {
+            cart_id: cart.to_string(),
+            new_host: self.membership.me().to_string(),
+        });
+        let call = client.confirm_owner(request);
+        match tokio::time::timeout(self.peers.deadline() / 2, call).await {
+            Ok(Ok(ack)) => {
+                let ack = ack.into_inner();
+                Some((ack.accepted, ack.message))
+            }
+            Ok(Err(status)) => {
+                tracing::debug!(cart = %cart, from = %previous, code = ?status.code(), "ConfirmOwner failed");
+                None
+            }
+            Err(_) => None,
+        }
+    }
 }
 
 #[async_trait]
 impl Handover for ConfirmOwner {
     async fn take_over(&self, cart: &CartId, previous_owner: &str) -> Result<(), GrainError> {
         let me = self.membership.me();
-        let Ok(previous) = previous_owner.parse::<NodeAddr>() else {
+        // `host:grpc:control#incarnation` (see `RuntimeOptions::node`).
+        let address = previous_owner.split_once('#').map_or(previous_owner, |(a, _)| a);
+        let Ok(previous) = address.parse::<NodeAddr>() else {
             return Ok(());
         };
         if previous == *me || self.membership.last_heard(&previous) == LastHeard::Closed {
             return Ok(());
         }
-        let asked = match self.peers.control(&previous) {
-            Ok(mut client) => {
-                let mut request = self.peers.request(OwnerChangeRequest {
-                    cart_id: cart.to_string(),
-                    new_host: me.to_string(),
-                });
-                // Half the deadline: this runs inside a turn that may itself
-                // be a forwarded request under the full deadline.
-                request.set_timeout(self.peers.deadline() / 2);
-                client.confirm_owner(request).await.map_err(|s| s.code())
-            }
-            Err(_) => Err(tonic::Code::Unavailable),
-        };
+        if !self.membership.is_member(&previous) {
+            // Evicted lately: silent, and maybe still serving until its
+            // lease runs out.
+            self.lease_surely_over(&previous)?;
+        }
+        let asked = self.ask(cart, &previous).await;
         match asked {
-            Ok(ack) if ack.get_ref().accepted => {
+            Some((true, _)) => {
                 tracing::info!(cart = %cart, from = %previous, to = %me, "ownership moved");
                 Ok(())
             }
-            Ok(ack) => {
-                let message = ack.into_inner().message;
+            Some((false, message)) => {
                 tracing::warn!(cart = %cart, from = %previous, %message, "ConfirmOwner refused");
                 Err(GrainError::HandoverRefused(message))
             }
-            Err(code) => {
+            None => {
                 self.lease_surely_over(&previous)?;
-                tracing::info!(cart = %cart, from = %previous, ?code, "taking over a cart from a silent node whose lease has run out");
+                tracing::info!(cart = %cart, from = %previous, "taking over a cart from a silent node whose lease has run out");
                 Ok(())
             }
         }

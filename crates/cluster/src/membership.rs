@@ -108,7 +108,7 @@ impl Membership {
     /// `incarnation` (see [`Membership::incarnation`]).
     pub fn with_incarnation(me: NodeAddr, max_misses: u32, incarnation: u64) -> Self {
         let inner =
-            Inner { view: Arc::from(vec![me.clone()]), in_majority: true, ..Inner::default() };
+            Inner { view: Arc::from(vec![me.clone()]), ..Inner::default() };
         Membership {
             me,
             incarnation,
@@ -171,10 +171,17 @@ impl Membership {
         self.inner().members.keys().cloned().collect()
     }
 
-    /// Everyone worth pinging: members and candidates.
+    /// Everyone worth pinging: members, candidates, and the hosts that
+    /// count towards the majority without being members (evicted lately,
+    /// or named by discovery), so a healed or restarted node rejoins within
+    /// one ping interval.
     pub fn ping_targets(&self) -> Vec<NodeAddr> {
         let inner = self.inner();
-        inner.members.keys().chain(inner.candidates.iter()).cloned().collect()
+        let mut targets: BTreeSet<&NodeAddr> =
+            inner.members.keys().chain(inner.candidates.iter()).collect();
+        targets.extend(inner.evicted.keys());
+        targets.extend(inner.discovered.iter());
+        targets.into_iter().cloned().collect()
     }
 
     /// Hosts heard of that have not answered a ping yet.
@@ -232,7 +239,8 @@ impl Membership {
         }
         // A new run of a departed host: the old one's quarantine is over.
         inner.departed.remove(host);
-        if inner.candidates.remove(host) {
+        let known = inner.evicted.remove(host).is_some() || inner.discovered.contains(host);
+        if inner.candidates.remove(host) || known {
             inner.members.insert(host.clone(), MemberState { misses: 0, last_ok_ms: now_ms });
             self.changed(&mut inner, "joined", host);
         }
@@ -301,7 +309,7 @@ impl Membership {
         if majority != inner.in_majority {
             inner.in_majority = majority;
             if majority {
-                tracing::info!(reached, known, "this node reaches a majority of the cluster again");
+                tracing::info!(reached, known, "this node reaches a majority of the cluster");
             } else {
                 tracing::warn!(
                     reached,
@@ -314,7 +322,7 @@ impl Membership {
         majority
     }
 
-    /// Whether the last ping round reached a majority (true before any).
+    /// Whether the last ping round reached a majority (false before any).
     pub fn in_majority(&self) -> bool {
         self.inner().in_majority
     }

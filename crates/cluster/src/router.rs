@@ -167,11 +167,14 @@ impl ClusterCarts {
     }
 }
 
-/// On a node serving a forwarded request, shutting down means "ask the next
-/// node" (a refused handover already is).
+/// On a node serving a forwarded request, shutting down or holding no lease
+/// (not yet, after a restart or a healed partition) means "ask the next
+/// node" (a refused handover already is): nothing was applied.
 fn misdirected_if_moving(result: Result<CartState, GrainError>) -> Result<CartState, GrainError> {
     match result {
-        Err(e @ GrainError::ShuttingDown) => Err(e.as_kind(ErrorKind::Misdirected)),
+        Err(e @ (GrainError::ShuttingDown | GrainError::NoLease)) => {
+            Err(e.as_kind(ErrorKind::Misdirected))
+        }
         other => other,
     }
 }

@@ -11,6 +11,7 @@ use crate::client::Peers;
 use crate::mapping::{self, Decoded};
 use crate::membership::Membership;
 use crate::node::NodeAddr;
+use crate::placement;
 use crate::proto::cart::cart_actor_server::CartActor;
 use crate::proto::cart::{
     MutationBatch, MutationBatchReply, MutationReply, MutationRequest, StateReply, StateRequest,
@@ -19,7 +20,7 @@ use crate::proto::cart::{
 use crate::proto::control::control_plane_server::ControlPlane;
 use crate::proto::control::{
     CartIdsReply, ClosingNotice, Empty, NegotiateReply, NegotiateRequest, OwnerChangeAck,
-    OwnerChangeRequest, PingReply,
+    OwnerChangeRequest, PingReply, PingRequest,
 };
 use crate::router::ClusterCarts;
 use crate::watch_stream::{self, WatchStream};
@@ -182,9 +183,10 @@ impl ControlPlaneService {
         self.membership.learn([host.clone()], self.clock.monotonic_ms());
         let answer = match self.peers.control(host) {
             Ok(mut client) => {
-                let mut ping = tonic::Request::new(Empty {});
-                ping.set_timeout(self.peers.deadline() / 4);
-                client.ping(ping).await.ok()
+                // Without our address: the answer must not start the
+                // other side's own admission of us (and so on, back and forth).
+                let call = client.ping(self.peers.request(PingRequest::default()));
+                tokio::time::timeout(self.peers.deadline() / 4, call).await.ok().and_then(Result::ok)
             }
             Err(_) => None,
         };
@@ -205,9 +207,18 @@ fn ack(accepted: bool, message: impl Into<String>) -> Response<OwnerChangeAck> {
 
 #[tonic::async_trait]
 impl ControlPlane for ControlPlaneService {
-    async fn ping(&self, _: Request<Empty>) -> Result<Response<PingReply>, Status> {
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
         if self.membership.is_closing() {
             return Err(Status::unavailable("closing"));
+        }
+        // A caller outside the view (back from a partition, a pause or a
+        // restart) joins now rather than at this node's next round, so the
+        // views agree again within a round trip.
+        if let Ok(caller) = request.get_ref().host.parse::<NodeAddr>()
+            && caller != *self.membership.me()
+            && !self.membership.is_member(&caller)
+        {
+            self.admit(&caller).await;
         }
         let unix_time = i64::try_from(self.clock.now_ms() / 1000).unwrap_or(i64::MAX);
         Ok(Response::new(PingReply {
@@ -258,6 +269,14 @@ impl ControlPlane for ControlPlaneService {
         let Ok(cart) = CartId::parse(&request.cart_id) else {
             return Ok(ack(false, "bad cart id"));
         };
+        // A holder that owns the cart by its own view keeps it: the asker's
+        // view is behind (a request routed before a view change, or by a
+        // node that has not seen the change yet). Handing it over would
+        // only move it back on the next request.
+        let me = self.membership.me();
+        if placement::owner(cart.as_str(), &self.membership.view(), &[]) == Some(me) {
+            return Ok(ack(false, format!("{me} owns {cart} in its view")));
+        }
         match self.runtime.hand_over(&cart).await {
             Ok(was_active) => {
                 tracing::info!(cart = %cart, to = %new_host, was_active, "handed the cart over");

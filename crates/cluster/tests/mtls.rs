@@ -10,7 +10,7 @@ use std::time::Duration;
 use cart_cluster::NodeAddr;
 use cart_cluster::proto::cart::StateRequest;
 use cart_cluster::proto::cart::cart_actor_client::CartActorClient;
-use cart_cluster::proto::control::Empty;
+use cart_cluster::proto::control::PingRequest;
 use cart_cluster::proto::control::control_plane_client::ControlPlaneClient;
 use cart_cluster::tls::{ClusterTls, TlsConnect};
 use cart_grain::Carts;
@@ -38,7 +38,7 @@ fn caller(dir: &std::path::Path, issuer: &TestCa, ca: &TestCa) -> Arc<ClusterTls
 }
 
 async fn pings(channel: Channel) -> Result<(), tonic::Status> {
-    ControlPlaneClient::new(channel).ping(Empty {}).await.map(|_| ())
+    ControlPlaneClient::new(channel).ping(PingRequest::default()).await.map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,11 +52,17 @@ impl Activation<'_> {
         }
         if slot.is_none() {
             let started = std::time::Instant::now();
+            let mut epoch = None;
             if let Some(handover) = self.handover
                 && let Some(claim) = self.store.claim_of(id.as_str()).await?
-                && claim.owner != self.node
             {
-                handover.take_over(id, &claim.owner).await?;
+                if claim.owner == self.node {
+                    // This very process claimed it and nobody since: its
+                    // epoch still fences everyone else.
+                    epoch = Some(claim.epoch);
+                } else {
+                    handover.take_over(id, &claim.owner).await?;
+                }
             }
             let events = self.store.load(id.as_str()).await?;
             let (cart, mut keys) = replay(id, &events, self.items, self.window)?;
@@ -67,7 +73,7 @@ impl Activation<'_> {
             *slot = Some(GrainState {
                 cart: Arc::new(cart),
                 keys,
-                epoch: None,
+                epoch,
                 generation: self.generation,
             });
         }

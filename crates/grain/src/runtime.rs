@@ -30,7 +30,11 @@ pub struct RuntimeOptions {
     pub max_grains: usize,
     /// Most watchers (SSE and gRPC watch streams) at once.
     pub max_watchers: usize,
-    /// This node's name, recorded in the store when it claims a cart.
+    /// This node's name, recorded in the store when it claims a cart. In a
+    /// cluster, its address and the run of its process
+    /// (`host:grpc:control#incarnation`): unique among live processes, so
+    /// a grain reactivated by the same process keeps its claim, and a
+    /// restarted one never mistakes its predecessor's claims for its own.
     pub node: String,
     /// How long an idempotency key protects its request.
     pub idempotency_window: Duration,

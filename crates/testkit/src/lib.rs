@@ -141,6 +141,7 @@ pub struct PgServer {
     account: Option<(u32, u32)>,
     pid: Option<u32>,
     tls: bool,
+    listen: String,
 }
 
 /// How a [`PgServer`] is set up beyond the defaults (trust, plaintext).
@@ -151,6 +152,9 @@ pub struct PgSetup<'a> {
     pub tls: Option<&'a certs::TestCa>,
     /// Require this password (SCRAM) of user `postgres` over TCP.
     pub password: Option<&'a str>,
+    /// Listen on this address too (say a bridge that network namespaces
+    /// reach), accepting connections from anywhere (plaintext only).
+    pub listen: Option<&'a str>,
 }
 
 impl PgServer {
@@ -197,6 +201,13 @@ impl PgServer {
         if !status.status.success() {
             return Err(format!("initdb failed: {}", String::from_utf8_lossy(&status.stderr)));
         }
+        if setup.listen.is_some() && setup.tls.is_none() {
+            let auth = if setup.password.is_some() { "scram-sha-256" } else { "trust" };
+            let hba = dir.join("data").join("pg_hba.conf");
+            let mut rules = std::fs::read_to_string(&hba).map_err(|e| format!("pg_hba: {e}"))?;
+            rules.push_str(&format!("host all all 0.0.0.0/0 {auth}\n"));
+            std::fs::write(&hba, rules).map_err(|e| format!("pg_hba: {e}"))?;
+        }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
@@ -229,6 +240,10 @@ impl PgServer {
             account,
             pid: None,
             tls: setup.tls.is_some(),
+            listen: match setup.listen {
+                Some(extra) => format!("127.0.0.1,{extra}"),
+                None => "127.0.0.1".into(),
+            },
         };
         server.resume()?;
         Ok(server)
@@ -245,6 +260,7 @@ impl PgServer {
             self.account,
             self.tls,
         );
+        let listen = format!("listen_addresses={}", self.listen);
         // Spawned from a thread that lives until the server exits, with
         // PR_SET_PDEATHSIG, so the server dies with the tests.
         std::thread::spawn(move || {
@@ -256,7 +272,7 @@ impl PgServer {
                     "-p",
                     &port.to_string(),
                     "-c",
-                    "listen_addresses=127.0.0.1",
+                    &listen,
                     "-c",
                     "max_connections=300",
                 ])

@@ -51,6 +51,12 @@ async fn serve(
         passivation,
     };
 
+    // Connections wait in the listeners' backlog until the node may serve
+    // (its first majority round), instead of being refused.
+    let within = args.discovery_interval * 2 + args.lease;
+    if !node.cluster.wait_for_lease(within).await {
+        tracing::warn!(waited = ?within, "no majority of the cluster yet; serving 503 until one answers");
+    }
     let begin = shutdown::begin(
         Arc::clone(&node.cluster),
         Arc::clone(&node.grains),

@@ -70,6 +70,7 @@ pub(super) async fn build(
     };
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut cluster_options = ClusterOptions::new(me.clone());
     let grains = GrainRuntime::new(
         Arc::clone(&store),
         resolver,
@@ -78,12 +79,11 @@ pub(super) async fn build(
             idle_ttl: args.idle_ttl,
             max_grains: args.max_grains,
             max_watchers: args.max_watchers,
-            node: me.to_string(),
+            node: format!("{me}#{}", cluster_options.incarnation),
             idempotency_window: args.idempotency_window,
             leased: true,
         },
     );
-    let mut cluster_options = ClusterOptions::new(me.clone());
     cluster_options.tls = cluster_tls(args)?;
     cluster_options.ping_interval = args.ping_interval;
     cluster_options.max_misses = args.ping_misses;

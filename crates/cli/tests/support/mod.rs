@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod klarna;
+pub mod checker;
 pub mod load;
+pub mod net;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -178,17 +178,17 @@ impl Harness {
     async fn node_on(&mut self, listener: TcpListener) -> Node {
         let port = listener.local_addr().unwrap().port();
         let addr = NodeAddr { host: "127.0.0.1".into(), grpc_port: port, control_port: port };
+        let mut options = ClusterOptions::new(addr.clone());
         let grains = GrainRuntime::new(
             store(self.dir.path()),
             resolver(),
             self.clock.clone(),
             RuntimeOptions {
-                node: addr.to_string(),
+                node: format!("{addr}#{}", options.incarnation),
                 leased: self.leased,
                 ..RuntimeOptions::default()
             },
         );
-        let mut options = ClusterOptions::new(addr.clone());
         // Generous deadlines: a loaded CI machine must not turn a slow call
         // into a routing decision the test did not ask for.
         options.rpc_deadline = Duration::from_secs(5);
