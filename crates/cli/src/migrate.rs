@@ -30,10 +30,11 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let here = std::path::Path::new("./data");
-        let (from, to) = (StoreSpec::parse(&args.from, here), StoreSpec::parse(&args.to, here));
+        let (from, to) = (StoreSpec::parse(&args.from, here)?, StoreSpec::parse(&args.to, here)?);
         if from == to {
             bail!("--from and --to are the same store");
         }
+        from.require_existing().context("--from")?;
         let wait = FileStoreOptions::DEFAULT_COMMIT_WAIT;
         let source = from.open(FsyncPolicy::Always, wait, 4, None).await?;
         let destination = to.open(FsyncPolicy::Always, wait, 4, None).await?;

@@ -19,15 +19,48 @@ pub enum StoreSpec {
 
 impl StoreSpec {
     /// Parses `postgres://...`/`postgresql://...`, `file:<dir>`, or a
-    /// directory; `file` means `default_dir`.
-    pub fn parse(spec: &str, default_dir: &std::path::Path) -> Self {
+    /// directory; `file` means `default_dir`. Any other `scheme:` is an
+    /// error, so `mysql://db` never becomes a directory named `mysql:`.
+    pub fn parse(spec: &str, default_dir: &std::path::Path) -> anyhow::Result<Self> {
         if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-            StoreSpec::Postgres(spec.to_owned())
-        } else if spec == "file" {
-            StoreSpec::File(default_dir.to_path_buf())
-        } else {
-            StoreSpec::File(PathBuf::from(spec.strip_prefix("file:").unwrap_or(spec)))
+            return Ok(StoreSpec::Postgres(spec.to_owned()));
         }
+        if spec == "file" {
+            return Ok(StoreSpec::File(default_dir.to_path_buf()));
+        }
+        if let Some(dir) = spec.strip_prefix("file:") {
+            return Ok(StoreSpec::File(PathBuf::from(dir)));
+        }
+        if let Some((scheme, _)) = spec.split_once(':')
+            && !scheme.is_empty()
+            && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+        {
+            anyhow::bail!(
+                "unknown store {scheme:?}: use `file`, `file:<dir>`, a directory, or a postgres:// URL"
+            );
+        }
+        if spec.is_empty() {
+            anyhow::bail!(
+                "the store is empty: use `file`, `file:<dir>`, a directory, or a postgres:// URL"
+            );
+        }
+        Ok(StoreSpec::File(PathBuf::from(spec)))
+    }
+
+    /// Fails unless the store already holds a log (a migration source that
+    /// does not exist is a mistake, not an empty store).
+    pub fn require_existing(&self) -> anyhow::Result<()> {
+        if let StoreSpec::File(dir) = self {
+            let log = dir.join(cart_store::file::LOG_FILE);
+            if !log.is_file() {
+                anyhow::bail!(
+                    "no event store at {}: {} does not exist",
+                    dir.display(),
+                    log.display()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Opens the store; `password` is PostgreSQL's when it is not in the
@@ -90,13 +123,19 @@ mod tests {
     #[test]
     fn parses_store_specs() {
         let d = std::path::Path::new("./data");
-        assert_eq!(StoreSpec::parse("file", d), StoreSpec::File("./data".into()));
-        assert_eq!(StoreSpec::parse("file:/x", d), StoreSpec::File("/x".into()));
-        assert_eq!(StoreSpec::parse("/y", d), StoreSpec::File("/y".into()));
-        let pg = StoreSpec::parse("postgres://u:secret@db:5432/carts", d);
+        let parse = |s: &str| StoreSpec::parse(s, d).unwrap();
+        assert_eq!(parse("file"), StoreSpec::File("./data".into()));
+        assert_eq!(parse("file:/x"), StoreSpec::File("/x".into()));
+        assert_eq!(parse("/y"), StoreSpec::File("/y".into()));
+        assert_eq!(parse("./rel/dir"), StoreSpec::File("./rel/dir".into()));
+        let pg = parse("postgres://u:secret@db:5432/carts");
         assert_eq!(pg, StoreSpec::Postgres("postgres://u:secret@db:5432/carts".into()));
         assert!(!pg.redacted().contains("secret"));
-        let pg = StoreSpec::parse("postgres://db/carts?password=secret&sslmode=require", d);
+        let pg = parse("postgres://db/carts?password=secret&sslmode=require");
         assert_eq!(pg.redacted(), "postgres://db/carts?sslmode=require");
+        for bad in ["mysql://x", "redis:6379", "s3://bucket/x", ""] {
+            let e = StoreSpec::parse(bad, d).unwrap_err().to_string();
+            assert!(e.contains("use `file`"), "{bad}: {e}");
+        }
     }
 }

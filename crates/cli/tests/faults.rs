@@ -72,6 +72,9 @@ fn timing() -> Timing {
     }
 }
 
+/// Each running node's public and internal URL, by node.
+type Endpoints = Arc<Mutex<Vec<Option<(String, String)>>>>;
+
 /// Three nodes, their network, store and load balancer.
 struct Fleet {
     net: Net,
@@ -82,7 +85,7 @@ struct Fleet {
     nodes: Vec<Option<Server>>,
     /// What the balancer's readiness poller checks: each running node's
     /// public and internal URL.
-    endpoints: Arc<Mutex<Vec<Option<(String, String)>>>>,
+    endpoints: Endpoints,
     lb: Arc<Lb>,
     /// Log lines of every node process that has ended, by node.
     logs: Vec<Vec<String>>,
@@ -259,6 +262,8 @@ struct Report {
     all_errors: usize,
     /// Operations given up on.
     gave_up: u64,
+    /// Adds refused with a 4xx (a cart at its limits).
+    refused: u64,
     /// The victim's answers while cut off: statuses and their latency.
     minority: Vec<(u16, u64)>,
     /// Longest time a cart waited for its first acknowledged add after the
@@ -298,8 +303,10 @@ impl Report {
     }
 }
 
+/// An attempt that failed for a reason of the cluster's (a 4xx is the
+/// workload's own doing and counted apart, as `refused`).
 fn failed(a: &Attempt) -> bool {
-    !matches!(a.outcome, Outcome::Ok)
+    !matches!(a.outcome, Outcome::Ok | Outcome::Status(400..=499, _))
 }
 
 async fn run(nemesis: Nemesis, store: Store) -> Report {
@@ -416,10 +423,9 @@ async fn run(nemesis: Nemesis, store: Store) -> Report {
         .max()
         .unwrap_or(0);
     let view: Vec<NodeAddr> = (0..NODES).map(|i| fleet.addr(i).parse().unwrap()).collect();
-    let victim_carts = carts
-        .iter()
-        .filter(|c| placement::owner(c, &view, &[]) == Some(&view[VICTIM]))
-        .count() as u64;
+    let victim_carts =
+        carts.iter().filter(|c| placement::owner(c, &view, &[]) == Some(&view[VICTIM])).count()
+            as u64;
     // Every cart claimed once when created; the victim's carts move away
     // and back (a restart of every node moves every cart away and back,
     // and a cart may pass through a node restarted later).
@@ -436,7 +442,17 @@ async fn run(nemesis: Nemesis, store: Store) -> Report {
             eprintln!("claims {c} victim={victim} {claim:?}");
         }
         for (i, n) in fleet.logs.iter().enumerate() {
-            for l in n.iter().filter(|l| l.contains("ownership moved") || l.contains("taking over") || l.contains("handed the cart") || l.contains("fenced") || l.contains("another writer") || l.contains("lease") || l.contains("majority") || l.contains("membership") || l.contains("passivated")) {
+            for l in n.iter().filter(|l| {
+                l.contains("ownership moved")
+                    || l.contains("taking over")
+                    || l.contains("handed the cart")
+                    || l.contains("fenced")
+                    || l.contains("another writer")
+                    || l.contains("lease")
+                    || l.contains("majority")
+                    || l.contains("membership")
+                    || l.contains("passivated")
+            }) {
                 eprintln!("log {i} {l}");
             }
         }
@@ -452,6 +468,7 @@ async fn run(nemesis: Nemesis, store: Store) -> Report {
         majority_attempts: majority.len(),
         all_errors: attempts.iter().filter(|a| failed(a)).count(),
         gave_up: history.gave_up.load(std::sync::atomic::Ordering::SeqCst),
+        refused: history.refused.load(std::sync::atomic::Ordering::SeqCst),
         minority,
         served_again_ms,
         p99_before_us: ok_latency(0, fault_ms),
@@ -470,6 +487,7 @@ fn assert_safe(r: &Report) {
     assert!(v.double_applied.is_empty(), "keys applied twice: {:?}", v.double_applied);
     assert!(v.forked.is_empty(), "forked logs: {:?}", v.forked);
     assert_eq!(v.unknown, 0, "events nobody sent");
+    assert_eq!(r.refused, 0, "the workload stayed within the carts' limits: {r:?}");
     assert!(r.divergent.is_empty(), "nodes disagree: {:?}", r.divergent);
     assert!(r.stale.is_empty(), "stale reads: {:?}", r.stale);
     assert!(v.claims <= r.claims_bound, "ownership moved back and forth: {r:?}");

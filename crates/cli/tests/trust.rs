@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use cart_cluster::proto::control::{Empty, PingRequest};
 use cart_cluster::proto::control::control_plane_client::ControlPlaneClient;
+use cart_cluster::proto::control::{Empty, PingRequest};
 use cart_testkit::certs::TestCa;
 use support::Server;
 
@@ -71,7 +71,10 @@ async fn a_tls_node_answers_no_plaintext_or_foreign_caller() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("cluster");
     let node = Server::start_tls(&dir.path().join("data"), &ca, &[]);
-    ControlPlaneClient::new(node.channel()).ping(PingRequest::default()).await.expect("a member may call");
+    ControlPlaneClient::new(node.channel())
+        .ping(PingRequest::default())
+        .await
+        .expect("a member may call");
 
     let plain = tonic::transport::Endpoint::from_shared(node.grpc_url.clone())
         .unwrap()
@@ -83,7 +86,9 @@ async fn a_tls_node_answers_no_plaintext_or_foreign_caller() {
     let foreign = TestCa::new("someone else");
     stranger.tls = Some(foreign.write_node(&dir.path().join("foreign"), "stranger"));
     stranger.grpc_url.clone_from(&node.grpc_url);
-    assert!(ControlPlaneClient::new(stranger.channel()).ping(PingRequest::default()).await.is_err());
+    assert!(
+        ControlPlaneClient::new(stranger.channel()).ping(PingRequest::default()).await.is_err()
+    );
 }
 
 #[tokio::test]

@@ -107,8 +107,7 @@ impl Membership {
     /// A view holding only `me`, this run of the process being
     /// `incarnation` (see [`Membership::incarnation`]).
     pub fn with_incarnation(me: NodeAddr, max_misses: u32, incarnation: u64) -> Self {
-        let inner =
-            Inner { view: Arc::from(vec![me.clone()]), ..Inner::default() };
+        let inner = Inner { view: Arc::from(vec![me.clone()]), ..Inner::default() };
         Membership {
             me,
             incarnation,
@@ -461,6 +460,20 @@ mod tests {
         m.ping_failed(&addr(2));
         assert!(!m.is_member(&addr(2)));
         assert_eq!(m.view().to_vec(), vec![addr(1)]);
+    }
+
+    #[test]
+    fn evicted_and_discovered_hosts_are_pinged_and_rejoin_at_their_first_answer() {
+        let m = Membership::new(addr(1), 1);
+        m.discovered([addr(3)]);
+        m.learn([addr(2)], 0);
+        m.ping_ok(&addr(2), 0, 0);
+        m.ping_failed(&addr(2));
+        assert!(!m.is_member(&addr(2)));
+        assert_eq!(m.ping_targets(), vec![addr(2), addr(3)], "still pinged every round");
+        m.ping_ok(&addr(2), 10, 0);
+        m.ping_ok(&addr(3), 10, 0);
+        assert_eq!(m.view().to_vec(), vec![addr(1), addr(2), addr(3)], "back at once");
     }
 
     #[test]

@@ -186,14 +186,21 @@ impl ControlPlaneService {
                 // Without our address: the answer must not start the
                 // other side's own admission of us (and so on, back and forth).
                 let call = client.ping(self.peers.request(PingRequest::default()));
-                tokio::time::timeout(self.peers.deadline() / 4, call).await.ok().and_then(Result::ok)
+                tokio::time::timeout(self.peers.deadline() / 4, call)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
             }
             Err(_) => None,
         };
         // A host that said Closing stays out unless it is a new run of its
         // process (see `Membership::ping_ok`).
         if let Some(reply) = answer {
-            self.membership.ping_ok(host, self.clock.monotonic_ms(), reply.into_inner().incarnation);
+            self.membership.ping_ok(
+                host,
+                self.clock.monotonic_ms(),
+                reply.into_inner().incarnation,
+            );
         } else {
             self.membership.ping_failed(host);
         }

@@ -361,3 +361,29 @@ async fn a_silent_owners_carts_are_taken_over_only_after_its_lease() {
     assert_eq!(state["version"], 2, "taken over once the lease is surely over");
     assert_eq!(state["items"][0]["qty"], 2);
 }
+
+/// A holder keeps a cart it owns by its own view: a request routed by a
+/// view that is behind cannot pull the cart away (it would only move back
+/// on the next request). A cart it no longer owns by its view it hands over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_keeps_a_cart_it_owns_by_its_own_view() {
+    use cart_cluster::proto::control::OwnerChangeRequest;
+    use cart_cluster::proto::control::control_plane_client::ControlPlaneClient;
+    let h = Harness::start(3).await;
+    h.join(ALL);
+    let cart = h.cart_owned_by(1, None, ALL);
+    h.nodes[0].cluster.carts().mutate(&cart, add(1)).await.unwrap();
+    assert!(h.resident(1, &cart));
+    let mut control = ControlPlaneClient::connect(h.nodes[1].addr.grpc_uri()).await.unwrap();
+    let ask =
+        || OwnerChangeRequest { cart_id: cart.to_string(), new_host: h.nodes[2].addr.to_string() };
+    let ack = control.confirm_owner(ask()).await.unwrap().into_inner();
+    assert!(!ack.accepted, "{}", ack.message);
+    assert!(ack.message.contains("owns"), "{}", ack.message);
+    assert!(h.resident(1, &cart), "the holder still serves it");
+    // Node 1 closes: by its view it owns nothing now, so it lets go.
+    h.nodes[1].cluster.membership().close();
+    let ack = control.confirm_owner(ask()).await.unwrap().into_inner();
+    assert!(ack.accepted, "{}", ack.message);
+    assert!(!h.resident(1, &cart));
+}

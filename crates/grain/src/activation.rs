@@ -70,12 +70,8 @@ impl Activation<'_> {
             metrics::counter!("cart_grain_activations_total").increment(1);
             metrics::histogram!("cart_grain_activation_duration_seconds").record(started.elapsed());
             tracing::debug!(cart = %id, events = events.len(), "grain activated");
-            *slot = Some(GrainState {
-                cart: Arc::new(cart),
-                keys,
-                epoch,
-                generation: self.generation,
-            });
+            *slot =
+                Some(GrainState { cart: Arc::new(cart), keys, epoch, generation: self.generation });
         }
         slot.as_mut().ok_or(GrainError::NotFound)
     }

@@ -28,7 +28,11 @@ pub struct Lease {
 impl Lease {
     /// A lease that never ends: a node alone on its store.
     pub fn unbounded() -> Self {
-        Lease { until: AtomicU64::new(u64::MAX), generation: AtomicU64::new(0), renewing: Mutex::new(()) }
+        Lease {
+            until: AtomicU64::new(u64::MAX),
+            generation: AtomicU64::new(0),
+            renewing: Mutex::new(()),
+        }
     }
 
     /// No lease yet: a cluster node before its first majority round.

@@ -45,10 +45,10 @@ pub use carts::Carts;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::GrainError;
 pub use error_kind::ErrorKind;
-pub use lease::Lease;
 pub use feeds::{
     CartWatch, Published, StateReceiver, StateSender, WatchPermit, offer, offer_state,
 };
+pub use lease::Lease;
 pub use mint::CartIdMint;
 pub use request::{MutateRequest, ResolvedRequest};
 pub use runtime::{GrainRuntime, RuntimeOptions};

@@ -21,8 +21,12 @@ async fn db() -> Db {
     let (ca_file, other_ca_file) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
     let (server, ca) = tokio::task::spawn_blocking(|| {
         let ca = TestCa::new("database CA");
-        let server = PgServer::start_with(PgSetup { tls: Some(&ca), password: Some(PASSWORD), ..PgSetup::default() })
-            .expect("a TLS PostgreSQL");
+        let server = PgServer::start_with(PgSetup {
+            tls: Some(&ca),
+            password: Some(PASSWORD),
+            ..PgSetup::default()
+        })
+        .expect("a TLS PostgreSQL");
         (server, ca.pem())
     })
     .await

@@ -268,14 +268,7 @@ impl PgServer {
             as_account(&mut cmd, account)
                 .arg("-D")
                 .arg(&data_dir)
-                .args([
-                    "-p",
-                    &port.to_string(),
-                    "-c",
-                    &listen,
-                    "-c",
-                    "max_connections=300",
-                ])
+                .args(["-p", &port.to_string(), "-c", &listen, "-c", "max_connections=300"])
                 .args(if tls { &["-c", "ssl=on"][..] } else { &[][..] })
                 .arg("-k")
                 .arg(&socket_dir)

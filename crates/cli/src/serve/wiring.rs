@@ -55,7 +55,7 @@ pub(super) async fn build(
         Markets::new(args.markets.0.clone(), &args.default_country).map_err(anyhow::Error::msg)?;
     let resolver = Resolver::new(catalog(args).context("cannot load the catalogue")?, markets)
         .with_deliveries(args.delivery_options.clone());
-    let store_spec = StoreSpec::parse(&args.store, &args.data_dir);
+    let store_spec = StoreSpec::parse(&args.store, &args.data_dir)?;
     let password = args.store_password_file.as_deref().map(secret_file).transpose()?;
     let store = store_spec.open(args.fsync, args.commit_wait, args.pg_pool_size, password).await?;
 

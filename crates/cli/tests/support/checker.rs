@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use cart_store::EventStore;
 use serde_json::{Value, json};
 
-use super::{SKU_A, client};
+use super::{SKU_A, SKU_B, SKU_C, client};
 
 /// The load balancer in front of the nodes: node `i`'s internal URL while
 /// it is listed (ready), `None` while it is not.
@@ -81,6 +81,9 @@ pub struct History {
     pub stale: Mutex<Vec<String>>,
     /// Operations whose every attempt failed.
     pub gave_up: AtomicU64,
+    /// Adds refused with a 4xx (certainly not applied): the workload went
+    /// beyond a cart's limits.
+    pub refused: AtomicU64,
 }
 
 /// A fast, seeded generator for the clients' choices (test only).
@@ -120,15 +123,24 @@ impl Clients {
                 let (history, stop, carts, lb) =
                     (Arc::clone(&history), Arc::clone(&stop), Arc::clone(&carts), Arc::clone(&lb));
                 tokio::spawn(async move {
-                    let mut client_run =
-                        ClientRun { c, http: client(), history, lb, started, choice: Choice(c as u64) };
+                    let mut client_run = ClientRun {
+                        c,
+                        http: client(),
+                        history,
+                        lb,
+                        started,
+                        choice: Choice(c as u64),
+                    };
                     let mut n = 0u64;
                     while !stop.load(Ordering::SeqCst) {
                         let cart = &carts[(client_run.choice.next() % carts.len() as u64) as usize];
-                        if client_run.choice.next() % 4 == 0 {
+                        if client_run.choice.next().is_multiple_of(4) {
                             client_run.read(cart).await;
                         } else {
-                            client_run.add(cart, &format!("c{c}-{n}")).await;
+                            // Three lines of up to 999 each: room for a
+                            // long run's adds.
+                            let sku = [SKU_A, SKU_B, SKU_C][(n % 3) as usize];
+                            client_run.add(cart, sku, &format!("c{c}-{n}")).await;
                             n += 1;
                         }
                     }
@@ -153,6 +165,16 @@ impl Clients {
     }
 }
 
+/// How one attempt of an operation ended, for the operation.
+enum Answer {
+    /// 200, with the cart.
+    Ok(Value),
+    /// A 4xx: certainly not applied, and retrying would not help.
+    Refused,
+    /// Anything else: try again (through another node).
+    Retry,
+}
+
 struct ClientRun {
     c: usize,
     http: reqwest::Client,
@@ -168,10 +190,10 @@ impl ClientRun {
         k: u32,
         read: bool,
         send: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
-    ) -> Option<Value> {
+    ) -> Answer {
         let Some((node, url)) = self.lb.pick(self.c + k as usize) else {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            return None;
+            return Answer::Retry;
         };
         let began = Instant::now();
         let at_ms = self.started.elapsed().as_millis() as u64;
@@ -189,24 +211,39 @@ impl ClientRun {
             Err(_) => (Outcome::Connection, None),
         };
         let latency_us = began.elapsed().as_micros() as u64;
-        self.history.attempts.lock().unwrap().push(Attempt { at_ms, node, latency_us, outcome, read });
-        if body.is_none() {
-            tokio::time::sleep(Duration::from_millis(25 * u64::from(k + 1))).await;
+        let refused = matches!(outcome, Outcome::Status(s, _) if (400..500).contains(&s));
+        self.history.attempts.lock().unwrap().push(Attempt {
+            at_ms,
+            node,
+            latency_us,
+            outcome,
+            read,
+        });
+        match body {
+            Some(v) => Answer::Ok(v),
+            None if refused => Answer::Refused,
+            None => {
+                tokio::time::sleep(Duration::from_millis(25 * u64::from(k + 1))).await;
+                Answer::Retry
+            }
         }
-        body
     }
 
-    async fn add(&mut self, cart: &str, key: &str) {
+    async fn add(&mut self, cart: &str, sku: &str, key: &str) {
         self.history.adds.lock().unwrap().insert(key.to_owned(), (cart.to_owned(), false));
         for k in 0..ATTEMPTS {
             let body = self
                 .attempt(k, false, |http, url| {
                     http.post(format!("{url}/api/carts/{cart}/items"))
                         .header("Idempotency-Key", key)
-                        .json(&json!({"sku": SKU_A, "quantity": 1}))
+                        .json(&json!({"sku": sku, "quantity": 1}))
                 })
                 .await;
-            if let Some(v) = body {
+            if let Answer::Refused = body {
+                self.history.refused.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            if let Answer::Ok(v) = body {
                 let version = v["version"].as_u64().unwrap_or(0);
                 let at = self.started.elapsed().as_millis() as u64;
                 self.history.adds.lock().unwrap().insert(key.to_owned(), (cart.to_owned(), true));
@@ -229,7 +266,7 @@ impl ClientRun {
             let body = self
                 .attempt(k, true, |http, url| http.get(format!("{url}/api/carts/{cart}")))
                 .await;
-            if let Some(v) = body {
+            if let Answer::Ok(v) = body {
                 let version = v["version"].as_u64().unwrap_or(0);
                 if version < floor {
                     self.history.stale.lock().unwrap().push(format!(

@@ -2,8 +2,8 @@
 //! Klarna.
 #![allow(dead_code)]
 
-pub mod klarna;
 pub mod checker;
+pub mod klarna;
 pub mod load;
 pub mod net;
 

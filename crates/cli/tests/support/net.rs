@@ -137,4 +137,3 @@ impl Drop for Net {
         let _ = Command::new("ip").args(["link", "del", &self.bridge()]).status();
     }
 }
-

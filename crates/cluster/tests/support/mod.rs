@@ -291,7 +291,8 @@ impl Harness {
     /// Moves the clock past the takeover wait: every node silent since now
     /// has surely lost its lease, so its carts may be taken over.
     pub fn outlast_leases(&self) {
-        let wait = self.nodes.first().map_or(Duration::ZERO, |n| n.cluster.options().takeover_wait());
+        let wait =
+            self.nodes.first().map_or(Duration::ZERO, |n| n.cluster.options().takeover_wait());
         self.clock.advance(wait.as_millis() as u64);
     }
 
