@@ -481,3 +481,24 @@ async fn concurrent_forwarded_mutations_travel_in_batches_and_all_apply() {
         assert_eq!(qty(&read(&nodes[1], cart).await.unwrap()), *adds, "{cart}");
     }
 }
+
+/// Two nodes given separate data directories (the natural StatefulSet
+/// mistake) would each think they own carts the other holds, and lose
+/// them on failover: they refuse to form a cluster, and say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_with_separate_stores_refuse_to_form_a_cluster() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ca = TestCa::new("cluster");
+    let a = Server::start_tls(one.path(), &ca, &[]);
+    let b = Server::start_tls(two.path(), &ca, &["--peers", &a.node]);
+    wait_until("B to report the foreign store", Duration::from_secs(10), || async {
+        b.logs().iter().any(|l| l.contains("uses another event store"))
+    })
+    .await;
+    wait_until("A to report it too", Duration::from_secs(10), || async {
+        a.logs().iter().any(|l| l.contains("uses another event store"))
+    })
+    .await;
+    assert_eq!(members(&a).await, vec![a.node.clone()]);
+    assert_eq!(members(&b).await, vec![b.node.clone()]);
+}

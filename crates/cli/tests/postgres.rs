@@ -65,6 +65,16 @@ async fn sigkill_the_owner_on_postgres_loses_nothing_and_never_forks() {
         w.await.unwrap();
     }
     let t = std::mem::take(&mut *tally.lock().unwrap());
+    // C's carts are served again once its lease has surely run out.
+    wait_until("every cart to be served again", Duration::from_secs(10), || async {
+        for cart in t.acked.keys() {
+            if read(&a, cart).await.is_none() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
     for (cart, acked) in &t.acked {
         let stored = qty(&read(&a, cart).await.unwrap());
         let uncertain = t.uncertain.get(cart).copied().unwrap_or(0);

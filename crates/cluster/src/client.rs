@@ -126,11 +126,8 @@ impl Peers {
     }
 }
 
-/// Whether a failed call certainly was never processed by the peer, so
-/// retrying elsewhere cannot apply a request twice: the connection was
-/// refused, or the peer refused the stream (`REFUSED_STREAM`, or a GOAWAY
-/// from a peer shutting down, which only fails streams it did not process).
-pub fn never_delivered(status: &tonic::Status) -> bool {
+/// Whether the call failed because nothing listens at the peer's address.
+pub fn connection_refused(status: &tonic::Status) -> bool {
     let mut source = status.source();
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
@@ -138,6 +135,21 @@ pub fn never_delivered(status: &tonic::Status) -> bool {
         {
             return true;
         }
+        source = e.source();
+    }
+    false
+}
+
+/// Whether a failed call certainly was never processed by the peer, so
+/// retrying elsewhere cannot apply a request twice: the connection was
+/// refused, or the peer refused the stream (`REFUSED_STREAM`, or a GOAWAY
+/// from a peer shutting down, which only fails streams it did not process).
+pub fn never_delivered(status: &tonic::Status) -> bool {
+    if connection_refused(status) {
+        return true;
+    }
+    let mut source = status.source();
+    while let Some(e) = source {
         if let Some(h2) = e.downcast_ref::<h2::Error>()
             && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM))
         {

@@ -49,6 +49,10 @@ pub struct ClusterOptions {
     /// are taken over [`ClusterOptions::takeover_wait`] after it was last
     /// heard from.
     pub lease: Duration,
+    /// The identity of this node's event store (`EventStore::secret`
+    /// derived); peers answering with another one are refused. Empty: not
+    /// checked.
+    pub store_id: String,
     /// Which run of the process this is (peers tell a restart from the
     /// node that said Closing by it); by default the start time in
     /// nanoseconds.
@@ -67,6 +71,7 @@ impl ClusterOptions {
             rpc_deadline: Duration::from_millis(400),
             discovery_interval: Duration::from_secs(2),
             lease: Duration::from_secs(1),
+            store_id: String::new(),
             tls: None,
             incarnation: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -204,6 +209,7 @@ impl Cluster {
             Arc::clone(&self.runtime),
             Arc::clone(&self.peers),
             Arc::clone(&self.clock),
+            self.options.store_id.clone(),
         ));
         let router = Server::builder()
             .tcp_nodelay(true)
@@ -344,8 +350,14 @@ impl Cluster {
                 Err(_) => None,
             };
             if let Some(reply) = answer {
-                let incarnation = reply.into_inner().incarnation;
-                self.membership.ping_ok(&host, self.clock.monotonic_ms(), incarnation);
+                let reply = reply.into_inner();
+                if !same_store(&self.options.store_id, &reply.store_id) {
+                    if self.membership.refuse_foreign(&host) {
+                        tracing::error!(peer = %host, theirs = %reply.store_id, ours = %self.options.store_id, "refusing a node that uses another event store: nodes of one cluster must share one store (one data directory or one database)");
+                    }
+                    return false;
+                }
+                self.membership.ping_ok(&host, self.clock.monotonic_ms(), reply.incarnation);
                 member
             } else {
                 self.membership.ping_failed(&host);
@@ -413,4 +425,10 @@ impl Cluster {
             "localGrains": self.runtime.resident(),
         })
     }
+}
+
+/// Whether two nodes' store identities allow them in one cluster (an empty
+/// one is not checked: a node that does not say).
+pub(crate) fn same_store(ours: &str, theirs: &str) -> bool {
+    ours.is_empty() || theirs.is_empty() || ours == theirs
 }

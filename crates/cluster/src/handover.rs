@@ -24,6 +24,16 @@ use crate::membership::{LastHeard, Membership};
 use crate::node::NodeAddr;
 use crate::proto::control::OwnerChangeRequest;
 
+/// How asking a holder to hand a cart over went.
+enum Asked {
+    /// It answered: accepted or not, and why.
+    Answered(bool, String),
+    /// Nothing listens at its address.
+    NobodyThere,
+    /// No answer in time.
+    Silent,
+}
+
 /// The cluster's [`Handover`].
 pub struct ConfirmOwner {
     membership: Arc<Membership>,
@@ -66,9 +76,9 @@ impl ConfirmOwner {
 
     /// Asks `previous` to hand `cart` over, within half the deadline (this
     /// runs inside a turn that may itself be a forwarded request under the
-    /// full deadline). `None`: no answer.
-    async fn ask(&self, cart: &CartId, previous: &NodeAddr) -> Option<(bool, String)> {
-        let mut client = self.peers.control(previous).ok()?;
+    /// full deadline).
+    async fn ask(&self, cart: &CartId, previous: &NodeAddr) -> Asked {
+        let Ok(mut client) = self.peers.control(previous) else { return Asked::Silent };
         let request = self.peers.request(OwnerChangeRequest {
             cart_id: cart.to_string(),
             new_host: self.membership.me().to_string(),
@@ -77,13 +87,14 @@ impl ConfirmOwner {
         match tokio::time::timeout(self.peers.deadline() / 2, call).await {
             Ok(Ok(ack)) => {
                 let ack = ack.into_inner();
-                Some((ack.accepted, ack.message))
+                Asked::Answered(ack.accepted, ack.message)
             }
+            Ok(Err(status)) if crate::client::connection_refused(&status) => Asked::NobodyThere,
             Ok(Err(status)) => {
                 tracing::debug!(cart = %cart, from = %previous, code = ?status.code(), "ConfirmOwner failed");
-                None
+                Asked::Silent
             }
-            Err(_) => None,
+            Err(_) => Asked::Silent,
         }
     }
 }
@@ -94,28 +105,39 @@ impl Handover for ConfirmOwner {
         let me = self.membership.me();
         // `host:grpc:control#incarnation` (see `RuntimeOptions::node`).
         let address = previous_owner.split_once('#').map_or(previous_owner, |(a, _)| a);
-        let Ok(previous) = address.parse::<NodeAddr>() else {
+        // Nodes claim as `host:grpc:control`; anything else (the migrate
+        // tool's `migrate`) serves nothing.
+        let Some(previous) = address.parse::<NodeAddr>().ok().filter(|_| address.contains(':'))
+        else {
             return Ok(());
         };
         if previous == *me || self.membership.last_heard(&previous) == LastHeard::Closed {
             return Ok(());
         }
-        if !self.membership.is_member(&previous) {
+        let heard = self.membership.last_heard(&previous);
+        if !self.membership.is_member(&previous) && matches!(heard, LastHeard::At(_)) {
             // Evicted lately: silent, and maybe still serving until its
             // lease runs out.
             self.lease_surely_over(&previous)?;
         }
         let asked = self.ask(cart, &previous).await;
         match asked {
-            Some((true, _)) => {
+            Asked::Answered(true, _) => {
                 tracing::info!(cart = %cart, from = %previous, to = %me, "ownership moved");
                 Ok(())
             }
-            Some((false, message)) => {
+            Asked::Answered(false, message) => {
                 tracing::warn!(cart = %cart, from = %previous, %message, "ConfirmOwner refused");
                 Err(GrainError::HandoverRefused(message))
             }
-            None => {
+            // A process this node never heard of, and nothing listens at
+            // its address: no cart-actor serves there (a restart on new
+            // ports, a replaced pod).
+            Asked::NobodyThere if heard == LastHeard::Never => {
+                tracing::info!(cart = %cart, from = %previous, "taking over a cart from a node that is gone");
+                Ok(())
+            }
+            Asked::NobodyThere | Asked::Silent => {
                 self.lease_surely_over(&previous)?;
                 tracing::info!(cart = %cart, from = %previous, "taking over a cart from a silent node whose lease has run out");
                 Ok(())

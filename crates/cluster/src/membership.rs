@@ -49,6 +49,8 @@ struct Inner {
     discovered: BTreeSet<NodeAddr>,
     /// Whether the last ping round reached a majority.
     in_majority: bool,
+    /// Hosts refused for using another event store, each reported once.
+    foreign: BTreeSet<NodeAddr>,
     version: u64,
     closing: bool,
     /// The current view, rebuilt on every change so reads share it.
@@ -263,6 +265,17 @@ impl Membership {
             inner.evicted.insert(host.clone(), (u64::MAX, gone.last_ok_ms));
             self.changed(&mut inner, "evicted", host);
         }
+    }
+
+    /// `host` answered with another event store's identity: it is never a
+    /// member. Returns whether this is news (to report it once).
+    pub fn refuse_foreign(&self, host: &NodeAddr) -> bool {
+        let mut inner = self.inner();
+        inner.candidates.remove(host);
+        if inner.members.remove(host).is_some() {
+            self.changed(&mut inner, "refused", host);
+        }
+        inner.foreign.insert(host.clone())
     }
 
     /// Records the hosts discovery names now: they count towards the

@@ -158,17 +158,20 @@ pub struct ControlPlaneService {
     runtime: Arc<GrainRuntime>,
     peers: Arc<Peers>,
     clock: Arc<dyn Clock>,
+    /// This node's event store identity (see `ClusterOptions::store_id`).
+    store_id: String,
 }
 
 impl ControlPlaneService {
-    /// The service for this node.
+    /// The service for this node, whose event store is `store_id`.
     pub fn new(
         membership: Arc<Membership>,
         runtime: Arc<GrainRuntime>,
         peers: Arc<Peers>,
         clock: Arc<dyn Clock>,
+        store_id: String,
     ) -> Self {
-        ControlPlaneService { membership, runtime, peers, clock }
+        ControlPlaneService { membership, runtime, peers, clock, store_id }
     }
 }
 
@@ -196,11 +199,14 @@ impl ControlPlaneService {
         // A host that said Closing stays out unless it is a new run of its
         // process (see `Membership::ping_ok`).
         if let Some(reply) = answer {
-            self.membership.ping_ok(
-                host,
-                self.clock.monotonic_ms(),
-                reply.into_inner().incarnation,
-            );
+            let reply = reply.into_inner();
+            if !crate::cluster::same_store(&self.store_id, &reply.store_id) {
+                if self.membership.refuse_foreign(host) {
+                    tracing::error!(peer = %host, theirs = %reply.store_id, ours = %self.store_id, "refusing a node that uses another event store: nodes of one cluster must share one store (one data directory or one database)");
+                }
+                return false;
+            }
+            self.membership.ping_ok(host, self.clock.monotonic_ms(), reply.incarnation);
         } else {
             self.membership.ping_failed(host);
         }
@@ -232,6 +238,7 @@ impl ControlPlane for ControlPlaneService {
             host: self.membership.me().to_string(),
             unix_time,
             incarnation: self.membership.incarnation(),
+            store_id: self.store_id.clone(),
         }))
     }
 

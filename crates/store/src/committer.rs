@@ -25,6 +25,7 @@ use metrics::{Counter, Histogram};
 use tokio::sync::oneshot;
 
 use crate::gather::Gather;
+use crate::high_water::HighWater;
 use crate::log::{PREALLOCATE_BYTES, Shared, trim_preallocated};
 use crate::record::{self, CLAIM_KIND};
 use crate::sync::{FsyncPolicy, SyncSchedule};
@@ -59,6 +60,8 @@ pub(crate) struct Committer {
     pub policy: FsyncPolicy,
     pub gather: Gather,
     pub metrics: SyncMetrics,
+    /// How much of the log is known synced, for the next open's check.
+    pub high_water: HighWater,
 }
 
 /// Handles of the metrics recorded per sync, registered once.
@@ -117,8 +120,10 @@ impl Committer {
             self.commit(std::mem::take(&mut batch), &mut buf, &mut schedule);
             self.gather.committed(answered, Instant::now());
         }
-        if let Err(e) = self.file.sync_data() {
-            tracing::error!(error = %e, "final sync of the event log failed");
+        let end = self.shared.index().scanned;
+        match self.file.sync_data() {
+            Ok(()) => self.record_high_water(end),
+            Err(e) => tracing::error!(error = %e, "final sync of the event log failed"),
         }
         self.trim_on_exit();
     }
@@ -160,11 +165,23 @@ impl Committer {
     }
 
     fn periodic_sync(&mut self, schedule: &mut Option<SyncSchedule>) {
-        if let Err(e) = self.sync(1) {
-            self.shared.poison(format!("periodic fdatasync failed: {e}"));
+        // Whatever was written before the sync is on disk after it, by
+        // whichever process wrote it: one file, one page cache.
+        let end = self.shared.index().scanned;
+        match self.sync(1) {
+            Ok(()) => self.record_high_water(end),
+            Err(e) => self.shared.poison(format!("periodic fdatasync failed: {e}")),
         }
         if let Some(s) = schedule {
             s.synced(Instant::now());
+        }
+    }
+
+    /// Moves the high-water mark up to `synced`; a failure only weakens the
+    /// next open's check, so it is logged, not fatal.
+    fn record_high_water(&mut self, synced: u64) {
+        if let Err(e) = self.high_water.record(synced) {
+            tracing::warn!(error = %e, "could not record the event log's high-water mark");
         }
     }
 
@@ -372,6 +389,7 @@ impl Committer {
                     self.shared.poison(format!("fdatasync failed: {e}"));
                     return Err(e);
                 }
+                self.record_high_water(end);
             }
             FsyncPolicy::Batch(_) => {
                 if let Some(s) = schedule.as_mut() {
@@ -382,6 +400,7 @@ impl Committer {
                             return Err(e);
                         }
                         s.synced(Instant::now());
+                        self.record_high_water(end);
                     }
                 }
             }

@@ -21,12 +21,15 @@
 //! Opening the log (and a clean shutdown) trims the preallocated tail.
 //!
 //! Recovery: a record that fails its length or checksum check, with nothing
-//! valid after it, is a torn tail from a crash mid-write. While holding the
+//! valid after it and beyond the high-water mark (`high_water.rs`: what was
+//! synced and acknowledged), is a torn tail from a crash mid-write. While holding the
 //! lock (at open and before every commit) the file is truncated to the last
 //! whole record and a warning is logged; without the lock the reader just
 //! stops there, as another process may be writing it. A bad record *followed
-//! by* valid ones is damage in the middle of acknowledged data: the store
-//! refuses to open (or to write) rather than silently drop it.
+//! by* valid ones, or within the high-water mark, is damage in acknowledged
+//! data, and a log shorter than the mark (deleted, emptied, replaced) lost
+//! acknowledged data: the store refuses to open (or to write) rather than
+//! silently drop it, copying damaged bytes aside first.
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
@@ -38,6 +41,7 @@ use tokio::sync::oneshot;
 
 use crate::committer::{Command, Committer, SyncMetrics};
 use crate::gather::Gather;
+use crate::high_water::HighWater;
 use crate::log::{LogIndex, Shared};
 use crate::sync::FsyncPolicy;
 use crate::{
@@ -49,6 +53,7 @@ use crate::{
 pub const LOG_FILE: &str = "events.log";
 /// Name of the lock file inside the data directory.
 pub const LOCK_FILE: &str = "LOCK";
+pub use crate::high_water::HIGH_WATER_FILE;
 pub use crate::log::PREALLOCATE_BYTES;
 
 /// Settings of a [`FileStore`].
@@ -109,6 +114,7 @@ impl FileStore {
             .write(true)
             .open(options.dir.join(LOCK_FILE))?;
         let path = options.dir.join(LOG_FILE);
+        let (mut high_water, acknowledged) = HighWater::open(&options.dir)?;
         // Not O_APPEND: commits write at the end of the log, inside the
         // preallocated part of the file.
         let file =
@@ -116,7 +122,8 @@ impl FileStore {
         let started = Instant::now();
         let mut index = LogIndex::default();
         lock.lock()?;
-        let scanned = crate::log::recover(&path, &file, &mut index);
+        let scanned = crate::log::recover(&path, &file, &mut index, acknowledged.unwrap_or(0))
+            .and_then(|()| Ok(high_water.record(index.scanned)?));
         lock.unlock()?;
         scanned?;
         let events: usize = index.carts.values().map(|c| c.offsets.len()).sum();
@@ -137,6 +144,7 @@ impl FileStore {
             policy: options.fsync,
             gather: Gather::new(options.commit_wait),
             metrics: SyncMetrics::new(),
+            high_water,
         };
         let committer = std::thread::Builder::new()
             .name("event-log-committer".into())

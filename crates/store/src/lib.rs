@@ -12,6 +12,7 @@
 mod committer;
 pub mod file;
 mod gather;
+mod high_water;
 mod log;
 pub mod pg_tls;
 pub mod postgres;

@@ -152,13 +152,66 @@ impl Shared {
 }
 
 /// Indexes the whole log at `path` and repairs its tail: a torn record is
-/// cut off, preallocated space trimmed. Only called while holding the
-/// directory lock.
-pub(crate) fn recover(path: &Path, file: &File, index: &mut LogIndex) -> Result<(), StoreError> {
+/// cut off, preallocated space trimmed. The log's first `acknowledged` bytes
+/// were synced and acknowledged (the high-water mark): a log that ends
+/// before them, or is damaged within them, is refused, the damaged bytes
+/// copied aside first. Only called while holding the directory lock.
+pub(crate) fn recover(
+    path: &Path,
+    file: &File,
+    index: &mut LogIndex,
+    acknowledged: u64,
+) -> Result<(), StoreError> {
     match scan(path, index, true)?.problem {
+        Some(why) if index.scanned < acknowledged => {
+            let aside = quarantine(path, index.scanned)?;
+            tracing::error!(
+                path = %path.display(),
+                offset = index.scanned,
+                reason = why,
+                acknowledged,
+                copied_to = %aside.display(),
+                "damaged record in the acknowledged part of the event log"
+            );
+            Err(StoreError::Corrupt(format!(
+                "{}: the record at offset {} is damaged ({why}), inside the {acknowledged} bytes \
+                 that were acknowledged; its bytes are copied to {}. {}",
+                path.display(),
+                index.scanned,
+                aside.display(),
+                crate::high_water::lost_acknowledged(path, index.scanned, acknowledged)
+            )))
+        }
         Some(why) => truncate_torn_tail(path, file, index.scanned, why),
-        None => trim_preallocated(path, file, index.scanned),
+        None => {
+            trim_preallocated(path, file, index.scanned)?;
+            if index.scanned < acknowledged {
+                return Err(crate::high_water::shorter_than_acknowledged(
+                    path,
+                    index.scanned,
+                    acknowledged,
+                ));
+            }
+            Ok(())
+        }
     }
+}
+
+/// Copies the log's bytes from `at` to its end (without trailing
+/// preallocated zeros) to `events.log.damaged-at-<at>`, synced; returns
+/// that path.
+fn quarantine(path: &Path, at: u64) -> Result<std::path::PathBuf, StoreError> {
+    let mut rest = Vec::new();
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(at))?;
+    f.read_to_end(&mut rest)?;
+    let end = rest.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".damaged-at-{at}"));
+    let aside = path.with_file_name(name);
+    std::fs::write(&aside, &rest[..end])?;
+    File::open(&aside)?.sync_all()?;
+    Ok(aside)
 }
 
 /// Where a scan stopped: at the end of the file, at zeroed (preallocated)

@@ -181,14 +181,25 @@ async fn write_two_carts(dir: &std::path::Path) -> u64 {
     std::fs::metadata(log_path(dir)).unwrap().len()
 }
 
+/// Forgets the high-water mark, as after a crash before the mark caught up
+/// with the last batch (or a store from before the mark).
+fn forget_mark(dir: &std::path::Path) {
+    std::fs::remove_file(dir.join(cart_store::file::HIGH_WATER_FILE)).unwrap();
+}
+
+fn cut_to(dir: &std::path::Path, len: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(log_path(dir)).unwrap();
+    f.set_len(len).unwrap();
+}
+
 #[tokio::test]
 async fn a_torn_tail_is_truncated_and_the_store_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
     let full = write_two_carts(dir.path()).await;
-    // Cut the last record in half, as a crash mid-write would.
-    let f = std::fs::OpenOptions::new().write(true).open(log_path(dir.path())).unwrap();
-    f.set_len(full - 7).unwrap();
-    drop(f);
+    // Cut the last record in half, as a crash mid-write would (before it
+    // was acknowledged, so before the mark covered it).
+    cut_to(dir.path(), full - 7);
+    forget_mark(dir.path());
     let store = open(dir.path()).unwrap();
     assert_eq!(store.load("a").await.unwrap().len(), 1);
     assert!(store.load("b").await.unwrap().is_empty(), "the torn record is gone");
@@ -212,13 +223,82 @@ async fn garbage_after_the_last_record_is_truncated() {
 }
 
 #[tokio::test]
-async fn a_corrupt_last_record_is_dropped() {
+async fn an_unacknowledged_corrupt_last_record_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let full = write_two_carts(dir.path()).await;
     flip_byte(dir.path(), full - 3);
+    forget_mark(dir.path());
     let store = open(dir.path()).unwrap();
     assert_eq!(store.load("a").await.unwrap().len(), 1);
     assert!(store.load("b").await.unwrap().is_empty());
+}
+
+/// Damage in the last, complete, acknowledged record is damage, not a torn
+/// tail: the store refuses, keeps the log as it is and copies the damaged
+/// bytes aside; deleting the mark accepts the loss.
+#[tokio::test]
+async fn a_damaged_acknowledged_last_record_refuses_to_open_and_is_kept_aside() {
+    for damage in ["flip", "cut"] {
+        let dir = tempfile::tempdir().unwrap();
+        let full = write_two_carts(dir.path()).await;
+        let original = std::fs::read(log_path(dir.path())).unwrap();
+        match damage {
+            "flip" => flip_byte(dir.path(), full - 3),
+            _ => cut_to(dir.path(), full - 7),
+        }
+        let damaged = std::fs::read(log_path(dir.path())).unwrap();
+        let msg = match open(dir.path()) {
+            Err(StoreError::Corrupt(msg)) => msg,
+            Err(other) => panic!("{damage}: expected corruption, got {other:?}"),
+            Ok(_) => panic!("{damage}: opened a log that lost an acknowledged record"),
+        };
+        assert!(msg.contains("acknowledged") && msg.contains("HIGH_WATER"), "{msg}");
+        assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), damaged, "the log is untouched");
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("events.log.damaged-at-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{damage}: one side file");
+        let offset: usize =
+            aside[0].file_name().to_string_lossy().rsplit('-').next().unwrap().parse().unwrap();
+        assert!(msg.contains(&offset.to_string()), "{msg}");
+        assert_eq!(std::fs::read(aside[0].path()).unwrap(), damaged[offset..]);
+        assert!(offset < original.len());
+        forget_mark(dir.path());
+        let store = open(dir.path()).unwrap();
+        assert_eq!(store.load("a").await.unwrap().len(), 1, "{damage}: the loss accepted");
+        assert!(store.load("b").await.unwrap().is_empty());
+    }
+}
+
+/// A log that is emptied, deleted or replaced by an older copy would open
+/// as a store that never had those carts: refused, with what to do.
+#[tokio::test]
+async fn a_log_shorter_than_what_was_acknowledged_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    write_two_carts(dir.path()).await;
+    let older = std::fs::read(log_path(dir.path())).unwrap();
+    {
+        let store = open(dir.path()).unwrap();
+        put(&store, "c", 0, vec![event(30)]).await.unwrap();
+    }
+    let refused = |what: &str| match open(dir.path()) {
+        Err(StoreError::Corrupt(msg)) => {
+            assert!(msg.contains("acknowledged") && msg.contains("Restore"), "{what}: {msg}");
+        }
+        Err(other) => panic!("{what}: expected corruption, got {other:?}"),
+        Ok(_) => panic!("{what}: opened"),
+    };
+    std::fs::write(log_path(dir.path()), &older).unwrap();
+    refused("an older copy");
+    std::fs::write(log_path(dir.path()), b"").unwrap();
+    refused("emptied");
+    std::fs::remove_file(log_path(dir.path())).unwrap();
+    refused("deleted");
+    forget_mark(dir.path());
+    let store = open(dir.path()).unwrap();
+    assert!(store.load("a").await.unwrap().is_empty(), "the loss accepted: a new, empty store");
 }
 
 #[tokio::test]

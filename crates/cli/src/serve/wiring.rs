@@ -98,6 +98,7 @@ pub(super) async fn build(
         );
     }
     cluster_options.lease = args.lease;
+    cluster_options.store_id = store_identity(store.as_ref()).await?;
     let cluster =
         Cluster::new(cluster_options, Arc::clone(&grains), discovery(args, &me).await?, clock);
 
@@ -229,6 +230,13 @@ async fn app_state(
         .context("cannot read or make the cart-id key in the store")?;
     let ids = Arc::new(cart_grain::CartIdMint::new(&secret));
     Ok(AppState { carts, cluster: Some(status), ready, metrics: render, checkout, ids })
+}
+
+/// The event store's identity: the first bytes of a random value the store
+/// keeps (made on first use), the same for every node that shares it.
+async fn store_identity(store: &dyn cart_store::EventStore) -> anyhow::Result<String> {
+    let id = store.secret("store-id").await.context("cannot read or make the store's identity")?;
+    Ok(id[..8].iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn catalog(args: &ServeArgs) -> anyhow::Result<Arc<dyn Catalog>> {

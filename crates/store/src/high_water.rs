@@ -1,0 +1,108 @@
+//! The durable high-water mark of the file store: how many bytes of the log
+//! were synced (and so acknowledged), kept in `data/HIGH_WATER` beside it.
+//!
+//! The log alone cannot tell "empty" from "emptied": a truncated, replaced
+//! or deleted `events.log` would open as a store with fewer carts, and every
+//! acknowledged change after the cut would be gone without a word. The mark
+//! lets [`crate::FileStore::open`] refuse such a log instead.
+//!
+//! The committer rewrites the mark after every sync, in place and without
+//! syncing it: it never runs ahead of what is on disk (it is written after
+//! the log's sync), and after an operating-system crash it may lag behind,
+//! which weakens the check (a cut after the lagging mark goes unnoticed)
+//! but never refuses a good log. Deleting the file accepts a loss.
+
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::StoreError;
+
+/// Name of the high-water mark inside the data directory.
+pub const HIGH_WATER_FILE: &str = "HIGH_WATER";
+
+/// Width of the mark's text: the value right-aligned, then a newline, so
+/// every rewrite covers the previous one whole.
+const WIDTH: usize = 20;
+
+/// The open mark file.
+#[derive(Debug)]
+pub(crate) struct HighWater {
+    file: File,
+    recorded: u64,
+}
+
+impl HighWater {
+    /// Opens (creating) the mark in `dir`; returns it with the value it
+    /// held (`None`: there was none, a new store or one from before the
+    /// mark existed).
+    pub(crate) fn open(dir: &Path) -> Result<(HighWater, Option<u64>), StoreError> {
+        let path = dir.join(HIGH_WATER_FILE);
+        let previous = match std::fs::read_to_string(&path) {
+            Ok(text) if text.trim().is_empty() => None,
+            Ok(text) => Some(text.trim().parse::<u64>().map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "{}: not a high-water mark ({:?}); delete it to accept the log as it is",
+                    path.display(),
+                    text.chars().take(40).collect::<String>()
+                ))
+            })?),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        Ok((HighWater { file, recorded: previous.unwrap_or(0) }, previous))
+    }
+
+    /// Records that the log's first `synced` bytes are on disk (a lower
+    /// value than the last one is ignored). Not synced itself: see the
+    /// module's documentation.
+    pub(crate) fn record(&mut self, synced: u64) -> std::io::Result<()> {
+        if synced <= self.recorded {
+            return Ok(());
+        }
+        let text = format!("{synced:>w$}\n", w = WIDTH - 1);
+        self.file.write_all_at(text.as_bytes(), 0)?;
+        self.recorded = synced;
+        Ok(())
+    }
+}
+
+/// The refusal of a log shorter than what was acknowledged, saying what is
+/// wrong and how to recover.
+pub(crate) fn shorter_than_acknowledged(log: &Path, holds: u64, acknowledged: u64) -> StoreError {
+    StoreError::Corrupt(lost_acknowledged(log, holds, acknowledged))
+}
+
+/// What [`shorter_than_acknowledged`] says.
+pub(crate) fn lost_acknowledged(log: &Path, holds: u64, acknowledged: u64) -> String {
+    format!(
+        "{log}: holds {holds} bytes of whole records, but {acknowledged} bytes were acknowledged \
+         ({mark}): the log was deleted, truncated, emptied, replaced or damaged, and \
+         acknowledged carts would be lost. Restore {log} from a backup; or, to accept the loss \
+         and go on with what is left, delete {mark}.",
+        log = log.display(),
+        mark = log.with_file_name(HIGH_WATER_FILE).display(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mark_only_rises_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut mark, before) = HighWater::open(dir.path()).unwrap();
+        assert_eq!(before, None);
+        mark.record(1_000).unwrap();
+        mark.record(10).unwrap();
+        mark.record(123_456).unwrap();
+        drop(mark);
+        let (_, before) = HighWater::open(dir.path()).unwrap();
+        assert_eq!(before, Some(123_456));
+        std::fs::write(dir.path().join(HIGH_WATER_FILE), "garbage").unwrap();
+        assert!(HighWater::open(dir.path()).is_err(), "a mark that is not one is an error");
+    }
+}
