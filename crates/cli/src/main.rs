@@ -1,6 +1,7 @@
 //! `cart-actor`: the binary. It only parses flags and wires the layers
 //! together; everything else lives in the library crates.
 
+mod backup;
 mod bench;
 mod config;
 mod migrate;
@@ -24,6 +25,11 @@ enum Command {
     /// Copy every cart's event log from one store to another (idempotent,
     /// resumable), e.g. from the file store to PostgreSQL.
     Migrate(migrate::MigrateArgs),
+    /// Write a consistent copy of a live store (file or PostgreSQL) to a
+    /// new directory.
+    Backup(backup::BackupArgs),
+    /// Bring a backup back into a store (file or PostgreSQL).
+    Restore(backup::RestoreArgs),
     /// Drive a running service with storefront load and report throughput
     /// and latency.
     Bench(bench::BenchArgs),
@@ -34,5 +40,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
     }
 }

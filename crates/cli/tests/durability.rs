@@ -144,3 +144,106 @@ async fn a_torn_tail_on_disk_is_repaired_at_start() {
     assert_eq!(std::fs::metadata(&log).unwrap().len(), len, "the torn tail was cut off");
     assert!(server.logs().iter().any(|l| l.contains("torn tail")), "the repair is logged");
 }
+
+fn cli(args: &[&str]) -> String {
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_cart-actor")).args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A backup taken under write load holds every mutation acknowledged before
+/// it began; restored (here into PostgreSQL, and from there backed up and
+/// restored again into a file store), it serves them, and a cookie minted
+/// before the backup still names its cart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_under_load_restores_every_mutation_acknowledged_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let shopper = client()
+        .post(format!("{}/cart/", server.url))
+        .json(&json!({"sku": SKU_A}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shopper.status(), 200);
+    let cookie = format!("cartid={}", support::cart_cookie(&shopper).unwrap());
+    let load = start_load(&server.internal_url);
+    wait_for_acks(&load, 300).await;
+    let before: Vec<u64> = load.acked.iter().map(|a| a.load(Ordering::SeqCst)).collect();
+    let backup = dir.path().join("backup");
+    let (data_arg, backup_arg) = (data.display().to_string(), backup.display().to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        cli(&["backup", "--from", &data_arg, "--to", &backup_arg])
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("backed up"), "{out}");
+    wait_for_acks(&load, before.iter().sum::<u64>() + 200).await;
+    load.stop.store(true, Ordering::SeqCst);
+    for t in load.tasks {
+        t.await.unwrap();
+    }
+    drop(server);
+
+    let pg = cart_testkit::fresh_database().await;
+    let restored = cli(&["restore", "--from", &backup.display().to_string(), "--to", &pg]);
+    assert!(restored.contains("restored"), "{restored}");
+    let again = dir.path().join("backup-of-pg");
+    cli(&["backup", "--from", &pg, "--to", &again.display().to_string()]);
+    let fresh = dir.path().join("fresh");
+    cli(&["restore", "--from", &again.display().to_string(), "--to", &fresh.display().to_string()]);
+    for store in [vec!["--store", pg.as_str()], vec![]] {
+        let node_dir = if store.is_empty() { fresh.clone() } else { dir.path().join("pg-node") };
+        let node = Server::start(&node_dir, &store);
+        let stored = stored_quantities(&node).await;
+        for (w, (acked, stored)) in before.iter().zip(&stored).enumerate() {
+            assert!(
+                stored >= acked,
+                "{store:?}: cart w{w}: {acked} acknowledged before, {stored} restored"
+            );
+        }
+        let cart = client()
+            .get(format!("{}/cart/", node.url))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cart.status(), 200, "{store:?}: the minted cookie still names its cart");
+        let cart: serde_json::Value = cart.json().await.unwrap();
+        assert_eq!(qty(&cart), 1, "{store:?}: {cart}");
+    }
+    // A backup refuses to overwrite, and a restore refuses a store that has
+    // another cart-id key.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_cart-actor"))
+        .args([
+            "backup",
+            "--from",
+            &data.display().to_string(),
+            "--to",
+            &backup.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not empty"));
+    let other = dir.path().join("other");
+    drop(Server::start(&other, &[]));
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_cart-actor"))
+        .args([
+            "restore",
+            "--from",
+            &backup.display().to_string(),
+            "--to",
+            &other.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("another cart-id-key"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

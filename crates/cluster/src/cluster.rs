@@ -102,8 +102,6 @@ pub struct Cluster {
     clock: Arc<dyn Clock>,
     /// Whether the first discovery round is done.
     ready: tokio::sync::watch::Sender<bool>,
-    /// Bumped on every lease grant.
-    granted: tokio::sync::watch::Sender<u64>,
 }
 
 impl Cluster {
@@ -141,7 +139,6 @@ impl Cluster {
             discovery,
             clock,
             ready: tokio::sync::watch::channel(false).0,
-            granted: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -169,16 +166,7 @@ impl Cluster {
     /// Waits (at most `within`) until this node holds its serving lease;
     /// returns whether it does.
     pub async fn wait_for_lease(&self, within: Duration) -> bool {
-        let mut granted = self.granted.subscribe();
-        let waited = tokio::time::timeout(within, async {
-            while !self.has_lease() {
-                if granted.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-        let _ = waited.await;
-        self.has_lease()
+        self.runtime.lease().wait_held(within, || self.clock.monotonic_ms()).await
     }
 
     /// Whether this node holds its serving lease now.
@@ -326,7 +314,6 @@ impl Cluster {
             if self.membership.record_round(answered, now) {
                 let until = started.saturating_add(self.options.lease.as_millis() as u64);
                 self.runtime.grant_lease(now, until);
-                self.granted.send_modify(|n| *n += 1);
             }
         }
     }

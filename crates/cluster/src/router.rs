@@ -101,8 +101,13 @@ impl ClusterCarts {
         Fut: std::future::Future<Output = Attempt<T>>,
     {
         // A node that cannot confirm its own carts cannot trust its view of
-        // the others' either: it refuses at once.
-        if self.runtime.lease().held(self.clock.monotonic_ms()).is_none() {
+        // the others' either: it refuses at once. Only a node that has just
+        // started (no lease yet) lets a request wait for its first one.
+        let lease = self.runtime.lease();
+        let now = || self.clock.monotonic_ms();
+        if lease.held(now()).is_none()
+            && (lease.ever_granted() || !lease.wait_held(self.peers.deadline(), now).await)
+        {
             return Err(GrainError::NoLease);
         }
         let first = self.owner(id, &[])?;

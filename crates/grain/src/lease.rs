@@ -23,21 +23,51 @@ pub struct Lease {
     generation: AtomicU64,
     /// Serialises renewals so a lapse is seen by exactly one of them.
     renewing: Mutex<()>,
+    /// Woken on every grant.
+    granted: tokio::sync::Notify,
 }
 
 impl Lease {
     /// A lease that never ends: a node alone on its store.
     pub fn unbounded() -> Self {
-        Lease {
-            until: AtomicU64::new(u64::MAX),
-            generation: AtomicU64::new(0),
-            renewing: Mutex::new(()),
-        }
+        Lease::starting_at(u64::MAX)
     }
 
     /// No lease yet: a cluster node before its first majority round.
     pub fn none() -> Self {
-        Lease { until: AtomicU64::new(0), generation: AtomicU64::new(0), renewing: Mutex::new(()) }
+        Lease::starting_at(0)
+    }
+
+    fn starting_at(until: u64) -> Self {
+        Lease {
+            until: AtomicU64::new(until),
+            generation: AtomicU64::new(0),
+            renewing: Mutex::new(()),
+            granted: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Whether a lease was ever granted (or never ends).
+    pub fn ever_granted(&self) -> bool {
+        self.until() != 0
+    }
+
+    /// Waits at most `within` for a lease to be held by `now()`; returns
+    /// whether one is.
+    pub async fn wait_held(&self, within: std::time::Duration, now: impl Fn() -> u64) -> bool {
+        let wait = async {
+            loop {
+                let granted = self.granted.notified();
+                tokio::pin!(granted);
+                granted.as_mut().enable();
+                if self.held(now()).is_some() {
+                    return;
+                }
+                granted.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, wait).await;
+        self.held(now()).is_some()
     }
 
     /// The generation of the lease held at `now`, if one is.
@@ -73,6 +103,7 @@ impl Lease {
         if until > current || lapsed {
             self.until.store(until, Ordering::SeqCst);
         }
+        self.granted.notify_waiters();
         lapsed
     }
 }

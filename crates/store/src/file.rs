@@ -46,7 +46,7 @@ use crate::log::{LogIndex, Shared};
 use crate::sync::FsyncPolicy;
 use crate::{
     AppendRequest, Appended, Claim, Event, EventStore, Fence, NewEvent, SECRET_LEN, StoreError,
-    check_secret_name, new_secret,
+    check_secret_name,
 };
 
 /// Name of the log file inside the data directory.
@@ -241,10 +241,14 @@ impl EventStore for FileStore {
             .map_err(|_| StoreError::Unavailable("the event log committer has stopped".into()))?
     }
 
-    async fn secret(&self, name: &str) -> Result<[u8; SECRET_LEN], StoreError> {
+    async fn secret_or_insert(
+        &self,
+        name: &str,
+        candidate: [u8; SECRET_LEN],
+    ) -> Result<[u8; SECRET_LEN], StoreError> {
         check_secret_name(name)?;
         let path = self.dir.join(format!("{name}.secret"));
-        tokio::task::spawn_blocking(move || secret_file(&path))
+        tokio::task::spawn_blocking(move || secret_file(&path, candidate))
             .await
             .map_err(|e| StoreError::Unavailable(format!("secret reader failed: {e}")))?
     }
@@ -263,13 +267,18 @@ impl EventStore for FileStore {
     }
 }
 
-/// The secret in `path`, made first if the file does not exist. Processes
-/// racing to make it agree: each writes a candidate to a file of its own and
-/// hard-links it into place, which only the first does; the others read it.
-fn secret_file(path: &std::path::Path) -> Result<[u8; SECRET_LEN], StoreError> {
+/// The secret in `path`, stored as `candidate` first if the file does not
+/// exist. Processes racing to make it agree: each writes its candidate to a
+/// file of its own and hard-links it into place, which only the first does;
+/// the others read it.
+fn secret_file(
+    path: &std::path::Path,
+    candidate: [u8; SECRET_LEN],
+) -> Result<[u8; SECRET_LEN], StoreError> {
     if !path.exists() {
-        let hex: String = new_secret()?.iter().map(|b| format!("{b:02x}")).collect();
-        let candidate = path.with_extension(format!("secret.{}", &hex[..16]));
+        let hex: String = candidate.iter().map(|b| format!("{b:02x}")).collect();
+        let candidate =
+            path.with_extension(format!("secret.{}.{}", &hex[..16], std::process::id()));
         std::fs::write(&candidate, hex)?;
         std::fs::File::open(&candidate)?.sync_all()?;
         let linked = std::fs::hard_link(&candidate, path);

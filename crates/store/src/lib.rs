@@ -245,7 +245,19 @@ pub trait EventStore: Send + Sync + 'static {
     /// afterwards, so a cluster shares it with no set-up. Failure contract:
     /// an error means the secret could not be read or made; a stored
     /// secret is never replaced.
-    async fn secret(&self, name: &str) -> Result<[u8; SECRET_LEN], StoreError>;
+    async fn secret(&self, name: &str) -> Result<[u8; SECRET_LEN], StoreError> {
+        self.secret_or_insert(name, new_secret()?).await
+    }
+
+    /// The secret named `name`, stored as `candidate` first if the store
+    /// has none (a restore brings a backup's secrets back this way). Same
+    /// failure contract as [`EventStore::secret`]; the answer differs from
+    /// `candidate` when the store already had the secret.
+    async fn secret_or_insert(
+        &self,
+        name: &str,
+        candidate: [u8; SECRET_LEN],
+    ) -> Result<[u8; SECRET_LEN], StoreError>;
 
     /// Whether the store is reachable right now (for readiness).
     fn healthy(&self) -> bool {

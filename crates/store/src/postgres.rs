@@ -32,7 +32,7 @@ use crate::pg_tls;
 
 use crate::{
     AppendRequest, Appended, Claim, Event, EventStore, Fence, IdempotencyTag, NewEvent, SECRET_LEN,
-    StoreError, check_secret_name, new_secret,
+    StoreError, check_secret_name,
 };
 
 /// Appends waiting for the committer before further appends wait to queue.
@@ -419,9 +419,12 @@ impl EventStore for PgStore {
         Ok(())
     }
 
-    async fn secret(&self, name: &str) -> Result<[u8; SECRET_LEN], StoreError> {
+    async fn secret_or_insert(
+        &self,
+        name: &str,
+        candidate: [u8; SECRET_LEN],
+    ) -> Result<[u8; SECRET_LEN], StoreError> {
         check_secret_name(name)?;
-        let candidate = new_secret()?;
         let client = self.client().await?;
         client
             .execute(

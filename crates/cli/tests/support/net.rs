@@ -100,7 +100,7 @@ impl Net {
                 let dev = self.veth(from, 'n');
                 let _ = Command::new("ip")
                     .args(["-n", &self.ns(from), "neigh", "del", &self.addr(to), "dev", &dev])
-                    .status();
+                    .output();
             }
         }
     }
@@ -118,12 +118,12 @@ fn remove_stale() {
     };
     for line in list(&["netns", "list"]).lines() {
         if let Some(ns) = line.split_whitespace().next().filter(|n| n.starts_with("cart-")) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
     for line in list(&["-o", "link", "show", "type", "bridge"]).lines() {
         if let Some(name) = line.split(':').nth(1).map(str::trim).filter(|n| n.starts_with("cbr")) {
-            let _ = Command::new("ip").args(["link", "del", name]).status();
+            let _ = Command::new("ip").args(["link", "del", name]).output();
         }
     }
 }
@@ -131,9 +131,9 @@ fn remove_stale() {
 impl Drop for Net {
     fn drop(&mut self) {
         for i in 1..=self.nodes {
-            let _ = Command::new("ip").args(["netns", "del", &self.ns(i)]).status();
-            let _ = Command::new("ip").args(["link", "del", &self.veth(i, 'h')]).status();
+            let _ = Command::new("ip").args(["netns", "del", &self.ns(i)]).output();
+            let _ = Command::new("ip").args(["link", "del", &self.veth(i, 'h')]).output();
         }
-        let _ = Command::new("ip").args(["link", "del", &self.bridge()]).status();
+        let _ = Command::new("ip").args(["link", "del", &self.bridge()]).output();
     }
 }
