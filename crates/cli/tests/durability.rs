@@ -247,3 +247,26 @@ async fn a_backup_under_load_restores_every_mutation_acknowledged_before_it() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// Store mistakes that used to lose data quietly are errors: an unknown
+/// `--store` scheme (it used to become a directory named `mysql:`), and a
+/// `migrate` whose source does not exist (it used to copy nothing, exit 0).
+#[test]
+fn store_mistakes_are_errors_not_empty_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cart-actor"))
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["serve", "--store", "mysql://db/carts"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown store"), "{out:?}");
+    assert!(!dir.path().join("mysql:").exists(), "no directory named after the URL");
+    let out = run(&["migrate", "--from", "./typo", "--to", "./copy"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no event store at ./typo"), "{out:?}");
+    assert!(!dir.path().join("copy").exists(), "nothing was created");
+}

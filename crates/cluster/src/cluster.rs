@@ -338,7 +338,7 @@ impl Cluster {
             };
             if let Some(reply) = answer {
                 let reply = reply.into_inner();
-                if !same_store(&self.options.store_id, &reply.store_id) {
+                if !crate::membership::same_store(&self.options.store_id, &reply.store_id) {
                     if self.membership.refuse_foreign(&host) {
                         tracing::error!(peer = %host, theirs = %reply.store_id, ours = %self.options.store_id, "refusing a node that uses another event store: nodes of one cluster must share one store (one data directory or one database)");
                     }
@@ -412,10 +412,4 @@ impl Cluster {
             "localGrains": self.runtime.resident(),
         })
     }
-}
-
-/// Whether two nodes' store identities allow them in one cluster (an empty
-/// one is not checked: a node that does not say).
-pub(crate) fn same_store(ours: &str, theirs: &str) -> bool {
-    ours.is_empty() || theirs.is_empty() || ours == theirs
 }

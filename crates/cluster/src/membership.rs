@@ -78,6 +78,12 @@ pub enum LastHeard {
     Never,
 }
 
+/// Whether two nodes' store identities allow them in one cluster (an empty
+/// one is not checked: a node that does not say).
+pub(crate) fn same_store(ours: &str, theirs: &str) -> bool {
+    ours.is_empty() || theirs.is_empty() || ours == theirs
+}
+
 /// One member as shown by `/api/cluster`.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemberStatus {

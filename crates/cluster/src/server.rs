@@ -200,7 +200,7 @@ impl ControlPlaneService {
         // process (see `Membership::ping_ok`).
         if let Some(reply) = answer {
             let reply = reply.into_inner();
-            if !crate::cluster::same_store(&self.store_id, &reply.store_id) {
+            if !crate::membership::same_store(&self.store_id, &reply.store_id) {
                 if self.membership.refuse_foreign(host) {
                     tracing::error!(peer = %host, theirs = %reply.store_id, ours = %self.store_id, "refusing a node that uses another event store: nodes of one cluster must share one store (one data directory or one database)");
                 }

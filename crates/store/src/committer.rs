@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Instant;
 
-use metrics::{Counter, Histogram};
+use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::oneshot;
 
 use crate::gather::Gather;
@@ -69,6 +69,10 @@ pub(crate) struct SyncMetrics {
     duration: Histogram,
     batch_size: Histogram,
     syncs: Counter,
+    /// Bytes of whole records in the log.
+    pub(crate) log_bytes: Gauge,
+    /// Carts the log holds.
+    pub(crate) carts: Gauge,
 }
 
 impl SyncMetrics {
@@ -78,6 +82,8 @@ impl SyncMetrics {
             duration: metrics::histogram!("cart_log_fsync_duration_seconds"),
             batch_size: metrics::histogram!("cart_log_fsync_batch_size"),
             syncs: metrics::counter!("cart_log_fsyncs_total"),
+            log_bytes: metrics::gauge!("cart_log_bytes"),
+            carts: metrics::gauge!("cart_log_carts"),
         }
     }
 }
@@ -334,6 +340,7 @@ impl Committer {
             return answers;
         }
         index.scanned = len + buf.len() as u64;
+        self.metrics.log_bytes.set(index.scanned as f64);
         for a in &accepted {
             let entry = index.carts.entry(a.cart.as_str().into()).or_default();
             entry.offsets.extend_from_slice(&a.offsets);
@@ -341,6 +348,7 @@ impl Committer {
                 entry.claim = Some((*epoch, owner.as_str().into()));
             }
         }
+        self.metrics.carts.set(index.carts.len() as f64);
         drop(index);
         answers.extend(accepted.into_iter().map(|a| (a.reply, Ok(a.appended))));
         answers

@@ -135,6 +135,10 @@ impl FileStore {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "event log opened"
         );
+        let metrics = SyncMetrics::new();
+        metrics.log_bytes.set(index.scanned as f64);
+        metrics.carts.set(index.carts.len() as f64);
+        metrics::gauge!("cart_log_open_duration_seconds").set(started.elapsed().as_secs_f64());
         let shared = Arc::new(Shared::new(path, index)?);
         let (commands, rx) = mpsc::channel();
         let committer = Committer {
@@ -143,7 +147,7 @@ impl FileStore {
             shared: Arc::clone(&shared),
             policy: options.fsync,
             gather: Gather::new(options.commit_wait),
-            metrics: SyncMetrics::new(),
+            metrics,
             high_water,
         };
         let committer = std::thread::Builder::new()
