@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use cart_domain::{Cart, CartEvent, ItemInterner};
-use cart_store::{Event, EventStore, StoreError};
+use cart_store::{Event, EventStore, Fence, StoreError};
 
 use crate::idempotency::IdempotencyKeys;
 use crate::registry::GrainState;
@@ -34,6 +34,35 @@ pub(crate) struct Activation<'a> {
     pub now_ms: i64,
     /// The lease generation this request is served under.
     pub generation: u64,
+    /// Carts this node handed over moments ago, and the monotonic time now.
+    pub released: &'a Released,
+    pub now_mono: u64,
+}
+
+/// Carts this node handed over within the last [`Released::GUARD_MS`]: their
+/// new holder may not have claimed them yet, so the store still names this
+/// node, and activating one on that old claim would make two holders. A
+/// request for one is sent on to the next node instead.
+#[derive(Debug, Default)]
+pub(crate) struct Released(std::sync::Mutex<std::collections::HashMap<CartId, u64>>);
+
+impl Released {
+    /// How long a handed-over cart is not activated here on its old claim
+    /// (its new holder claims it within milliseconds).
+    pub const GUARD_MS: u64 = 2_000;
+
+    /// Records that `cart` was handed over at `now` (monotonic ms).
+    pub fn add(&self, cart: &CartId, now: u64) {
+        let mut released = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        released.retain(|_, at| now.saturating_sub(*at) < Self::GUARD_MS);
+        released.insert(cart.clone(), now);
+    }
+
+    /// Whether `cart` was handed over within the guard before `now`.
+    pub fn contains(&self, cart: &CartId, now: u64) -> bool {
+        let released = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        released.get(cart).is_some_and(|at| now.saturating_sub(*at) < Self::GUARD_MS)
+    }
 }
 
 impl Activation<'_> {
@@ -53,19 +82,37 @@ impl Activation<'_> {
         if slot.is_none() {
             let started = std::time::Instant::now();
             let mut epoch = None;
+            let mut taken_over = false;
             if let Some(handover) = self.handover
                 && let Some(claim) = self.store.claim_of(id.as_str()).await?
             {
                 if claim.owner == self.node {
+                    if self.released.contains(id, self.now_mono) {
+                        return Err(GrainError::HandoverRefused(
+                            "this node handed the cart over moments ago".into(),
+                        ));
+                    }
                     // This very process claimed it and nobody since: its
                     // epoch still fences everyone else.
                     epoch = Some(claim.epoch);
                 } else {
                     handover.take_over(id, &claim.owner).await?;
+                    taken_over = true;
                 }
             }
             let events = self.store.load(id.as_str()).await?;
             let (cart, mut keys) = replay(id, &events, self.items, self.window)?;
+            if taken_over {
+                // Claim it before serving anything, reads included: the
+                // store then names the one node that holds the cart active,
+                // and the previous holder asks this node before it serves
+                // the cart again.
+                let claimed = self
+                    .store
+                    .append(id.as_str(), cart.version(), Fence::Claim(self.node.to_owned()), vec![])
+                    .await?;
+                epoch = Some(claimed.epoch);
+            }
             keys.expire(self.now_ms, self.window);
             metrics::counter!("cart_grain_activations_total").increment(1);
             metrics::histogram!("cart_grain_activation_duration_seconds").record(started.elapsed());

@@ -12,7 +12,7 @@ use cart_domain::proto::SetCartItems;
 use cart_domain::{Cart, CartCommand, CartEvent, CartState, ItemInterner, MutationType};
 use cart_store::{Event, EventStore, Fence, IdempotencyTag, NewEvent, StoreError};
 
-use crate::activation::{Activation, Handover, replay};
+use crate::activation::{Activation, Handover, Released, replay};
 use crate::feeds::{CartWatch, Feeds, StateReceiver, Watchers};
 use crate::idempotency::Seen;
 use crate::lease::Lease;
@@ -73,6 +73,7 @@ pub struct GrainRuntime {
     feeds: Feeds,
     watchers: Watchers,
     lease: Lease,
+    released: Released,
 }
 
 impl GrainRuntime {
@@ -97,6 +98,7 @@ impl GrainRuntime {
             metrics: TurnMetrics::new(),
             feeds: Feeds::default(),
             lease,
+            released: Released::default(),
         })
     }
 
@@ -115,6 +117,8 @@ impl GrainRuntime {
             window: self.options.idempotency_window,
             now_ms: self.clock.now_ms() as i64,
             generation,
+            released: &self.released,
+            now_mono: self.clock.monotonic_ms(),
         }
     }
 
@@ -533,6 +537,7 @@ impl GrainRuntime {
     /// Returns whether it was resident.
     pub async fn hand_over(&self, id: &CartId) -> Result<bool, GrainError> {
         self.feeds.close_where(|watched| watched == id);
+        self.released.add(id, self.clock.monotonic_ms());
         let Some(grain) = self.registry.get(id) else { return Ok(false) };
         *grain.state.lock().await = None;
         self.store.flush().await?;

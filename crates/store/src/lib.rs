@@ -184,8 +184,8 @@ fn check_append(
     {
         return Err(StoreError::Invalid("owner name too long".into()));
     }
-    if events.is_empty() {
-        return Err(StoreError::Invalid("an append needs at least one event".into()));
+    if events.is_empty() && !matches!(fence, Fence::Claim(_)) {
+        return Err(StoreError::Invalid("an append needs at least one event or a claim".into()));
     }
     if events.iter().any(|e| e.idempotency.as_ref().is_some_and(|t| t.key.len() > MAX_KEY_LEN)) {
         return Err(StoreError::Invalid(format!(

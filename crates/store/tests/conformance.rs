@@ -91,6 +91,24 @@ async fn claims_fence_stale_writers(b: &dyn Backend) {
     assert_eq!(one.load("d").await.unwrap().len(), 2);
 }
 
+/// A claim alone (no events): a node taking a cart over claims it before it
+/// serves it; the old holder is fenced at once, nothing else changes, and
+/// an append without events needs a claim.
+async fn a_claim_alone_moves_the_claim(b: &dyn Backend) {
+    let (one, two) = (b.open().await, b.open().await);
+    one.append("g", 0, Fence::Claim("one".into()), vec![event(1)]).await.unwrap();
+    let claimed = two.append("g", 1, Fence::Claim("two".into()), vec![]).await.unwrap();
+    assert_eq!((claimed.version, claimed.epoch), (1, 2));
+    assert_eq!(one.claim_of("g").await.unwrap(), Some(Claim { epoch: 2, owner: "two".into() }));
+    let stale = one.append("g", 1, Fence::Epoch(1), vec![event(2)]).await.unwrap_err();
+    assert!(matches!(stale, StoreError::Fenced { held: 1, current: 2 }), "{stale:?}");
+    assert_eq!(b.open().await.load("g").await.unwrap().len(), 1, "no event was added");
+    let empty = two.append("g", 1, Fence::Epoch(2), vec![]).await.unwrap_err();
+    assert!(matches!(empty, StoreError::Invalid(_)), "{empty:?}");
+    two.append("g", 1, Fence::Epoch(2), vec![event(3)]).await.unwrap();
+    assert_eq!(b.open().await.load("g").await.unwrap().len(), 2);
+}
+
 async fn idempotency_keys_are_kept(b: &dyn Backend) {
     let s = b.open().await;
     let tag = IdempotencyTag { key: "retry-1".into(), fingerprint: u64::MAX - 5 };
@@ -190,6 +208,10 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn claims_fence_stale_writers() {
                 super::claims_fence_stale_writers(&*backend().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_claim_alone_moves_the_claim() {
+                super::a_claim_alone_moves_the_claim(&*backend().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn idempotency_keys_are_kept() {
