@@ -84,8 +84,8 @@ pub async fn copy_all(
         summary.present += existing.len();
         let mut version = existing.len() as u64;
         let mut fence = match destination.claim_of(&id).await? {
-            Some(claim) if claim.owner == "migrate" => Fence::Epoch(claim.epoch),
-            _ => Fence::Claim("migrate".into()),
+            Some(claim) if claim.owner == cart_store::TOOL_OWNER => Fence::Epoch(claim.epoch),
+            _ => Fence::Claim(cart_store::TOOL_OWNER.into()),
         };
         for chunk in events[existing.len()..].chunks(CHUNK) {
             let batch: Vec<NewEvent> = chunk

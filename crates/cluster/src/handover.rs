@@ -103,12 +103,7 @@ impl ConfirmOwner {
 impl Handover for ConfirmOwner {
     async fn take_over(&self, cart: &CartId, previous_owner: &str) -> Result<(), GrainError> {
         let me = self.membership.me();
-        // `host:grpc:control#incarnation` (see `RuntimeOptions::node`).
-        let address = previous_owner.split_once('#').map_or(previous_owner, |(a, _)| a);
-        // Nodes claim as `host:grpc:control`; anything else (the migrate
-        // tool's `migrate`) serves nothing.
-        let Some(previous) = address.parse::<NodeAddr>().ok().filter(|_| address.contains(':'))
-        else {
+        let Some(previous) = claim_holder(previous_owner) else {
             return Ok(());
         };
         if previous == *me || self.membership.last_heard(&previous) == LastHeard::Closed {
@@ -143,5 +138,41 @@ impl Handover for ConfirmOwner {
                 Ok(())
             }
         }
+    }
+}
+
+/// The node behind a claim's owner name (`host[:grpc:control]#incarnation`,
+/// see `RuntimeOptions::node`; the ports are left out when they are the
+/// defaults). `None` for a claim no node holds: the migrate tool's, or a
+/// name that is no address.
+fn claim_holder(owner: &str) -> Option<NodeAddr> {
+    if owner == cart_store::TOOL_OWNER {
+        return None;
+    }
+    let address = owner.split_once('#').map_or(owner, |(a, _)| a);
+    address.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_name_nodes_with_or_without_their_ports_and_tools_are_nobody() {
+        let default_ports: NodeAddr = "10.0.0.1:1337:1338".parse().unwrap();
+        assert_eq!(
+            default_ports.to_string(),
+            "10.0.0.1",
+            "how a node on the default ports names itself"
+        );
+        assert_eq!(claim_holder("10.0.0.1#42"), Some(default_ports.clone()));
+        assert_eq!(
+            claim_holder("10.0.0.1"),
+            Some(default_ports),
+            "a claim from before incarnations"
+        );
+        assert_eq!(claim_holder("h:1:2#9"), Some("h:1:2".parse().unwrap()));
+        assert_eq!(claim_holder(cart_store::TOOL_OWNER), None);
+        assert_eq!(claim_holder("not an address!"), None);
     }
 }

@@ -195,6 +195,10 @@ fn check_append(
     Ok(())
 }
 
+/// The claim owner of writes by tools (`cart-actor migrate`, `restore`), not
+/// nodes: a node takes such a claim over without asking anyone.
+pub const TOOL_OWNER: &str = "migrate";
+
 /// Length of a [`EventStore::secret`].
 pub const SECRET_LEN: usize = 32;
 
