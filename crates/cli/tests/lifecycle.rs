@@ -18,6 +18,13 @@ async fn after_sigterm_a_node_is_unready_but_serves_through_the_drain_delay() {
         .await
         .unwrap();
     let cookie = format!("cartid={}", support::cart_cookie(&r).unwrap());
+    let metrics = support::metrics(&node).await;
+    for family in ["cart_startup_duration_seconds", "cart_log_bytes", "cart_log_carts"] {
+        let value = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(family).and_then(|v| v.trim().parse::<f64>().ok()));
+        assert!(value.is_some_and(|v| v > 0.0), "{family} reported: {value:?}");
+    }
     node.signal(libc::SIGTERM);
     support::wait_until("readiness to go false", Duration::from_secs(2), || async {
         http.get(format!("{}/readyz", node.url)).send().await.is_ok_and(|r| r.status() == 503)

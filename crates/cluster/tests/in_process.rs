@@ -386,4 +386,13 @@ async fn a_holder_keeps_a_cart_it_owns_by_its_own_view() {
     let ack = control.confirm_owner(ask()).await.unwrap().into_inner();
     assert!(ack.accepted, "{}", ack.message);
     assert!(!h.resident(1, &cart));
+    // Until the new holder claims it, the store still names node 1: a
+    // request reaching node 1 meanwhile is sent on, never served on that
+    // old claim (two holders).
+    let (kind, text) = kind(h.nodes[1].grains.get(&cart).await);
+    assert_eq!(kind, ErrorKind::Misdirected, "{text}");
+    assert!(!h.resident(1, &cart));
+    // Nobody claimed it after all: after the guard, node 1 may again.
+    h.clock.advance(2_000);
+    assert_eq!(json(&h.nodes[1].grains.get(&cart).await.unwrap())["version"], 1);
 }

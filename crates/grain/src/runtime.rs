@@ -172,8 +172,9 @@ impl GrainRuntime {
                 Err(e) => Err(e),
             }
         };
-        if matches!(result, Err(GrainError::NotFound)) {
-            // Reads of unknown ids must not fill memory with empty grains.
+        if result.is_err() {
+            // Reads of unknown ids, or refused ones, must not fill memory
+            // with empty grains.
             drop(grain);
             self.registry.forget_if_unused(id);
         }

@@ -28,6 +28,7 @@ async fn serve(
     args: ServeArgs,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let node = wiring::build(&args, metrics).await?;
     let passivation = node.grains.spawn_passivation();
     let (stop_grpc, grpc_stopped) = watch::channel(false);
@@ -54,7 +55,11 @@ async fn serve(
     // Connections wait in the listeners' backlog until the node may serve
     // (its first majority round), instead of being refused.
     let within = args.discovery_interval * 2 + args.lease;
-    if !node.cluster.wait_for_lease(within).await {
+    if node.cluster.wait_for_lease(within).await {
+        let took = started.elapsed();
+        metrics::gauge!("cart_startup_duration_seconds").set(took.as_secs_f64());
+        tracing::info!(took_ms = took.as_millis() as u64, "ready to serve");
+    } else {
         tracing::warn!(waited = ?within, "no majority of the cluster yet; serving 503 until one answers");
     }
     let begin = shutdown::begin(
