@@ -18,6 +18,7 @@ use crate::node::NodeAddr;
 use crate::proto::cart::MutationRequest;
 use crate::proto::cart::cart_actor_client::CartActorClient;
 use crate::proto::control::control_plane_client::ControlPlaneClient;
+use crate::proto::control::{PingReply, PingRequest};
 use crate::tls::{ClusterTls, TlsConnect};
 
 /// The channels of this node to its peers.
@@ -111,6 +112,21 @@ impl Peers {
     /// A ControlPlane client for `addr`.
     pub fn control(&self, addr: &NodeAddr) -> Result<ControlPlaneClient<Channel>, tonic::Status> {
         Ok(ControlPlaneClient::new(self.channel(addr)?))
+    }
+
+    /// Pings `host` within `within` (a timeout of its own, not only the
+    /// server's: a partitioned host must not hold the caller up), saying
+    /// who asks when `from` is given. `None`: no answer in time.
+    pub async fn ping(
+        &self,
+        host: &NodeAddr,
+        from: Option<&NodeAddr>,
+        within: Duration,
+    ) -> Option<PingReply> {
+        let mut client = self.control(host).ok()?;
+        let request = PingRequest { host: from.map(ToString::to_string).unwrap_or_default() };
+        let call = client.ping(self.request(request));
+        tokio::time::timeout(within, call).await.ok()?.ok().map(tonic::Response::into_inner)
     }
 
     /// Drops the channels and the forwarder of a departed or evicted host.

@@ -22,7 +22,7 @@ use crate::proto::cart::cart_actor_server::{CartActorServer, SERVICE_NAME as CAR
 use crate::proto::control::control_plane_server::{
     ControlPlaneServer, SERVICE_NAME as CONTROL_SERVICE,
 };
-use crate::proto::control::{ClosingNotice, NegotiateRequest, PingRequest};
+use crate::proto::control::{ClosingNotice, NegotiateRequest};
 use crate::router::ClusterCarts;
 use crate::server::{CartActorService, ControlPlaneService};
 use crate::tls::{self, ClusterTls};
@@ -112,11 +112,14 @@ impl Cluster {
         discovery: Arc<dyn Discovery>,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
-        let membership = Arc::new(Membership::with_incarnation(
-            options.me.clone(),
-            options.max_misses,
-            options.incarnation,
-        ));
+        let membership = Arc::new(
+            Membership::with_incarnation(
+                options.me.clone(),
+                options.max_misses,
+                options.incarnation,
+            )
+            .with_store_id(options.store_id.clone()),
+        );
         let peers = Arc::new(Peers::new(options.rpc_deadline, options.tls.clone()));
         runtime.set_handover(Arc::new(ConfirmOwner::new(
             Arc::clone(&membership),
@@ -197,7 +200,6 @@ impl Cluster {
             Arc::clone(&self.runtime),
             Arc::clone(&self.peers),
             Arc::clone(&self.clock),
-            self.options.store_id.clone(),
         ));
         let router = Server::builder()
             .tcp_nodelay(true)
@@ -326,26 +328,11 @@ impl Cluster {
             // A ping slower than the interval is a miss: rounds keep their
             // schedule, so a dead peer never delays the lease's renewal.
             let within = self.options.ping_interval.min(self.options.rpc_deadline);
-            let answer = match self.peers.control(&host) {
-                Ok(mut client) => {
-                    let me = PingRequest { host: self.membership.me().to_string() };
-                    tokio::time::timeout(within, client.ping(self.peers.request(me)))
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                }
-                Err(_) => None,
-            };
-            if let Some(reply) = answer {
-                let reply = reply.into_inner();
-                if !crate::membership::same_store(&self.options.store_id, &reply.store_id) {
-                    if self.membership.refuse_foreign(&host) {
-                        tracing::error!(peer = %host, theirs = %reply.store_id, ours = %self.options.store_id, "refusing a node that uses another event store: nodes of one cluster must share one store (one data directory or one database)");
-                    }
-                    return false;
-                }
-                self.membership.ping_ok(&host, self.clock.monotonic_ms(), reply.incarnation);
-                member
+            let me = Some(self.membership.me());
+            if let Some(reply) = self.peers.ping(&host, me, within).await {
+                let now = self.clock.monotonic_ms();
+                self.membership.ping_answered(&host, now, reply.incarnation, &reply.store_id)
+                    && member
             } else {
                 self.membership.ping_failed(&host);
                 if !self.membership.is_member(&host) {

@@ -59,9 +59,10 @@ impl ConfirmOwner {
         ConfirmOwner { membership, peers, clock, wait_ms: wait.as_millis() as u64, started_ms }
     }
 
-    /// Whether `previous`, were it silent, can no longer be serving.
-    fn lease_surely_over(&self, previous: &NodeAddr) -> Result<(), GrainError> {
-        let since = match self.membership.last_heard(previous) {
+    /// Whether a holder last heard from `heard`, were it silent, can no
+    /// longer be serving.
+    fn lease_surely_over(&self, heard: LastHeard) -> Result<(), GrainError> {
+        let since = match heard {
             LastHeard::Closed => return Ok(()),
             LastHeard::At(at) => at,
             LastHeard::Never => self.started_ms,
@@ -106,14 +107,14 @@ impl Handover for ConfirmOwner {
         let Some(previous) = claim_holder(previous_owner) else {
             return Ok(());
         };
-        if previous == *me || self.membership.last_heard(&previous) == LastHeard::Closed {
+        let heard = self.membership.last_heard(&previous);
+        if previous == *me || heard == LastHeard::Closed {
             return Ok(());
         }
-        let heard = self.membership.last_heard(&previous);
         if !self.membership.is_member(&previous) && matches!(heard, LastHeard::At(_)) {
             // Evicted lately: silent, and maybe still serving until its
             // lease runs out.
-            self.lease_surely_over(&previous)?;
+            self.lease_surely_over(heard)?;
         }
         let asked = self.ask(cart, &previous).await;
         match asked {
@@ -133,7 +134,8 @@ impl Handover for ConfirmOwner {
                 Ok(())
             }
             Asked::NobodyThere | Asked::Silent => {
-                self.lease_surely_over(&previous)?;
+                // Read again: it may have answered a ping while we asked.
+                self.lease_surely_over(self.membership.last_heard(&previous))?;
                 tracing::info!(cart = %cart, from = %previous, "taking over a cart from a silent node whose lease has run out");
                 Ok(())
             }

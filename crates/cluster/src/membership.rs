@@ -78,12 +78,6 @@ pub enum LastHeard {
     Never,
 }
 
-/// Whether two nodes' store identities allow them in one cluster (an empty
-/// one is not checked: a node that does not say).
-pub(crate) fn same_store(ours: &str, theirs: &str) -> bool {
-    ours.is_empty() || theirs.is_empty() || ours == theirs
-}
-
 /// One member as shown by `/api/cluster`.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemberStatus {
@@ -101,6 +95,7 @@ pub struct MemberStatus {
 pub struct Membership {
     me: NodeAddr,
     incarnation: u64,
+    store_id: String,
     max_misses: u32,
     inner: Mutex<Inner>,
     changes: watch::Sender<u64>,
@@ -119,10 +114,46 @@ impl Membership {
         Membership {
             me,
             incarnation,
+            store_id: String::new(),
             max_misses: max_misses.max(1),
             inner: Mutex::new(inner),
             changes: watch::channel(0).0,
         }
+    }
+
+    /// This view, for a node whose event store has identity `store_id`:
+    /// hosts answering with another one are never admitted (empty: not
+    /// checked).
+    pub fn with_store_id(mut self, store_id: String) -> Self {
+        self.store_id = store_id;
+        self
+    }
+
+    /// The identity of this node's event store (empty when unknown).
+    pub fn store_id(&self) -> &str {
+        &self.store_id
+    }
+
+    /// A ping to `host` was answered by `incarnation`, which uses the store
+    /// `store_id`: as [`Membership::ping_ok`], unless the store is another
+    /// one (a node given its own data directory, or another database); then
+    /// `host` is refused for good, reported once, and `false` returned.
+    pub fn ping_answered(
+        &self,
+        host: &NodeAddr,
+        now_ms: u64,
+        incarnation: u64,
+        store_id: &str,
+    ) -> bool {
+        let same = self.store_id.is_empty() || store_id.is_empty() || self.store_id == store_id;
+        if !same {
+            if self.refuse_foreign(host) {
+                tracing::error!(peer = %host, theirs = %store_id, ours = %self.store_id, "refusing a node that uses another event store: nodes of one cluster must share one store (one data directory or one database)");
+            }
+            return false;
+        }
+        self.ping_ok(host, now_ms, incarnation);
+        true
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -275,7 +306,7 @@ impl Membership {
 
     /// `host` answered with another event store's identity: it is never a
     /// member. Returns whether this is news (to report it once).
-    pub fn refuse_foreign(&self, host: &NodeAddr) -> bool {
+    fn refuse_foreign(&self, host: &NodeAddr) -> bool {
         let mut inner = self.inner();
         inner.candidates.remove(host);
         if inner.members.remove(host).is_some() {

@@ -158,20 +158,17 @@ pub struct ControlPlaneService {
     runtime: Arc<GrainRuntime>,
     peers: Arc<Peers>,
     clock: Arc<dyn Clock>,
-    /// This node's event store identity (see `ClusterOptions::store_id`).
-    store_id: String,
 }
 
 impl ControlPlaneService {
-    /// The service for this node, whose event store is `store_id`.
+    /// The service for this node.
     pub fn new(
         membership: Arc<Membership>,
         runtime: Arc<GrainRuntime>,
         peers: Arc<Peers>,
         clock: Arc<dyn Clock>,
-        store_id: String,
     ) -> Self {
-        ControlPlaneService { membership, runtime, peers, clock, store_id }
+        ControlPlaneService { membership, runtime, peers, clock }
     }
 }
 
@@ -184,29 +181,14 @@ impl ControlPlaneService {
             return true;
         }
         self.membership.learn([host.clone()], self.clock.monotonic_ms());
-        let answer = match self.peers.control(host) {
-            Ok(mut client) => {
-                // Without our address: the answer must not start the
-                // other side's own admission of us (and so on, back and forth).
-                let call = client.ping(self.peers.request(PingRequest::default()));
-                tokio::time::timeout(self.peers.deadline() / 4, call)
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-            }
-            Err(_) => None,
-        };
+        // Without our address: the answer must not start the other side's
+        // own admission of us (and so on, back and forth).
+        let answer = self.peers.ping(host, None, self.peers.deadline() / 4).await;
         // A host that said Closing stays out unless it is a new run of its
-        // process (see `Membership::ping_ok`).
+        // process (see `Membership::ping_ok`); one on another store, always.
         if let Some(reply) = answer {
-            let reply = reply.into_inner();
-            if !crate::membership::same_store(&self.store_id, &reply.store_id) {
-                if self.membership.refuse_foreign(host) {
-                    tracing::error!(peer = %host, theirs = %reply.store_id, ours = %self.store_id, "refusing a node that uses another event store: nodes of one cluster must share one store (one data directory or one database)");
-                }
-                return false;
-            }
-            self.membership.ping_ok(host, self.clock.monotonic_ms(), reply.incarnation);
+            let now = self.clock.monotonic_ms();
+            self.membership.ping_answered(host, now, reply.incarnation, &reply.store_id);
         } else {
             self.membership.ping_failed(host);
         }
@@ -238,7 +220,7 @@ impl ControlPlane for ControlPlaneService {
             host: self.membership.me().to_string(),
             unix_time,
             incarnation: self.membership.incarnation(),
-            store_id: self.store_id.clone(),
+            store_id: self.membership.store_id().to_owned(),
         }))
     }
 

@@ -8,7 +8,7 @@ use cart_store::{Event, EventStore, Fence, StoreError};
 
 use crate::idempotency::IdempotencyKeys;
 use crate::registry::GrainState;
-use crate::{CartId, GrainError};
+use crate::{CartId, Clock, GrainError};
 
 /// Called before a grain activates on this node while another node holds
 /// the cart's claim: the cluster asks that node to flush and passivate its
@@ -29,14 +29,14 @@ pub(crate) struct Activation<'a> {
     pub items: &'a ItemInterner,
     pub node: &'a str,
     pub handover: Option<&'a dyn Handover>,
-    /// How long idempotency keys protect, and the time now.
+    /// How long idempotency keys protect.
     pub window: std::time::Duration,
-    pub now_ms: i64,
+    /// The time, read only when a grain activates (not on every turn).
+    pub clock: &'a dyn Clock,
     /// The lease generation this request is served under.
     pub generation: u64,
-    /// Carts this node handed over moments ago, and the monotonic time now.
+    /// Carts this node handed over moments ago.
     pub released: &'a Released,
-    pub now_mono: u64,
 }
 
 /// Carts this node handed over within the last [`Released::GUARD_MS`]: their
@@ -87,7 +87,7 @@ impl Activation<'_> {
                 && let Some(claim) = self.store.claim_of(id.as_str()).await?
             {
                 if claim.owner == self.node {
-                    if self.released.contains(id, self.now_mono) {
+                    if self.released.contains(id, self.clock.monotonic_ms()) {
                         return Err(GrainError::HandoverRefused(
                             "this node handed the cart over moments ago".into(),
                         ));
@@ -113,7 +113,7 @@ impl Activation<'_> {
                     .await?;
                 epoch = Some(claimed.epoch);
             }
-            keys.expire(self.now_ms, self.window);
+            keys.expire(self.clock.now_ms() as i64, self.window);
             metrics::counter!("cart_grain_activations_total").increment(1);
             metrics::histogram!("cart_grain_activation_duration_seconds").record(started.elapsed());
             tracing::debug!(cart = %id, events = events.len(), "grain activated");

@@ -115,10 +115,9 @@ impl GrainRuntime {
             node: &self.options.node,
             handover: self.handover.get().map(|h| h.as_ref()),
             window: self.options.idempotency_window,
-            now_ms: self.clock.now_ms() as i64,
+            clock: self.clock.as_ref(),
             generation,
             released: &self.released,
-            now_mono: self.clock.monotonic_ms(),
         }
     }
 
