@@ -347,13 +347,7 @@ async fn the_klarna_password_can_come_from_a_file() {
         ],
     );
     let http = client();
-    let r = http
-        .post(format!("{}/cart/", server.url))
-        .body(json!({"sku": SKU_A}).to_string())
-        .send()
-        .await
-        .unwrap();
-    let cookie = format!("cartid={}", cart_cookie(&r).unwrap());
+    let cookie = support::new_shopper(&server).await;
     let order = http
         .get(format!("{}/cart/checkout", server.url))
         .header("cookie", cookie)

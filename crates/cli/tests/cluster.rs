@@ -34,18 +34,7 @@ async fn three_converged(dir: &std::path::Path) -> Vec<Server> {
     nodes
 }
 
-async fn members(server: &Server) -> Vec<String> {
-    let Ok(r) = client().get(format!("{}/api/cluster", server.internal_url)).send().await else {
-        return vec![];
-    };
-    let Ok(v) = r.json::<Value>().await else { return vec![] };
-    let mut hosts: Vec<String> = v["members"]
-        .as_array()
-        .map(|a| a.iter().map(|m| m["host"].as_str().unwrap_or_default().to_owned()).collect())
-        .unwrap_or_default();
-    hosts.sort();
-    hosts
-}
+use support::member_hosts as members;
 
 async fn converged(nodes: &[&Server]) -> bool {
     let mut expected: Vec<String> = nodes.iter().map(|n| n.node.clone()).collect();

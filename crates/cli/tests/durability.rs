@@ -151,11 +151,30 @@ async fn a_torn_tail_on_disk_is_repaired_at_start() {
     assert_ne!(after.get(len..len + 20), Some(&bytes[..20]), "the torn tail was cut off");
 }
 
+/// Runs the binary with `args` in `dir`: whether it succeeded, and its
+/// standard output and error.
+fn run_cli(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cart-actor"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Runs the binary; it must succeed. Returns its output.
 fn cli(args: &[&str]) -> String {
-    let out =
-        std::process::Command::new(env!("CARGO_BIN_EXE_cart-actor")).args(args).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let (ok, stdout, stderr) = run_cli(std::path::Path::new("."), args);
+    assert!(ok, "{args:?}: {stderr}");
+    stdout
+}
+
+/// Runs the binary in `dir`; it must fail. Returns what it said.
+fn cli_refused(dir: &std::path::Path, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = run_cli(dir, args);
+    assert!(!ok, "{args:?} succeeded: {stdout}");
+    stderr
 }
 
 /// A backup taken under write load holds every mutation acknowledged before
@@ -167,14 +186,7 @@ async fn a_backup_under_load_restores_every_mutation_acknowledged_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&data, &[]);
-    let shopper = client()
-        .post(format!("{}/cart/", server.url))
-        .json(&json!({"sku": SKU_A}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(shopper.status(), 200);
-    let cookie = format!("cartid={}", support::cart_cookie(&shopper).unwrap());
+    let cookie = support::new_shopper(&server).await;
     let load = start_load(&server.internal_url);
     wait_for_acks(&load, 300).await;
     let before: Vec<u64> = load.acked.iter().map(|a| a.load(Ordering::SeqCst)).collect();
@@ -222,36 +234,14 @@ async fn a_backup_under_load_restores_every_mutation_acknowledged_before_it() {
     }
     // A backup refuses to overwrite, and a restore refuses a store that has
     // another cart-id key.
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_cart-actor"))
-        .args([
-            "backup",
-            "--from",
-            &data.display().to_string(),
-            "--to",
-            &backup.display().to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("not empty"));
+    let (data, backup) = (data.display().to_string(), backup.display().to_string());
+    let refused = cli_refused(dir.path(), &["backup", "--from", &data, "--to", &backup]);
+    assert!(refused.contains("not empty"), "{refused}");
     let other = dir.path().join("other");
     drop(Server::start(&other, &[]));
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_cart-actor"))
-        .args([
-            "restore",
-            "--from",
-            &backup.display().to_string(),
-            "--to",
-            &other.display().to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("another cart-id-key"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    let other = other.display().to_string();
+    let refused = cli_refused(dir.path(), &["restore", "--from", &backup, "--to", &other]);
+    assert!(refused.contains("another cart-id-key"), "{refused}");
 }
 
 /// Store mistakes that used to lose data quietly are errors: an unknown
@@ -260,19 +250,10 @@ async fn a_backup_under_load_restores_every_mutation_acknowledged_before_it() {
 #[test]
 fn store_mistakes_are_errors_not_empty_stores() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cart-actor"))
-            .current_dir(dir.path())
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let out = run(&["serve", "--store", "mysql://db/carts"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown store"), "{out:?}");
+    let refused = cli_refused(dir.path(), &["serve", "--store", "mysql://db/carts"]);
+    assert!(refused.contains("unknown store"), "{refused}");
     assert!(!dir.path().join("mysql:").exists(), "no directory named after the URL");
-    let out = run(&["migrate", "--from", "./typo", "--to", "./copy"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no event store at ./typo"), "{out:?}");
+    let refused = cli_refused(dir.path(), &["migrate", "--from", "./typo", "--to", "./copy"]);
+    assert!(refused.contains("no event store at ./typo"), "{refused}");
     assert!(!dir.path().join("copy").exists(), "nothing was created");
 }

@@ -11,13 +11,7 @@ async fn after_sigterm_a_node_is_unready_but_serves_through_the_drain_delay() {
     let dir = tempfile::tempdir().unwrap();
     let node = Server::start(dir.path(), &["--drain-delay", "3s"]);
     let http = client();
-    let r = http
-        .post(format!("{}/cart/", node.url))
-        .json(&serde_json::json!({"sku": SKU_A}))
-        .send()
-        .await
-        .unwrap();
-    let cookie = format!("cartid={}", support::cart_cookie(&r).unwrap());
+    let cookie = support::new_shopper(&node).await;
     let metrics = support::metrics(&node).await;
     for family in ["cart_startup_duration_seconds", "cart_log_bytes", "cart_log_carts"] {
         let value = metrics

@@ -214,13 +214,7 @@ async fn concurrent_adds_to_one_cart_lose_no_update() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let http = client();
-    let r = http
-        .post(format!("{}/cart/", server.url))
-        .body(json!({"sku": SKU_A}).to_string())
-        .send()
-        .await
-        .unwrap();
-    let cookie = format!("cartid={}", cart_cookie(&r).unwrap());
+    let cookie = support::new_shopper(&server).await;
     let skus = [SKU_A, SKU_B, SKU_C];
     let mut tasks = Vec::new();
     for i in 0..60 {

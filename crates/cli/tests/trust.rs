@@ -292,14 +292,7 @@ async fn a_live_cart_stream_outlives_the_header_timeout() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
     let node = Server::start(dir.path(), &["--header-timeout", "1s"]);
-    let http = support::client();
-    let r = http
-        .post(format!("{}/cart/", node.url))
-        .json(&serde_json::json!({"sku": support::SKU_A}))
-        .send()
-        .await
-        .unwrap();
-    let cookie = format!("cartid={}", support::cart_cookie(&r).unwrap());
+    let cookie = support::new_shopper(&node).await;
     let mut stream = tokio::net::TcpStream::connect(addr_of(&node.url)).await.unwrap();
     let head = format!("GET /cart/events HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -308,7 +301,8 @@ async fn a_live_cart_stream_outlives_the_header_timeout() {
     // Longer than the header timeout: the stream is a response, not a head.
     let (_, closed) = read_until_closed(&mut stream, Duration::from_millis(2500)).await;
     assert!(!closed, "the stream stays open");
-    http.post(format!("{}/cart/", node.url))
+    support::client()
+        .post(format!("{}/cart/", node.url))
         .header("cookie", &cookie)
         .json(&serde_json::json!({"sku": support::SKU_A}))
         .send()
@@ -435,17 +429,8 @@ async fn forged_control_and_cart_calls_from_outside_the_cluster_do_nothing() {
         assert!(carts.mutate(paid).await.is_err(), "a line at a price of the caller's choosing");
     }
     // Nothing changed: both still members, no cart, no stranger in the view.
-    let view: serde_json::Value = support::client()
-        .get(format!("{}/api/cluster", a.internal_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let members: Vec<&str> =
-        view["members"].as_array().unwrap().iter().filter_map(|m| m["host"].as_str()).collect();
+    let members = support::member_hosts(&a).await;
     assert_eq!(members.len(), 2, "{members:?}");
-    assert!(members.contains(&b.node.as_str()));
+    assert!(members.contains(&b.node));
     assert!(support::read(&a, "stolen-1").await.is_none(), "no cart was made");
 }

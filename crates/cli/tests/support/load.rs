@@ -7,21 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{SKU_A, Server, client};
 
 /// How many members `s`'s view holds (0 when it does not answer).
 pub async fn member_count(s: &Server) -> usize {
-    match client().get(format!("{}/api/cluster", s.internal_url)).send().await {
-        Ok(r) => r
-            .json::<Value>()
-            .await
-            .ok()
-            .and_then(|v| v["members"].as_array().map(Vec::len))
-            .unwrap_or(0),
-        Err(_) => 0,
-    }
+    super::member_hosts(s).await.len()
 }
 
 /// What the writers saw.

@@ -240,6 +240,34 @@ pub fn cart_cookie(response: &reqwest::Response) -> Option<String> {
         .map(|v| v.split(';').next().unwrap_or_default().to_owned())
 }
 
+/// A shopper's new cart through the storefront (one unit of [`SKU_A`]): its
+/// `Cookie` header, `cartid=<minted id>`.
+pub async fn new_shopper(server: &Server) -> String {
+    let r = client()
+        .post(format!("{}/cart/", server.url))
+        .body(serde_json::json!({"sku": SKU_A}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    format!("cartid={}", cart_cookie(&r).expect("a minted cookie"))
+}
+
+/// The hosts in `server`'s member view, sorted (none when it does not
+/// answer).
+pub async fn member_hosts(server: &Server) -> Vec<String> {
+    let Ok(r) = client().get(format!("{}/api/cluster", server.internal_url)).send().await else {
+        return vec![];
+    };
+    let Ok(v) = r.json::<serde_json::Value>().await else { return vec![] };
+    let mut hosts: Vec<String> = v["members"]
+        .as_array()
+        .map(|a| a.iter().map(|m| m["host"].as_str().unwrap_or_default().to_owned()).collect())
+        .unwrap_or_default();
+    hosts.sort();
+    hosts
+}
+
 /// Polls `check` until it holds, failing the test after `within`; returns
 /// how long it took.
 pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
