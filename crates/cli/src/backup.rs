@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use cart_store::{EventStore, FileStoreOptions, FsyncPolicy};
 use clap::Args;
 
-use crate::migrate::copy_all;
+use crate::migrate::{Summary, copy_all};
 use crate::stores::StoreSpec;
 
 /// Secrets a backup carries: without the cart-id key, every cookie minted
@@ -53,11 +53,7 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
         if std::fs::read_dir(&args.to).is_ok_and(|mut entries| entries.next().is_some()) {
             bail!("--to {}: the directory is not empty; back up into a new one", args.to.display());
         }
-        let to = StoreSpec::File(args.to.clone());
-        let source = open(&from).await?;
-        let destination = open(&to).await?;
-        copy_secrets(&*source, &*destination).await?;
-        let summary = copy_all(&*source, &*destination).await?;
+        let summary = copy(&from, &StoreSpec::File(args.to.clone())).await?;
         println!(
             "backed up {} carts ({} events) from {} to {}",
             summary.carts,
@@ -78,10 +74,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         if from == to {
             bail!("--from and --to are the same store");
         }
-        let source = open(&from).await?;
-        let destination = open(&to).await?;
-        copy_secrets(&*source, &*destination).await?;
-        let summary = copy_all(&*source, &*destination).await?;
+        let summary = copy(&from, &to).await?;
         println!(
             "restored {} carts from {} to {}: {} events copied, {} already present",
             summary.carts,
@@ -98,8 +91,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-async fn open(spec: &StoreSpec) -> anyhow::Result<std::sync::Arc<dyn EventStore>> {
-    spec.open(FsyncPolicy::Always, FileStoreOptions::DEFAULT_COMMIT_WAIT, 4, None).await
+/// Copies the kept secrets, then every cart, from `from` to `to`.
+async fn copy(from: &StoreSpec, to: &StoreSpec) -> anyhow::Result<Summary> {
+    let (wait, always) = (FileStoreOptions::DEFAULT_COMMIT_WAIT, FsyncPolicy::Always);
+    let source = from.open(always, wait, 4, None).await?;
+    let destination = to.open(always, wait, 4, None).await?;
+    copy_secrets(&*source, &*destination).await?;
+    copy_all(&*source, &*destination).await
 }
 
 /// Gives `destination` the source's kept secrets; refuses if it already
