@@ -128,7 +128,11 @@ impl Committer {
         }
         let end = self.shared.index().scanned;
         match self.file.sync_data() {
-            Ok(()) => self.record_high_water(end),
+            Ok(()) => {
+                if let Err(e) = self.high_water.record_now(end, Instant::now()) {
+                    tracing::warn!(error = %e, "could not record the event log's high-water mark");
+                }
+            }
             Err(e) => tracing::error!(error = %e, "final sync of the event log failed"),
         }
         self.trim_on_exit();
@@ -186,7 +190,7 @@ impl Committer {
     /// Moves the high-water mark up to `synced`; a failure only weakens the
     /// next open's check, so it is logged, not fatal.
     fn record_high_water(&mut self, synced: u64) {
-        if let Err(e) = self.high_water.record(synced) {
+        if let Err(e) = self.high_water.record(synced, Instant::now()) {
             tracing::warn!(error = %e, "could not record the event log's high-water mark");
         }
     }

@@ -123,7 +123,7 @@ impl FileStore {
         let mut index = LogIndex::default();
         lock.lock()?;
         let scanned = crate::log::recover(&path, &file, &mut index, acknowledged.unwrap_or(0))
-            .and_then(|()| Ok(high_water.record(index.scanned)?));
+            .and_then(|()| Ok(high_water.record_now(index.scanned, Instant::now())?));
         lock.unlock()?;
         scanned?;
         let events: usize = index.carts.values().map(|c| c.offsets.len()).sum();

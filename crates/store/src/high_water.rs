@@ -6,8 +6,8 @@
 //! acknowledged change after the cut would be gone without a word. The mark
 //! lets [`crate::FileStore::open`] refuse such a log instead.
 //!
-//! The committer rewrites the mark after every sync, in place and without
-//! syncing it: it never runs ahead of what is on disk (it is written after
+//! The committer rewrites the mark after a sync (at most every 100 ms, and
+//! at a clean close), in place and without syncing it: it never runs ahead of what is on disk (it is written after
 //! the log's sync), and after an operating-system crash it may lag behind,
 //! which weakens the check (a cut after the lagging mark goes unnoticed)
 //! but never refuses a good log. Deleting the file accepts a loss.
@@ -16,6 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::StoreError;
 
@@ -26,11 +27,17 @@ pub const HIGH_WATER_FILE: &str = "HIGH_WATER";
 /// every rewrite covers the previous one whole.
 const WIDTH: usize = 20;
 
+/// The committer rewrites the mark at most this often (and at a clean
+/// close): a write per sync would cost a system call on every commit, for a
+/// check that only needs to catch a log cut well short of what it held.
+pub(crate) const RECORD_EVERY: Duration = Duration::from_millis(100);
+
 /// The open mark file.
 #[derive(Debug)]
 pub(crate) struct HighWater {
     file: File,
     recorded: u64,
+    written_at: Option<Instant>,
 }
 
 impl HighWater {
@@ -52,19 +59,30 @@ impl HighWater {
             Err(e) => return Err(e.into()),
         };
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-        Ok((HighWater { file, recorded: previous.unwrap_or(0) }, previous))
+        Ok((HighWater { file, recorded: previous.unwrap_or(0), written_at: None }, previous))
     }
 
-    /// Records that the log's first `synced` bytes are on disk (a lower
+    /// Records, at `now`, that the log's first `synced` bytes are on disk,
+    /// unless the mark was written less than [`RECORD_EVERY`] ago (a lower
     /// value than the last one is ignored). Not synced itself: see the
     /// module's documentation.
-    pub(crate) fn record(&mut self, synced: u64) -> std::io::Result<()> {
+    pub(crate) fn record(&mut self, synced: u64, now: Instant) -> std::io::Result<()> {
+        if self.written_at.is_some_and(|at| now.saturating_duration_since(at) < RECORD_EVERY) {
+            return Ok(());
+        }
+        self.record_now(synced, now)
+    }
+
+    /// [`HighWater::record`] whenever it was last written (at open and at a
+    /// clean close).
+    pub(crate) fn record_now(&mut self, synced: u64, now: Instant) -> std::io::Result<()> {
         if synced <= self.recorded {
             return Ok(());
         }
         let text = format!("{synced:>w$}\n", w = WIDTH - 1);
         self.file.write_all_at(text.as_bytes(), 0)?;
         self.recorded = synced;
+        self.written_at = Some(now);
         Ok(())
     }
 }
@@ -96,9 +114,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut mark, before) = HighWater::open(dir.path()).unwrap();
         assert_eq!(before, None);
-        mark.record(1_000).unwrap();
-        mark.record(10).unwrap();
-        mark.record(123_456).unwrap();
+        let t = Instant::now();
+        mark.record(1_000, t).unwrap();
+        mark.record(5_000, t + RECORD_EVERY / 2).unwrap();
+        assert_eq!(HighWater::open(dir.path()).unwrap().1, Some(1_000), "at most every 100 ms");
+        mark.record(10, t + RECORD_EVERY).unwrap();
+        assert_eq!(HighWater::open(dir.path()).unwrap().1, Some(1_000), "it never goes down");
+        mark.record(123_456, t + RECORD_EVERY * 2).unwrap();
+        mark.record_now(123_400, t + RECORD_EVERY * 2).unwrap();
         drop(mark);
         let (_, before) = HighWater::open(dir.path()).unwrap();
         assert_eq!(before, Some(123_456));
