@@ -24,36 +24,117 @@ use std::time::Instant;
 use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::oneshot;
 
+use crate::compaction::{self, Prepared};
 use crate::gather::Gather;
-use crate::high_water::HighWater;
-use crate::log::{PREALLOCATE_BYTES, Shared, trim_preallocated};
-use crate::record::{self, CLAIM_KIND};
+use crate::high_water::{HighWater, Mark};
+use crate::log::{Indexed, LogIndex, PREALLOCATE_BYTES, Shared, trim_preallocated};
+use crate::record::{self, CLAIM_KIND, ERASED_KIND, SNAPSHOT_KIND};
 use crate::sync::{FsyncPolicy, SyncSchedule};
-use crate::{AppendRequest, Appended, Event, Fence, StoreError};
+use crate::{
+    AppendRequest, Appended, Compacted, Event, Fence, Loaded, Snapshot, StoreError, TOOL_OWNER,
+};
 
 /// Most commands taken into one batch.
 const MAX_BATCH: usize = 4096;
 
 /// Work for the committer.
 pub(crate) enum Command {
-    Append(AppendRequest),
+    /// Records to write under the directory lock.
+    Write(Write),
+    /// Sync what was written.
     Flush(oneshot::Sender<Result<(), StoreError>>),
+    /// Switch to the compacted generation the compactor prepared.
+    FinishCompaction(Prepared, oneshot::Sender<Result<Compacted, StoreError>>),
+}
+
+/// A change to the log, checked against the caught-up index under the lock.
+pub(crate) enum Write {
+    Append(AppendRequest),
+    Snapshot { cart: String, snapshot: Snapshot, reply: oneshot::Sender<Result<(), StoreError>> },
+    Erase { cart: String, reply: oneshot::Sender<Result<bool, StoreError>> },
+    Import { cart: String, loaded: Loaded, reply: AppendReply },
 }
 
 /// Where an append's answer goes.
 type AppendReply = oneshot::Sender<Result<Appended, StoreError>>;
 
-struct Accepted {
-    reply: AppendReply,
+/// A checked write's answer, sent once its records are durable.
+enum Answer {
+    Appended(AppendReply, Appended),
+    Snapshot(oneshot::Sender<Result<(), StoreError>>),
+    Erased(oneshot::Sender<Result<bool, StoreError>>, bool),
+}
+
+impl Answer {
+    fn send(self) {
+        match self {
+            Answer::Appended(reply, appended) => drop(reply.send(Ok(appended))),
+            Answer::Snapshot(reply) => drop(reply.send(Ok(()))),
+            Answer::Erased(reply, existed) => drop(reply.send(Ok(existed))),
+        }
+    }
+
+    fn fail(self, e: StoreError) {
+        match self {
+            Answer::Appended(reply, _) => drop(reply.send(Err(e))),
+            Answer::Snapshot(reply) => drop(reply.send(Err(e))),
+            Answer::Erased(reply, _) => drop(reply.send(Err(e))),
+        }
+    }
+}
+
+impl Write {
+    /// Answers with `e` unwritten.
+    fn refuse(self, e: StoreError) {
+        match self {
+            Write::Append(req) => drop(req.reply.send(Err(e))),
+            Write::Snapshot { reply, .. } => drop(reply.send(Err(e))),
+            Write::Erase { reply, .. } => drop(reply.send(Err(e))),
+            Write::Import { reply, .. } => drop(reply.send(Err(e))),
+        }
+    }
+}
+
+/// A record written in this batch, to take into the index once durable.
+struct Written {
     cart: String,
-    offsets: Vec<u64>,
-    claim: Option<(u64, String)>,
-    appended: Appended,
+    kind: u8,
+    seq: u64,
+    timestamp_ms: i64,
+    /// A claim's owner.
+    owner: Option<String>,
+    offset: u64,
+}
+
+/// A cart as this batch has left it so far.
+#[derive(Clone, Copy)]
+struct View {
+    version: u64,
+    epoch: u64,
+    snapshot_version: u64,
+    exists: bool,
+}
+
+impl View {
+    fn of(index: &LogIndex, cart: &str) -> View {
+        index.carts.get(cart).map_or(
+            View { version: 0, epoch: 0, snapshot_version: 0, exists: false },
+            |c| View {
+                version: c.version(),
+                epoch: c.epoch(),
+                snapshot_version: c.snapshot_version,
+                exists: true,
+            },
+        )
+    }
 }
 
 /// The committer's state; runs on its own thread until every sender is gone.
 pub(crate) struct Committer {
+    /// The current generation's log, for writing.
     pub file: File,
+    /// Which generation `file` is.
+    pub generation: u64,
     /// `data/LOCK`, held exclusively while a batch is checked and written.
     pub lock: File,
     pub shared: Arc<Shared>,
@@ -126,7 +207,7 @@ impl Committer {
             self.commit(std::mem::take(&mut batch), &mut buf, &mut schedule);
             self.gather.committed(answered, Instant::now());
         }
-        let end = self.shared.index().scanned;
+        let end = self.end();
         match self.file.sync_data() {
             Ok(()) => {
                 if let Err(e) = self.high_water.record_now(end, Instant::now()) {
@@ -156,17 +237,33 @@ impl Committer {
         }
     }
 
+    /// Where the log this committer writes ends, as a mark.
+    fn end(&self) -> Mark {
+        Mark { generation: self.generation, bytes: self.shared.index().scanned }
+    }
+
+    /// Catches up under the lock, and follows the log to a new generation
+    /// if compaction (here or in another process) moved it.
+    fn catch_up_locked(&mut self, index: &mut LogIndex) -> Result<(), StoreError> {
+        self.shared.catch_up(index, true)?;
+        if index.file.generation != self.generation {
+            self.file = std::fs::OpenOptions::new().read(true).write(true).open(&index.file.path)?;
+            self.generation = index.file.generation;
+        }
+        Ok(())
+    }
+
     /// Leaves no preallocated space behind after a clean shutdown. Catches up
     /// first, under the lock, so another process's appends are never cut.
-    fn trim_on_exit(&self) {
+    fn trim_on_exit(&mut self) {
         if self.lock.lock().is_err() {
             return;
         }
-        let mut index = self.shared.index_mut();
+        let shared = Arc::clone(&self.shared);
+        let mut index = shared.index_mut();
         let trimmed = self
-            .shared
-            .catch_up(&mut index, Some(&self.file))
-            .and_then(|()| trim_preallocated(self.shared.path(), &self.file, index.scanned));
+            .catch_up_locked(&mut index)
+            .and_then(|()| trim_preallocated(&index.file.path, &self.file, index.scanned));
         drop(index);
         if let Err(e) = trimmed {
             tracing::warn!(error = %e, "could not trim the event log's preallocated tail");
@@ -177,7 +274,7 @@ impl Committer {
     fn periodic_sync(&mut self, schedule: &mut Option<SyncSchedule>) {
         // Whatever was written before the sync is on disk after it, by
         // whichever process wrote it: one file, one page cache.
-        let end = self.shared.index().scanned;
+        let end = self.end();
         match self.sync(1) {
             Ok(()) => self.record_high_water(end),
             Err(e) => self.shared.poison(format!("periodic fdatasync failed: {e}")),
@@ -189,7 +286,7 @@ impl Committer {
 
     /// Moves the high-water mark up to `synced`; a failure only weakens the
     /// next open's check, so it is logged, not fatal.
-    fn record_high_water(&mut self, synced: u64) {
+    fn record_high_water(&mut self, synced: Mark) {
         if let Err(e) = self.high_water.record(synced, Instant::now()) {
             tracing::warn!(error = %e, "could not record the event log's high-water mark");
         }
@@ -212,33 +309,35 @@ impl Committer {
         buf: &mut Vec<u8>,
         schedule: &mut Option<SyncSchedule>,
     ) {
-        let (appends, flushes): (Vec<_>, Vec<_>) =
-            batch.into_iter().partition(|c| matches!(c, Command::Append(_)));
-        if !appends.is_empty() {
+        let mut writes = Vec::new();
+        let mut flushes = Vec::new();
+        let mut compactions = Vec::new();
+        for command in batch {
+            match command {
+                Command::Write(w) => writes.push(w),
+                Command::Flush(reply) => flushes.push(reply),
+                Command::FinishCompaction(prepared, reply) => compactions.push((prepared, reply)),
+            }
+        }
+        if !writes.is_empty() {
             if let Err(e) = self.lock.lock() {
                 let reason = format!("cannot lock the data directory: {e}");
-                for command in appends {
-                    if let Command::Append(req) = command {
-                        let _ = req.reply.send(Err(StoreError::Unavailable(reason.clone())));
-                    }
+                for w in writes {
+                    w.refuse(StoreError::Unavailable(reason.clone()));
                 }
             } else {
-                let answers = self.commit_locked(appends, buf, schedule);
+                let answers = self.commit_locked(writes, buf, schedule);
                 if let Err(e) = self.lock.unlock() {
                     self.shared.poison(format!("cannot unlock the data directory: {e}"));
                 }
-                for (reply, answer) in answers {
-                    let _ = reply.send(answer);
+                for answer in answers {
+                    match answer {
+                        Ok(answer) => answer.send(),
+                        Err((answer, e)) => answer.fail(e),
+                    }
                 }
             }
         }
-        let flushes: Vec<_> = flushes
-            .into_iter()
-            .filter_map(|c| match c {
-                Command::Flush(reply) => Some(reply),
-                Command::Append(_) => None,
-            })
-            .collect();
         if !flushes.is_empty() {
             let result = self.sync(0).map_err(StoreError::Io);
             if let (Ok(()), Some(s)) = (&result, schedule.as_mut()) {
@@ -251,111 +350,116 @@ impl Committer {
                 });
             }
         }
+        for (prepared, reply) in compactions {
+            let _ = reply.send(self.finish_compaction(prepared));
+        }
     }
 
-    /// Checks, writes and publishes a batch of appends while holding the
+    /// Switches to a compacted generation under the directory lock (see
+    /// `compaction.rs`); appends wait meanwhile.
+    fn finish_compaction(&mut self, prepared: Prepared) -> Result<Compacted, StoreError> {
+        self.lock.lock()?;
+        let shared = Arc::clone(&self.shared);
+        let mut index = shared.index_mut();
+        let result = self.catch_up_locked(&mut index).and_then(|()| {
+            let finished = compaction::finish(prepared, &mut index, &self.file)?;
+            self.file = finished.writer;
+            self.generation = index.file.generation;
+            let mark = Mark { generation: self.generation, bytes: index.scanned };
+            if let Err(e) = self.high_water.record_now(mark, Instant::now()) {
+                tracing::warn!(error = %e, "could not record the event log's high-water mark");
+            }
+            self.metrics.log_bytes.set(index.scanned as f64);
+            self.metrics.carts.set(index.carts.len() as f64);
+            Ok(finished.report)
+        });
+        drop(index);
+        if let Err(e) = self.lock.unlock() {
+            self.shared.poison(format!("cannot unlock the data directory: {e}"));
+        }
+        if result.is_ok() {
+            compaction::remove_old_generations(self.shared.dir(), self.generation);
+        }
+        result
+    }
+
+    /// Checks, writes and publishes a batch of writes while holding the
     /// directory lock. Refusals are answered at once; the answers to the
-    /// accepted appends are returned, to be sent once the lock is released.
+    /// accepted writes are returned, to be sent once the lock is released.
     ///
     /// The index is locked only to check the batch and, after the write and
     /// sync, to publish it: readers are never held up by an `fdatasync`.
+    #[allow(clippy::type_complexity)]
     fn commit_locked(
         &mut self,
-        appends: Vec<Command>,
+        writes: Vec<Write>,
         buf: &mut Vec<u8>,
         schedule: &mut Option<SyncSchedule>,
-    ) -> Vec<(AppendReply, Result<Appended, StoreError>)> {
+    ) -> Vec<Result<Answer, (Answer, StoreError)>> {
         let shared = Arc::clone(&self.shared);
         let mut index = shared.index_mut();
-        if let Err(e) = self.shared.catch_up(&mut index, Some(&self.file)) {
+        if let Err(e) = self.catch_up_locked(&mut index) {
             self.shared.poison(format!("cannot read other writers' appends: {e}"));
         }
         let len = index.scanned;
         buf.clear();
-        let mut accepted: Vec<Accepted> = Vec::new();
-        // Version and epoch of carts appended to earlier in this batch.
-        let mut pending: HashMap<String, (u64, u64)> = HashMap::new();
-        for command in appends {
-            let Command::Append(req) = command else {
-                continue;
-            };
+        let mut written: Vec<Written> = Vec::new();
+        let mut answers: Vec<Answer> = Vec::new();
+        // Carts written to earlier in this batch.
+        let mut pending: HashMap<String, View> = HashMap::new();
+        for w in writes {
             if let Some(reason) = self.shared.poisoned() {
-                let _ = req.reply.send(Err(StoreError::Unavailable(reason)));
+                w.refuse(StoreError::Unavailable(reason));
                 continue;
             }
-            let (version, epoch) = match pending.get(&req.cart) {
-                Some(state) => *state,
-                None => index
-                    .carts
-                    .get(req.cart.as_str())
-                    .map_or((0, 0), |c| (c.offsets.len() as u64, c.epoch())),
+            let cart = match &w {
+                Write::Append(req) => req.cart.clone(),
+                Write::Snapshot { cart, .. }
+                | Write::Erase { cart, .. }
+                | Write::Import { cart, .. } => cart.clone(),
             };
-            if let Err(e) = req.check(version, epoch) {
-                let _ = req.reply.send(Err(e));
-                continue;
-            }
-            let (epoch, claim) = match req.fence {
-                Fence::Epoch(e) => (e, None),
-                Fence::Claim(owner) => {
-                    let claimed = epoch + 1;
-                    let record = Event {
-                        seq: claimed,
-                        kind: CLAIM_KIND,
-                        timestamp_ms: 0,
-                        payload: owner.clone().into_bytes(),
-                        idempotency: None,
-                    };
-                    record::encode(buf, &req.cart, &record);
-                    (claimed, Some((claimed, owner)))
+            let view = pending.get(&cart).copied().unwrap_or_else(|| View::of(&index, &cart));
+            let mut out = Out { buf, len, cart: &cart, written: &mut written };
+            match check_and_encode(w, view, &mut out) {
+                Ok((answer, view)) => {
+                    pending.insert(cart, view);
+                    answers.push(answer);
                 }
-            };
-            let mut offsets = Vec::with_capacity(req.events.len());
-            for (i, new) in req.events.into_iter().enumerate() {
-                offsets.push(len + buf.len() as u64);
-                let event = Event {
-                    seq: version + i as u64 + 1,
-                    kind: new.kind,
-                    timestamp_ms: new.timestamp_ms,
-                    payload: new.payload,
-                    idempotency: new.idempotency,
-                };
-                record::encode(buf, &req.cart, &event);
+                Err((w, e)) => w.refuse(e),
             }
-            let appended = Appended { version: version + offsets.len() as u64, epoch };
-            pending.insert(req.cart.clone(), (appended.version, epoch));
-            accepted.push(Accepted { reply: req.reply, cart: req.cart, offsets, claim, appended });
         }
-        if accepted.is_empty() {
+        if answers.is_empty() {
             return Vec::new();
         }
         index.committing = true;
         drop(index);
-        let written = self.write_and_sync(buf, len, accepted.len(), schedule);
+        let synced = self.write_and_sync(buf, len, answers.len(), schedule);
         let mut index = shared.index_mut();
         index.committing = false;
-        let mut answers = Vec::with_capacity(accepted.len());
-        if let Err(e) = written {
+        if let Err(e) = synced {
             let reason = e.to_string();
-            answers.extend(
-                accepted
-                    .into_iter()
-                    .map(|a| (a.reply, Err(StoreError::Io(std::io::Error::other(reason.clone()))))),
-            );
-            return answers;
+            return answers
+                .into_iter()
+                .map(|a| Err((a, StoreError::Io(std::io::Error::other(reason.clone())))))
+                .collect();
         }
         index.scanned = len + buf.len() as u64;
         self.metrics.log_bytes.set(index.scanned as f64);
-        for a in &accepted {
-            let entry = index.carts.entry(a.cart.as_str().into()).or_default();
-            entry.offsets.extend_from_slice(&a.offsets);
-            if let Some((epoch, owner)) = &a.claim {
-                entry.claim = Some((*epoch, owner.as_str().into()));
+        for r in &written {
+            let indexed = Indexed {
+                kind: r.kind,
+                seq: r.seq,
+                timestamp_ms: r.timestamp_ms,
+                payload: r.owner.as_deref().unwrap_or_default().as_bytes(),
+                offset: r.offset,
+            };
+            if let Err(e) = index.apply(&r.cart, indexed) {
+                self.shared.poison(format!("the index refused a record it checked: {e:?}"));
             }
         }
         self.metrics.carts.set(index.carts.len() as f64);
         drop(index);
-        answers.extend(accepted.into_iter().map(|a| (a.reply, Ok(a.appended))));
-        answers
+        answers.into_iter().map(Ok).collect()
     }
 
     /// Writes [`PREALLOCATE_BYTES`] of zeros at `end`. Failing (a full disk)
@@ -384,6 +488,7 @@ impl Committer {
             return Err(e);
         }
         let end = len + buf.len() as u64;
+        let synced = Mark { generation: self.generation, bytes: end };
         // Is there preallocated space after the batch? Asked with a read,
         // never a stat: once a file's times have been queried, the kernel
         // stamps the next write with a fresh fine-grained mtime, and that
@@ -401,7 +506,7 @@ impl Committer {
                     self.shared.poison(format!("fdatasync failed: {e}"));
                     return Err(e);
                 }
-                self.record_high_water(end);
+                self.record_high_water(synced);
             }
             FsyncPolicy::Batch(_) => {
                 if let Some(s) = schedule.as_mut() {
@@ -412,7 +517,7 @@ impl Committer {
                             return Err(e);
                         }
                         s.synced(Instant::now());
-                        self.record_high_water(end);
+                        self.record_high_water(synced);
                     }
                 }
             }
@@ -430,4 +535,132 @@ fn take_queued(rx: &Receiver<Command>, batch: &mut Vec<Command>) {
             Err(_) => break,
         }
     }
+}
+
+/// Where a checked write's records go.
+struct Out<'a> {
+    buf: &'a mut Vec<u8>,
+    /// The log offset `buf` starts at.
+    len: u64,
+    cart: &'a str,
+    written: &'a mut Vec<Written>,
+}
+
+impl Out<'_> {
+    fn record(&mut self, kind: u8, seq: u64, timestamp_ms: i64, payload: Vec<u8>, key: Option<crate::IdempotencyTag>) {
+        let offset = self.len + self.buf.len() as u64;
+        let owner = (kind == CLAIM_KIND).then(|| String::from_utf8_lossy(&payload).into_owned());
+        let event = Event { seq, kind, timestamp_ms, payload, idempotency: key };
+        record::encode(self.buf, self.cart, &event);
+        self.written.push(Written {
+            cart: self.cart.to_owned(),
+            kind,
+            seq,
+            timestamp_ms,
+            owner,
+            offset,
+        });
+    }
+
+    fn claim(&mut self, epoch: u64, owner: &str) {
+        self.record(CLAIM_KIND, epoch, 0, owner.as_bytes().to_vec(), None);
+    }
+}
+
+/// Checks one write against the cart as the batch left it and encodes its
+/// records; returns the answer to send once they are durable and the cart
+/// after it, or the write back with its refusal.
+fn check_and_encode(
+    w: Write,
+    view: View,
+    out: &mut Out<'_>,
+) -> Result<(Answer, View), (Write, StoreError)> {
+    match w {
+        Write::Append(req) => {
+            if let Err(e) = req.check(view.version, view.epoch) {
+                return Err((Write::Append(req), e));
+            }
+            let epoch = match &req.fence {
+                Fence::Epoch(e) => *e,
+                Fence::Claim(owner) => {
+                    out.claim(view.epoch + 1, owner);
+                    view.epoch + 1
+                }
+            };
+            let count = req.events.len() as u64;
+            for (i, new) in req.events.into_iter().enumerate() {
+                let seq = view.version + i as u64 + 1;
+                out.record(new.kind, seq, new.timestamp_ms, new.payload, new.idempotency);
+            }
+            let appended = Appended { version: view.version + count, epoch };
+            let after = View { version: appended.version, epoch, exists: true, ..view };
+            Ok((Answer::Appended(req.reply, appended), after))
+        }
+        Write::Snapshot { cart, snapshot, reply } => {
+            if !view.exists || view.version == 0 {
+                return Err((Write::Snapshot { cart, snapshot, reply }, StoreError::NotFound));
+            }
+            if snapshot.version > view.version {
+                let e = StoreError::Invalid(format!(
+                    "a snapshot at version {} of a cart at version {}",
+                    snapshot.version, view.version
+                ));
+                return Err((Write::Snapshot { cart, snapshot, reply }, e));
+            }
+            if snapshot.version <= view.snapshot_version {
+                return Ok((Answer::Snapshot(reply), view));
+            }
+            let after = View { snapshot_version: snapshot.version, ..view };
+            out.record(SNAPSHOT_KIND, snapshot.version, snapshot.timestamp_ms, snapshot.state, None);
+            Ok((Answer::Snapshot(reply), after))
+        }
+        Write::Erase { reply, .. } => {
+            if !view.exists {
+                return Ok((Answer::Erased(reply, false), view));
+            }
+            out.record(ERASED_KIND, 0, 0, Vec::new(), None);
+            let gone = View { version: 0, epoch: 0, snapshot_version: 0, exists: false };
+            Ok((Answer::Erased(reply, view.version > 0), gone))
+        }
+        Write::Import { cart, loaded, reply } => {
+            if view.version > 0 || view.snapshot_version > 0 {
+                let e = StoreError::Conflict { expected: 0, actual: view.version };
+                return Err((Write::Import { cart, loaded, reply }, e));
+            }
+            if let Err(e) = check_import(&cart, &loaded) {
+                return Err((Write::Import { cart, loaded, reply }, e));
+            }
+            let epoch = view.epoch + 1;
+            out.claim(epoch, TOOL_OWNER);
+            let version = loaded.version();
+            let snapshot_version = loaded.snapshot.as_ref().map_or(0, |s| s.version);
+            if let Some(s) = loaded.snapshot {
+                out.record(SNAPSHOT_KIND, s.version, s.timestamp_ms, s.state, None);
+            }
+            for e in loaded.events {
+                out.record(e.kind, e.seq, e.timestamp_ms, e.payload, e.idempotency);
+            }
+            let after = View { version, epoch, snapshot_version, exists: true };
+            Ok((Answer::Appended(reply, Appended { version, epoch }), after))
+        }
+    }
+}
+
+/// Refuses an import whose events do not follow its snapshot one by one,
+/// or that breaks a record limit.
+pub(crate) fn check_import(cart: &str, loaded: &Loaded) -> Result<(), StoreError> {
+    let mut version = loaded.snapshot.as_ref().map_or(0, |s| s.version);
+    if loaded.is_empty() {
+        return Err(StoreError::Invalid("an import needs a snapshot or events".into()));
+    }
+    for e in &loaded.events {
+        if e.seq != version + 1 || record::is_reserved_kind(e.kind) {
+            return Err(StoreError::Invalid(format!(
+                "cart {cart}: imported event {} does not follow version {version}",
+                e.seq
+            )));
+        }
+        version = e.seq;
+    }
+    crate::check_append(cart, 0, &Fence::Claim(TOOL_OWNER.into()), &[], 0, 0)
 }

@@ -39,22 +39,43 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use crate::committer::{Command, Committer, SyncMetrics};
+use crate::committer::{Command, Committer, SyncMetrics, Write};
+use crate::compaction;
 use crate::gather::Gather;
-use crate::high_water::HighWater;
-use crate::log::{LogIndex, Shared};
+use crate::high_water::{HighWater, Mark};
+use crate::log::{LogFile, LogIndex, Shared};
 use crate::sync::FsyncPolicy;
 use crate::{
-    AppendRequest, Appended, Claim, Event, EventStore, Fence, NewEvent, SECRET_LEN, StoreError,
-    check_secret_name,
+    AppendRequest, Appended, Claim, Compacted, EventStore, Fence, Loaded, NewEvent,
+    SECRET_LEN, Snapshot, StoreError, check_secret_name,
 };
 
-/// Name of the log file inside the data directory.
+/// Name of the first generation's log file inside the data directory
+/// (compaction writes `events-<generation>.log`).
 pub const LOG_FILE: &str = "events.log";
 /// Name of the lock file inside the data directory.
 pub const LOCK_FILE: &str = "LOCK";
+pub use crate::compaction::{CRASH_AT_ENV, CRASH_POINTS};
 pub use crate::high_water::HIGH_WATER_FILE;
-pub use crate::log::PREALLOCATE_BYTES;
+pub use crate::log::{PREALLOCATE_BYTES, log_file_name};
+
+/// When the store compacts by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoCompaction {
+    /// Never below this log size.
+    pub min_bytes: u64,
+    /// Once the log has grown to this many times its size after the last
+    /// compaction (or at open).
+    pub growth: u64,
+    /// How often the size is looked at.
+    pub check_every: Duration,
+}
+
+impl Default for AutoCompaction {
+    fn default() -> Self {
+        AutoCompaction { min_bytes: 64 << 20, growth: 2, check_every: Duration::from_secs(10) }
+    }
+}
 
 /// Settings of a [`FileStore`].
 #[derive(Debug, Clone)]
@@ -69,31 +90,52 @@ pub struct FileStoreOptions {
     /// stops when appends pause; see `gather.rs`). Zero commits whatever is
     /// queued at once.
     pub commit_wait: Duration,
+    /// When to compact without being asked; `None`: only when asked.
+    pub auto_compaction: Option<AutoCompaction>,
 }
 
 impl FileStoreOptions {
     /// Default of [`FileStoreOptions::commit_wait`].
     pub const DEFAULT_COMMIT_WAIT: Duration = Duration::from_millis(2);
 
-    /// Options for a store in `dir` with the default commit wait.
+    /// Options for a store in `dir` with the default commit wait and
+    /// automatic compaction.
     pub fn new(dir: impl Into<PathBuf>, fsync: FsyncPolicy) -> Self {
-        FileStoreOptions { dir: dir.into(), fsync, commit_wait: Self::DEFAULT_COMMIT_WAIT }
+        FileStoreOptions {
+            dir: dir.into(),
+            fsync,
+            commit_wait: Self::DEFAULT_COMMIT_WAIT,
+            auto_compaction: Some(AutoCompaction::default()),
+        }
     }
 }
 
-/// The embedded event store: a checksummed append-only log with group commit.
+/// The embedded event store: a checksummed append-only log with group
+/// commit, compacted into new generations.
 pub struct FileStore {
     dir: PathBuf,
     shared: Arc<Shared>,
     /// `None` only while dropping.
     commands: Option<mpsc::Sender<Command>>,
     committer: Option<std::thread::JoinHandle<()>>,
+    /// `None` only while dropping.
+    compactions: Option<mpsc::Sender<CompactRequest>>,
+    compactor: Option<std::thread::JoinHandle<()>>,
 }
 
+/// A caller waiting for a compaction.
+type CompactRequest = oneshot::Sender<Result<Compacted, StoreError>>;
+
 impl Drop for FileStore {
-    /// Lets the committer finish what is queued, sync and trim the
-    /// preallocated tail before the store is gone.
+    /// Stops the compactor, then lets the committer finish what is queued,
+    /// sync and trim the preallocated tail before the store is gone.
     fn drop(&mut self) {
+        self.compactions = None;
+        if let Some(compactor) = self.compactor.take()
+            && compactor.join().is_err()
+        {
+            tracing::error!("the event log compactor panicked");
+        }
         self.commands = None;
         if let Some(committer) = self.committer.take()
             && committer.join().is_err()
@@ -105,7 +147,8 @@ impl Drop for FileStore {
 
 impl FileStore {
     /// Opens (or creates) the store in `options.dir`, recovering from a torn
-    /// tail. Fails if the log is damaged in the middle.
+    /// tail or an unfinished compaction. Fails if the log is damaged in the
+    /// middle or shorter than what was acknowledged.
     pub fn open(options: FileStoreOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&options.dir)?;
         let lock = OpenOptions::new()
@@ -113,22 +156,15 @@ impl FileStore {
             .truncate(false)
             .write(true)
             .open(options.dir.join(LOCK_FILE))?;
-        let path = options.dir.join(LOG_FILE);
-        let (mut high_water, acknowledged) = HighWater::open(&options.dir)?;
-        // Not O_APPEND: commits write at the end of the log, inside the
-        // preallocated part of the file.
-        let file =
-            OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
         let started = Instant::now();
-        let mut index = LogIndex::default();
         lock.lock()?;
-        let scanned = crate::log::recover(&path, &file, &mut index, acknowledged.unwrap_or(0))
-            .and_then(|()| Ok(high_water.record_now(index.scanned, Instant::now())?));
+        let opened = open_locked(&options.dir);
         lock.unlock()?;
-        scanned?;
+        let (file, index, high_water) = opened?;
         let events: usize = index.carts.values().map(|c| c.offsets.len()).sum();
         tracing::info!(
-            path = %path.display(),
+            path = %index.file.path.display(),
+            generation = index.file.generation,
             carts = index.carts.len(),
             events,
             bytes = index.scanned,
@@ -139,10 +175,13 @@ impl FileStore {
         metrics.log_bytes.set(index.scanned as f64);
         metrics.carts.set(index.carts.len() as f64);
         metrics::gauge!("cart_log_open_duration_seconds").set(started.elapsed().as_secs_f64());
-        let shared = Arc::new(Shared::new(path, index)?);
+        let generation = index.file.generation;
+        let size_at_open = index.scanned;
+        let shared = Arc::new(Shared::new(options.dir.clone(), index));
         let (commands, rx) = mpsc::channel();
         let committer = Committer {
             file,
+            generation,
             lock,
             shared: Arc::clone(&shared),
             policy: options.fsync,
@@ -153,11 +192,23 @@ impl FileStore {
         let committer = std::thread::Builder::new()
             .name("event-log-committer".into())
             .spawn(move || committer.run(rx))?;
+        let (compactions, requests) = mpsc::channel();
+        let compactor = Compactor {
+            shared: Arc::clone(&shared),
+            commands: commands.clone(),
+            auto: options.auto_compaction,
+            baseline: size_at_open,
+        };
+        let compactor = std::thread::Builder::new()
+            .name("event-log-compactor".into())
+            .spawn(move || compactor.run(requests))?;
         Ok(FileStore {
             dir: options.dir,
             shared,
             commands: Some(commands),
             committer: Some(committer),
+            compactions: Some(compactions),
+            compactor: Some(compactor),
         })
     }
 
@@ -165,7 +216,16 @@ impl FileStore {
         self.commands
             .as_ref()
             .and_then(|commands| commands.send(command).ok())
-            .ok_or_else(|| StoreError::Unavailable("the event log committer has stopped".into()))
+            .ok_or_else(stopped)
+    }
+
+    async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Write,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Write(make(reply)))?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn blocking<T: Send + 'static>(
@@ -179,34 +239,141 @@ impl FileStore {
     }
 }
 
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the event log committer has stopped".into())
+}
+
+/// Opens the newest generation under the directory lock: checks it against
+/// the high-water mark, recovers its tail, deletes older generations.
+fn open_locked(
+    dir: &std::path::Path,
+) -> Result<(std::fs::File, LogIndex, HighWater), StoreError> {
+    let (mut high_water, mark) = HighWater::open(dir)?;
+    let generation = compaction::newest_generation(dir)?;
+    let path = dir.join(log_file_name(generation));
+    let acknowledged = match mark {
+        Some(mark) if mark.generation > generation => {
+            return Err(StoreError::Corrupt(format!(
+                "{}: generation {} of the log was acknowledged, but the newest log here is {}: \
+                 the compacted log was deleted. Restore the data directory from a backup; or, \
+                 to accept the loss, delete {}.",
+                dir.display(),
+                mark.generation,
+                path.display(),
+                dir.join(HIGH_WATER_FILE).display(),
+            )));
+        }
+        // A compaction renamed its log into place and died before moving
+        // the mark: the new log was synced whole before the rename.
+        Some(mark) if mark.generation < generation => 0,
+        Some(mark) => mark.bytes,
+        None => 0,
+    };
+    // Not O_APPEND: commits write at the end of the log, inside the
+    // preallocated part of the file.
+    let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
+    let mut index = LogIndex::new(LogFile::open(dir, generation)?);
+    crate::log::recover(&path, &file, &mut index, acknowledged)?;
+    high_water.record_now(Mark { generation, bytes: index.scanned }, Instant::now())?;
+    compaction::remove_old_generations(dir, generation);
+    Ok((file, index, high_water))
+}
+
+/// The store's compaction thread: runs compactions when asked and, per
+/// [`AutoCompaction`], when the log has grown.
+struct Compactor {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    auto: Option<AutoCompaction>,
+    /// The log's size after the last compaction (or at open).
+    baseline: u64,
+}
+
+impl Compactor {
+    fn run(mut self, requests: mpsc::Receiver<CompactRequest>) {
+        loop {
+            let request = match self.auto {
+                Some(auto) => match requests.recv_timeout(auto.check_every) {
+                    Ok(request) => Some(request),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                },
+                None => match requests.recv() {
+                    Ok(request) => Some(request),
+                    Err(_) => return,
+                },
+            };
+            match request {
+                Some(reply) => {
+                    let result = self.compact();
+                    let _ = reply.send(result);
+                }
+                None if self.due() => {
+                    if let Err(e) = self.compact() {
+                        tracing::warn!(error = %e, "automatic compaction of the event log failed");
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn due(&self) -> bool {
+        let size = self.shared.index().scanned;
+        self.auto.is_some_and(|a| {
+            size >= a.min_bytes && size >= self.baseline.saturating_mul(a.growth.max(1))
+        })
+    }
+
+    fn compact(&mut self) -> Result<Compacted, StoreError> {
+        let prepared = compaction::prepare(&self.shared)?;
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::FinishCompaction(prepared, reply)).map_err(|_| stopped())?;
+        let compacted = answer.blocking_recv().map_err(|_| stopped())??;
+        self.baseline = compacted.bytes_after;
+        Ok(compacted)
+    }
+}
+
 #[async_trait]
 impl EventStore for FileStore {
-    async fn load(&self, cart: &str) -> Result<Vec<Event>, StoreError> {
+    async fn load(&self, cart: &str) -> Result<Loaded, StoreError> {
         // A new cart (the common activation) is answered without a trip to
         // the blocking pool: the index alone says it has no events.
         if let Some(index) = self.shared.current_index()?
             && !index.carts.contains_key(cart)
         {
-            return Ok(Vec::new());
+            return Ok(Loaded::default());
         }
         let cart = cart.to_owned();
         self.blocking(move |shared| {
-            let offsets = match shared.caught_up()?.carts.get(cart.as_str()) {
-                Some(c) => c.offsets.clone(),
-                None => return Ok(Vec::new()),
+            let (file, snapshot, offsets) = {
+                let index = shared.caught_up()?;
+                match index.carts.get(cart.as_str()) {
+                    Some(c) => (index.file.clone(), c.snapshot, c.offsets.clone()),
+                    None => return Ok(Loaded::default()),
+                }
             };
-            offsets
-                .iter()
-                .map(|&offset| {
-                    let (owner, event) = shared.read_event(offset)?;
-                    if owner != cart {
-                        return Err(StoreError::Corrupt(format!(
-                            "record at offset {offset} belongs to {owner}, not {cart}"
-                        )));
-                    }
-                    Ok(event)
+            let read = |offset: u64| {
+                let (owner, event) = file.read(offset)?;
+                if owner != cart {
+                    return Err(StoreError::Corrupt(format!(
+                        "record at offset {offset} belongs to {owner}, not {cart}"
+                    )));
+                }
+                Ok(event)
+            };
+            let snapshot = snapshot
+                .map(|offset| {
+                    read(offset).map(|e| Snapshot {
+                        version: e.seq,
+                        timestamp_ms: e.timestamp_ms,
+                        state: e.payload,
+                    })
                 })
-                .collect()
+                .transpose()?;
+            let events = offsets.iter().map(|&offset| read(offset)).collect::<Result<_, _>>()?;
+            Ok(Loaded { snapshot, events })
         })
         .await
     }
@@ -219,10 +386,51 @@ impl EventStore for FileStore {
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
         let (request, answer) = AppendRequest::new(cart, expected_version, fence, events);
-        self.send(Command::Append(request))?;
+        self.send(Command::Write(Write::Append(request)))?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn save_snapshot(&self, cart: &str, snapshot: Snapshot) -> Result<(), StoreError> {
+        crate::check_cart_id(cart)?;
+        let cart = cart.to_owned();
+        self.write(|reply| Write::Snapshot { cart, snapshot, reply }).await
+    }
+
+    async fn erase(&self, cart: &str) -> Result<bool, StoreError> {
+        crate::check_cart_id(cart)?;
+        let cart = cart.to_owned();
+        self.write(|reply| Write::Erase { cart, reply }).await
+    }
+
+    async fn idle_carts(&self, before_ms: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.blocking(move |shared| {
+            let index = shared.caught_up()?;
+            let mut idle: Vec<(i64, &str)> = index
+                .carts
+                .iter()
+                .filter(|(_, c)| c.version() > 0 && c.touched_ms < before_ms)
+                .map(|(id, c)| (c.touched_ms, &**id))
+                .collect();
+            idle.sort_unstable();
+            Ok(idle.into_iter().take(limit).map(|(_, id)| id.to_owned()).collect())
+        })
+        .await
+    }
+
+    async fn import(&self, cart: &str, loaded: Loaded) -> Result<Appended, StoreError> {
+        let cart = cart.to_owned();
+        self.write(|reply| Write::Import { cart, loaded, reply }).await
+    }
+
+    async fn compact(&self) -> Result<Compacted, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.compactions
+            .as_ref()
+            .and_then(|c| c.send(reply).ok())
+            .ok_or_else(|| StoreError::Unavailable("the event log compactor has stopped".into()))?;
         answer
             .await
-            .map_err(|_| StoreError::Unavailable("the event log committer has stopped".into()))?
+            .map_err(|_| StoreError::Unavailable("the event log compactor has stopped".into()))?
     }
 
     async fn claim_of(&self, cart: &str) -> Result<Option<Claim>, StoreError> {
@@ -240,9 +448,7 @@ impl EventStore for FileStore {
     async fn flush(&self) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Flush(reply))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the event log committer has stopped".into()))?
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn secret_or_insert(
@@ -263,7 +469,7 @@ impl EventStore for FileStore {
             Ok(index
                 .carts
                 .iter()
-                .filter(|(_, c)| !c.offsets.is_empty())
+                .filter(|(_, c)| c.version() > 0)
                 .map(|(k, _)| k.to_string())
                 .collect())
         })

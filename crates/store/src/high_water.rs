@@ -1,5 +1,7 @@
-//! The durable high-water mark of the file store: how many bytes of the log
-//! were synced (and so acknowledged), kept in `data/HIGH_WATER` beside it.
+//! The durable high-water mark of the file store: which log generation is
+//! current and how many of its bytes were synced (and so acknowledged),
+//! kept in `data/HIGH_WATER` beside it (`<bytes>` for the first generation,
+//! `<generation>/<bytes>` after compactions).
 //!
 //! The log alone cannot tell "empty" from "emptied": a truncated, replaced
 //! or deleted `events.log` would open as a store with fewer carts, and every
@@ -25,7 +27,35 @@ pub const HIGH_WATER_FILE: &str = "HIGH_WATER";
 
 /// Width of the mark's text: the value right-aligned, then a newline, so
 /// every rewrite covers the previous one whole.
-const WIDTH: usize = 20;
+const WIDTH: usize = 40;
+
+/// A position in the log: a generation and a byte offset in its file.
+/// Positions order by generation first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Mark {
+    /// The log generation (0: `events.log`).
+    pub generation: u64,
+    /// Bytes of that generation's file.
+    pub bytes: u64,
+}
+
+impl Mark {
+    fn parse(text: &str) -> Option<Mark> {
+        Some(match text.split_once('/') {
+            Some((g, b)) => Mark { generation: g.parse().ok()?, bytes: b.parse().ok()? },
+            None => Mark { generation: 0, bytes: text.parse().ok()? },
+        })
+    }
+
+    fn render(self) -> String {
+        let value = if self.generation == 0 {
+            self.bytes.to_string()
+        } else {
+            format!("{}/{}", self.generation, self.bytes)
+        };
+        format!("{value:>w$}\n", w = WIDTH - 1)
+    }
+}
 
 /// The committer rewrites the mark at most this often (and at a clean
 /// close): a write per sync would cost a system call on every commit, for a
@@ -36,7 +66,7 @@ pub(crate) const RECORD_EVERY: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub(crate) struct HighWater {
     file: File,
-    recorded: u64,
+    recorded: Mark,
     written_at: Option<Instant>,
 }
 
@@ -44,11 +74,11 @@ impl HighWater {
     /// Opens (creating) the mark in `dir`; returns it with the value it
     /// held (`None`: there was none, a new store or one from before the
     /// mark existed).
-    pub(crate) fn open(dir: &Path) -> Result<(HighWater, Option<u64>), StoreError> {
+    pub(crate) fn open(dir: &Path) -> Result<(HighWater, Option<Mark>), StoreError> {
         let path = dir.join(HIGH_WATER_FILE);
         let previous = match std::fs::read_to_string(&path) {
             Ok(text) if text.trim().is_empty() => None,
-            Ok(text) => Some(text.trim().parse::<u64>().map_err(|_| {
+            Ok(text) => Some(Mark::parse(text.trim()).ok_or_else(|| {
                 StoreError::Corrupt(format!(
                     "{}: not a high-water mark ({:?}); delete it to accept the log as it is",
                     path.display(),
@@ -59,28 +89,27 @@ impl HighWater {
             Err(e) => return Err(e.into()),
         };
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-        Ok((HighWater { file, recorded: previous.unwrap_or(0), written_at: None }, previous))
+        Ok((HighWater { file, recorded: previous.unwrap_or_default(), written_at: None }, previous))
     }
 
-    /// Records, at `now`, that the log's first `synced` bytes are on disk,
-    /// unless the mark was written less than [`RECORD_EVERY`] ago (a lower
-    /// value than the last one is ignored). Not synced itself: see the
-    /// module's documentation.
-    pub(crate) fn record(&mut self, synced: u64, now: Instant) -> std::io::Result<()> {
+    /// Records, at `now`, that the log is on disk up to `synced`, unless
+    /// the mark was written less than [`RECORD_EVERY`] ago (a lower value
+    /// than the last one is ignored). Not synced itself: see the module's
+    /// documentation.
+    pub(crate) fn record(&mut self, synced: Mark, now: Instant) -> std::io::Result<()> {
         if self.written_at.is_some_and(|at| now.saturating_duration_since(at) < RECORD_EVERY) {
             return Ok(());
         }
         self.record_now(synced, now)
     }
 
-    /// [`HighWater::record`] whenever it was last written (at open and at a
-    /// clean close).
-    pub(crate) fn record_now(&mut self, synced: u64, now: Instant) -> std::io::Result<()> {
+    /// [`HighWater::record`] whenever it was last written (at open, at a
+    /// clean close and when compaction moves to a new generation).
+    pub(crate) fn record_now(&mut self, synced: Mark, now: Instant) -> std::io::Result<()> {
         if synced <= self.recorded {
             return Ok(());
         }
-        let text = format!("{synced:>w$}\n", w = WIDTH - 1);
-        self.file.write_all_at(text.as_bytes(), 0)?;
+        self.file.write_all_at(synced.render().as_bytes(), 0)?;
         self.recorded = synced;
         self.written_at = Some(now);
         Ok(())
@@ -115,16 +144,24 @@ mod tests {
         let (mut mark, before) = HighWater::open(dir.path()).unwrap();
         assert_eq!(before, None);
         let t = Instant::now();
-        mark.record(1_000, t).unwrap();
-        mark.record(5_000, t + RECORD_EVERY / 2).unwrap();
-        assert_eq!(HighWater::open(dir.path()).unwrap().1, Some(1_000), "at most every 100 ms");
-        mark.record(10, t + RECORD_EVERY).unwrap();
-        assert_eq!(HighWater::open(dir.path()).unwrap().1, Some(1_000), "it never goes down");
-        mark.record(123_456, t + RECORD_EVERY * 2).unwrap();
-        mark.record_now(123_400, t + RECORD_EVERY * 2).unwrap();
+        let at = |bytes| Mark { generation: 0, bytes };
+        mark.record(at(1_000), t).unwrap();
+        mark.record(at(5_000), t + RECORD_EVERY / 2).unwrap();
+        assert_eq!(HighWater::open(dir.path()).unwrap().1, Some(at(1_000)), "every 100 ms");
+        mark.record(at(10), t + RECORD_EVERY).unwrap();
+        assert_eq!(HighWater::open(dir.path()).unwrap().1, Some(at(1_000)), "never down");
+        mark.record(at(123_456), t + RECORD_EVERY * 2).unwrap();
+        mark.record_now(at(123_400), t + RECORD_EVERY * 2).unwrap();
         drop(mark);
-        let (_, before) = HighWater::open(dir.path()).unwrap();
-        assert_eq!(before, Some(123_456));
+        let (mut mark, before) = HighWater::open(dir.path()).unwrap();
+        assert_eq!(before, Some(at(123_456)));
+        // A compacted generation is shorter, and still a higher mark.
+        let compacted = Mark { generation: 3, bytes: 77 };
+        mark.record_now(compacted, t).unwrap();
+        assert_eq!(HighWater::open(dir.path()).unwrap().1, Some(compacted));
+        // The first generation's mark is the bare number older stores wrote.
+        std::fs::write(dir.path().join(HIGH_WATER_FILE), "   42\n").unwrap();
+        assert_eq!(HighWater::open(dir.path()).unwrap().1, Some(at(42)));
         std::fs::write(dir.path().join(HIGH_WATER_FILE), "garbage").unwrap();
         assert!(HighWater::open(dir.path()).is_err(), "a mark that is not one is an error");
     }

@@ -10,6 +10,7 @@
 //! group commit (see [`file`]).
 
 mod committer;
+mod compaction;
 pub mod file;
 mod gather;
 mod high_water;
@@ -23,7 +24,7 @@ pub mod tls_verify;
 use async_trait::async_trait;
 use thiserror::Error;
 
-pub use file::{FileStore, FileStoreOptions};
+pub use file::{AutoCompaction, FileStore, FileStoreOptions};
 pub use postgres::{PgStore, PgStoreOptions};
 pub use sync::FsyncPolicy;
 
@@ -50,6 +51,55 @@ pub struct Event {
     pub payload: Vec<u8>,
     /// Set on the last event of an append made with an idempotency key.
     pub idempotency: Option<IdempotencyTag>,
+}
+
+/// A cart's state at a version, encoded by the layer above (the store keeps
+/// it opaque): activation starts from it and replays only later events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The cart version it covers: events `1..=version` are folded in.
+    pub version: u64,
+    /// When it was taken, milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The encoded state.
+    pub state: Vec<u8>,
+}
+
+/// What a store holds of one cart: its latest snapshot (if any) and every
+/// event after it, in sequence order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// The latest snapshot; `None` when the cart was never snapshotted.
+    pub snapshot: Option<Snapshot>,
+    /// Events after the snapshot (all events without one), in order.
+    pub events: Vec<Event>,
+}
+
+impl Loaded {
+    /// The cart's version: its last event's, else its snapshot's, else 0.
+    pub fn version(&self) -> u64 {
+        self.events
+            .last()
+            .map(|e| e.seq)
+            .or(self.snapshot.as_ref().map(|s| s.version))
+            .unwrap_or(0)
+    }
+
+    /// Whether the store holds nothing of the cart.
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.events.is_empty()
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Bytes of stored data before.
+    pub bytes_before: u64,
+    /// Bytes of stored data after.
+    pub bytes_after: u64,
+    /// Carts kept.
+    pub carts: u64,
 }
 
 /// Who may write a cart: the node that last claimed it, at an epoch that
@@ -105,6 +155,10 @@ pub enum StoreError {
         /// The log's actual version.
         actual: u64,
     },
+    /// The operation needs a cart the store does not hold (for example a
+    /// snapshot of an erased cart).
+    #[error("no such cart")]
+    NotFound,
     /// The input cannot be stored (for example a cart id that is too long).
     #[error("cannot store: {0}")]
     Invalid(String),
@@ -176,8 +230,9 @@ fn check_append(
     if expected != version {
         return Err(StoreError::Conflict { expected, actual: version });
     }
-    if cart.is_empty() || cart.len() > MAX_KEY_LEN {
-        return Err(StoreError::Invalid(format!("cart id must be 1..={MAX_KEY_LEN} bytes")));
+    check_cart_id(cart)?;
+    if events.iter().any(|e| record::is_reserved_kind(e.kind)) {
+        return Err(StoreError::Invalid("an event's type code is one the store reserves".into()));
     }
     if let Fence::Claim(owner) = fence
         && owner.len() > MAX_BODY_LEN / 2
@@ -191,6 +246,15 @@ fn check_append(
         return Err(StoreError::Invalid(format!(
             "idempotency key must be at most {MAX_KEY_LEN} bytes"
         )));
+    }
+    Ok(())
+}
+
+/// Refuses a cart id no record can hold.
+pub(crate) fn check_cart_id(cart: &str) -> Result<(), StoreError> {
+    use record::MAX_KEY_LEN;
+    if cart.is_empty() || cart.len() > MAX_KEY_LEN {
+        return Err(StoreError::Invalid(format!("cart id must be 1..={MAX_KEY_LEN} bytes")));
     }
     Ok(())
 }
@@ -219,10 +283,50 @@ pub(crate) fn check_secret_name(name: &str) -> Result<(), StoreError> {
 }
 
 /// Where cart events are kept.
+///
+/// Failure contract of every method: an error means nothing of that call
+/// took effect that a later successful call could not see as a whole (an
+/// append is all or none; an erasure either removed the cart or left it as
+/// it was).
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
-    /// All events of `cart`, in sequence order; empty for an unknown cart.
-    async fn load(&self, cart: &str) -> Result<Vec<Event>, StoreError>;
+    /// The latest snapshot of `cart` and the events after it, in sequence
+    /// order; empty for an unknown cart. Events a snapshot covers may be
+    /// gone (compacted) and are never returned.
+    async fn load(&self, cart: &str) -> Result<Loaded, StoreError>;
+
+    /// Stores `snapshot` as the cart's latest if it is newer than the one
+    /// held; events it covers become garbage for compaction. Refused with
+    /// [`StoreError::NotFound`] for a cart the store does not hold (an
+    /// erased cart is never brought back) and with
+    /// [`StoreError::Invalid`] if it claims a version the cart has not
+    /// reached. Not synced on its own: a snapshot lost in a crash costs a
+    /// longer replay, never data.
+    async fn save_snapshot(&self, cart: &str, snapshot: Snapshot) -> Result<(), StoreError>;
+
+    /// Removes the cart: its events, snapshot and claim. `false` if the
+    /// store did not hold it. Durable per the store's policy before
+    /// returning; its bytes leave the disk at the next compaction (at once
+    /// in PostgreSQL, whose own vacuum reclaims the space).
+    async fn erase(&self, cart: &str) -> Result<bool, StoreError>;
+
+    /// Up to `limit` carts whose last event is older than `before_ms`
+    /// (milliseconds since the Unix epoch), oldest first where the store
+    /// can tell cheaply.
+    async fn idle_carts(&self, before_ms: i64, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    /// Writes a cart copied from another store (migration, restore) into
+    /// this one, which must not hold it: a claim by [`TOOL_OWNER`], the
+    /// snapshot, then the events. Refused with [`StoreError::Conflict`] if
+    /// the cart exists here.
+    async fn import(&self, cart: &str, loaded: Loaded) -> Result<Appended, StoreError>;
+
+    /// Rewrites stored data without what snapshots, erasures and expiry
+    /// made garbage, and answers when done. A store with nothing to
+    /// rewrite (PostgreSQL, whose vacuum does this) returns at once.
+    async fn compact(&self) -> Result<Compacted, StoreError> {
+        Ok(Compacted::default())
+    }
 
     /// Appends `events` to `cart` if its log is at `expected_version` and the
     /// `fence` holds, all or none, durably per the store's policy before

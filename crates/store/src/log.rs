@@ -9,31 +9,102 @@ use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::record::{self, CLAIM_KIND, HEADER_LEN};
+use crate::record::{self, CLAIM_KIND, ERASED_KIND, HEADER_LEN, MOVED_KIND, SNAPSHOT_KIND};
 use crate::{Claim, Event, StoreError};
 
 /// The log file grows by this many zeroed bytes at a time.
 pub const PREALLOCATE_BYTES: u64 = 4 << 20;
 
+/// Name of the log file of generation `generation`: compaction writes each
+/// generation whole and moves on to the next; the first is `events.log`.
+pub fn log_file_name(generation: u64) -> String {
+    if generation == 0 { "events.log".to_owned() } else { format!("events-{generation}.log") }
+}
+
+/// The generation a log file name belongs to, if it is one.
+pub(crate) fn generation_of(name: &str) -> Option<u64> {
+    if name == "events.log" {
+        return Some(0);
+    }
+    name.strip_prefix("events-")?.strip_suffix(".log")?.parse().ok().filter(|g| *g > 0)
+}
+
 /// What the index knows of one cart.
 #[derive(Debug, Default)]
 pub(crate) struct CartIndex {
-    /// Offsets of the cart's event records, in sequence order.
+    /// Offset of the latest snapshot record, if any.
+    pub snapshot: Option<u64>,
+    /// The version that snapshot covers (0 without one).
+    pub snapshot_version: u64,
+    /// Offsets of the event records after the snapshot, in sequence order.
     pub offsets: Vec<u64>,
     /// The latest claim: epoch and owner.
     pub claim: Option<(u64, Box<str>)>,
+    /// The timestamp of the latest event (or imported snapshot), ms.
+    pub touched_ms: i64,
 }
 
 impl CartIndex {
     pub(crate) fn epoch(&self) -> u64 {
         self.claim.as_ref().map_or(0, |(epoch, _)| *epoch)
     }
+
+    /// The cart's version: its snapshot's plus the events after it.
+    pub(crate) fn version(&self) -> u64 {
+        self.snapshot_version + self.offsets.len() as u64
+    }
+}
+
+/// One record as the index takes it in: what it says and where it is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Indexed<'a> {
+    pub kind: u8,
+    pub seq: u64,
+    pub timestamp_ms: i64,
+    /// The payload; read only for a claim (its owner).
+    pub payload: &'a [u8],
+    pub offset: u64,
+}
+
+/// The open file of the current log generation.
+#[derive(Debug, Clone)]
+pub(crate) struct LogFile {
+    pub generation: u64,
+    pub path: PathBuf,
+    pub reader: Arc<File>,
+}
+
+impl LogFile {
+    /// Opens generation `generation` in `dir` for reading.
+    pub(crate) fn open(dir: &Path, generation: u64) -> std::io::Result<LogFile> {
+        let path = dir.join(log_file_name(generation));
+        Ok(LogFile { generation, reader: Arc::new(File::open(&path)?), path })
+    }
+
+    /// The record at `offset`: its cart id and contents.
+    pub(crate) fn read(&self, offset: u64) -> Result<(String, Event), StoreError> {
+        let (header, body) = self.read_raw(offset)?;
+        let corrupt = |why: &str| StoreError::Corrupt(format!("record at offset {offset}: {why}"));
+        let h = record::decode_header(&header).map_err(corrupt)?;
+        record::decode_body(h, &body).map_err(corrupt)
+    }
+
+    /// The header and body bytes of the record at `offset`, unchecked.
+    pub(crate) fn read_raw(&self, offset: u64) -> Result<([u8; HEADER_LEN], Vec<u8>), StoreError> {
+        let mut header = [0u8; HEADER_LEN];
+        self.reader.read_exact_at(&mut header, offset)?;
+        let h = record::decode_header(&header)
+            .map_err(|why| StoreError::Corrupt(format!("record at offset {offset}: {why}")))?;
+        let mut body = vec![0u8; h.body_len];
+        self.reader.read_exact_at(&mut body, offset + HEADER_LEN as u64)?;
+        Ok((header, body))
+    }
 }
 
 /// The index of the log and how far it has been read.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct LogIndex {
     pub carts: HashMap<Box<str>, CartIndex>,
     /// Bytes of the log indexed so far; the next record starts here.
@@ -41,25 +112,87 @@ pub(crate) struct LogIndex {
     /// This process's committer is writing a batch after `scanned`, holding
     /// the directory lock: those bytes are its to publish, not to be read.
     pub committing: bool,
+    /// The log generation the offsets point into.
+    pub file: LogFile,
 }
 
-/// State shared by the committer thread and readers.
+/// Taking a record into the index stopped the scan.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The record breaks the log's rules (why).
+    Invalid(&'static str),
+    /// The log was replaced by this generation.
+    Moved(u64),
+}
+
+impl LogIndex {
+    /// An empty index of `file`.
+    pub(crate) fn new(file: LogFile) -> Self {
+        LogIndex { carts: HashMap::new(), scanned: 0, committing: false, file }
+    }
+
+    /// Takes one record of `cart` into the index: the one place that says
+    /// what each kind of record means for a cart.
+    pub(crate) fn apply(&mut self, cart: &str, r: Indexed<'_>) -> Result<(), Stop> {
+        match r.kind {
+            MOVED_KIND => return Err(Stop::Moved(r.seq)),
+            ERASED_KIND => {
+                self.carts.remove(cart);
+                return Ok(());
+            }
+            _ => {}
+        }
+        let entry = match self.carts.get_mut(cart) {
+            Some(entry) => entry,
+            None => self.carts.entry(cart.into()).or_default(),
+        };
+        match r.kind {
+            CLAIM_KIND => {
+                if r.seq <= entry.epoch() {
+                    return Err(Stop::Invalid("claim epoch out of order"));
+                }
+                let owner = String::from_utf8_lossy(r.payload).into_owned().into_boxed_str();
+                entry.claim = Some((r.seq, owner));
+            }
+            SNAPSHOT_KIND => {
+                let version = entry.version();
+                // A snapshot covers events the cart has, or seeds an empty
+                // cart (an import).
+                let seeds = version == 0 && entry.snapshot.is_none();
+                if r.seq <= entry.snapshot_version || (r.seq > version && !seeds) {
+                    return Err(Stop::Invalid("snapshot version out of order"));
+                }
+                let covered = (r.seq.min(version) - entry.snapshot_version) as usize;
+                entry.offsets.drain(..covered);
+                entry.snapshot = Some(r.offset);
+                entry.snapshot_version = r.seq;
+                if seeds {
+                    entry.touched_ms = entry.touched_ms.max(r.timestamp_ms);
+                }
+            }
+            _ => {
+                if r.seq != entry.version() + 1 {
+                    return Err(Stop::Invalid("sequence number out of order"));
+                }
+                entry.offsets.push(r.offset);
+                entry.touched_ms = entry.touched_ms.max(r.timestamp_ms);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// State shared by the committer thread, the compactor and readers.
 pub(crate) struct Shared {
-    path: PathBuf,
+    dir: PathBuf,
     pub(crate) index: RwLock<LogIndex>,
-    reader: File,
     poisoned: Mutex<Option<String>>,
 }
 
 impl Shared {
-    /// State for the log at `path`, indexed as far as `index` says.
-    pub(crate) fn new(path: PathBuf, index: LogIndex) -> std::io::Result<Self> {
-        Ok(Shared {
-            index: RwLock::new(index),
-            reader: File::open(&path)?,
-            path,
-            poisoned: Mutex::new(None),
-        })
+    /// State for the log in `dir`, indexed as far as `index` says.
+    pub(crate) fn new(dir: PathBuf, index: LogIndex) -> Self {
+        Shared { dir, index: RwLock::new(index), poisoned: Mutex::new(None) }
     }
 
     pub(crate) fn index_mut(&self) -> RwLockWriteGuard<'_, LogIndex> {
@@ -70,8 +203,9 @@ impl Shared {
         self.index.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
+    /// The data directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub(crate) fn poison(&self, reason: String) {
@@ -84,29 +218,46 @@ impl Shared {
         self.poisoned.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Indexes what was appended since the last scan. With `repair` (only
-    /// while holding the directory lock) a torn tail is truncated; without
-    /// it, reading stops before an incomplete record.
-    pub(crate) fn catch_up(
-        &self,
-        index: &mut LogIndex,
-        repair: Option<&File>,
-    ) -> Result<(), StoreError> {
-        if !self.has_unread(index)? {
-            return Ok(());
+    /// Indexes what was appended since the last scan, following the log to
+    /// the generation compaction moved it to. With `repair` (only while
+    /// holding the directory lock) a torn tail is truncated; without it,
+    /// reading stops before an incomplete record.
+    pub(crate) fn catch_up(&self, index: &mut LogIndex, repair: bool) -> Result<(), StoreError> {
+        loop {
+            if !has_unread(index)? {
+                return Ok(());
+            }
+            let path = index.file.path.clone();
+            match scan(&path, index, repair)? {
+                ScanEnd::Moved(generation) => {
+                    // Another process compacted: its new log holds every
+                    // cart whole, so the index is rebuilt from it.
+                    let file = match LogFile::open(&self.dir, generation) {
+                        Ok(file) => file,
+                        Err(e) if e.kind() == ErrorKind::NotFound => {
+                            // The compactor marked the move and died before
+                            // renaming its log into place (or is renaming
+                            // it now, holding the lock). Under the lock it
+                            // is dead: its marker is cut off.
+                            if repair {
+                                unfinished_compaction(&path, index.scanned, generation)?;
+                            }
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    let mut fresh = LogIndex::new(file);
+                    self.catch_up(&mut fresh, repair)?;
+                    tracing::info!(generation, "following the compacted event log");
+                    *index = fresh;
+                }
+                ScanEnd::Problem(why) if repair => {
+                    let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+                    return truncate_torn_tail(&path, &file, index.scanned, why);
+                }
+                ScanEnd::Problem(_) | ScanEnd::End => return Ok(()),
+            }
         }
-        let end = scan(&self.path, index, repair.is_some())?;
-        if let (Some(why), Some(file)) = (end.problem, repair) {
-            truncate_torn_tail(&self.path, file, index.scanned, why)?;
-        }
-        Ok(())
-    }
-
-    /// Whether a record starts where the index ends: another process
-    /// appended. One byte is read: a zero or the end of the file means no.
-    fn has_unread(&self, index: &LogIndex) -> std::io::Result<bool> {
-        let mut next = [0u8; 1];
-        Ok(self.reader.read_at(&mut next, index.scanned)? == 1 && next[0] != 0)
     }
 
     /// The index if it is current (nobody else appended since it was last
@@ -115,7 +266,7 @@ impl Shared {
         &self,
     ) -> Result<Option<RwLockReadGuard<'_, LogIndex>>, StoreError> {
         let index = self.index();
-        Ok((index.committing || !self.has_unread(&index)?).then_some(index))
+        Ok((index.committing || !has_unread(&index)?).then_some(index))
     }
 
     /// The cart's claim, from the index.
@@ -134,21 +285,18 @@ impl Shared {
         }
         let mut index = self.index_mut();
         if !index.committing {
-            self.catch_up(&mut index, None)?;
+            self.catch_up(&mut index, false)?;
         }
         drop(index);
         Ok(self.index())
     }
+}
 
-    pub(crate) fn read_event(&self, offset: u64) -> Result<(String, Event), StoreError> {
-        let mut header = [0u8; HEADER_LEN];
-        self.reader.read_exact_at(&mut header, offset)?;
-        let corrupt = |why: &str| StoreError::Corrupt(format!("record at offset {offset}: {why}"));
-        let h = record::decode_header(&header).map_err(corrupt)?;
-        let mut body = vec![0u8; h.body_len];
-        self.reader.read_exact_at(&mut body, offset + HEADER_LEN as u64)?;
-        record::decode_body(h, &body).map_err(corrupt)
-    }
+/// Whether a record starts where the index ends: another process
+/// appended. One byte is read: a zero or the end of the file means no.
+fn has_unread(index: &LogIndex) -> std::io::Result<bool> {
+    let mut next = [0u8; 1];
+    Ok(index.file.reader.read_at(&mut next, index.scanned)? == 1 && next[0] != 0)
 }
 
 /// Indexes the whole log at `path` and repairs its tail: a torn record is
@@ -162,8 +310,8 @@ pub(crate) fn recover(
     index: &mut LogIndex,
     acknowledged: u64,
 ) -> Result<(), StoreError> {
-    match scan(path, index, true)?.problem {
-        Some(why) if index.scanned < acknowledged => {
+    match scan(path, index, true)? {
+        ScanEnd::Problem(why) if index.scanned < acknowledged => {
             let aside = quarantine(path, index.scanned)?;
             tracing::error!(
                 path = %path.display(),
@@ -182,8 +330,10 @@ pub(crate) fn recover(
                 crate::high_water::lost_acknowledged(path, index.scanned, acknowledged)
             )))
         }
-        Some(why) => truncate_torn_tail(path, file, index.scanned, why),
-        None => {
+        ScanEnd::Problem(why) => truncate_torn_tail(path, file, index.scanned, why),
+        // Opened as the newest generation: the one it names never came to be.
+        ScanEnd::Moved(generation) => unfinished_compaction(path, index.scanned, generation),
+        ScanEnd::End => {
             trim_preallocated(path, file, index.scanned)?;
             if index.scanned < acknowledged {
                 return Err(crate::high_water::shorter_than_acknowledged(
@@ -214,11 +364,15 @@ fn quarantine(path: &Path, at: u64) -> Result<std::path::PathBuf, StoreError> {
     Ok(aside)
 }
 
-/// Where a scan stopped: at the end of the file, at zeroed (preallocated)
-/// space, or at a problem.
-struct ScanEnd {
-    /// Why it stopped before the end of the file, if it did.
-    problem: Option<&'static str>,
+/// Where a scan stopped.
+#[derive(Debug)]
+enum ScanEnd {
+    /// At the end of the file or at zeroed (preallocated) space.
+    End,
+    /// At a record that is incomplete, invalid or out of order (why).
+    Problem(&'static str),
+    /// At the record saying compaction moved the log to this generation.
+    Moved(u64),
 }
 
 /// Indexes records from `index.scanned` to the end of the file, stopping at
@@ -230,57 +384,87 @@ fn scan(path: &Path, index: &mut LogIndex, locked: bool) -> Result<ScanEnd, Stor
     file.seek(SeekFrom::Start(index.scanned))?;
     let mut reader = BufReader::with_capacity(64 << 10, file);
     let mut body = Vec::new();
-    let problem = loop {
+    let end = loop {
         let mut header = [0u8; HEADER_LEN];
         match read_full(&mut reader, &mut header)? {
-            0 => break None,
-            _ if header[0] == 0 => break None,
-            n if n < HEADER_LEN => break Some("incomplete record header"),
+            0 => break ScanEnd::End,
+            _ if header[0] == 0 => break ScanEnd::End,
+            n if n < HEADER_LEN => break ScanEnd::Problem("incomplete record header"),
             _ => {}
         }
         let h = match record::decode_header(&header) {
             Ok(h) => h,
-            Err(why) => break Some(why),
+            Err(why) => break ScanEnd::Problem(why),
         };
         body.resize(h.body_len, 0);
         if read_full(&mut reader, &mut body)? < h.body_len {
-            break Some("incomplete record body");
+            break ScanEnd::Problem("incomplete record body");
         }
         let (cart, event) = match record::decode_body(h, &body) {
             Ok(decoded) => decoded,
-            Err(why) => break Some(why),
+            Err(why) => break ScanEnd::Problem(why),
         };
-        let entry = index.carts.entry(cart.into_boxed_str()).or_default();
-        if event.kind == CLAIM_KIND {
-            if event.seq <= entry.epoch() {
-                break Some("claim epoch out of order");
-            }
-            let owner = String::from_utf8_lossy(&event.payload).into_owned().into_boxed_str();
-            entry.claim = Some((event.seq, owner));
-        } else {
-            if event.seq != entry.offsets.len() as u64 + 1 {
-                break Some("sequence number out of order");
-            }
-            entry.offsets.push(index.scanned);
+        let indexed = Indexed {
+            kind: event.kind,
+            seq: event.seq,
+            timestamp_ms: event.timestamp_ms,
+            payload: &event.payload,
+            offset: index.scanned,
+        };
+        match index.apply(&cart, indexed) {
+            Ok(()) => {}
+            Err(Stop::Invalid(why)) => break ScanEnd::Problem(why),
+            // `scanned` stays at the marker: it is cut off if the
+            // generation it names never came to be.
+            Err(Stop::Moved(generation)) => break ScanEnd::Moved(generation),
         }
         index.scanned += (HEADER_LEN + h.body_len) as u64;
     };
     // Without the lock, another process may be writing the rest of this very
     // batch: stop at the incomplete record and read it next time.
     if locked
-        && problem.is_some()
+        && let ScanEnd::Problem(why) = end
         && let Some(valid) = valid_record_after(path, index.scanned + 1)?
     {
         return Err(StoreError::Corrupt(format!(
-            "{}: record at offset {} is damaged ({}) but a valid record follows at offset \
+            "{}: record at offset {} is damaged ({why}) but a valid record follows at offset \
              {valid}; refusing to drop acknowledged events. Restore the file from a backup or \
              move it aside.",
             path.display(),
             index.scanned,
-            problem.unwrap_or_default(),
         )));
     }
-    Ok(ScanEnd { problem })
+    Ok(end)
+}
+
+/// Cuts off the marker of a compaction that died before its log was renamed
+/// into place: the log it was to replace is whole and stays current. Only
+/// called while holding the directory lock.
+fn unfinished_compaction(path: &Path, at: u64, generation: u64) -> Result<(), StoreError> {
+    tracing::warn!(
+        path = %path.display(),
+        generation,
+        "a compaction did not finish; going on with the log it was to replace"
+    );
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.set_len(at)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Indexes the whole of a log that must hold only whole records (a
+/// compacted generation before it is put in place).
+pub(crate) fn index_whole(file: LogFile) -> Result<LogIndex, StoreError> {
+    let path = file.path.clone();
+    let mut index = LogIndex::new(file);
+    match scan(&path, &mut index, true)? {
+        ScanEnd::End => Ok(index),
+        end => Err(StoreError::Corrupt(format!(
+            "{}: a compacted log must hold whole records only, stopped at offset {} ({end:?})",
+            path.display(),
+            index.scanned
+        ))),
+    }
 }
 
 /// Cuts a torn tail off the log. Only called while holding the directory

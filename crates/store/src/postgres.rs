@@ -6,7 +6,11 @@
 //!   version and ownership claim, the row every append locks;
 //! - `cart_events(cart_id, seq, kind, ts_ms, payload, idem_key, idem_fp)`,
 //!   primary key `(cart_id, seq)`: the events, with idempotency keys kept
-//!   beside them.
+//!   beside them;
+//! - `cart_snapshots(cart_id PK, version, ts_ms, state)`: each cart's latest
+//!   snapshot; saving one deletes the events it covers;
+//! - `cart_heads.touched_ms` (version 3): the latest event's time, indexed,
+//!   for expiry.
 //!
 //! Group commit: one committer task takes every queued append, and in one
 //! transaction creates missing head rows, locks the heads of all carts in the
@@ -31,8 +35,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::pg_tls;
 
 use crate::{
-    AppendRequest, Appended, Claim, Event, EventStore, Fence, IdempotencyTag, NewEvent, SECRET_LEN,
-    StoreError, check_secret_name,
+    AppendRequest, Appended, Claim, Event, EventStore, Fence, IdempotencyTag, Loaded, NewEvent,
+    SECRET_LEN, Snapshot, StoreError, check_secret_name,
 };
 
 /// Appends waiting for the committer before further appends wait to queue.
@@ -45,6 +49,21 @@ const SCHEMA_V2: &str = "
 CREATE TABLE IF NOT EXISTS cart_secrets (
     name text PRIMARY KEY,
     value bytea NOT NULL
+);
+";
+
+/// Version 3: snapshots, and each cart's last activity for expiry.
+const SCHEMA_V3: &str = "
+ALTER TABLE cart_heads ADD COLUMN IF NOT EXISTS touched_ms bigint NOT NULL DEFAULT 0;
+UPDATE cart_heads h SET touched_ms = e.ts
+    FROM (SELECT cart_id, max(ts_ms) AS ts FROM cart_events GROUP BY cart_id) e
+    WHERE h.cart_id = e.cart_id;
+CREATE INDEX IF NOT EXISTS cart_heads_touched ON cart_heads (touched_ms) WHERE version > 0;
+CREATE TABLE IF NOT EXISTS cart_snapshots (
+    cart_id text PRIMARY KEY,
+    version bigint NOT NULL,
+    ts_ms bigint NOT NULL,
+    state bytea NOT NULL
 );
 ";
 
@@ -215,6 +234,13 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
             .map_err(unavailable)?;
         tracing::info!("PostgreSQL schema migrated to version 2");
     }
+    if applied.unwrap_or(0) < 3 {
+        tx.batch_execute(SCHEMA_V3).await.map_err(unavailable)?;
+        tx.execute("INSERT INTO cart_schema (version) VALUES (3)", &[])
+            .await
+            .map_err(unavailable)?;
+        tracing::info!("PostgreSQL schema migrated to version 3");
+    }
     tx.commit().await.map_err(unavailable)
 }
 
@@ -266,6 +292,16 @@ async fn committer(pool: Pool, mut rx: mpsc::Receiver<AppendRequest>, healthy: A
     }
 }
 
+/// A cart's head row as a batch changes it.
+struct Head {
+    version: u64,
+    epoch: u64,
+    /// The new claim's owner, if the batch claims the cart.
+    owner: Option<String>,
+    /// The latest event time the batch appends.
+    touched_ms: i64,
+}
+
 /// Commits one batch; returns each append's outcome in order.
 async fn commit(
     pool: &Pool,
@@ -290,12 +326,14 @@ async fn commit(
         )
         .await
         .map_err(unavailable)?;
-    let mut heads: HashMap<String, (u64, u64, Option<String>)> = rows
+    let mut heads: HashMap<String, Head> = rows
         .iter()
         .map(|r| {
             let version: i64 = r.get(1);
             let epoch: i64 = r.get(2);
-            (r.get::<_, String>(0), (version as u64, epoch as u64, None))
+            let head =
+                Head { version: version as u64, epoch: epoch as u64, owner: None, touched_ms: 0 };
+            (r.get::<_, String>(0), head)
         })
         .collect();
     let mut results = Vec::with_capacity(batch.len());
@@ -306,7 +344,7 @@ async fn commit(
             results.push(Err(StoreError::Unavailable("cart head row missing".into())));
             continue;
         };
-        let (version, epoch) = (head.0, head.1);
+        let (version, epoch) = (head.version, head.epoch);
         if let Err(e) = request.check(version, epoch) {
             results.push(Err(e));
             continue;
@@ -314,7 +352,7 @@ async fn commit(
         let epoch = match &request.fence {
             Fence::Epoch(e) => *e,
             Fence::Claim(owner) => {
-                head.2 = Some(owner.clone());
+                head.owner = Some(owner.clone());
                 epoch + 1
             }
         };
@@ -326,10 +364,11 @@ async fn commit(
             payloads.push(event.payload.as_slice());
             keys.push(event.idempotency.as_ref().map(|t| t.key.as_str()));
             fps.push(event.idempotency.as_ref().map(|t| t.fingerprint as i64));
+            head.touched_ms = head.touched_ms.max(event.timestamp_ms);
         }
-        head.0 = version + request.events.len() as u64;
-        head.1 = epoch;
-        results.push(Ok(Appended { version: head.0, epoch }));
+        head.version = version + request.events.len() as u64;
+        head.epoch = epoch;
+        results.push(Ok(Appended { version: head.version, epoch }));
     }
     if !ids.is_empty() {
         tx.execute(
@@ -340,19 +379,21 @@ async fn commit(
         .await
         .map_err(unavailable)?;
     }
-    let (mut h_ids, mut h_versions, mut h_epochs, mut h_owners) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (cart, (version, epoch, owner)) in &heads {
+    let (mut h_ids, mut h_versions, mut h_epochs, mut h_owners, mut h_touched) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (cart, head) in &heads {
         h_ids.push(cart.as_str());
-        h_versions.push(to_i64(*version));
-        h_epochs.push(to_i64(*epoch));
-        h_owners.push(owner.as_deref());
+        h_versions.push(to_i64(head.version));
+        h_epochs.push(to_i64(head.epoch));
+        h_owners.push(head.owner.as_deref());
+        h_touched.push(head.touched_ms);
     }
     tx.execute(
-        "UPDATE cart_heads h SET version = v.version, epoch = v.epoch, owner = coalesce(v.owner, h.owner) \
-         FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[]) AS v(cart_id, version, epoch, owner) \
+        "UPDATE cart_heads h SET version = v.version, epoch = v.epoch, owner = coalesce(v.owner, h.owner), \
+         touched_ms = greatest(h.touched_ms, v.touched_ms) \
+         FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::int8[]) AS v(cart_id, version, epoch, owner, touched_ms) \
          WHERE h.cart_id = v.cart_id",
-        &[&h_ids, &h_versions, &h_epochs, &h_owners],
+        &[&h_ids, &h_versions, &h_epochs, &h_owners, &h_touched],
     )
     .await
     .map_err(unavailable)?;
@@ -360,33 +401,187 @@ async fn commit(
     Ok(results)
 }
 
+/// The cart's version, its head row locked for the transaction; `None`
+/// without a head row.
+async fn head_version(
+    tx: &tokio_postgres::Transaction<'_>,
+    cart: &str,
+) -> Result<Option<u64>, tokio_postgres::Error> {
+    let row = tx
+        .query_opt("SELECT version FROM cart_heads WHERE cart_id = $1 FOR UPDATE", &[&cart])
+        .await?;
+    Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+}
+
 #[async_trait]
 impl EventStore for PgStore {
-    async fn load(&self, cart: &str) -> Result<Vec<Event>, StoreError> {
+    async fn load(&self, cart: &str) -> Result<Loaded, StoreError> {
         let client = self.client().await?;
+        // One statement, so the snapshot and the events after it are read
+        // as of one moment (a snapshot saved meanwhile deletes events).
         let rows = client
             .query(
-                "SELECT seq, kind, ts_ms, payload, idem_key, idem_fp FROM cart_events WHERE cart_id = $1 ORDER BY seq",
+                "WITH s AS (SELECT version, ts_ms, state FROM cart_snapshots WHERE cart_id = $1) \
+                 SELECT 0 AS part, version AS seq, 0::int2 AS kind, ts_ms, state AS payload, \
+                        NULL::text AS idem_key, NULL::int8 AS idem_fp FROM s \
+                 UNION ALL \
+                 SELECT 1, seq, kind, ts_ms, payload, idem_key, idem_fp FROM cart_events \
+                 WHERE cart_id = $1 AND seq > coalesce((SELECT version FROM s), 0) \
+                 ORDER BY 1, 2",
                 &[&cart],
             )
             .await
             .map_err(|e| self.failed(e))?;
-        rows.iter()
-            .map(|r| {
-                let kind: i16 = r.get(1);
-                let key: Option<String> = r.get(4);
-                let fp: Option<i64> = r.get(5);
-                Ok(Event {
-                    seq: r.get::<_, i64>(0) as u64,
-                    kind: u8::try_from(kind)
-                        .map_err(|_| StoreError::Corrupt(format!("event kind {kind}")))?,
-                    timestamp_ms: r.get(2),
-                    payload: r.get(3),
-                    idempotency: key
-                        .map(|key| IdempotencyTag { key, fingerprint: fp.unwrap_or(0) as u64 }),
-                })
-            })
-            .collect()
+        let mut loaded = Loaded::default();
+        for r in &rows {
+            let part: i32 = r.get(0);
+            let seq = r.get::<_, i64>(1) as u64;
+            if part == 0 {
+                loaded.snapshot = Some(Snapshot { version: seq, timestamp_ms: r.get(3), state: r.get(4) });
+                continue;
+            }
+            let kind: i16 = r.get(2);
+            let key: Option<String> = r.get(5);
+            let fp: Option<i64> = r.get(6);
+            loaded.events.push(Event {
+                seq,
+                kind: u8::try_from(kind)
+                    .map_err(|_| StoreError::Corrupt(format!("event kind {kind}")))?,
+                timestamp_ms: r.get(3),
+                payload: r.get(4),
+                idempotency: key.map(|key| IdempotencyTag { key, fingerprint: fp.unwrap_or(0) as u64 }),
+            });
+        }
+        Ok(loaded)
+    }
+
+    async fn save_snapshot(&self, cart: &str, snapshot: Snapshot) -> Result<(), StoreError> {
+        crate::check_cart_id(cart)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.failed(e))?;
+        let version = head_version(&tx, cart).await.map_err(|e| self.failed(e))?;
+        match version {
+            None | Some(0) => return Err(StoreError::NotFound),
+            Some(v) if snapshot.version > v => {
+                return Err(StoreError::Invalid(format!(
+                    "a snapshot at version {} of a cart at version {v}",
+                    snapshot.version
+                )));
+            }
+            Some(_) => {}
+        }
+        let covered = to_i64(snapshot.version);
+        tx.execute(
+            "INSERT INTO cart_snapshots (cart_id, version, ts_ms, state) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (cart_id) DO UPDATE SET version = excluded.version, ts_ms = excluded.ts_ms, \
+             state = excluded.state WHERE cart_snapshots.version < excluded.version",
+            &[&cart, &covered, &snapshot.timestamp_ms, &snapshot.state],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
+        tx.execute("DELETE FROM cart_events WHERE cart_id = $1 AND seq <= $2", &[&cart, &covered])
+            .await
+            .map_err(|e| self.failed(e))?;
+        tx.commit().await.map_err(|e| self.failed(e))
+    }
+
+    async fn erase(&self, cart: &str) -> Result<bool, StoreError> {
+        crate::check_cart_id(cart)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.failed(e))?;
+        let Some(version) = head_version(&tx, cart).await.map_err(|e| self.failed(e))? else {
+            return Ok(false);
+        };
+        for statement in [
+            "DELETE FROM cart_events WHERE cart_id = $1",
+            "DELETE FROM cart_snapshots WHERE cart_id = $1",
+            "DELETE FROM cart_heads WHERE cart_id = $1",
+        ] {
+            tx.execute(statement, &[&cart]).await.map_err(|e| self.failed(e))?;
+        }
+        tx.commit().await.map_err(|e| self.failed(e))?;
+        Ok(version > 0)
+    }
+
+    async fn idle_carts(&self, before_ms: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT cart_id FROM cart_heads WHERE version > 0 AND touched_ms < $1 \
+                 ORDER BY touched_ms LIMIT $2",
+                &[&before_ms, &limit],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn import(&self, cart: &str, loaded: Loaded) -> Result<Appended, StoreError> {
+        crate::committer::check_import(cart, &loaded)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.failed(e))?;
+        tx.execute(
+            "INSERT INTO cart_heads (cart_id, version, epoch, owner) VALUES ($1, 0, 0, '') \
+             ON CONFLICT DO NOTHING",
+            &[&cart],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
+        let row = tx
+            .query_one(
+                "SELECT h.version, h.epoch, (SELECT count(*) FROM cart_snapshots s WHERE s.cart_id = $1) \
+                 FROM cart_heads h WHERE h.cart_id = $1 FOR UPDATE",
+                &[&cart],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        let (version, epoch, snapshots): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        if version > 0 || snapshots > 0 {
+            return Err(StoreError::Conflict { expected: 0, actual: version as u64 });
+        }
+        let touched = loaded
+            .events
+            .iter()
+            .map(|e| e.timestamp_ms)
+            .chain(loaded.snapshot.as_ref().map(|s| s.timestamp_ms))
+            .max()
+            .unwrap_or(0);
+        let imported = loaded.version();
+        if let Some(s) = &loaded.snapshot {
+            tx.execute(
+                "INSERT INTO cart_snapshots (cart_id, version, ts_ms, state) VALUES ($1, $2, $3, $4)",
+                &[&cart, &to_i64(s.version), &s.timestamp_ms, &s.state],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        }
+        for e in &loaded.events {
+            tx.execute(
+                "INSERT INTO cart_events (cart_id, seq, kind, ts_ms, payload, idem_key, idem_fp) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &cart,
+                    &to_i64(e.seq),
+                    &i16::from(e.kind),
+                    &e.timestamp_ms,
+                    &e.payload,
+                    &e.idempotency.as_ref().map(|t| t.key.as_str()),
+                    &e.idempotency.as_ref().map(|t| t.fingerprint as i64),
+                ],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        }
+        let epoch = epoch as u64 + 1;
+        tx.execute(
+            "UPDATE cart_heads SET version = $2, epoch = $3, owner = $4, touched_ms = $5 WHERE cart_id = $1",
+            &[&cart, &to_i64(imported), &to_i64(epoch), &crate::TOOL_OWNER, &touched],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
+        tx.commit().await.map_err(|e| self.failed(e))?;
+        Ok(Appended { version: imported, epoch })
     }
 
     async fn append(

@@ -7,13 +7,29 @@
 //! ```
 //! A record is valid only if the magic, the length and the checksum all hold,
 //! so a torn write or flipped bit is always detected. A record of kind
-//! [`CLAIM_KIND`] is an ownership claim, not a cart event.
+//! [`CLAIM_KIND`] is an ownership claim, not a cart event; the other
+//! non-event kinds are [`SNAPSHOT_KIND`], [`ERASED_KIND`] and
+//! [`MOVED_KIND`].
 
 use crate::{Event, IdempotencyTag};
 
 /// Type code of a claim record: `seq` holds the claim epoch and the payload
 /// the owner. Mutation type codes start at 1.
 pub const CLAIM_KIND: u8 = 0;
+/// Type code of a snapshot record: `seq` holds the version it covers and
+/// the payload the encoded state.
+pub const SNAPSHOT_KIND: u8 = 255;
+/// Type code of an erasure: the cart named is gone; `seq` and payload are
+/// unused (0, empty).
+pub const ERASED_KIND: u8 = 254;
+/// Type code of the last record of a log that compaction replaced: `seq`
+/// holds the generation of the log that took over. Its cart id is empty.
+pub const MOVED_KIND: u8 = 253;
+/// Whether `kind` is one of the store's own record kinds, never an event's.
+pub fn is_reserved_kind(kind: u8) -> bool {
+    matches!(kind, CLAIM_KIND | SNAPSHOT_KIND | ERASED_KIND | MOVED_KIND)
+}
+
 /// First byte of every record.
 pub const MAGIC: u8 = 0xCA;
 /// Bytes before the body.

@@ -47,14 +47,14 @@ fn event(n: u8) -> NewEvent {
 
 async fn append_and_load(b: &dyn Backend) {
     let s = b.open().await;
-    assert!(s.load("a").await.unwrap().is_empty());
+    assert!(s.load("a").await.unwrap().events.is_empty());
     assert_eq!(s.claim_of("a").await.unwrap(), None);
     let first =
         s.append("a", 0, Fence::Claim("n1".into()), vec![event(1), event(2)]).await.unwrap();
     assert_eq!((first.version, first.epoch), (2, 1));
     s.append("b", 0, Fence::Claim("n1".into()), vec![event(9)]).await.unwrap();
     assert_eq!(s.append("a", 2, Fence::Epoch(1), vec![event(3)]).await.unwrap().version, 3);
-    let a = s.load("a").await.unwrap();
+    let a = s.load("a").await.unwrap().events;
     assert_eq!(
         a.iter().map(|e| (e.seq, e.timestamp_ms)).collect::<Vec<_>>(),
         vec![(1, 1000), (2, 2000), (3, 3000)]
@@ -67,7 +67,7 @@ async fn append_and_load(b: &dyn Backend) {
     assert_eq!(ids, vec!["a", "b"]);
     // Everything is durable across a reopen.
     let again = b.open().await;
-    assert_eq!(again.load("a").await.unwrap(), a);
+    assert_eq!(again.load("a").await.unwrap().events, a);
 }
 
 async fn conditional_append_conflicts(b: &dyn Backend) {
@@ -77,7 +77,7 @@ async fn conditional_append_conflicts(b: &dyn Backend) {
     assert!(matches!(behind, StoreError::Conflict { expected: 0, actual: 1 }), "{behind:?}");
     let ahead = s.append("c", 3, Fence::Epoch(1), vec![event(2)]).await.unwrap_err();
     assert!(matches!(ahead, StoreError::Conflict { expected: 3, actual: 1 }), "{ahead:?}");
-    assert_eq!(s.load("c").await.unwrap().len(), 1, "nothing of a refused append is stored");
+    assert_eq!(s.load("c").await.unwrap().events.len(), 1, "nothing of a refused append is stored");
 }
 
 async fn claims_fence_stale_writers(b: &dyn Backend) {
@@ -88,7 +88,7 @@ async fn claims_fence_stale_writers(b: &dyn Backend) {
     let stale = one.append("d", 2, Fence::Epoch(1), vec![event(3)]).await.unwrap_err();
     assert!(matches!(stale, StoreError::Fenced { held: 1, current: 2 }), "{stale:?}");
     assert_eq!(one.claim_of("d").await.unwrap(), Some(Claim { epoch: 2, owner: "two".into() }));
-    assert_eq!(one.load("d").await.unwrap().len(), 2);
+    assert_eq!(one.load("d").await.unwrap().events.len(), 2);
 }
 
 /// A claim alone (no events): a node taking a cart over claims it before it
@@ -102,11 +102,11 @@ async fn a_claim_alone_moves_the_claim(b: &dyn Backend) {
     assert_eq!(one.claim_of("g").await.unwrap(), Some(Claim { epoch: 2, owner: "two".into() }));
     let stale = one.append("g", 1, Fence::Epoch(1), vec![event(2)]).await.unwrap_err();
     assert!(matches!(stale, StoreError::Fenced { held: 1, current: 2 }), "{stale:?}");
-    assert_eq!(b.open().await.load("g").await.unwrap().len(), 1, "no event was added");
+    assert_eq!(b.open().await.load("g").await.unwrap().events.len(), 1, "no event was added");
     let empty = two.append("g", 1, Fence::Epoch(2), vec![]).await.unwrap_err();
     assert!(matches!(empty, StoreError::Invalid(_)), "{empty:?}");
     two.append("g", 1, Fence::Epoch(2), vec![event(3)]).await.unwrap();
-    assert_eq!(b.open().await.load("g").await.unwrap().len(), 2);
+    assert_eq!(b.open().await.load("g").await.unwrap().events.len(), 2);
 }
 
 async fn idempotency_keys_are_kept(b: &dyn Backend) {
@@ -115,7 +115,7 @@ async fn idempotency_keys_are_kept(b: &dyn Backend) {
     let mut tagged = event(2);
     tagged.idempotency = Some(tag.clone());
     s.append("e", 0, Fence::Claim("n".into()), vec![event(1), tagged]).await.unwrap();
-    let events = b.open().await.load("e").await.unwrap();
+    let events = b.open().await.load("e").await.unwrap().events;
     assert_eq!(events[0].idempotency, None);
     assert_eq!(events[1].idempotency, Some(tag));
 }
@@ -128,7 +128,7 @@ async fn concurrent_writers_never_fork(b: &dyn Backend) {
         tasks.push(tokio::spawn(async move {
             let mut won = 0u64;
             for _ in 0..30 {
-                let version = s.load("hot").await.unwrap().len() as u64;
+                let version = s.load("hot").await.unwrap().events.len() as u64;
                 if s.append("hot", version, Fence::Claim(format!("n{n}")), vec![event(1)])
                     .await
                     .is_ok()
@@ -143,7 +143,7 @@ async fn concurrent_writers_never_fork(b: &dyn Backend) {
     for t in tasks {
         total += t.await.unwrap();
     }
-    let events = stores[0].load("hot").await.unwrap();
+    let events = stores[0].load("hot").await.unwrap().events;
     assert_eq!(events.len() as u64, total, "every acknowledged append is stored exactly once");
     assert!(
         events.iter().enumerate().all(|(i, e)| e.seq == i as u64 + 1),
@@ -168,7 +168,7 @@ async fn many_carts_in_one_batch(b: &dyn Backend) {
         t.await.unwrap();
     }
     for c in 0..100 {
-        assert_eq!(s.load(&format!("m{c}")).await.unwrap().len(), 5);
+        assert_eq!(s.load(&format!("m{c}")).await.unwrap().events.len(), 5);
     }
 }
 

@@ -44,11 +44,11 @@ fn log_path(dir: &std::path::Path) -> std::path::PathBuf {
 async fn appends_load_back_in_order_with_sequence_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).unwrap();
-    assert!(store.load("a").await.unwrap().is_empty());
+    assert!(store.load("a").await.unwrap().events.is_empty());
     assert_eq!(put(&store, "a", 0, vec![event(1), event(2)]).await.unwrap(), 2);
     assert_eq!(put(&store, "b", 0, vec![event(9)]).await.unwrap(), 1);
     assert_eq!(put(&store, "a", 2, vec![event(3)]).await.unwrap(), 3);
-    let a = store.load("a").await.unwrap();
+    let a = store.load("a").await.unwrap().events;
     assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(a.iter().map(|e| e.timestamp_ms).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(a[2].payload, vec![3, 3, 3]);
@@ -66,7 +66,7 @@ async fn a_writer_that_is_behind_gets_a_conflict_and_nothing_is_written() {
     assert!(matches!(err, StoreError::Conflict { expected: 0, actual: 1 }), "{err:?}");
     let err = put(&store, "a", 5, vec![event(2)]).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { expected: 5, actual: 1 }), "{err:?}");
-    assert_eq!(store.load("a").await.unwrap().len(), 1);
+    assert_eq!(store.load("a").await.unwrap().events.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -88,7 +88,7 @@ async fn concurrent_appends_to_many_carts_all_land() {
     drop(store);
     let reopened = open(dir.path()).unwrap();
     for cart in 0..64 {
-        assert_eq!(reopened.load(&format!("cart-{cart}")).await.unwrap().len(), 20);
+        assert_eq!(reopened.load(&format!("cart-{cart}")).await.unwrap().events.len(), 20);
     }
 }
 
@@ -115,7 +115,7 @@ async fn loads_during_commits_see_whole_prefixes_of_each_log() {
     let mut loads = 0;
     while !writers.iter().all(|w| w.is_finished()) {
         for cart in 0..CARTS {
-            let events = store.load(&format!("p{cart}")).await.unwrap();
+            let events = store.load(&format!("p{cart}")).await.unwrap().events;
             for (i, e) in events.iter().enumerate() {
                 let n = (i as u64 % 200) as u8 + 1;
                 assert_eq!(e.seq, i as u64 + 1, "cart p{cart}: gap or duplicate at {i}");
@@ -129,7 +129,7 @@ async fn loads_during_commits_see_whole_prefixes_of_each_log() {
     }
     assert!(loads > CARTS, "the loads did not overlap the commits");
     for cart in 0..CARTS {
-        assert_eq!(store.load(&format!("p{cart}")).await.unwrap().len() as u64, EVENTS);
+        assert_eq!(store.load(&format!("p{cart}")).await.unwrap().events.len() as u64, EVENTS);
     }
 }
 
@@ -144,7 +144,7 @@ async fn idempotency_tags_survive_a_reopen() {
         put(&store, "a", 0, vec![event(3), e]).await.unwrap();
     }
     let store = open(dir.path()).unwrap();
-    let events = store.load("a").await.unwrap();
+    let events = store.load("a").await.unwrap().events;
     assert_eq!(events[0].idempotency, None);
     assert_eq!(events[1].idempotency, Some(tag));
 }
@@ -158,7 +158,7 @@ async fn two_writers_on_one_directory_see_and_fence_each_other() {
     let b = open(dir.path()).unwrap();
     let first = a.append("c", 0, Fence::Claim("a".into()), vec![event(1)]).await.unwrap();
     assert_eq!((first.version, first.epoch), (1, 1));
-    assert_eq!(b.load("c").await.unwrap().len(), 1, "b sees a's append");
+    assert_eq!(b.load("c").await.unwrap().events.len(), 1, "b sees a's append");
     assert_eq!(b.claim_of("c").await.unwrap(), Some(Claim { epoch: 1, owner: "a".into() }));
     // b takes the cart over: its claim fences a.
     let taken = b.append("c", 1, Fence::Claim("b".into()), vec![event(2)]).await.unwrap();
@@ -169,7 +169,7 @@ async fn two_writers_on_one_directory_see_and_fence_each_other() {
     let err = b.append("c", 1, Fence::Epoch(2), vec![event(3)]).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { expected: 1, actual: 2 }), "{err:?}");
     assert_eq!(b.append("c", 2, Fence::Epoch(2), vec![event(3)]).await.unwrap().version, 3);
-    let seqs: Vec<u64> = a.load("c").await.unwrap().iter().map(|e| e.seq).collect();
+    let seqs: Vec<u64> = a.load("c").await.unwrap().events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, vec![1, 2, 3]);
 }
 
@@ -201,12 +201,12 @@ async fn a_torn_tail_is_truncated_and_the_store_keeps_working() {
     cut_to(dir.path(), full - 7);
     forget_mark(dir.path());
     let store = open(dir.path()).unwrap();
-    assert_eq!(store.load("a").await.unwrap().len(), 1);
-    assert!(store.load("b").await.unwrap().is_empty(), "the torn record is gone");
+    assert_eq!(store.load("a").await.unwrap().events.len(), 1);
+    assert!(store.load("b").await.unwrap().events.is_empty(), "the torn record is gone");
     assert_eq!(put(&store, "b", 0, vec![event(21)]).await.unwrap(), 1);
     drop(store);
     let store = open(dir.path()).unwrap();
-    assert_eq!(store.load("b").await.unwrap()[0].payload, vec![21; 21]);
+    assert_eq!(store.load("b").await.unwrap().events[0].payload, vec![21; 21]);
 }
 
 #[tokio::test]
@@ -217,7 +217,7 @@ async fn garbage_after_the_last_record_is_truncated() {
     f.write_all(&[0u8; 100]).unwrap();
     drop(f);
     let store = open(dir.path()).unwrap();
-    assert_eq!(store.load("b").await.unwrap().len(), 1);
+    assert_eq!(store.load("b").await.unwrap().events.len(), 1);
     drop(store);
     assert_eq!(std::fs::metadata(log_path(dir.path())).unwrap().len(), full);
 }
@@ -229,8 +229,8 @@ async fn an_unacknowledged_corrupt_last_record_is_dropped() {
     flip_byte(dir.path(), full - 3);
     forget_mark(dir.path());
     let store = open(dir.path()).unwrap();
-    assert_eq!(store.load("a").await.unwrap().len(), 1);
-    assert!(store.load("b").await.unwrap().is_empty());
+    assert_eq!(store.load("a").await.unwrap().events.len(), 1);
+    assert!(store.load("b").await.unwrap().events.is_empty());
 }
 
 /// Damage in the last, complete, acknowledged record is damage, not a torn
@@ -267,8 +267,8 @@ async fn a_damaged_acknowledged_last_record_refuses_to_open_and_is_kept_aside() 
         assert!(offset < original.len());
         forget_mark(dir.path());
         let store = open(dir.path()).unwrap();
-        assert_eq!(store.load("a").await.unwrap().len(), 1, "{damage}: the loss accepted");
-        assert!(store.load("b").await.unwrap().is_empty());
+        assert_eq!(store.load("a").await.unwrap().events.len(), 1, "{damage}: the loss accepted");
+        assert!(store.load("b").await.unwrap().events.is_empty());
     }
 }
 
@@ -298,7 +298,7 @@ async fn a_log_shorter_than_what_was_acknowledged_refuses_to_open() {
     refused("deleted");
     forget_mark(dir.path());
     let store = open(dir.path()).unwrap();
-    assert!(store.load("a").await.unwrap().is_empty(), "the loss accepted: a new, empty store");
+    assert!(store.load("a").await.unwrap().events.is_empty(), "the loss accepted: a new, empty store");
 }
 
 #[tokio::test]
@@ -333,7 +333,7 @@ async fn batch_and_never_policies_still_persist_after_flush() {
             store.flush().await.unwrap();
         }
         let store = open(dir.path()).unwrap();
-        assert_eq!(store.load("a").await.unwrap().len(), 1, "{policy:?}");
+        assert_eq!(store.load("a").await.unwrap().events.len(), 1, "{policy:?}");
     }
 }
 
@@ -376,7 +376,7 @@ async fn a_reader_never_mistakes_another_writers_batch_in_progress_for_damage() 
     // Read continuously while the other store writes large batches.
     while !writing.is_finished() {
         for c in 0..32 {
-            reader.load(&format!("w{c}")).await.unwrap();
+            reader.load(&format!("w{c}")).await.unwrap().events;
         }
     }
     writing.await.unwrap();
@@ -398,7 +398,7 @@ async fn an_unlocked_reader_stops_at_a_bad_record_and_the_lock_holder_decides() 
     drop(f);
     // The reader without the lock cannot tell damage from a write in
     // progress: it serves what it has and does not fail.
-    assert_eq!(reader.load("a").await.unwrap().len(), 1);
+    assert_eq!(reader.load("a").await.unwrap().events.len(), 1);
     // A process taking the lock sees a bad record followed by a valid one.
     assert!(matches!(open(dir.path()), Err(StoreError::Corrupt(_))));
 }
@@ -434,7 +434,7 @@ async fn the_log_grows_in_preallocated_steps_and_a_clean_close_trims_them() {
     assert!(open_len >= full + cart_store::file::PREALLOCATE_BYTES, "{open_len} bytes while open");
     // A second process sees the new record through the zeroed tail.
     let other = open(dir.path()).unwrap();
-    assert_eq!(other.load("c").await.unwrap()[0].payload, vec![30; 30]);
+    assert_eq!(other.load("c").await.unwrap().events[0].payload, vec![30; 30]);
     drop(other);
     drop(store);
     let closed_len = file_len(dir.path());
@@ -447,11 +447,11 @@ async fn after_a_crash_the_zeroed_tail_is_the_end_of_the_log() {
     let (_store, crashed) = two_carts_and_a_crash_copy(dir.path()).await;
     assert!(file_len(crashed.path()) > cart_store::file::PREALLOCATE_BYTES);
     let reopened = open(crashed.path()).unwrap();
-    assert_eq!(reopened.load("a").await.unwrap().len(), 1);
+    assert_eq!(reopened.load("a").await.unwrap().events.len(), 1);
     assert_eq!(put(&reopened, "b", 1, vec![event(21)]).await.unwrap(), 2);
     drop(reopened);
     let reopened = open(crashed.path()).unwrap();
-    let b = reopened.load("b").await.unwrap();
+    let b = reopened.load("b").await.unwrap().events;
     assert_eq!(b.iter().map(|e| e.payload[0]).collect::<Vec<_>>(), vec![20, 21]);
 }
 
@@ -468,8 +468,8 @@ async fn a_torn_record_inside_the_zeroed_tail_is_dropped() {
     std::os::unix::fs::FileExt::write_all_at(&f, &bytes[..20], logical).unwrap();
     drop(f);
     let reopened = open(crashed.path()).unwrap();
-    assert_eq!(reopened.load("a").await.unwrap().len(), 1);
-    assert_eq!(reopened.load("b").await.unwrap().len(), 1);
+    assert_eq!(reopened.load("a").await.unwrap().events.len(), 1);
+    assert_eq!(reopened.load("b").await.unwrap().events.len(), 1);
     assert_eq!(put(&reopened, "c", 0, vec![event(5)]).await.unwrap(), 1);
 }
 

@@ -55,7 +55,7 @@ async fn tls_and_password_are_used_as_the_url_and_options_say() {
     let store = open(full.clone(), Some(PASSWORD)).await.expect("verify-full with the right CA");
     let event = NewEvent { kind: 2, timestamp_ms: 1, payload: vec![1, 2, 3], idempotency: None };
     store.append("tls-cart", 0, Fence::Claim("n1".into()), vec![event]).await.unwrap();
-    assert_eq!(store.load("tls-cart").await.unwrap().len(), 1);
+    assert_eq!(store.load("tls-cart").await.unwrap().events.len(), 1);
     drop(store);
 
     // The IP address is in the certificate too.

@@ -1,0 +1,285 @@
+//! Compaction of the file store: the log is rewritten as a new generation
+//! that holds, for every cart the index knows, its latest claim, its latest
+//! snapshot and the events after it, and nothing of erased carts. Events a
+//! snapshot covers, superseded snapshots and claims, and erased carts are
+//! left behind, and with the old generation's file they leave the disk.
+//!
+//! Appends go on while most of the work is done:
+//!
+//! 1. **Prepare** (the compactor, without the directory lock): every cart as
+//!    the index knows it up to offset `E` is copied, record by record with
+//!    checksums checked, to `events-<g+1>.log.tmp`, which is synced.
+//! 2. **Finish** (the committer, holding the lock, appends waiting): catch
+//!    up; copy the old log's records after `E` (what was appended meanwhile)
+//!    verbatim; sync; index the new file whole and check that every cart
+//!    has the same version and claim in it as in the old one; write a
+//!    marker record ("moved to `g+1`") at the old log's end and sync it;
+//!    rename the new file into place and sync the directory; switch to it.
+//!    Other processes read the marker when they next catch up and follow.
+//! 3. The old generation's file is deleted.
+//!
+//! A crash at any point leaves a store that opens whole: before the
+//! marker, the old generation is current and the temporary file is
+//! garbage; between marker and rename, the marker names a generation that
+//! does not exist and is cut off (under the lock, by whoever opens or
+//! writes next); after the rename, the newest generation is current and
+//! older ones are deleted at open. `crash_point` lets a test kill the
+//! process at each of these steps.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write as _};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::log::{LogFile, LogIndex, Shared, generation_of, index_whole, log_file_name};
+use crate::record::{self, CLAIM_KIND, MOVED_KIND};
+use crate::{Compacted, Event, StoreError};
+
+/// Environment variable naming the step at which a compaction aborts the
+/// process (for crash tests only; see [`crash_point`]).
+pub const CRASH_AT_ENV: &str = "CART_STORE_CRASH_AT";
+
+/// The steps a crash test can stop a compaction at, in order.
+pub const CRASH_POINTS: &[&str] =
+    &["copied", "prepared", "tail-copied", "marked", "renamed", "switched"];
+
+/// Aborts the process here if [`CRASH_AT_ENV`] names `step`: a real crash
+/// (no destructors, no flushing), for the tests that kill a compaction at
+/// every step. Read only during compaction, never on the write path.
+fn crash_point(step: &str) {
+    if std::env::var(CRASH_AT_ENV).is_ok_and(|at| at == step) {
+        eprintln!("crashing at compaction step {step}");
+        std::process::abort();
+    }
+}
+
+/// A compacted generation written up to the old log's offset `copied_upto`,
+/// waiting for the committer to finish it.
+pub(crate) struct Prepared {
+    from_generation: u64,
+    generation: u64,
+    tmp: PathBuf,
+    file: File,
+    copied_upto: u64,
+    written: u64,
+    started: Instant,
+}
+
+/// What [`finish`] leaves the committer.
+pub(crate) struct Finished {
+    /// The new generation's file, for writing.
+    pub writer: File,
+    /// What the compaction did.
+    pub report: Compacted,
+}
+
+/// One cart's records as the index had them when preparing.
+struct Live {
+    cart: Box<str>,
+    claim: Option<(u64, Box<str>)>,
+    records: Vec<u64>,
+}
+
+/// Step 1: copies every cart of the current generation to a new one,
+/// without the directory lock.
+pub(crate) fn prepare(shared: &Shared) -> Result<Prepared, StoreError> {
+    let started = Instant::now();
+    let (live, upto, from) = {
+        let index = shared.caught_up()?;
+        let live: Vec<Live> = index
+            .carts
+            .iter()
+            .map(|(cart, c)| Live {
+                cart: cart.clone(),
+                claim: c.claim.clone(),
+                records: c.snapshot.iter().chain(&c.offsets).copied().collect(),
+            })
+            .collect();
+        // While this process commits, `scanned` is where its batch starts:
+        // everything before it is published and immutable.
+        (live, index.scanned, index.file.clone())
+    };
+    let generation = from.generation + 1;
+    let tmp = shared.dir().join(format!("{}.tmp", log_file_name(generation)));
+    let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&tmp)?;
+    let mut out = BufWriter::with_capacity(1 << 20, &file);
+    let mut buf = Vec::with_capacity(64 << 10);
+    let mut written = 0u64;
+    for cart in live {
+        buf.clear();
+        if let Some((epoch, owner)) = &cart.claim {
+            let claim = Event {
+                seq: *epoch,
+                kind: CLAIM_KIND,
+                timestamp_ms: 0,
+                payload: owner.as_bytes().to_vec(),
+                idempotency: None,
+            };
+            record::encode(&mut buf, &cart.cart, &claim);
+        }
+        for offset in cart.records {
+            let (owner, event) = from.read(offset)?;
+            if *owner != *cart.cart {
+                return Err(StoreError::Corrupt(format!(
+                    "record at offset {offset} belongs to {owner}, not {}",
+                    cart.cart
+                )));
+            }
+            record::encode(&mut buf, &cart.cart, &event);
+        }
+        out.write_all(&buf)?;
+        written += buf.len() as u64;
+    }
+    out.flush()?;
+    drop(out);
+    crash_point("copied");
+    file.sync_data()?;
+    crash_point("prepared");
+    Ok(Prepared {
+        from_generation: from.generation,
+        generation,
+        tmp,
+        file,
+        copied_upto: upto,
+        written,
+        started,
+    })
+}
+
+/// Step 2, holding the directory lock with `index` caught up: appends what
+/// was written since preparing, checks the new generation against `index`,
+/// marks the old log moved, renames the new one into place and switches
+/// `index` to it. `old` is the old generation's file, for writing.
+pub(crate) fn finish(
+    mut prepared: Prepared,
+    index: &mut LogIndex,
+    old: &File,
+) -> Result<Finished, StoreError> {
+    if index.file.generation != prepared.from_generation {
+        // Another process compacted meanwhile; its generation stands.
+        let _ = std::fs::remove_file(&prepared.tmp);
+        return Err(StoreError::Unavailable(
+            "another process compacted the log meanwhile".into(),
+        ));
+    }
+    let result = finish_current(&mut prepared, index, old);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&prepared.tmp);
+    }
+    result
+}
+
+fn finish_current(
+    prepared: &mut Prepared,
+    index: &mut LogIndex,
+    old: &File,
+) -> Result<Finished, StoreError> {
+    let bytes_before = index.scanned;
+    let tail_len = usize::try_from(bytes_before - prepared.copied_upto)
+        .map_err(|_| StoreError::Invalid("tail too long".into()))?;
+    let mut tail = vec![0u8; tail_len];
+    index.file.reader.read_exact_at(&mut tail, prepared.copied_upto)?;
+    prepared.file.write_all_at(&tail, prepared.written)?;
+    prepared.file.sync_data()?;
+    crash_point("tail-copied");
+    let tmp_file = LogFile {
+        generation: prepared.generation,
+        path: prepared.tmp.clone(),
+        reader: std::sync::Arc::new(prepared.file.try_clone()?),
+    };
+    let mut fresh = index_whole(tmp_file)?;
+    same_carts(index, &fresh)?;
+    let mut marker = Vec::new();
+    let moved = Event {
+        seq: prepared.generation,
+        kind: MOVED_KIND,
+        timestamp_ms: 0,
+        payload: Vec::new(),
+        idempotency: None,
+    };
+    record::encode(&mut marker, "", &moved);
+    old.write_all_at(&marker, bytes_before)?;
+    old.sync_data()?;
+    crash_point("marked");
+    let path = index.file.path.with_file_name(log_file_name(prepared.generation));
+    std::fs::rename(&prepared.tmp, &path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    crash_point("renamed");
+    fresh.file.path = path.clone();
+    let writer = OpenOptions::new().read(true).write(true).open(&path)?;
+    let report = Compacted {
+        bytes_before,
+        bytes_after: fresh.scanned,
+        carts: fresh.carts.values().filter(|c| c.version() > 0).count() as u64,
+    };
+    *index = fresh;
+    metrics::counter!("cart_log_compactions_total").increment(1);
+    metrics::histogram!("cart_log_compaction_duration_seconds").record(prepared.started.elapsed());
+    tracing::info!(
+        generation = prepared.generation,
+        bytes_before = report.bytes_before,
+        bytes_after = report.bytes_after,
+        carts = report.carts,
+        elapsed_ms = prepared.started.elapsed().as_millis() as u64,
+        "event log compacted"
+    );
+    crash_point("switched");
+    Ok(Finished { writer, report })
+}
+
+/// Refuses a compacted index that lost or changed a cart.
+fn same_carts(old: &LogIndex, new: &LogIndex) -> Result<(), StoreError> {
+    let kept = |c: &crate::log::CartIndex| c.version() > 0 || c.claim.is_some();
+    let mut count = 0;
+    for (cart, c) in old.carts.iter().filter(|(_, c)| kept(c)) {
+        count += 1;
+        let same = new.carts.get(cart).is_some_and(|n| {
+            n.version() == c.version() && n.claim == c.claim && n.snapshot_version == c.snapshot_version
+        });
+        if !same {
+            return Err(StoreError::Corrupt(format!(
+                "compaction would change cart {cart}; the old log is kept"
+            )));
+        }
+    }
+    if new.carts.values().filter(|c| kept(c)).count() != count {
+        return Err(StoreError::Corrupt("compaction would add carts; the old log is kept".into()));
+    }
+    Ok(())
+}
+
+/// Deletes log generations older than `current`, and temporary files of
+/// compactions that can no longer finish (for `current` or older). A
+/// failure leaves garbage, never a wrong store, so it is only logged.
+pub(crate) fn remove_old_generations(dir: &Path, current: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let stale = match name.strip_suffix(".tmp") {
+            Some(log) => generation_of(log).is_some_and(|g| g <= current),
+            None => generation_of(name).is_some_and(|g| g < current),
+        };
+        if stale && let Err(e) = std::fs::remove_file(entry.path()) {
+            tracing::warn!(file = name, error = %e, "could not delete an old event log");
+        }
+    }
+}
+
+/// The newest log generation in `dir` (0 if there is none).
+pub(crate) fn newest_generation(dir: &Path) -> std::io::Result<u64> {
+    let mut newest = 0;
+    for entry in std::fs::read_dir(dir)? {
+        if let Some(g) = entry?.file_name().to_str().and_then(generation_of) {
+            newest = newest.max(g);
+        }
+    }
+    Ok(newest)
+}
