@@ -8,7 +8,7 @@
 //!
 //! 1. **Prepare** (the compactor, without the directory lock): every cart as
 //!    the index knows it up to offset `E` is copied, record by record with
-//!    checksums checked, to `events-<g+1>.log.tmp`, which is synced.
+//!    checksums checked, to `events-<g+1>.log.<pid>.tmp`, which is synced.
 //! 2. **Finish** (the committer, holding the lock, appends waiting): catch
 //!    up; copy the old log's records after `E` (what was appended meanwhile)
 //!    verbatim; sync; index the new file whole and check that every cart
@@ -32,7 +32,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::log::{LogFile, LogIndex, Shared, generation_of, index_whole, log_file_name};
+use crate::log::{
+    LogFile, LogIndex, Shared, generation_of, generation_of_temporary, index_whole, log_file_name,
+    temporary_file_name,
+};
 use crate::record::{self, CLAIM_KIND, MOVED_KIND};
 use crate::{Compacted, Event, StoreError};
 
@@ -101,7 +104,7 @@ pub(crate) fn prepare(shared: &Shared) -> Result<Prepared, StoreError> {
         (live, index.scanned, index.file.clone())
     };
     let generation = from.generation + 1;
-    let tmp = shared.dir().join(format!("{}.tmp", log_file_name(generation)));
+    let tmp = shared.dir().join(temporary_file_name(generation));
     let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&tmp)?;
     let mut out = BufWriter::with_capacity(1 << 20, &file);
     let mut buf = Vec::with_capacity(64 << 10);
@@ -263,8 +266,8 @@ pub(crate) fn remove_old_generations(dir: &Path, current: u64) {
         let Some(name) = name.to_str() else {
             continue;
         };
-        let stale = match name.strip_suffix(".tmp") {
-            Some(log) => generation_of(log).is_some_and(|g| g <= current),
+        let stale = match generation_of_temporary(name) {
+            Some(g) => g <= current,
             None => generation_of(name).is_some_and(|g| g < current),
         };
         if stale && let Err(e) = std::fs::remove_file(entry.path()) {

@@ -23,6 +23,18 @@ pub fn log_file_name(generation: u64) -> String {
     if generation == 0 { "events.log".to_owned() } else { format!("events-{generation}.log") }
 }
 
+/// Name of a compaction's temporary file for `generation`, unique to this
+/// process (two processes may compact at once; one of them wins).
+pub(crate) fn temporary_file_name(generation: u64) -> String {
+    format!("{}.{}.tmp", log_file_name(generation), std::process::id())
+}
+
+/// The generation a compaction's temporary file is for, if it is one.
+pub(crate) fn generation_of_temporary(name: &str) -> Option<u64> {
+    let (log, _process) = name.strip_suffix(".tmp")?.rsplit_once('.')?;
+    generation_of(log)
+}
+
 /// The generation a log file name belongs to, if it is one.
 pub(crate) fn generation_of(name: &str) -> Option<u64> {
     if name == "events.log" {
@@ -380,9 +392,10 @@ enum ScanEnd {
 /// can be writing), refuses with `Corrupt` if a valid record follows an
 /// invalid one.
 fn scan(path: &Path, index: &mut LogIndex, locked: bool) -> Result<ScanEnd, StoreError> {
-    let mut file = File::open(path)?;
-    file.seek(SeekFrom::Start(index.scanned))?;
-    let mut reader = BufReader::with_capacity(64 << 10, file);
+    // Through the open file, not its name: compaction may have deleted the
+    // name of a generation this process has not left yet.
+    let at = ReadAt { file: Arc::clone(&index.file.reader), position: index.scanned };
+    let mut reader = BufReader::with_capacity(64 << 10, at);
     let mut body = Vec::new();
     let end = loop {
         let mut header = [0u8; HEADER_LEN];
@@ -502,6 +515,21 @@ pub(crate) fn trim_preallocated(path: &Path, file: &File, at: u64) -> Result<(),
     file.set_len(at)?;
     file.sync_all()?;
     Ok(())
+}
+
+/// Reads a shared file from a position of its own (`pread`), so readers
+/// never move each other's file offset.
+struct ReadAt {
+    file: Arc<File>,
+    position: u64,
+}
+
+impl Read for ReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.position)?;
+        self.position += n as u64;
+        Ok(n)
+    }
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cart_store::{
-    Claim, EventStore, Fence, FileStore, FileStoreOptions, FsyncPolicy, IdempotencyTag, NewEvent,
-    PgStore, PgStoreOptions, StoreError,
+    Claim, Event, EventStore, Fence, FileStore, FileStoreOptions, FsyncPolicy, IdempotencyTag,
+    Loaded, NewEvent, PgStore, PgStoreOptions, Snapshot, StoreError,
 };
 
 #[async_trait]
@@ -188,6 +188,107 @@ async fn secrets_are_made_once_and_shared(b: &dyn Backend) {
     }
 }
 
+fn snapshot(version: u64, state: &str) -> Snapshot {
+    Snapshot { version, timestamp_ms: 77, state: state.as_bytes().to_vec() }
+}
+
+async fn snapshots_replace_the_events_they_cover(b: &dyn Backend) {
+    let s = b.open().await;
+    let refused = s.save_snapshot("s", snapshot(1, "x")).await.unwrap_err();
+    assert!(matches!(refused, StoreError::NotFound), "no snapshot of a cart never written");
+    s.append("s", 0, Fence::Claim("n1".into()), (1..=5).map(event).collect()).await.unwrap();
+    let ahead = s.save_snapshot("s", snapshot(9, "x")).await.unwrap_err();
+    assert!(matches!(ahead, StoreError::Invalid(_)), "{ahead:?}");
+    s.save_snapshot("s", snapshot(3, "at 3")).await.unwrap();
+    let loaded = s.load("s").await.unwrap();
+    assert_eq!(loaded.snapshot, Some(snapshot(3, "at 3")));
+    assert_eq!(loaded.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);
+    assert_eq!(loaded.version(), 5);
+    // An older snapshot than the one held changes nothing.
+    s.save_snapshot("s", snapshot(2, "at 2")).await.unwrap();
+    assert_eq!(s.load("s").await.unwrap().snapshot, Some(snapshot(3, "at 3")));
+    // Appends go on after it; another handle reads the same.
+    s.append("s", 5, Fence::Epoch(1), vec![event(6)]).await.unwrap();
+    s.save_snapshot("s", snapshot(6, "at 6")).await.unwrap();
+    let other = b.open().await.load("s").await.unwrap();
+    assert_eq!(other.snapshot, Some(snapshot(6, "at 6")));
+    assert!(other.events.is_empty());
+    assert_eq!(s.append("s", 6, Fence::Epoch(1), vec![event(7)]).await.unwrap().version, 7);
+}
+
+async fn erased_carts_are_gone(b: &dyn Backend) {
+    let s = b.open().await;
+    s.append("e", 0, Fence::Claim("n1".into()), vec![event(1), event(2)]).await.unwrap();
+    s.save_snapshot("e", snapshot(1, "at 1")).await.unwrap();
+    s.append("kept", 0, Fence::Claim("n1".into()), vec![event(3)]).await.unwrap();
+    assert!(s.erase("e").await.unwrap());
+    assert!(!s.erase("e").await.unwrap(), "erasing twice finds nothing");
+    assert!(!s.erase("never").await.unwrap());
+    for store in [s.clone(), b.open().await] {
+        assert!(store.load("e").await.unwrap().is_empty());
+        assert_eq!(store.claim_of("e").await.unwrap(), None);
+        assert_eq!(store.cart_ids().await.unwrap(), vec!["kept"]);
+        assert_eq!(store.load("kept").await.unwrap().events.len(), 1);
+    }
+    // A writer that still holds the erased cart is refused, not forked.
+    let stale = s.append("e", 2, Fence::Epoch(1), vec![event(4)]).await.unwrap_err();
+    assert!(matches!(stale, StoreError::Fenced { .. } | StoreError::Conflict { .. }), "{stale:?}");
+    let late = s.save_snapshot("e", snapshot(2, "late")).await.unwrap_err();
+    assert!(matches!(late, StoreError::NotFound), "an erased cart is never brought back");
+    // The id may start over as a new cart.
+    let again = s.append("e", 0, Fence::Claim("n2".into()), vec![event(5)]).await.unwrap();
+    assert_eq!(again.version, 1);
+}
+
+async fn idle_carts_are_listed_oldest_first(b: &dyn Backend) {
+    let s = b.open().await;
+    for (cart, ms) in [("new", 9_000), ("old", 1_000), ("mid", 5_000)] {
+        let e = NewEvent { timestamp_ms: ms, ..event(1) };
+        s.append(cart, 0, Fence::Claim("n1".into()), vec![e]).await.unwrap();
+    }
+    assert_eq!(s.idle_carts(6_000, 10).await.unwrap(), vec!["old", "mid"]);
+    assert_eq!(s.idle_carts(6_000, 1).await.unwrap(), vec!["old"]);
+    assert!(s.idle_carts(1_000, 10).await.unwrap().is_empty());
+    // A new event makes a cart active again.
+    let later = NewEvent { timestamp_ms: 10_000, ..event(2) };
+    s.append("old", 1, Fence::Epoch(1), vec![later]).await.unwrap();
+    assert_eq!(b.open().await.idle_carts(6_000, 10).await.unwrap(), vec!["mid"]);
+}
+
+async fn imports_copy_a_cart_whole(b: &dyn Backend) {
+    let s = b.open().await;
+    let events: Vec<Event> = (4..=5)
+        .map(|seq| Event {
+            seq,
+            kind: 2,
+            timestamp_ms: 5,
+            payload: vec![seq as u8],
+            idempotency: Some(IdempotencyTag { key: format!("k{seq}"), fingerprint: seq }),
+        })
+        .collect();
+    let loaded = Loaded { snapshot: Some(snapshot(3, "at 3")), events };
+    let imported = s.import("i", loaded.clone()).await.unwrap();
+    assert_eq!(imported.version, 5);
+    assert_eq!(b.open().await.load("i").await.unwrap(), loaded);
+    assert_eq!(s.claim_of("i").await.unwrap().unwrap().owner, cart_store::TOOL_OWNER);
+    let twice = s.import("i", loaded.clone()).await.unwrap_err();
+    assert!(matches!(twice, StoreError::Conflict { .. }), "{twice:?}");
+    let gap = Loaded { snapshot: None, events: loaded.events.clone() };
+    assert!(matches!(s.import("j", gap).await, Err(StoreError::Invalid(_))));
+    assert!(s.load("j").await.unwrap().is_empty());
+    let next = s.append("i", 5, Fence::Claim("n1".into()), vec![event(6)]).await.unwrap();
+    assert_eq!(next.version, 6);
+}
+
+async fn reserved_kinds_are_refused(b: &dyn Backend) {
+    let s = b.open().await;
+    for kind in [0u8, 253, 254, 255] {
+        let e = NewEvent { kind, ..event(1) };
+        let refused = s.append("r", 0, Fence::Claim("n1".into()), vec![e]).await.unwrap_err();
+        assert!(matches!(refused, StoreError::Invalid(_)), "kind {kind}: {refused:?}");
+    }
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -224,6 +325,26 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn many_carts_in_one_batch() {
                 super::many_carts_in_one_batch(&*backend().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn snapshots_replace_the_events_they_cover() {
+                super::snapshots_replace_the_events_they_cover(&*backend().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn erased_carts_are_gone() {
+                super::erased_carts_are_gone(&*backend().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn idle_carts_are_listed_oldest_first() {
+                super::idle_carts_are_listed_oldest_first(&*backend().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn imports_copy_a_cart_whole() {
+                super::imports_copy_a_cart_whole(&*backend().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn reserved_kinds_are_refused() {
+                super::reserved_kinds_are_refused(&*backend().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn secrets_are_made_once_and_shared() {
