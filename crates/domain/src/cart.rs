@@ -14,6 +14,8 @@ use crate::limits::{
 use crate::money::vat_included;
 use crate::proto;
 
+pub mod snapshot;
+
 /// The literal the storefront compares `paymentStatus` with once an order is
 /// complete.
 pub const PAYMENT_STATUS_COMPLETED: &str = "checkout_completed";
