@@ -94,8 +94,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Copies the kept secrets, then every cart, from `from` to `to`.
 async fn copy(from: &StoreSpec, to: &StoreSpec) -> anyhow::Result<Summary> {
     let (wait, always) = (FileStoreOptions::DEFAULT_COMMIT_WAIT, FsyncPolicy::Always);
-    let source = from.open(always, wait, 4, None).await?;
-    let destination = to.open(always, wait, 4, None).await?;
+    let source = from.open(always, wait, 4, None, 0).await?;
+    let destination = to.open(always, wait, 4, None, 0).await?;
     copy_secrets(&*source, &*destination).await?;
     copy_all(&*source, &*destination).await
 }

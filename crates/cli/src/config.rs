@@ -251,6 +251,31 @@ pub struct ServeArgs {
     #[arg(long, env = "CART_DEFAULT_COUNTRY", default_value = "se")]
     pub default_country: String,
 
+    /// A cart's state is snapshotted after this many events (and when it is
+    /// passivated), so activation replays at most this many; 0: never.
+    #[arg(long, env = "CART_SNAPSHOT_EVERY", default_value_t = 50)]
+    pub snapshot_every: u64,
+
+    /// An idle cart is erased (answers 404, its data removed) this long
+    /// after its last change.
+    #[arg(long, env = "CART_EXPIRE_AFTER", default_value = "30days", value_parser = parse_positive_duration)]
+    pub expire_after: Duration,
+
+    /// A cart whose order completed is erased this long after its last
+    /// change.
+    #[arg(long, env = "CART_KEEP_COMPLETED", default_value = "90days", value_parser = parse_positive_duration)]
+    pub keep_completed: Duration,
+
+    /// How often each node looks for carts to expire.
+    #[arg(long, env = "CART_EXPIRY_SWEEP_EVERY", default_value = "10m", value_parser = parse_positive_duration)]
+    pub expiry_sweep_every: Duration,
+
+    /// The file store compacts by itself once its log is this large and
+    /// has doubled since its last compaction; 0 disables it (then only
+    /// `POST /api/admin/compact` compacts).
+    #[arg(long, env = "CART_COMPACT_ABOVE_BYTES", default_value_t = 64 << 20)]
+    pub compact_above_bytes: u64,
+
     /// A cart unused this long is passivated (unloaded from memory).
     #[arg(long, env = "CART_IDLE_TTL", default_value = "15m", value_parser = parse_duration)]
     pub idle_ttl: Duration,
@@ -276,6 +301,14 @@ pub struct ServeArgs {
     /// Log filter, in `tracing` env-filter syntax.
     #[arg(long, env = "CART_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// [`parse_duration`], refusing zero.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than zero".into()),
+        d => Ok(d),
+    }
 }
 
 /// Parses a duration with `humantime` (`250ms`, `10s`, `15m`, `2h`,

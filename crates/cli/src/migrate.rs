@@ -36,8 +36,8 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         }
         from.require_existing().context("--from")?;
         let wait = FileStoreOptions::DEFAULT_COMMIT_WAIT;
-        let source = from.open(FsyncPolicy::Always, wait, 4, None).await?;
-        let destination = to.open(FsyncPolicy::Always, wait, 4, None).await?;
+        let source = from.open(FsyncPolicy::Always, wait, 4, None, 0).await?;
+        let destination = to.open(FsyncPolicy::Always, wait, 4, None, 0).await?;
         let summary = copy_all(&*source, &*destination).await?;
         println!(
             "migrated {} carts from {} to {}: {} events copied, {} already present",
@@ -71,23 +71,40 @@ pub async fn copy_all(
     ids.sort();
     let mut summary = Summary { carts: ids.len(), ..Summary::default() };
     for id in ids {
-        let events = source.load(&id).await.with_context(|| format!("cannot read cart {id}"))?;
+        let cart = source.load(&id).await.with_context(|| format!("cannot read cart {id}"))?;
+        if cart.is_empty() {
+            continue;
+        }
         let existing = destination
             .load(&id)
             .await
             .with_context(|| format!("cannot read cart {id} at the destination"))?;
-        if existing.len() > events.len() || existing.iter().zip(&events).any(|(a, b)| !same(a, b)) {
+        if existing.is_empty() {
+            summary.copied += cart.events.len();
+            destination.import(&id, cart).await.with_context(|| format!("cannot write cart {id}"))?;
+            continue;
+        }
+        // A copy cut short before: the destination holds a prefix of the
+        // source's events, to be carried on from.
+        let mut version = existing.version();
+        let covered = cart.snapshot.as_ref().map_or(0, |s| s.version);
+        let differs = version > cart.version()
+            || covered > version
+            || existing.events.iter().any(|e| {
+                cart.events.iter().find(|s| s.seq == e.seq).is_some_and(|s| !same(s, e))
+            });
+        if differs {
             bail!(
                 "cart {id}: the destination's log differs from the source's; not copying over it"
             );
         }
-        summary.present += existing.len();
-        let mut version = existing.len() as u64;
+        summary.present += existing.events.len();
         let mut fence = match destination.claim_of(&id).await? {
             Some(claim) if claim.owner == cart_store::TOOL_OWNER => Fence::Epoch(claim.epoch),
             _ => Fence::Claim(cart_store::TOOL_OWNER.into()),
         };
-        for chunk in events[existing.len()..].chunks(CHUNK) {
+        let missing: Vec<&Event> = cart.events.iter().filter(|e| e.seq > version).collect();
+        for chunk in missing.chunks(CHUNK) {
             let batch: Vec<NewEvent> = chunk
                 .iter()
                 .map(|e| NewEvent {

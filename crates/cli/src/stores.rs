@@ -64,17 +64,24 @@ impl StoreSpec {
     }
 
     /// Opens the store; `password` is PostgreSQL's when it is not in the
-    /// URL.
+    /// URL; a file store compacts by itself above `compact_above` bytes
+    /// (0: only when asked).
     pub async fn open(
         &self,
         fsync: FsyncPolicy,
         commit_wait: Duration,
         pg_pool_size: usize,
         password: Option<String>,
+        compact_above: u64,
     ) -> anyhow::Result<Arc<dyn EventStore>> {
         Ok(match self {
             StoreSpec::File(dir) => {
-                let options = FileStoreOptions { dir: dir.clone(), fsync, commit_wait };
+                let auto_compaction = (compact_above > 0).then(|| cart_store::AutoCompaction {
+                    min_bytes: compact_above,
+                    ..Default::default()
+                });
+                let options =
+                    FileStoreOptions { dir: dir.clone(), fsync, commit_wait, auto_compaction };
                 let store = tokio::task::spawn_blocking(move || FileStore::open(options))
                     .await?
                     .with_context(|| format!("cannot open the event store in {}", dir.display()))?;

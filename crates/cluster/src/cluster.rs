@@ -150,6 +150,16 @@ impl Cluster {
         Arc::clone(&self.carts)
     }
 
+    /// Whether this node serves `cart` in its current view (for work each
+    /// node does for its own carts only, such as expiry).
+    pub fn owner_check(&self) -> Arc<dyn Fn(&cart_grain::CartId) -> bool + Send + Sync> {
+        let membership = Arc::clone(&self.membership);
+        Arc::new(move |cart| {
+            let view = membership.view();
+            crate::placement::owner(cart.as_str(), &view, &[]) == Some(membership.me())
+        })
+    }
+
     /// This node's settings.
     pub fn options(&self) -> &ClusterOptions {
         &self.options

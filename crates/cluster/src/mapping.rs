@@ -165,9 +165,15 @@ pub fn from_reply(
         })?;
         return state_wire::from_wire(state, items);
     }
+    Err(remote_error(status_code, error_kind, &payload))
+}
+
+/// The error a peer's reply carries, by its error kind (or, from an older
+/// peer, its status code), its text cut to [`MAX_PEER_MESSAGE`].
+fn remote_error(status_code: i32, error_kind: i32, payload: &[u8]) -> GrainError {
     let kind = ErrorKind::from_code(error_kind)
         .unwrap_or_else(|| ErrorKind::from_http_status(status_code));
-    let mut message = String::from_utf8_lossy(&payload).into_owned();
+    let mut message = String::from_utf8_lossy(payload).into_owned();
     if message.len() > MAX_PEER_MESSAGE {
         let mut cut = MAX_PEER_MESSAGE;
         while !message.is_char_boundary(cut) {
@@ -175,7 +181,32 @@ pub fn from_reply(
         }
         message.truncate(cut);
     }
-    Err(GrainError::Remote { kind, message })
+    GrainError::Remote { kind, message }
+}
+
+/// The reply to an erasure: 200 erased, 404 no such cart, else the error.
+pub fn erase_reply(result: &Result<bool, GrainError>) -> wire::EraseReply {
+    let failed = |kind: ErrorKind, message: String| wire::EraseReply {
+        status_code: i32::from(kind.http_status()),
+        error_kind: kind.code(),
+        message,
+    };
+    match result {
+        Ok(true) => wire::EraseReply { status_code: 200, error_kind: 0, message: String::new() },
+        Ok(false) => failed(ErrorKind::NotFound, "no such cart".into()),
+        Err(e) => failed(e.kind(), e.to_string()),
+    }
+}
+
+/// What an erasure reply says: whether the cart was erased, or the error.
+pub fn from_erase_reply(r: wire::EraseReply) -> Result<bool, GrainError> {
+    if r.status_code == 200 {
+        return Ok(true);
+    }
+    match remote_error(r.status_code, r.error_kind, r.message.as_bytes()) {
+        e if e.kind() == ErrorKind::NotFound => Ok(false),
+        e => Err(e),
+    }
 }
 
 /// Longest error text taken from a peer's reply (it reaches clients).

@@ -23,7 +23,7 @@ use crate::mapping;
 use crate::membership::Membership;
 use crate::node::NodeAddr;
 use crate::placement;
-use crate::proto::cart::StateRequest;
+use crate::proto::cart::{EraseRequest, StateRequest};
 
 /// How one attempt ended.
 enum Attempt<T> {
@@ -89,6 +89,31 @@ impl ClusterCarts {
         request: ResolvedRequest,
     ) -> Result<CartState, GrainError> {
         misdirected_if_moving(self.runtime.apply(id, request).await)
+    }
+
+    /// Serves an erasure forwarded by another node (never forwards it again).
+    pub async fn serve_forwarded_erase(&self, id: &CartId) -> Result<bool, GrainError> {
+        match self.runtime.erase(id).await {
+            Err(e @ (GrainError::ShuttingDown | GrainError::NoLease)) => {
+                Err(e.as_kind(ErrorKind::Misdirected))
+            }
+            other => other,
+        }
+    }
+
+    async fn try_erase(&self, owner: NodeAddr, id: &CartId) -> Attempt<bool> {
+        if self.is_me(&owner) {
+            return local(self.runtime.erase(id).await);
+        }
+        let mut client = match self.peers.cart(&owner) {
+            Ok(c) => c,
+            Err(e) => return Attempt::Done(Err(GrainError::Unreachable(e.to_string()))),
+        };
+        let request = self.peers.request(EraseRequest { cart_id: id.to_string(), forwarded: true });
+        remote(
+            &owner,
+            client.erase(request).await.map(|r| mapping::from_erase_reply(r.into_inner())),
+        )
     }
 
     /// Runs `attempt` on the cart's owner, and once more on the next owner
@@ -240,6 +265,10 @@ impl Carts for ClusterCarts {
         // catalogue I/O within the forwarding deadline.
         let request = Arc::new(self.runtime.resolve(id, request).await?);
         self.routed(id, |owner| self.try_mutate(owner, id, &request)).await
+    }
+
+    async fn erase(&self, id: &CartId) -> Result<bool, GrainError> {
+        self.routed(id, |owner| self.try_erase(owner, id)).await
     }
 
     async fn watch(&self, id: &CartId) -> Result<CartWatch, GrainError> {

@@ -13,6 +13,7 @@ use crate::membership::Membership;
 use crate::node::NodeAddr;
 use crate::placement;
 use crate::proto::cart::cart_actor_server::CartActor;
+use crate::proto::cart::{EraseReply, EraseRequest};
 use crate::proto::cart::{
     MutationBatch, MutationBatchReply, MutationReply, MutationRequest, StateReply, StateRequest,
     WatchRequest,
@@ -123,6 +124,19 @@ impl CartActor for CartActorService {
             Ok(id) => self.carts.get(&id).await,
         };
         Ok(Response::new(mapping::state_reply(&result, !wire.forwarded)))
+    }
+
+    async fn erase(
+        &self,
+        request: Request<EraseRequest>,
+    ) -> Result<Response<EraseReply>, Status> {
+        let wire = request.into_inner();
+        let result = match CartId::parse(&wire.cart_id) {
+            Err(e) => Err(e),
+            Ok(id) if wire.forwarded => self.carts.serve_forwarded_erase(&id).await,
+            Ok(id) => self.carts.erase(&id).await,
+        };
+        Ok(Response::new(mapping::erase_reply(&result)))
     }
 
     type WatchStream = WatchStream;

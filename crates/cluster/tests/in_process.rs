@@ -152,7 +152,7 @@ async fn when_the_next_node_cannot_serve_either_the_client_is_told_unavailable()
     assert_eq!(kind, ErrorKind::Unavailable, "{message}");
     assert_eq!(kind.http_status(), 503);
     let store = support::store(h.dir.path());
-    assert!(store.load(cart.as_str()).await.unwrap().is_empty(), "nothing was applied");
+    assert!(store.load(cart.as_str()).await.unwrap().events.is_empty(), "nothing was applied");
 }
 
 /// A node joins and the cart's placement moves to it: its first request

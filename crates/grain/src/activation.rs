@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use cart_domain::{Cart, CartEvent, ItemInterner};
-use cart_store::{Event, EventStore, Fence, StoreError};
+use cart_store::{EventStore, Fence, Loaded, StoreError};
 
 use crate::idempotency::IdempotencyKeys;
 use crate::registry::GrainState;
@@ -100,8 +100,9 @@ impl Activation<'_> {
                     taken_over = true;
                 }
             }
-            let events = self.store.load(id.as_str()).await?;
-            let (cart, mut keys) = replay(id, &events, self.items, self.window)?;
+            let loaded = self.store.load(id.as_str()).await?;
+            let now = self.clock.now_ms() as i64;
+            let (cart, mut keys) = replay(id, &loaded, self.items, self.window, now)?;
             if taken_over {
                 // Claim it before serving anything, reads included: the
                 // store then names the one node that holds the cart active,
@@ -113,28 +114,66 @@ impl Activation<'_> {
                     .await?;
                 epoch = Some(claimed.epoch);
             }
-            keys.expire(self.clock.now_ms() as i64, self.window);
+            keys.expire(now, self.window);
             metrics::counter!("cart_grain_activations_total").increment(1);
             metrics::histogram!("cart_grain_activation_duration_seconds").record(started.elapsed());
-            tracing::debug!(cart = %id, events = events.len(), "grain activated");
-            *slot =
-                Some(GrainState { cart: Arc::new(cart), keys, epoch, generation: self.generation });
+            tracing::debug!(cart = %id, events = loaded.events.len(), "grain activated");
+            *slot = Some(GrainState {
+                cart: Arc::new(cart),
+                keys,
+                epoch,
+                generation: self.generation,
+                snapshot_version: loaded.snapshot.as_ref().map_or(0, |s| s.version),
+                last_event_ms: last_event_ms(&loaded),
+            });
         }
         slot.as_mut().ok_or(GrainError::NotFound)
     }
 }
 
-/// The cart and its idempotency keys after `events`. An event that does not
-/// decode, is refused, or is out of sequence is corruption, never skipped.
+/// When the cart last changed: its latest event, else its snapshot.
+pub(crate) fn last_event_ms(loaded: &Loaded) -> i64 {
+    loaded
+        .events
+        .last()
+        .map(|e| e.timestamp_ms)
+        .or(loaded.snapshot.as_ref().map(|s| s.timestamp_ms))
+        .unwrap_or(0)
+}
+
+/// The cart and its idempotency keys after its snapshot (if any) and the
+/// events after it. An event that does not decode, is refused, or is out
+/// of sequence is corruption, never skipped; so is a snapshot this build
+/// cannot read (its events may be compacted away).
 pub(crate) fn replay(
     id: &CartId,
-    events: &[Event],
+    loaded: &Loaded,
     items: &ItemInterner,
     window: std::time::Duration,
+    now_ms: i64,
 ) -> Result<(Cart, IdempotencyKeys), GrainError> {
-    let mut cart = Cart::new(id.shared());
-    let mut keys = IdempotencyKeys::default();
-    for event in events {
+    let (mut cart, mut keys) = match &loaded.snapshot {
+        Some(snapshot) => {
+            let (cart, keys) = Cart::from_snapshot(id.shared(), &snapshot.state, items).map_err(
+                |e| {
+                    GrainError::Store(StoreError::Corrupt(format!(
+                        "cart {id} snapshot at version {}: {e}",
+                        snapshot.version
+                    )))
+                },
+            )?;
+            if cart.version() != snapshot.version {
+                return Err(GrainError::Store(StoreError::Corrupt(format!(
+                    "cart {id}: the snapshot of version {} holds version {}",
+                    snapshot.version,
+                    cart.version()
+                ))));
+            }
+            (cart, IdempotencyKeys::from_snapshot(keys, now_ms, window))
+        }
+        None => (Cart::new(id.shared()), IdempotencyKeys::default()),
+    };
+    for event in &loaded.events {
         let corrupt = |why: String| {
             GrainError::Store(StoreError::Corrupt(format!("cart {id} event {}: {why}", event.seq)))
         };

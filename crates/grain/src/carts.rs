@@ -26,6 +26,10 @@ pub trait Carts: Send + Sync + 'static {
     /// are committed, wherever the cart lives (following it when its owner
     /// changes).
     async fn watch(&self, id: &CartId) -> Result<CartWatch, GrainError>;
+
+    /// Erases the cart and all its data (on its owner); `false` if there
+    /// was no such cart.
+    async fn erase(&self, id: &CartId) -> Result<bool, GrainError>;
 }
 
 /// A single node: every cart is local.
@@ -41,5 +45,9 @@ impl Carts for Arc<GrainRuntime> {
 
     async fn watch(&self, id: &CartId) -> Result<CartWatch, GrainError> {
         GrainRuntime::watch(self, id).await
+    }
+
+    async fn erase(&self, id: &CartId) -> Result<bool, GrainError> {
+        GrainRuntime::erase(self, id).await
     }
 }

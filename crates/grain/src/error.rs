@@ -129,6 +129,7 @@ impl GrainError {
             GrainError::Store(e) => match e {
                 StoreError::Conflict { .. } | StoreError::Fenced { .. } => ErrorKind::Fenced,
                 StoreError::Invalid(_) => ErrorKind::Invalid,
+                StoreError::NotFound => ErrorKind::NotFound,
                 StoreError::Corrupt(_) => ErrorKind::Internal,
                 StoreError::Io(_) | StoreError::Unavailable(_) => ErrorKind::Unavailable,
             },

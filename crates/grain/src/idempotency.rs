@@ -77,6 +77,38 @@ impl IdempotencyKeys {
         })
     }
 
+    /// The keys in the order they were used, for a snapshot.
+    pub fn to_snapshot(&self) -> Vec<cart_domain::cart::snapshot::SnapshotKey> {
+        self.order
+            .iter()
+            .filter_map(|(at, key)| {
+                let e = self.by_key.get(key).filter(|e| e.at_ms == *at)?;
+                Some(cart_domain::cart::snapshot::SnapshotKey {
+                    key: key.to_string(),
+                    fingerprint: e.fingerprint,
+                    version: e.version,
+                    at_ms: e.at_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Keys read back from a snapshot (those still inside the window at
+    /// `now_ms`).
+    pub fn from_snapshot(
+        keys: Vec<cart_domain::cart::snapshot::SnapshotKey>,
+        now_ms: i64,
+        window: Duration,
+    ) -> Self {
+        let mut out = IdempotencyKeys::default();
+        for k in keys {
+            let tag = IdempotencyTag { key: k.key, fingerprint: k.fingerprint };
+            out.record(&tag, k.version, k.at_ms, window);
+        }
+        out.expire(now_ms, window);
+        out
+    }
+
     /// Whether the cart holds as many keys as it may (after `expire`).
     pub fn is_full(&self) -> bool {
         self.by_key.len() >= MAX_KEYS_PER_CART
@@ -116,6 +148,20 @@ mod tests {
         assert_eq!(keys.check(&tag("first", 1)), None, "forgotten after the window");
         keys.expire(25 * HOUR, DEFAULT_WINDOW);
         assert!(keys.by_key.is_empty() && keys.order.is_empty());
+    }
+
+    #[test]
+    fn keys_survive_a_snapshot_in_order() {
+        let mut keys = IdempotencyKeys::default();
+        keys.record(&tag("a", 1), 1, 0, DEFAULT_WINDOW);
+        keys.record(&tag("b", 2), 2, HOUR, DEFAULT_WINDOW);
+        keys.record(&tag("a", 1), 3, 2 * HOUR, DEFAULT_WINDOW);
+        let back = IdempotencyKeys::from_snapshot(keys.to_snapshot(), 2 * HOUR, DEFAULT_WINDOW);
+        assert_eq!(back.check(&tag("a", 1)), Some(Seen::Replay(3)));
+        assert_eq!(back.check(&tag("b", 2)), Some(Seen::Replay(2)));
+        let later = IdempotencyKeys::from_snapshot(keys.to_snapshot(), 24 * HOUR + HOUR + 1, DEFAULT_WINDOW);
+        assert_eq!(later.check(&tag("b", 2)), None, "expired keys are not brought back");
+        assert_eq!(later.check(&tag("a", 1)), Some(Seen::Replay(3)));
     }
 
     #[test]

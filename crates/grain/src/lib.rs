@@ -51,5 +51,5 @@ pub use feeds::{
 pub use lease::Lease;
 pub use mint::CartIdMint;
 pub use request::{MutateRequest, ResolvedRequest};
-pub use runtime::{GrainRuntime, RuntimeOptions};
+pub use runtime::{Expiry, GrainRuntime, RuntimeOptions};
 pub use task::OwnedTask;

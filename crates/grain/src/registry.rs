@@ -28,6 +28,10 @@ pub(crate) struct GrainState {
     /// The lease generation it was activated under: a grain from an older
     /// one may be stale and is reloaded before it answers.
     pub generation: u64,
+    /// The version of the cart's latest stored snapshot (0: none).
+    pub snapshot_version: u64,
+    /// When the cart last changed (its latest event), ms since the epoch.
+    pub last_event_ms: i64,
 }
 
 /// The grains of a node, by cart id.
@@ -85,13 +89,20 @@ impl Registry {
         }
     }
 
-    /// Removes grains no request holds and `keep` rejects; returns how many.
-    pub fn retain_unused(&self, keep: impl Fn(&CartId, &Grain) -> bool) -> usize {
+    /// Removes grains no request holds and `keep` rejects; returns them.
+    pub fn retain_unused(&self, keep: impl Fn(&CartId, &Grain) -> bool) -> Vec<(CartId, Arc<Grain>)> {
         let mut grains = self.lock();
-        let before = grains.len();
-        grains.retain(|id, g| Arc::strong_count(g) > 1 || keep(id, g));
+        let removed: Vec<CartId> = grains
+            .iter()
+            .filter(|(id, g)| Arc::strong_count(g) == 1 && !keep(id, g))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let removed = removed
+            .into_iter()
+            .filter_map(|id| grains.remove(&id).map(|g| (id, g)))
+            .collect();
         metrics::gauge!("cart_grains_resident").set(grains.len() as f64);
-        before - grains.len()
+        removed
     }
 
     /// Ids of the resident grains.

@@ -10,7 +10,7 @@ use cart_catalog::Resolver;
 use cart_domain::cart::{validate_add_request, validate_set_cart_items};
 use cart_domain::proto::SetCartItems;
 use cart_domain::{Cart, CartCommand, CartEvent, CartState, ItemInterner, MutationType};
-use cart_store::{Event, EventStore, Fence, IdempotencyTag, NewEvent, StoreError};
+use cart_store::{EventStore, Fence, IdempotencyTag, NewEvent, Snapshot, StoreError};
 
 use crate::activation::{Activation, Handover, Released, replay};
 use crate::feeds::{CartWatch, Feeds, StateReceiver, Watchers};
@@ -42,6 +42,39 @@ pub struct RuntimeOptions {
     /// ([`GrainRuntime::grant_lease`]); `false`: a node alone on its store,
     /// always leased.
     pub leased: bool,
+    /// A cart's state is snapshotted once this many events follow its last
+    /// snapshot (and when its grain passivates); 0: never.
+    pub snapshot_every: u64,
+}
+
+/// Most carts one expiry round looks at.
+pub const EXPIRY_BATCH: usize = 10_000;
+
+/// How long carts are kept unused before they are erased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// An idle cart is erased this long after its last change.
+    pub expire_after: Duration,
+    /// A cart whose order completed is erased this long after its last
+    /// change.
+    pub keep_completed: Duration,
+}
+
+impl Expiry {
+    /// Defaults: 30 days idle, 90 days completed.
+    pub const DEFAULT: Expiry = Expiry {
+        expire_after: Duration::from_secs(30 * 24 * 3600),
+        keep_completed: Duration::from_secs(90 * 24 * 3600),
+    };
+
+    /// How long `cart` is kept after its last change.
+    pub fn keep(&self, cart: &Cart) -> Duration {
+        if cart.checkout().is_some_and(|c| c.completed) {
+            self.keep_completed
+        } else {
+            self.expire_after
+        }
+    }
 }
 
 impl Default for RuntimeOptions {
@@ -55,6 +88,7 @@ impl Default for RuntimeOptions {
             node: "local".into(),
             idempotency_window: crate::idempotency::DEFAULT_WINDOW,
             leased: false,
+            snapshot_every: 50,
         }
     }
 }
@@ -137,7 +171,7 @@ impl GrainRuntime {
     /// may be stale.
     pub fn grant_lease(&self, now: u64, until: u64) {
         if self.lease.renew(now, until) {
-            let dropped = self.registry.retain_unused(|_, _| false);
+            let dropped = self.registry.retain_unused(|_, _| false).len();
             metrics::counter!("cart_grain_passivations_total", "reason" => "lease_lapsed")
                 .increment(dropped as u64);
             metrics::counter!("cart_lease_grants_after_lapse_total").increment(1);
@@ -408,7 +442,92 @@ impl GrainRuntime {
         if let Some(tag) = idempotency {
             state.keys.record(tag, state.cart.version(), now, self.options.idempotency_window);
         }
+        state.last_event_ms = now;
+        let every = self.options.snapshot_every;
+        if every > 0 && state.cart.version() - state.snapshot_version >= every {
+            self.save_snapshot(id, state).await;
+        }
         Ok(Arc::clone(&state.cart))
+    }
+
+    /// Stores a snapshot of the grain's state. A failure costs only a
+    /// longer replay later, so it is logged, not returned.
+    async fn save_snapshot(&self, id: &CartId, state: &mut GrainState) {
+        let version = state.cart.version();
+        if version <= state.snapshot_version {
+            return;
+        }
+        let snapshot = Snapshot {
+            version,
+            timestamp_ms: state.last_event_ms,
+            state: state.cart.snapshot(state.keys.to_snapshot()),
+        };
+        let bytes = snapshot.state.len();
+        match self.store.save_snapshot(id.as_str(), snapshot).await {
+            Ok(()) => {
+                state.snapshot_version = version;
+                metrics::counter!("cart_snapshots_total").increment(1);
+                metrics::histogram!("cart_snapshot_bytes").record(bytes as f64);
+            }
+            Err(StoreError::NotFound) => {}
+            Err(e) => tracing::warn!(cart = %id, error = %e, "could not store a snapshot"),
+        }
+    }
+
+    /// Erases the cart: its events, snapshots and claim, here and in the
+    /// store, and ends its watches. Only the cart's owner calls it (the
+    /// grain's turn lock orders it after every turn in flight). `false` if
+    /// there was no such cart.
+    pub async fn erase(&self, id: &CartId) -> Result<bool, GrainError> {
+        let generation = self.leased()?;
+        let grain = self.registry.grain(id, self.clock.now_ms())?;
+        let mut slot = grain.state.lock().await;
+        // Activation runs the handover: no other node serves the cart from
+        // memory while it is erased.
+        let existed = match self.activation(generation).activate(id, &mut slot).await {
+            Ok(_) => true,
+            Err(GrainError::NotFound) => false,
+            Err(e) => return Err(e),
+        };
+        let erased = self.store.erase(id.as_str()).await?;
+        *slot = None;
+        drop(slot);
+        drop(grain);
+        self.registry.forget_if_unused(id);
+        self.feeds.close_where(|watched| watched == id);
+        if erased {
+            metrics::counter!("cart_erased_total", "reason" => "request").increment(1);
+            tracing::info!(cart = %id, "cart erased");
+        }
+        Ok(erased && existed)
+    }
+
+    /// Erases the cart if it has been unused longer than `expiry` keeps it
+    /// (checked under its turn lock, so a cart used meanwhile is kept).
+    pub async fn expire_if_idle(&self, id: &CartId, expiry: Expiry) -> Result<bool, GrainError> {
+        let generation = self.leased()?;
+        let grain = self.registry.grain(id, self.clock.now_ms())?;
+        let mut slot = grain.state.lock().await;
+        let state = match self.activation(generation).activate(id, &mut slot).await {
+            Ok(state) => state,
+            Err(GrainError::NotFound) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let keep = i64::try_from(expiry.keep(&state.cart).as_millis()).unwrap_or(i64::MAX);
+        let now = self.clock.now_ms() as i64;
+        if state.cart.version() == 0 || now.saturating_sub(state.last_event_ms) < keep {
+            return Ok(false);
+        }
+        let erased = self.store.erase(id.as_str()).await?;
+        *slot = None;
+        drop(slot);
+        drop(grain);
+        self.registry.forget_if_unused(id);
+        self.feeds.close_where(|watched| watched == id);
+        if erased {
+            metrics::counter!("cart_erased_total", "reason" => "expired").increment(1);
+        }
+        Ok(erased)
     }
 
     /// Counts a turn's mutations as refused (4xx) or failed (5xx), logging
@@ -441,11 +560,16 @@ impl GrainRuntime {
         }
     }
 
-    /// The cart as it was at `version`, rebuilt from the log.
+    /// The cart as it was at `version`, rebuilt from the log. A version
+    /// older than the cart's snapshot can no longer be rebuilt (its events
+    /// may be compacted away): the retry is answered with the cart as of
+    /// the snapshot, the earliest state still stored. It took effect once
+    /// either way.
     async fn state_at(&self, id: &CartId, version: u64) -> Result<CartState, GrainError> {
-        let events = self.store.load(id.as_str()).await?;
-        let upto: Vec<Event> = events.into_iter().take_while(|e| e.seq <= version).collect();
-        let (cart, _) = replay(id, &upto, &self.items, self.options.idempotency_window)?;
+        let mut loaded = self.store.load(id.as_str()).await?;
+        loaded.events.retain(|e| e.seq <= version);
+        let now = self.clock.now_ms() as i64;
+        let (cart, _) = replay(id, &loaded, &self.items, self.options.idempotency_window, now)?;
         Ok(Arc::new(cart))
     }
 
@@ -494,13 +618,25 @@ impl GrainRuntime {
     }
 
     /// Passivates grains idle for the TTL (by this runtime's clock) that no
-    /// request is using. Returns how many were passivated.
-    pub fn passivate_idle(&self) -> usize {
+    /// request is using, snapshotting those with events since their last
+    /// snapshot. Returns how many were passivated.
+    pub async fn passivate_idle(&self) -> usize {
         let now = self.clock.now_ms();
         let ttl = self.options.idle_ttl.as_millis() as u64;
-        let passivated = self
+        let removed = self
             .registry
             .retain_unused(|_, g| now.saturating_sub(g.last_used_ms.load(Ordering::Relaxed)) < ttl);
+        let passivated = removed.len();
+        if self.options.snapshot_every > 0 {
+            for (id, grain) in removed {
+                let mut slot = grain.state.lock().await;
+                if let Some(state) = slot.as_mut()
+                    && self.lease.still_held(state.generation, self.clock.monotonic_ms())
+                {
+                    self.save_snapshot(&id, state).await;
+                }
+            }
+        }
         self.feeds.sweep();
         if passivated > 0 {
             metrics::counter!("cart_grain_passivations_total", "reason" => "idle")
@@ -524,12 +660,65 @@ impl GrainRuntime {
                 tick.tick().await;
                 match weak.upgrade() {
                     Some(runtime) => {
-                        runtime.passivate_idle();
+                        runtime.passivate_idle().await;
                     }
                     None => return,
                 }
             }
         })
+    }
+
+    /// Erases, every `every`, the carts idle longer than `expiry` keeps
+    /// them, among those `owns` says this node serves (at most
+    /// [`EXPIRY_BATCH`] a round, oldest first), while the returned handle
+    /// lives (and the runtime does).
+    pub fn spawn_expiry(
+        self: &Arc<Self>,
+        expiry: Expiry,
+        every: Duration,
+        owns: Arc<dyn Fn(&CartId) -> bool + Send + Sync>,
+    ) -> OwnedTask {
+        let weak = Arc::downgrade(self);
+        OwnedTask::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(runtime) = weak.upgrade() else { return };
+                runtime.expire_round(expiry, owns.as_ref()).await;
+            }
+        })
+    }
+
+    /// One round of [`GrainRuntime::spawn_expiry`]; returns how many carts
+    /// it erased.
+    pub async fn expire_round(&self, expiry: Expiry, owns: &(dyn Fn(&CartId) -> bool + Send + Sync)) -> usize {
+        let shortest = expiry.expire_after.min(expiry.keep_completed);
+        let before = (self.clock.now_ms() as i64)
+            .saturating_sub(i64::try_from(shortest.as_millis()).unwrap_or(i64::MAX));
+        let ids = match self.store.idle_carts(before, EXPIRY_BATCH).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list idle carts to expire");
+                return 0;
+            }
+        };
+        let mut erased = 0;
+        for id in ids.iter().filter_map(|id| CartId::parse(id).ok()) {
+            if !owns(&id) {
+                continue;
+            }
+            match self.expire_if_idle(&id, expiry).await {
+                Ok(true) => erased += 1,
+                Ok(false) => {}
+                Err(e) => tracing::debug!(cart = %id, error = %e, "could not expire a cart"),
+            }
+        }
+        if erased > 0 {
+            tracing::info!(erased, listed = ids.len(), "expired idle carts");
+        }
+        erased
     }
 
     /// Flushes and passivates `id`'s grain (after its current turn) so that
@@ -552,7 +741,7 @@ impl GrainRuntime {
     /// longer owns). Returns how many grains were passivated.
     pub fn passivate_unless(&self, keep: impl Fn(&CartId) -> bool) -> usize {
         self.feeds.close_where(|id| !keep(id));
-        let passivated = self.registry.retain_unused(|id, _| keep(id));
+        let passivated = self.registry.retain_unused(|id, _| keep(id)).len();
         metrics::counter!("cart_grain_passivations_total", "reason" => "moved")
             .increment(passivated as u64);
         passivated

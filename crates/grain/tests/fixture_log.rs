@@ -20,7 +20,7 @@ async fn the_v1_fixture_log_replays_to_the_same_carts() {
     let resolver = Resolver::new(Arc::new(FileCatalog::sample().unwrap()), Markets::default());
     let mut kinds = std::collections::BTreeSet::new();
     for id in store.cart_ids().await.unwrap() {
-        kinds.extend(store.load(&id).await.unwrap().iter().map(|e| e.kind));
+        kinds.extend(store.load(&id).await.unwrap().events.iter().map(|e| e.kind));
     }
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),

@@ -114,9 +114,9 @@ async fn idle_grains_passivate_by_the_clock_and_reactivate_intact() {
     let rt = runtime(store(dir.path()), Arc::clone(&clock), options);
     let before = rt.mutate(&id("c1"), add(SKU, 3)).await.unwrap();
     clock.advance(59_000);
-    assert_eq!(rt.passivate_idle(), 0, "not idle long enough");
+    assert_eq!(rt.passivate_idle().await, 0, "not idle long enough");
     clock.advance(1_000);
-    assert_eq!(rt.passivate_idle(), 1);
+    assert_eq!(rt.passivate_idle().await, 1);
     assert_eq!(rt.resident(), 0);
     assert_eq!(rt.get(&id("c1")).await.unwrap(), before);
     assert_eq!(rt.resident(), 1);
@@ -267,8 +267,12 @@ async fn an_idempotency_key_protects_for_its_window_across_many_keys_and_a_resta
         ..add(SKU, 1)
     };
     let cart = id("keyed");
+    // Without snapshots, so that every state a retry may answer is stored
+    // (see carts_are_snapshotted_every_n_events... for retries a snapshot
+    // covers).
+    let options = || RuntimeOptions { snapshot_every: 0, ..Default::default() };
     {
-        let rt = runtime(store(dir.path()), Arc::clone(&clock), RuntimeOptions::default());
+        let rt = runtime(store(dir.path()), Arc::clone(&clock), options());
         assert_eq!(rt.mutate(&cart, keyed("first")).await.unwrap().version(), 1);
         // Far more keys than the old count-based memory held.
         for i in 0..200 {
@@ -280,12 +284,12 @@ async fn an_idempotency_key_protects_for_its_window_across_many_keys_and_a_resta
         rt.flush().await.unwrap();
     }
     // Another process (a restart, or the next owner) reads the keys back.
-    let rt = runtime(store(dir.path()), Arc::clone(&clock), RuntimeOptions::default());
+    let rt = runtime(store(dir.path()), Arc::clone(&clock), options());
     assert_eq!(rt.mutate(&cart, keyed("first")).await.unwrap().version(), 1);
     assert_eq!(rt.get(&cart).await.unwrap().version(), 201, "nothing applied twice");
     // After the window the key is free again.
     clock.advance(2 * 3_600_000);
-    let rt = runtime(store(dir.path()), Arc::clone(&clock), RuntimeOptions::default());
+    let rt = runtime(store(dir.path()), Arc::clone(&clock), options());
     assert_eq!(rt.mutate(&cart, keyed("first")).await.unwrap().version(), 202);
 }
 
@@ -318,4 +322,70 @@ async fn a_leased_node_serves_only_under_its_lease_and_reloads_after_a_lapse() {
     let state = node.get(&cart).await.unwrap();
     assert_eq!(state.version(), 2, "after a lapse the first answer comes from the store");
     assert_eq!(node.resident(), 1);
+}
+
+#[tokio::test]
+async fn carts_are_snapshotted_every_n_events_and_at_passivation_and_activate_from_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let store = store(dir.path());
+    let options =
+        RuntimeOptions { snapshot_every: 4, idle_ttl: Duration::from_secs(60), ..Default::default() };
+    let rt = runtime(Arc::clone(&store), Arc::clone(&clock), options.clone());
+    let keyed = |n: u64| MutateRequest {
+        idempotency: Some(IdempotencyTag { key: format!("k{n}"), fingerprint: n }),
+        ..add(SKU, 1)
+    };
+    for n in 1..=6 {
+        rt.mutate(&id("snap"), keyed(n)).await.unwrap();
+    }
+    let loaded = store.load("snap").await.unwrap();
+    assert_eq!(loaded.snapshot.as_ref().map(|s| s.version), Some(4), "every 4 events");
+    assert_eq!(loaded.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6]);
+    clock.advance(60_000);
+    assert_eq!(rt.passivate_idle().await, 1);
+    let loaded = store.load("snap").await.unwrap();
+    assert_eq!(loaded.snapshot.as_ref().map(|s| s.version), Some(6), "at passivation");
+    assert!(loaded.events.is_empty());
+    // A new runtime (a restart) activates from the snapshot: same cart, and
+    // its idempotency keys still answer retries without applying them.
+    let before = rt.get(&id("snap")).await.unwrap();
+    let again = runtime(Arc::clone(&store), Arc::clone(&clock), options);
+    assert_eq!(again.get(&id("snap")).await.unwrap(), before);
+    let retried = again.mutate(&id("snap"), keyed(6)).await.unwrap();
+    assert_eq!(retried.version(), 6, "a retry is answered, not applied");
+    let older = again.mutate(&id("snap"), keyed(2)).await.unwrap();
+    assert_eq!(older.version(), 6, "a retry of a request the snapshot covers is not applied");
+    assert_eq!(again.mutate(&id("snap"), keyed(7)).await.unwrap().version(), 7);
+    assert_eq!(json(&again.get(&id("snap")).await.unwrap())["items"][0]["qty"], 7);
+}
+
+#[tokio::test]
+async fn erased_carts_are_gone_and_idle_ones_expire_by_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let store = store(dir.path());
+    let rt = runtime(Arc::clone(&store), Arc::clone(&clock), RuntimeOptions::default());
+    rt.mutate(&id("gone"), add(SKU, 1)).await.unwrap();
+    assert!(rt.erase(&id("gone")).await.unwrap());
+    assert!(matches!(rt.get(&id("gone")).await, Err(GrainError::NotFound)));
+    assert!(store.load("gone").await.unwrap().is_empty());
+    assert!(!rt.erase(&id("gone")).await.unwrap(), "nothing left to erase");
+
+    let expiry = cart_grain::Expiry {
+        expire_after: Duration::from_secs(3600),
+        keep_completed: Duration::from_secs(7200),
+    };
+    let everywhere = |_: &CartId| true;
+    rt.mutate(&id("old"), add(SKU, 1)).await.unwrap();
+    clock.advance(1_800_000);
+    rt.mutate(&id("young"), add(SKU, 1)).await.unwrap();
+    assert_eq!(rt.expire_round(expiry, &everywhere).await, 0, "nothing idle for an hour yet");
+    clock.advance(1_800_001);
+    let nowhere = |_: &CartId| false;
+    assert_eq!(rt.expire_round(expiry, &nowhere).await, 0, "only carts this node owns");
+    assert_eq!(rt.expire_round(expiry, &everywhere).await, 1);
+    assert!(matches!(rt.get(&id("old")).await, Err(GrainError::NotFound)), "expired: 404");
+    assert!(store.load("old").await.unwrap().is_empty(), "and its data removed");
+    assert_eq!(rt.get(&id("young")).await.unwrap().version(), 1);
 }

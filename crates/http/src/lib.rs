@@ -60,6 +60,8 @@ pub struct AppState {
     pub checkout: Option<Arc<cart_checkout::Checkout>>,
     /// Mints storefront cart ids and recognises them in cookies.
     pub ids: Arc<cart_grain::CartIdMint>,
+    /// This node's store, for `POST /api/admin/compact`.
+    pub store: Arc<dyn cart_store::EventStore>,
 }
 
 /// The public listener: storefront, checkout, probes.

@@ -14,9 +14,25 @@ pub fn probes() -> Router<AppState> {
     Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(ready))
 }
 
-/// `/metrics` and `/api/cluster`: internals, for operators.
+/// `/metrics`, `/api/cluster` and `/api/admin/compact`: internals, for
+/// operators.
 pub fn internals() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics)).route("/api/cluster", get(cluster))
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/cluster", get(cluster))
+        .route("/api/admin/compact", axum::routing::post(compact))
+}
+
+/// `POST /api/admin/compact`: compacts this node's store now; answers when
+/// done with what it did.
+async fn compact(State(s): State<AppState>) -> Result<Response, crate::error::ApiError> {
+    let done = s.store.compact().await.map_err(cart_grain::GrainError::from)?;
+    Ok(axum::Json(serde_json::json!({
+        "bytesBefore": done.bytes_before,
+        "bytesAfter": done.bytes_after,
+        "carts": done.carts,
+    }))
+    .into_response())
 }
 
 async fn ready(State(s): State<AppState>) -> impl IntoResponse {

@@ -7,7 +7,7 @@ use axum::extract::FromRequestParts;
 use axum::extract::{Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, put};
 use cart_domain::CartCommand;
 use cart_grain::{CartId, MutateRequest};
@@ -25,7 +25,7 @@ pub use cart_grain::request::MAX_IDEMPOTENCY_KEY_LEN;
 /// The `/api/carts` routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/carts/{id}", get(get_cart))
+        .route("/api/carts/{id}", get(get_cart).delete(erase_cart))
         .route("/api/carts/{id}/events", get(crate::events::by_id))
         .route("/api/carts/{id}/items", put(set_items).post(add_item))
         .route("/api/carts/{id}/items/{line}", patch(change_quantity).delete(remove_item))
@@ -40,6 +40,19 @@ fn cart_id(raw: &str) -> Result<CartId, ApiError> {
 
 async fn get_cart(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     Ok(response::cart(s.carts.get(&cart_id(&id)?).await?))
+}
+
+/// `DELETE /api/carts/{id}`: erases the cart and all its data (204); 404
+/// if there is none.
+async fn erase_cart(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if s.carts.erase(&cart_id(&id)?).await? {
+        Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(cart_grain::GrainError::NotFound.into())
+    }
 }
 
 /// The write preconditions of a request: `If-Match`, and the

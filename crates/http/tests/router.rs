@@ -54,10 +54,12 @@ impl Api {
 
     fn with_token(token: Option<BearerToken>) -> Api {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(FileStoreOptions::new(dir.path(), FsyncPolicy::Never)).unwrap();
+        let store: Arc<dyn cart_store::EventStore> = Arc::new(
+            FileStore::open(FileStoreOptions::new(dir.path(), FsyncPolicy::Never)).unwrap(),
+        );
         let resolver = Resolver::new(Arc::new(FileCatalog::sample().unwrap()), Markets::default());
         let grains = GrainRuntime::new(
-            Arc::new(store),
+            Arc::clone(&store),
             resolver,
             Arc::new(ManualClock::new(1_000_000)),
             RuntimeOptions::default(),
@@ -74,6 +76,7 @@ impl Api {
             metrics: Arc::new(|| "# metrics\n".to_owned()),
             checkout: None,
             ids: Arc::new(cart_grain::CartIdMint::new(b"router test secret")),
+            store,
         };
         let public = cart_http::public(state.clone());
         let internal = cart_http::internal(state, token);

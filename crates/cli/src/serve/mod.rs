@@ -31,6 +31,11 @@ async fn serve(
     let started = std::time::Instant::now();
     let node = wiring::build(&args, metrics).await?;
     let passivation = node.grains.spawn_passivation();
+    let expiry = node.grains.spawn_expiry(
+        cart_grain::Expiry { expire_after: args.expire_after, keep_completed: args.keep_completed },
+        args.expiry_sweep_every,
+        node.cluster.owner_check(),
+    );
     let (stop_grpc, grpc_stopped) = watch::channel(false);
     let mut grpc_servers = JoinSet::new();
     for listener in node.grpc {
@@ -50,6 +55,7 @@ async fn serve(
         grpc_servers,
         cluster_loops: node.cluster.spawn_loops(),
         passivation,
+        expiry,
     };
 
     // Connections wait in the listeners' backlog until the node may serve

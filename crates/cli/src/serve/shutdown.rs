@@ -24,6 +24,8 @@ pub(super) struct Running {
     pub cluster_loops: Vec<OwnedTask>,
     /// The idle-grain sweep.
     pub passivation: OwnedTask,
+    /// The expired-cart sweep.
+    pub expiry: OwnedTask,
 }
 
 /// Waits for the signal, then turns the node away from new work: not ready
@@ -114,6 +116,7 @@ pub(super) async fn finish(
     for task in running.cluster_loops {
         task.stop().await;
     }
+    running.expiry.stop().await;
     running.passivation.stop().await;
     grains.flush().await.context("final flush of the event log failed")?;
     tracing::info!("stopped; every acknowledged mutation is on disk");

@@ -57,7 +57,9 @@ pub(super) async fn build(
         .with_deliveries(args.delivery_options.clone());
     let store_spec = StoreSpec::parse(&args.store, &args.data_dir)?;
     let password = args.store_password_file.as_deref().map(secret_file).transpose()?;
-    let store = store_spec.open(args.fsync, args.commit_wait, args.pg_pool_size, password).await?;
+    let store = store_spec
+        .open(args.fsync, args.commit_wait, args.pg_pool_size, password, args.compact_above_bytes)
+        .await?;
 
     let (http, http_addr) = bind(args.http_addr, "HTTP").await?;
     let (internal, internal_addr) = bind(args.internal_addr, "internal HTTP").await?;
@@ -82,6 +84,7 @@ pub(super) async fn build(
             node: format!("{me}#{}", cluster_options.incarnation),
             idempotency_window: args.idempotency_window,
             leased: true,
+            snapshot_every: args.snapshot_every,
         },
     );
     cluster_options.tls = cluster_tls(args)?;
@@ -229,7 +232,8 @@ async fn app_state(
         .await
         .context("cannot read or make the cart-id key in the store")?;
     let ids = Arc::new(cart_grain::CartIdMint::new(&secret));
-    Ok(AppState { carts, cluster: Some(status), ready, metrics: render, checkout, ids })
+    let store = Arc::clone(store);
+    Ok(AppState { carts, cluster: Some(status), ready, metrics: render, checkout, ids, store })
 }
 
 /// The event store's identity: the first bytes of a random value the store
