@@ -81,7 +81,10 @@ pub async fn copy_all(
             .with_context(|| format!("cannot read cart {id} at the destination"))?;
         if existing.is_empty() {
             summary.copied += cart.events.len();
-            destination.import(&id, cart).await.with_context(|| format!("cannot write cart {id}"))?;
+            destination
+                .import(&id, cart)
+                .await
+                .with_context(|| format!("cannot write cart {id}"))?;
             continue;
         }
         // A copy cut short before: the destination holds a prefix of the
@@ -90,9 +93,10 @@ pub async fn copy_all(
         let covered = cart.snapshot.as_ref().map_or(0, |s| s.version);
         let differs = version > cart.version()
             || covered > version
-            || existing.events.iter().any(|e| {
-                cart.events.iter().find(|s| s.seq == e.seq).is_some_and(|s| !same(s, e))
-            });
+            || existing
+                .events
+                .iter()
+                .any(|e| cart.events.iter().find(|s| s.seq == e.seq).is_some_and(|s| !same(s, e)));
         if differs {
             bail!(
                 "cart {id}: the destination's log differs from the source's; not copying over it"

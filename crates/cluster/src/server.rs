@@ -126,10 +126,7 @@ impl CartActor for CartActorService {
         Ok(Response::new(mapping::state_reply(&result, !wire.forwarded)))
     }
 
-    async fn erase(
-        &self,
-        request: Request<EraseRequest>,
-    ) -> Result<Response<EraseReply>, Status> {
+    async fn erase(&self, request: Request<EraseRequest>) -> Result<Response<EraseReply>, Status> {
         let wire = request.into_inner();
         let result = match CartId::parse(&wire.cart_id) {
             Err(e) => Err(e),

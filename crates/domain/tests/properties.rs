@@ -151,12 +151,26 @@ fn a_snapshot_keeps_its_keys_and_refuses_what_it_cannot_read() {
     use prost::Message;
     let items = ItemInterner::new();
     let mut cart = Cart::new("c".into());
-    cart.apply(&CartEvent::AddItem(AddItem { sku: "1".into(), price: 100, quantity: 1, currency: "SEK".into(), country: "se".into(), ..Default::default() }), &items).unwrap();
+    cart.apply(
+        &CartEvent::AddItem(AddItem {
+            sku: "1".into(),
+            price: 100,
+            quantity: 1,
+            currency: "SEK".into(),
+            country: "se".into(),
+            ..Default::default()
+        }),
+        &items,
+    )
+    .unwrap();
     let key = SnapshotKey { key: "k".into(), fingerprint: 7, version: 1, at_ms: 5 };
     let bytes = cart.snapshot(vec![key.clone()]);
     let (_, keys) = Cart::from_snapshot("c".into(), &bytes, &items).unwrap();
     assert_eq!(keys, vec![key]);
-    assert!(matches!(Cart::from_snapshot("c".into(), &[0xff, 0xff], &items), Err(SnapshotError::Malformed(_))));
+    assert!(matches!(
+        Cart::from_snapshot("c".into(), &[0xff, 0xff], &items),
+        Err(SnapshotError::Malformed(_))
+    ));
     let mut future = wire::CartSnapshot::decode(&bytes[..]).unwrap();
     future.format = 2;
     assert!(matches!(
@@ -176,12 +190,26 @@ fn a_snapshot_keeps_its_keys_and_refuses_what_it_cannot_read() {
 fn golden_snapshot() {
     let items = ItemInterner::new();
     let mut cart = Cart::new("c".into());
-    cart.apply(&CartEvent::AddItem(AddItem { sku: "1".into(), price: 100, quantity: 2, tax: 2500, currency: "SEK".into(), country: "se".into(), ..Default::default() }), &items).unwrap();
+    cart.apply(
+        &CartEvent::AddItem(AddItem {
+            sku: "1".into(),
+            price: 100,
+            quantity: 2,
+            tax: 2500,
+            currency: "SEK".into(),
+            country: "se".into(),
+            ..Default::default()
+        }),
+        &items,
+    )
+    .unwrap();
     const GOLDEN: &str = "080110011a0e08011002186430c4133a032a0131280230013a027365420353454b";
     let hex: String = cart.snapshot(vec![]).iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex, GOLDEN);
-    let bytes: Vec<u8> =
-        (0..GOLDEN.len()).step_by(2).map(|i| u8::from_str_radix(&GOLDEN[i..i + 2], 16).unwrap()).collect();
+    let bytes: Vec<u8> = (0..GOLDEN.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&GOLDEN[i..i + 2], 16).unwrap())
+        .collect();
     let (read, _) = Cart::from_snapshot("c".into(), &bytes, &ItemInterner::new()).unwrap();
     assert_eq!(read, cart, "stored snapshots read back as the cart they were");
 }

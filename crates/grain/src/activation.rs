@@ -154,14 +154,13 @@ pub(crate) fn replay(
 ) -> Result<(Cart, IdempotencyKeys), GrainError> {
     let (mut cart, mut keys) = match &loaded.snapshot {
         Some(snapshot) => {
-            let (cart, keys) = Cart::from_snapshot(id.shared(), &snapshot.state, items).map_err(
-                |e| {
+            let (cart, keys) =
+                Cart::from_snapshot(id.shared(), &snapshot.state, items).map_err(|e| {
                     GrainError::Store(StoreError::Corrupt(format!(
                         "cart {id} snapshot at version {}: {e}",
                         snapshot.version
                     )))
-                },
-            )?;
+                })?;
             if cart.version() != snapshot.version {
                 return Err(GrainError::Store(StoreError::Corrupt(format!(
                     "cart {id}: the snapshot of version {} holds version {}",

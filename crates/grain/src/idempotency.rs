@@ -159,7 +159,11 @@ mod tests {
         let back = IdempotencyKeys::from_snapshot(keys.to_snapshot(), 2 * HOUR, DEFAULT_WINDOW);
         assert_eq!(back.check(&tag("a", 1)), Some(Seen::Replay(3)));
         assert_eq!(back.check(&tag("b", 2)), Some(Seen::Replay(2)));
-        let later = IdempotencyKeys::from_snapshot(keys.to_snapshot(), 24 * HOUR + HOUR + 1, DEFAULT_WINDOW);
+        let later = IdempotencyKeys::from_snapshot(
+            keys.to_snapshot(),
+            24 * HOUR + HOUR + 1,
+            DEFAULT_WINDOW,
+        );
         assert_eq!(later.check(&tag("b", 2)), None, "expired keys are not brought back");
         assert_eq!(later.check(&tag("a", 1)), Some(Seen::Replay(3)));
     }

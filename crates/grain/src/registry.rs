@@ -90,17 +90,18 @@ impl Registry {
     }
 
     /// Removes grains no request holds and `keep` rejects; returns them.
-    pub fn retain_unused(&self, keep: impl Fn(&CartId, &Grain) -> bool) -> Vec<(CartId, Arc<Grain>)> {
+    pub fn retain_unused(
+        &self,
+        keep: impl Fn(&CartId, &Grain) -> bool,
+    ) -> Vec<(CartId, Arc<Grain>)> {
         let mut grains = self.lock();
         let removed: Vec<CartId> = grains
             .iter()
             .filter(|(id, g)| Arc::strong_count(g) == 1 && !keep(id, g))
             .map(|(id, _)| id.clone())
             .collect();
-        let removed = removed
-            .into_iter()
-            .filter_map(|id| grains.remove(&id).map(|g| (id, g)))
-            .collect();
+        let removed =
+            removed.into_iter().filter_map(|id| grains.remove(&id).map(|g| (id, g))).collect();
         metrics::gauge!("cart_grains_resident").set(grains.len() as f64);
         removed
     }

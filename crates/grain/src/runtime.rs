@@ -693,7 +693,11 @@ impl GrainRuntime {
 
     /// One round of [`GrainRuntime::spawn_expiry`]; returns how many carts
     /// it erased.
-    pub async fn expire_round(&self, expiry: Expiry, owns: &(dyn Fn(&CartId) -> bool + Send + Sync)) -> usize {
+    pub async fn expire_round(
+        &self,
+        expiry: Expiry,
+        owns: &(dyn Fn(&CartId) -> bool + Send + Sync),
+    ) -> usize {
         let shortest = expiry.expire_after.min(expiry.keep_completed);
         let before = (self.clock.now_ms() as i64)
             .saturating_sub(i64::try_from(shortest.as_millis()).unwrap_or(i64::MAX));

@@ -329,8 +329,11 @@ async fn carts_are_snapshotted_every_n_events_and_at_passivation_and_activate_fr
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000));
     let store = store(dir.path());
-    let options =
-        RuntimeOptions { snapshot_every: 4, idle_ttl: Duration::from_secs(60), ..Default::default() };
+    let options = RuntimeOptions {
+        snapshot_every: 4,
+        idle_ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
     let rt = runtime(Arc::clone(&store), Arc::clone(&clock), options.clone());
     let keyed = |n: u64| MutateRequest {
         idempotency: Some(IdempotencyTag { key: format!("k{n}"), fingerprint: n }),

@@ -247,7 +247,8 @@ impl Committer {
     fn catch_up_locked(&mut self, index: &mut LogIndex) -> Result<(), StoreError> {
         self.shared.catch_up(index, true)?;
         if index.file.generation != self.generation {
-            self.file = std::fs::OpenOptions::new().read(true).write(true).open(&index.file.path)?;
+            self.file =
+                std::fs::OpenOptions::new().read(true).write(true).open(&index.file.path)?;
             self.generation = index.file.generation;
         }
         Ok(())
@@ -425,7 +426,10 @@ impl Committer {
                     pending.insert(cart, view);
                     answers.push(answer);
                 }
-                Err((w, e)) => w.refuse(e),
+                Err(refused) => {
+                    let (w, e) = *refused;
+                    w.refuse(e);
+                }
             }
         }
         if answers.is_empty() {
@@ -547,7 +551,14 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
-    fn record(&mut self, kind: u8, seq: u64, timestamp_ms: i64, payload: Vec<u8>, key: Option<crate::IdempotencyTag>) {
+    fn record(
+        &mut self,
+        kind: u8,
+        seq: u64,
+        timestamp_ms: i64,
+        payload: Vec<u8>,
+        key: Option<crate::IdempotencyTag>,
+    ) {
         let offset = self.len + self.buf.len() as u64;
         let owner = (kind == CLAIM_KIND).then(|| String::from_utf8_lossy(&payload).into_owned());
         let event = Event { seq, kind, timestamp_ms, payload, idempotency: key };
@@ -574,11 +585,11 @@ fn check_and_encode(
     w: Write,
     view: View,
     out: &mut Out<'_>,
-) -> Result<(Answer, View), (Write, StoreError)> {
+) -> Result<(Answer, View), Box<(Write, StoreError)>> {
     match w {
         Write::Append(req) => {
             if let Err(e) = req.check(view.version, view.epoch) {
-                return Err((Write::Append(req), e));
+                return Err(Box::new((Write::Append(req), e)));
             }
             let epoch = match &req.fence {
                 Fence::Epoch(e) => *e,
@@ -598,20 +609,29 @@ fn check_and_encode(
         }
         Write::Snapshot { cart, snapshot, reply } => {
             if !view.exists || view.version == 0 {
-                return Err((Write::Snapshot { cart, snapshot, reply }, StoreError::NotFound));
+                return Err(Box::new((
+                    Write::Snapshot { cart, snapshot, reply },
+                    StoreError::NotFound,
+                )));
             }
             if snapshot.version > view.version {
                 let e = StoreError::Invalid(format!(
                     "a snapshot at version {} of a cart at version {}",
                     snapshot.version, view.version
                 ));
-                return Err((Write::Snapshot { cart, snapshot, reply }, e));
+                return Err(Box::new((Write::Snapshot { cart, snapshot, reply }, e)));
             }
             if snapshot.version <= view.snapshot_version {
                 return Ok((Answer::Snapshot(reply), view));
             }
             let after = View { snapshot_version: snapshot.version, ..view };
-            out.record(SNAPSHOT_KIND, snapshot.version, snapshot.timestamp_ms, snapshot.state, None);
+            out.record(
+                SNAPSHOT_KIND,
+                snapshot.version,
+                snapshot.timestamp_ms,
+                snapshot.state,
+                None,
+            );
             Ok((Answer::Snapshot(reply), after))
         }
         Write::Erase { reply, .. } => {
@@ -625,10 +645,10 @@ fn check_and_encode(
         Write::Import { cart, loaded, reply } => {
             if view.version > 0 || view.snapshot_version > 0 {
                 let e = StoreError::Conflict { expected: 0, actual: view.version };
-                return Err((Write::Import { cart, loaded, reply }, e));
+                return Err(Box::new((Write::Import { cart, loaded, reply }, e)));
             }
             if let Err(e) = check_import(&cart, &loaded) {
-                return Err((Write::Import { cart, loaded, reply }, e));
+                return Err(Box::new((Write::Import { cart, loaded, reply }, e)));
             }
             let epoch = view.epoch + 1;
             out.claim(epoch, TOOL_OWNER);

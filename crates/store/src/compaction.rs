@@ -162,9 +162,7 @@ pub(crate) fn finish(
     if index.file.generation != prepared.from_generation {
         // Another process compacted meanwhile; its generation stands.
         let _ = std::fs::remove_file(&prepared.tmp);
-        return Err(StoreError::Unavailable(
-            "another process compacted the log meanwhile".into(),
-        ));
+        return Err(StoreError::Unavailable("another process compacted the log meanwhile".into()));
     }
     let result = finish_current(&mut prepared, index, old);
     if result.is_err() {
@@ -240,7 +238,9 @@ fn same_carts(old: &LogIndex, new: &LogIndex) -> Result<(), StoreError> {
     for (cart, c) in old.carts.iter().filter(|(_, c)| kept(c)) {
         count += 1;
         let same = new.carts.get(cart).is_some_and(|n| {
-            n.version() == c.version() && n.claim == c.claim && n.snapshot_version == c.snapshot_version
+            n.version() == c.version()
+                && n.claim == c.claim
+                && n.snapshot_version == c.snapshot_version
         });
         if !same {
             return Err(StoreError::Corrupt(format!(

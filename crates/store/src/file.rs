@@ -46,8 +46,8 @@ use crate::high_water::{HighWater, Mark};
 use crate::log::{LogFile, LogIndex, Shared};
 use crate::sync::FsyncPolicy;
 use crate::{
-    AppendRequest, Appended, Claim, Compacted, EventStore, Fence, Loaded, NewEvent,
-    SECRET_LEN, Snapshot, StoreError, check_secret_name,
+    AppendRequest, Appended, Claim, Compacted, EventStore, Fence, Loaded, NewEvent, SECRET_LEN,
+    Snapshot, StoreError, check_secret_name,
 };
 
 /// Name of the first generation's log file inside the data directory
@@ -213,10 +213,7 @@ impl FileStore {
     }
 
     fn send(&self, command: Command) -> Result<(), StoreError> {
-        self.commands
-            .as_ref()
-            .and_then(|commands| commands.send(command).ok())
-            .ok_or_else(stopped)
+        self.commands.as_ref().and_then(|commands| commands.send(command).ok()).ok_or_else(stopped)
     }
 
     async fn write<T>(
@@ -245,9 +242,7 @@ fn stopped() -> StoreError {
 
 /// Opens the newest generation under the directory lock: checks it against
 /// the high-water mark, recovers its tail, deletes older generations.
-fn open_locked(
-    dir: &std::path::Path,
-) -> Result<(std::fs::File, LogIndex, HighWater), StoreError> {
+fn open_locked(dir: &std::path::Path) -> Result<(std::fs::File, LogIndex, HighWater), StoreError> {
     let (mut high_water, mark) = HighWater::open(dir)?;
     let generation = compaction::newest_generation(dir)?;
     let path = dir.join(log_file_name(generation));
@@ -271,7 +266,8 @@ fn open_locked(
     };
     // Not O_APPEND: commits write at the end of the log, inside the
     // preallocated part of the file.
-    let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
+    let file =
+        OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
     let mut index = LogIndex::new(LogFile::open(dir, generation)?);
     crate::log::recover(&path, &file, &mut index, acknowledged)?;
     high_water.record_now(Mark { generation, bytes: index.scanned }, Instant::now())?;

@@ -78,11 +78,7 @@ pub struct Loaded {
 impl Loaded {
     /// The cart's version: its last event's, else its snapshot's, else 0.
     pub fn version(&self) -> u64 {
-        self.events
-            .last()
-            .map(|e| e.seq)
-            .or(self.snapshot.as_ref().map(|s| s.version))
-            .unwrap_or(0)
+        self.events.last().map(|e| e.seq).or(self.snapshot.as_ref().map(|s| s.version)).unwrap_or(0)
     }
 
     /// Whether the store holds nothing of the cart.

@@ -437,7 +437,8 @@ impl EventStore for PgStore {
             let part: i32 = r.get(0);
             let seq = r.get::<_, i64>(1) as u64;
             if part == 0 {
-                loaded.snapshot = Some(Snapshot { version: seq, timestamp_ms: r.get(3), state: r.get(4) });
+                loaded.snapshot =
+                    Some(Snapshot { version: seq, timestamp_ms: r.get(3), state: r.get(4) });
                 continue;
             }
             let kind: i16 = r.get(2);
@@ -449,7 +450,8 @@ impl EventStore for PgStore {
                     .map_err(|_| StoreError::Corrupt(format!("event kind {kind}")))?,
                 timestamp_ms: r.get(3),
                 payload: r.get(4),
-                idempotency: key.map(|key| IdempotencyTag { key, fingerprint: fp.unwrap_or(0) as u64 }),
+                idempotency: key
+                    .map(|key| IdempotencyTag { key, fingerprint: fp.unwrap_or(0) as u64 }),
             });
         }
         Ok(loaded)

@@ -191,7 +191,10 @@ async fn a_compaction_killed_at_any_step_loses_nothing() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&child.stderr);
         assert!(!child.status.success(), "{step}: the child was killed");
-        assert!(stderr.contains(&format!("crashing at compaction step {step}")), "{step}: {stderr}");
+        assert!(
+            stderr.contains(&format!("crashing at compaction step {step}")),
+            "{step}: {stderr}"
+        );
         let store = open(dir.path());
         check_written(&store).await;
         let logs = logs_in(dir.path());
@@ -247,5 +250,9 @@ async fn the_store_compacts_by_itself_once_the_log_has_grown() {
     }
     let loaded: Loaded = store.load("grows").await.unwrap();
     assert_eq!(loaded.version(), version);
-    assert_eq!(loaded.snapshot.map(|s| s.version), Some(version), "the compacted log holds the snapshot");
+    assert_eq!(
+        loaded.snapshot.map(|s| s.version),
+        Some(version),
+        "the compacted log holds the snapshot"
+    );
 }

@@ -316,8 +316,9 @@ pub async fn check(history: &History, carts: &[String], store: &dyn EventStore) 
         let mut keys: Vec<String> = match &loaded.snapshot {
             Some(s) => {
                 use prost::Message;
-                let snapshot = cart_domain::cart::snapshot::wire::CartSnapshot::decode(&s.state[..])
-                    .expect("a snapshot the domain wrote");
+                let snapshot =
+                    cart_domain::cart::snapshot::wire::CartSnapshot::decode(&s.state[..])
+                        .expect("a snapshot the domain wrote");
                 snapshot.keys.into_iter().map(|k| k.key).collect()
             }
             None => Vec::new(),

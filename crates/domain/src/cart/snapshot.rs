@@ -150,11 +150,8 @@ impl Cart {
             }),
         })
         .map_err(|e| invalid(e.to_string()))?;
-        let cart = Cart {
-            next_line_id: s.next_line_id,
-            next_delivery_id: s.next_delivery_id,
-            ..restored
-        };
+        let cart =
+            Cart { next_line_id: s.next_line_id, next_delivery_id: s.next_delivery_id, ..restored };
         Ok((cart, s.keys))
     }
 }
