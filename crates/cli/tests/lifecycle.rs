@@ -1,123 +1,124 @@
-//! Cart and log lifecycle against real server processes: erasure by id
-//! (on any node of a cluster), compaction on request leaving an erased
-//! cart nowhere on disk, expiry of idle carts, and snapshots surviving a
-//! restart.
+//! A node's way out, as a load balancer sees it.
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
-use reqwest::Method;
-use serde_json::json;
-use support::{SKU_A, Server, client, read, wait_until};
-
-async fn add(server: &Server, cart: &str, quantity: u32) -> reqwest::StatusCode {
-    client()
-        .post(format!("{}/api/carts/{cart}/items", server.internal_url))
-        .json(&json!({"sku": SKU_A, "quantity": quantity}))
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
-async fn erase(server: &Server, cart: &str) -> reqwest::StatusCode {
-    let url = format!("{}/api/carts/{cart}", server.internal_url);
-    client().request(Method::DELETE, url).send().await.unwrap().status()
-}
-
-async fn compact(server: &Server) -> serde_json::Value {
-    let url = format!("{}/api/admin/compact", server.internal_url);
-    let r = client().post(url).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
-/// Files under `dir` holding `needle`.
-fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    for f in std::fs::read_dir(dir).unwrap().flatten() {
-        let bytes = std::fs::read(f.path()).unwrap_or_default();
-        if bytes.windows(needle.len()).any(|w| w == needle) {
-            found.push(f.file_name().to_string_lossy().into_owned());
-        }
-    }
-    found
-}
+use support::{SKU_A, Server, client};
 
 #[tokio::test]
-async fn an_erased_cart_answers_404_and_after_compaction_is_nowhere_on_disk() {
+async fn after_sigterm_a_node_is_unready_but_serves_through_the_drain_delay() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--snapshot-every", "3"]);
-    let gone = "erase-me-7f3a";
-    for _ in 0..5 {
-        assert_eq!(add(&server, gone, 1).await, 200);
+    let node = Server::start(dir.path(), &["--drain-delay", "3s"]);
+    let http = client();
+    let cookie = support::new_shopper(&node).await;
+    let metrics = support::metrics(&node).await;
+    for family in ["cart_startup_duration_seconds", "cart_log_bytes", "cart_log_carts"] {
+        let value = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(family).and_then(|v| v.trim().parse::<f64>().ok()));
+        assert!(value.is_some_and(|v| v > 0.0), "{family} reported: {value:?}");
     }
-    assert_eq!(add(&server, "kept-cart", 2).await, 200);
-    assert!(!files_holding(dir.path(), gone.as_bytes()).is_empty(), "it was stored");
-    assert_eq!(erase(&server, gone).await, 204);
-    assert!(read(&server, gone).await.is_none(), "gone at once");
-    assert_eq!(erase(&server, gone).await, 404, "erasing twice finds nothing");
-    assert_eq!(erase(&server, &"x".repeat(300)).await, 400, "a bad id is refused");
-    let done = compact(&server).await;
-    assert_eq!(done["carts"], 1, "{done}");
-    assert_eq!(files_holding(dir.path(), gone.as_bytes()), Vec::<String>::new());
-    assert_eq!(read(&server, "kept-cart").await.map(|c| support::qty(&c)), Some(2));
-    // The compacted store opens after a restart, with the kept cart whole.
-    drop(server);
-    let server = Server::start(dir.path(), &[]);
-    assert_eq!(read(&server, "kept-cart").await.map(|c| support::qty(&c)), Some(2));
-    assert!(read(&server, gone).await.is_none());
-    assert_eq!(add(&server, "kept-cart", 1).await, 200);
-    assert_eq!(read(&server, "kept-cart").await.map(|c| support::qty(&c)), Some(3));
-}
-
-#[tokio::test]
-async fn idle_carts_expire_and_active_ones_stay() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        &["--expire-after", "2s", "--keep-completed", "1h", "--expiry-sweep-every", "200ms"],
-    );
-    assert_eq!(add(&server, "idle-cart", 1).await, 200);
-    let took = wait_until("the idle cart to expire", Duration::from_secs(15), || async {
-        // Another cart kept busy meanwhile must not expire.
-        add(&server, "busy-cart", 1).await == reqwest::StatusCode::OK
-            && read(&server, "idle-cart").await.is_none()
+    node.signal(libc::SIGTERM);
+    support::wait_until("readiness to go false", Duration::from_secs(2), || async {
+        http.get(format!("{}/readyz", node.url)).send().await.is_ok_and(|r| r.status() == 503)
     })
     .await;
-    assert!(took >= Duration::from_millis(1500), "not before it was idle: {took:?}");
-    assert!(read(&server, "busy-cart").await.is_some());
-    let metrics = support::metrics(&server).await;
-    assert!(metrics.contains("cart_erased_total{reason=\"expired\"} 1"), "{metrics}");
+    // Still serving: a shopper who reached it meanwhile is not failed.
+    let r = http
+        .post(format!("{}/cart/", node.url))
+        .header("cookie", &cookie)
+        .json(&serde_json::json!({"sku": SKU_A}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "requests during the drain delay are served");
+    assert_eq!(http.get(format!("{}/healthz", node.url)).send().await.unwrap().status(), 200);
+    assert!(node.terminate().success(), "then it exits cleanly");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn any_node_of_a_cluster_erases_a_cart_on_its_owner() {
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Every node of a 3-node cluster (file store, mTLS) is restarted in turn,
+/// back to back, each new process on its old address: no request fails.
+/// The test plays the load balancer: a node leaves its list before SIGTERM
+/// and rejoins it once ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_back_to_back_rolling_restart_on_the_same_addresses_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use support::load::{Tally, member_count, start_writers};
     let dir = tempfile::tempdir().unwrap();
-    let ca = cart_testkit::certs::TestCa::new("lifecycle cluster");
-    let a = Server::start_tls(dir.path(), &ca, &[]);
-    let b = Server::start_tls(dir.path(), &ca, &["--peers", &a.node]);
-    let c = Server::start_tls(dir.path(), &ca, &["--peers", &b.node]);
-    let nodes = [a, b, c];
-    for node in &nodes {
-        wait_until("three members", Duration::from_secs(20), || async {
-            support::member_hosts(node).await.len() == 3
+    let data = dir.path().join("data");
+    let ca = cart_testkit::certs::TestCa::new("rolling");
+    let ports: Vec<(String, String)> = (0..3)
+        .map(|_| (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())))
+        .collect();
+    let start = |i: usize, peer: Option<&str>| {
+        let mut args = vec!["--grpc-addr", &ports[i].0, "--control-addr", &ports[i].1];
+        if let Some(p) = peer {
+            args.extend(["--peers", p]);
+        }
+        Server::start_tls(&data, &ca, &args)
+    };
+    let mut nodes = vec![start(0, None)];
+    let first = nodes[0].node.clone();
+    nodes.push(start(1, Some(&first)));
+    nodes.push(start(2, Some(&first)));
+    let converged = |nodes: Vec<String>| async move {
+        for url in nodes {
+            let r = client().get(format!("{url}/api/cluster")).send().await;
+            let Ok(r) = r else { return false };
+            let Ok(v) = r.json::<serde_json::Value>().await else { return false };
+            if v["members"].as_array().map_or(0, Vec::len) != 3 {
+                return false;
+            }
+        }
+        true
+    };
+    let internal =
+        |nodes: &[Server]| nodes.iter().map(|n| n.internal_url.clone()).collect::<Vec<_>>();
+    support::wait_until("convergence", Duration::from_secs(15), || converged(internal(&nodes)))
+        .await;
+
+    let urls = Arc::new(Mutex::new(internal(&nodes)));
+    let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Tally::default())));
+    let writers = start_writers(12, Arc::clone(&urls), Arc::clone(&stop), Arc::clone(&tally));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        let old = nodes.remove(i);
+        urls.lock().unwrap().retain(|u| *u != old.internal_url);
+        let status = tokio::task::spawn_blocking(move || old.terminate()).await.unwrap();
+        assert!(status.success());
+        let peer = nodes[0].node.clone();
+        let fresh = start(i, Some(&peer));
+        assert_eq!(
+            fresh.node,
+            format!("{}", ports[i].0.clone() + ":" + ports[i].1.rsplit(':').next().unwrap()),
+            "the same address"
+        );
+        nodes.insert(i, fresh);
+        support::wait_until("the restarted node to rejoin", Duration::from_secs(15), || async {
+            converged(internal(&nodes)).await && member_count(&nodes[i]).await == 3
         })
         .await;
+        urls.lock().unwrap().push(nodes[i].internal_url.clone());
     }
-    let carts: Vec<String> = (0..6).map(|i| format!("shared-{i}")).collect();
-    for (i, cart) in carts.iter().enumerate() {
-        assert_eq!(add(&nodes[i % 3], cart, 1).await, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
     }
-    // Each cart erased through a node picked regardless of its owner.
-    for (i, cart) in carts.iter().enumerate() {
-        assert_eq!(erase(&nodes[(i + 1) % 3], cart).await, 204, "{cart}");
-    }
-    for node in &nodes {
-        for cart in &carts {
-            assert!(read(node, cart).await.is_none(), "{cart} is gone everywhere");
-        }
+    let t = std::mem::take(&mut *tally.lock().unwrap());
+    assert!(
+        t.uncertain.is_empty(),
+        "failed requests during the roll: {:?}",
+        &t.errors[..t.errors.len().min(5)]
+    );
+    assert!(t.acked.values().sum::<u64>() > 100, "the load ran");
+    for (cart, acked) in &t.acked {
+        assert_eq!(support::qty(&support::read(&nodes[0], cart).await.unwrap()), *acked, "{cart}");
     }
 }
