@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Log lifecycle benchmarks of docs/BENCHMARKS.md (issue 13), in one run:
+# durable mutations/s with compaction running against none, disk bytes per
+# live cart before and after compaction against the snapshot size, and
+# start-up to ready with the history before and after compaction.
+# DURATION sets each load phase (default 10s); CARTS the live carts.
+source "$(dirname "$0")/lib.sh"
+need curl curl
+carts=${CARTS:-20000}
+
+serve() {
+  "$bin" serve --http-addr 127.0.0.1:18090 --internal-addr 127.0.0.1:17090 --data-dir "$1" \
+    --log warn --compact-above-bytes 0 &
+  local started; started=$(date +%s%N)
+  for _ in $(seq 600); do
+    curl -sf localhost:18090/readyz >/dev/null && { echo $(( ($(date +%s%N) - started) / 1000000 )); return; }
+    sleep 0.01
+  done
+  echo "server did not start" >&2; exit 1
+}
+load() {
+  "$bin" bench --url http://127.0.0.1:18090 --internal-url http://127.0.0.1:17090 \
+    --workload mutate --connections 64 --carts "$carts" --duration "$duration"
+}
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$(pgrep -f 'serve --http-addr 127.0.0.1:18090')/status"; }
+log_bytes() { du -cb "$1"/events*.log | tail -1 | cut -f1; }
+metric() { curl -s localhost:17090/metrics | awk -v m="$1" '$1 == m {print $2}'; }
+
+echo "## durable mutations, --fsync always, 64 connections, $carts carts, no compaction"
+serve "$work/a" >/dev/null
+load | tail -1
+echo "## the same, with POST /api/admin/compact in a loop"
+( while curl -sf -X POST localhost:17090/api/admin/compact >/dev/null; do :; done ) &
+compactor=$!
+load | tail -1
+kill "$compactor" 2>/dev/null || true; wait "$compactor" 2>/dev/null || true
+echo "compactions run: $(metric cart_log_compactions_total)"
+snap_sum=$(metric cart_snapshot_bytes_sum); snap_count=$(metric cart_snapshot_bytes_count)
+stop
+
+echo "## history: a second store with $duration x 2 of mutations"
+serve "$work/b" >/dev/null
+load >/dev/null; load >/dev/null
+stop
+before=$(log_bytes "$work/b")
+cp -a "$work/b" "$work/b-uncompacted"
+echo "log bytes before compaction: $before"
+echo "## start-up to ready (and RSS) with the whole history"
+ms=$(serve "$work/b-uncompacted"); echo "ready after ${ms} ms, RSS $(rss_kb) kB"
+stop
+ms=$(serve "$work/b"); echo "ready after ${ms} ms (before compaction, second copy)"
+out=$(curl -sf -X POST localhost:17090/api/admin/compact); echo "compact: $out"
+stop
+after=$(log_bytes "$work/b")
+ms=$(serve "$work/b"); echo "## after compaction: ready after ${ms} ms, RSS $(rss_kb) kB"
+stop
+echo "log bytes after compaction: $after ($(echo "scale=2; $before / $after" | bc)x smaller)"
+echo "bytes per live cart after: $(echo "$after / $carts" | bc)"
+if [ -n "$snap_count" ] && [ "$snap_count" != 0 ]; then
+  echo "mean snapshot size: $(echo "$snap_sum / $snap_count" | bc) bytes"
+fi
