@@ -35,6 +35,7 @@ pub mod mint;
 mod registry;
 pub mod request;
 pub mod runtime;
+mod snapshots;
 pub mod task;
 mod turn_metrics;
 

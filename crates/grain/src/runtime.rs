@@ -17,6 +17,7 @@ use crate::feeds::{CartWatch, Feeds, StateReceiver, Watchers};
 use crate::idempotency::Seen;
 use crate::lease::Lease;
 use crate::registry::{GrainState, Registry};
+use crate::snapshots::SnapshotWriter;
 use crate::task::OwnedTask;
 use crate::turn_metrics::{Outcome, TurnMetrics};
 use crate::{CartId, Clock, GrainError, MutateRequest, ResolvedRequest};
@@ -108,6 +109,7 @@ pub struct GrainRuntime {
     watchers: Watchers,
     lease: Lease,
     released: Released,
+    snapshots: SnapshotWriter,
 }
 
 impl GrainRuntime {
@@ -120,7 +122,7 @@ impl GrainRuntime {
     ) -> Arc<Self> {
         let lease = if options.leased { Lease::none() } else { Lease::unbounded() };
         Arc::new(GrainRuntime {
-            store,
+            store: Arc::clone(&store),
             resolver,
             clock,
             items: ItemInterner::new(),
@@ -133,6 +135,7 @@ impl GrainRuntime {
             feeds: Feeds::default(),
             lease,
             released: Released::default(),
+            snapshots: SnapshotWriter::start(Arc::clone(&store)),
         })
     }
 
@@ -444,34 +447,24 @@ impl GrainRuntime {
         }
         state.last_event_ms = now;
         let every = self.options.snapshot_every;
-        if every > 0 && state.cart.version() - state.snapshot_version >= every {
-            self.save_snapshot(id, state).await;
+        if every > 0
+            && state.cart.version() - state.snapshot_version >= every
+            && let Some(snapshot) = Self::snapshot_of(state)
+            && self.snapshots.offer(id, snapshot)
+        {
+            state.snapshot_version = state.cart.version();
         }
         Ok(Arc::clone(&state.cart))
     }
 
-    /// Stores a snapshot of the grain's state. A failure costs only a
-    /// longer replay later, so it is logged, not returned.
-    async fn save_snapshot(&self, id: &CartId, state: &mut GrainState) {
+    /// A snapshot of the grain's state, if it has events since its last.
+    fn snapshot_of(state: &GrainState) -> Option<Snapshot> {
         let version = state.cart.version();
-        if version <= state.snapshot_version {
-            return;
-        }
-        let snapshot = Snapshot {
+        (version > state.snapshot_version).then(|| Snapshot {
             version,
             timestamp_ms: state.last_event_ms,
             state: state.cart.snapshot(state.keys.to_snapshot()),
-        };
-        let bytes = snapshot.state.len();
-        match self.store.save_snapshot(id.as_str(), snapshot).await {
-            Ok(()) => {
-                state.snapshot_version = version;
-                metrics::counter!("cart_snapshots_total").increment(1);
-                metrics::histogram!("cart_snapshot_bytes").record(bytes as f64);
-            }
-            Err(StoreError::NotFound) => {}
-            Err(e) => tracing::warn!(cart = %id, error = %e, "could not store a snapshot"),
-        }
+        })
     }
 
     /// Erases the cart: its events, snapshots and claim, here and in the
@@ -629,11 +622,12 @@ impl GrainRuntime {
         let passivated = removed.len();
         if self.options.snapshot_every > 0 {
             for (id, grain) in removed {
-                let mut slot = grain.state.lock().await;
-                if let Some(state) = slot.as_mut()
+                let slot = grain.state.lock().await;
+                if let Some(state) = slot.as_ref()
                     && self.lease.still_held(state.generation, self.clock.monotonic_ms())
+                    && let Some(snapshot) = Self::snapshot_of(state)
                 {
-                    self.save_snapshot(&id, state).await;
+                    crate::snapshots::save(self.store.as_ref(), &id, snapshot).await;
                 }
             }
         }

@@ -342,7 +342,15 @@ async fn carts_are_snapshotted_every_n_events_and_at_passivation_and_activate_fr
     for n in 1..=6 {
         rt.mutate(&id("snap"), keyed(n)).await.unwrap();
     }
-    let loaded = store.load("snap").await.unwrap();
+    // Stored off the request path: polled for, with a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let loaded = loop {
+        let loaded = store.load("snap").await.unwrap();
+        if loaded.snapshot.is_some() || std::time::Instant::now() > deadline {
+            break loaded;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     assert_eq!(loaded.snapshot.as_ref().map(|s| s.version), Some(4), "every 4 events");
     assert_eq!(loaded.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6]);
     clock.advance(60_000);

@@ -437,7 +437,9 @@ impl Committer {
         }
         index.committing = true;
         drop(index);
-        let synced = self.write_and_sync(buf, len, answers.len(), schedule);
+        // Snapshots alone need no sync: a lost one costs a longer replay.
+        let durable = answers.iter().any(|a| !matches!(a, Answer::Snapshot(_)));
+        let synced = self.write_and_sync(buf, len, answers.len(), durable, schedule);
         let mut index = shared.index_mut();
         index.committing = false;
         if let Err(e) = synced {
@@ -475,13 +477,15 @@ impl Committer {
         }
     }
 
-    /// Writes `buf` and syncs per policy. On failure the store is poisoned
-    /// when the file may hold records the index does not know.
+    /// Writes `buf` and syncs per policy (unless nothing in it needs to be
+    /// `durable`: snapshots only). On failure the store is poisoned when the
+    /// file may hold records the index does not know.
     fn write_and_sync(
         &mut self,
         buf: &[u8],
         len: u64,
         appends: usize,
+        durable: bool,
         schedule: &mut Option<SyncSchedule>,
     ) -> std::io::Result<()> {
         if let Err(e) = self.file.write_all_at(buf, len) {
@@ -503,6 +507,7 @@ impl Committer {
             self.preallocate(end);
         }
         match self.policy {
+            FsyncPolicy::Always if !durable => {}
             FsyncPolicy::Always => {
                 if let Err(e) = self.sync(appends) {
                     // The records may or may not be on disk; appending more
