@@ -147,6 +147,19 @@ impl From<PickupPoint> for proto::PickupPoint {
     }
 }
 
+impl From<proto::PickupPoint> for PickupPoint {
+    fn from(p: proto::PickupPoint) -> Self {
+        PickupPoint {
+            id: p.id,
+            name: p.name,
+            address: p.address,
+            city: p.city,
+            zip: p.zip,
+            country: p.country,
+        }
+    }
+}
+
 /// The parts of a cart as another node reports them; see [`Cart::restore`].
 #[derive(Debug, Clone, Default)]
 pub struct RestoredCart {

@@ -472,53 +472,48 @@ impl GrainRuntime {
     /// grain's turn lock orders it after every turn in flight). `false` if
     /// there was no such cart.
     pub async fn erase(&self, id: &CartId) -> Result<bool, GrainError> {
-        let generation = self.leased()?;
-        let grain = self.registry.grain(id, self.clock.now_ms())?;
-        let mut slot = grain.state.lock().await;
-        // Activation runs the handover: no other node serves the cart from
-        // memory while it is erased.
-        let existed = match self.activation(generation).activate(id, &mut slot).await {
-            Ok(_) => true,
-            Err(GrainError::NotFound) => false,
-            Err(e) => return Err(e),
-        };
-        let erased = self.store.erase(id.as_str()).await?;
-        *slot = None;
-        drop(slot);
-        drop(grain);
-        self.registry.forget_if_unused(id);
-        self.feeds.close_where(|watched| watched == id);
-        if erased {
-            metrics::counter!("cart_erased_total", "reason" => "request").increment(1);
-            tracing::info!(cart = %id, "cart erased");
-        }
-        Ok(erased && existed)
+        self.erase_if(id, "request", |_| true).await
     }
 
     /// Erases the cart if it has been unused longer than `expiry` keeps it
     /// (checked under its turn lock, so a cart used meanwhile is kept).
     pub async fn expire_if_idle(&self, id: &CartId, expiry: Expiry) -> Result<bool, GrainError> {
+        let now = self.clock.now_ms() as i64;
+        self.erase_if(id, "expired", |state| {
+            let keep = i64::try_from(expiry.keep(&state.cart).as_millis()).unwrap_or(i64::MAX);
+            now.saturating_sub(state.last_event_ms) >= keep
+        })
+        .await
+    }
+
+    /// Erases the cart, in its turn, if `condition` holds of its state.
+    /// Activation runs first: the handover means no other node serves the
+    /// cart from memory while it is erased.
+    async fn erase_if(
+        &self,
+        id: &CartId,
+        reason: &'static str,
+        condition: impl FnOnce(&GrainState) -> bool,
+    ) -> Result<bool, GrainError> {
         let generation = self.leased()?;
         let grain = self.registry.grain(id, self.clock.now_ms())?;
         let mut slot = grain.state.lock().await;
-        let state = match self.activation(generation).activate(id, &mut slot).await {
-            Ok(state) => state,
-            Err(GrainError::NotFound) => return Ok(false),
+        let wanted = match self.activation(generation).activate(id, &mut slot).await {
+            Ok(state) => state.cart.version() > 0 && condition(state),
+            Err(GrainError::NotFound) => false,
             Err(e) => return Err(e),
         };
-        let keep = i64::try_from(expiry.keep(&state.cart).as_millis()).unwrap_or(i64::MAX);
-        let now = self.clock.now_ms() as i64;
-        if state.cart.version() == 0 || now.saturating_sub(state.last_event_ms) < keep {
-            return Ok(false);
+        let erased = wanted && self.store.erase(id.as_str()).await?;
+        if wanted {
+            *slot = None;
         }
-        let erased = self.store.erase(id.as_str()).await?;
-        *slot = None;
         drop(slot);
         drop(grain);
         self.registry.forget_if_unused(id);
-        self.feeds.close_where(|watched| watched == id);
         if erased {
-            metrics::counter!("cart_erased_total", "reason" => "expired").increment(1);
+            self.feeds.close_where(|watched| watched == id);
+            metrics::counter!("cart_erased_total", "reason" => reason).increment(1);
+            tracing::info!(cart = %id, reason, "cart erased");
         }
         Ok(erased)
     }

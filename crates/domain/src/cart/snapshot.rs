@@ -10,7 +10,6 @@ use thiserror::Error;
 
 use super::{Cart, CartLine, CheckoutState, Delivery, PickupPoint};
 use crate::item::ItemInterner;
-use crate::proto;
 
 /// Generated from `proto/snapshot.proto`: the stored snapshot format.
 pub mod wire {
@@ -125,7 +124,7 @@ impl Cart {
                 items: d.items,
                 price: d.price,
                 tax: d.tax,
-                pickup_point: d.pickup_point.map(|p| Box::new(from_wire_point(p))),
+                pickup_point: d.pickup_point.map(|p| Box::new(p.into())),
             })
             .collect::<Vec<_>>();
         if lines.iter().any(|l| l.id >= s.next_line_id)
@@ -153,16 +152,5 @@ impl Cart {
         let cart =
             Cart { next_line_id: s.next_line_id, next_delivery_id: s.next_delivery_id, ..restored };
         Ok((cart, s.keys))
-    }
-}
-
-fn from_wire_point(p: proto::PickupPoint) -> PickupPoint {
-    PickupPoint {
-        id: p.id,
-        name: p.name,
-        address: p.address,
-        city: p.city,
-        zip: p.zip,
-        country: p.country,
     }
 }
