@@ -337,6 +337,21 @@ async fn with_a_token_the_internal_listener_needs_it_on_every_request() {
         .body(Body::from(json!({"sku": SKU, "quantity": 1}).to_string()))
         .unwrap();
     assert_eq!(Api::call_on(&api.internal, post).await.status, StatusCode::UNAUTHORIZED);
+    // Erasing a cart and compacting the store are as guarded.
+    for (method, uri) in [(Method::DELETE, "/api/carts/c1"), (Method::POST, "/api/admin/compact")] {
+        let request = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+        assert_eq!(
+            Api::call_on(&api.internal, request).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{uri}"
+        );
+        let public = Request::builder().method(Method::POST).uri(uri).body(Body::empty()).unwrap();
+        let answer = Api::call_on(&api.public, public).await.status;
+        assert!(
+            answer == StatusCode::NOT_FOUND || answer == StatusCode::METHOD_NOT_ALLOWED,
+            "{uri} is not public: {answer}"
+        );
+    }
     let read = Api::call_on(&api.internal, get("/api/carts/c1", &[("authorization", &good)])).await;
     assert_eq!(read.status, StatusCode::NOT_FOUND, "the refused write changed nothing");
     let metrics = Api::call_on(&api.internal, get("/metrics", &[("authorization", &good)])).await;
