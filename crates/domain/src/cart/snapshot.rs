@@ -8,7 +8,7 @@ use std::sync::Arc;
 use prost::Message;
 use thiserror::Error;
 
-use super::{Cart, CartLine, CheckoutState, Delivery, PickupPoint};
+use super::{Cart, CartLine, CheckoutState, Delivery};
 use crate::item::ItemInterner;
 
 /// Generated from `proto/snapshot.proto`: the stored snapshot format.
