@@ -8,10 +8,11 @@
 //!
 //! 1. **Prepare** (the compactor, without the directory lock): every cart as
 //!    the index knows it up to offset `E` is copied, record by record with
-//!    checksums checked, to `events-<g+1>.log.<pid>.tmp`, which is synced.
+//!    checksums checked, to `events-<g+1>.log.<pid>.tmp`, which is synced
+//!    and indexed.
 //! 2. **Finish** (the committer, holding the lock, appends waiting): catch
 //!    up; copy the old log's records after `E` (what was appended meanwhile)
-//!    verbatim; sync; index the new file whole and check that every cart
+//!    verbatim; sync; index what was copied and check that every cart
 //!    has the same version and claim in it as in the old one; write a
 //!    marker record ("moved to `g+1`") at the old log's end and sync it;
 //!    rename the new file into place and sync the directory; switch to it.
@@ -33,8 +34,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::log::{
-    LogFile, LogIndex, Shared, generation_of, generation_of_temporary, index_whole, log_file_name,
-    temporary_file_name,
+    LogFile, LogIndex, Shared, generation_of, generation_of_temporary, index_rest, index_whole,
+    log_file_name, temporary_file_name,
 };
 use crate::record::{self, CLAIM_KIND, MOVED_KIND};
 use crate::{Compacted, Event, StoreError};
@@ -66,6 +67,8 @@ pub(crate) struct Prepared {
     file: File,
     copied_upto: u64,
     written: u64,
+    /// The new generation's index, as far as it was written when prepared.
+    index: LogIndex,
     started: Instant,
 }
 
@@ -138,6 +141,12 @@ pub(crate) fn prepare(shared: &Shared) -> Result<Prepared, StoreError> {
     drop(out);
     crash_point("copied");
     file.sync_data()?;
+    // Indexed now, without the lock: under it only the tail is left.
+    let index = index_whole(LogFile {
+        generation,
+        path: tmp.clone(),
+        reader: std::sync::Arc::new(file.try_clone()?),
+    })?;
     crash_point("prepared");
     Ok(Prepared {
         from_generation: from.generation,
@@ -146,6 +155,7 @@ pub(crate) fn prepare(shared: &Shared) -> Result<Prepared, StoreError> {
         file,
         copied_upto: upto,
         written,
+        index,
         started,
     })
 }
@@ -184,13 +194,8 @@ fn finish_current(
     prepared.file.write_all_at(&tail, prepared.written)?;
     prepared.file.sync_data()?;
     crash_point("tail-copied");
-    let tmp_file = LogFile {
-        generation: prepared.generation,
-        path: prepared.tmp.clone(),
-        reader: std::sync::Arc::new(prepared.file.try_clone()?),
-    };
-    let mut fresh = index_whole(tmp_file)?;
-    same_carts(index, &fresh)?;
+    index_rest(&mut prepared.index)?;
+    same_carts(index, &prepared.index)?;
     let mut marker = Vec::new();
     let moved = Event {
         seq: prepared.generation,
@@ -209,14 +214,15 @@ fn finish_current(
         File::open(dir)?.sync_all()?;
     }
     crash_point("renamed");
-    fresh.file.path = path.clone();
     let writer = OpenOptions::new().read(true).write(true).open(&path)?;
+    let fresh = std::mem::replace(&mut prepared.index, LogIndex::new(index.file.clone()));
     let report = Compacted {
         bytes_before,
         bytes_after: fresh.scanned,
         carts: fresh.carts.values().filter(|c| c.version() > 0).count() as u64,
     };
     *index = fresh;
+    index.file.path = path.clone();
     metrics::counter!("cart_log_compactions_total").increment(1);
     metrics::histogram!("cart_log_compaction_duration_seconds").record(prepared.started.elapsed());
     tracing::info!(

@@ -468,10 +468,16 @@ fn unfinished_compaction(path: &Path, at: u64, generation: u64) -> Result<(), St
 /// Indexes the whole of a log that must hold only whole records (a
 /// compacted generation before it is put in place).
 pub(crate) fn index_whole(file: LogFile) -> Result<LogIndex, StoreError> {
-    let path = file.path.clone();
     let mut index = LogIndex::new(file);
-    match scan(&path, &mut index, true)? {
-        ScanEnd::End => Ok(index),
+    index_rest(&mut index)?;
+    Ok(index)
+}
+
+/// Indexes the rest of such a log, from where `index` ends.
+pub(crate) fn index_rest(index: &mut LogIndex) -> Result<(), StoreError> {
+    let path = index.file.path.clone();
+    match scan(&path, index, true)? {
+        ScanEnd::End => Ok(()),
         end => Err(StoreError::Corrupt(format!(
             "{}: a compacted log must hold whole records only, stopped at offset {} ({end:?})",
             path.display(),
