@@ -10,7 +10,7 @@ carts=${CARTS:-20000}
 
 serve() {
   "$bin" serve --http-addr 127.0.0.1:18090 --internal-addr 127.0.0.1:17090 --data-dir "$1" \
-    --log warn --compact-above-bytes 0 &
+    --log warn --compact-above-bytes 0 >/dev/null &
   local started; started=$(date +%s%N)
   for _ in $(seq 12000); do
     curl -sf localhost:18090/readyz >/dev/null && { echo $(( ($(date +%s%N) - started) / 1000000 )); return; }
