@@ -13,7 +13,7 @@ serve() {
     --log warn --compact-above-bytes 0 >/dev/null &
   local started; started=$(date +%s%N)
   for _ in $(seq 12000); do
-    curl -sf localhost:18090/readyz >/dev/null && { echo $(( ($(date +%s%N) - started) / 1000000 )); return; }
+    curl -sf localhost:18090/readyz >/dev/null && { echo $(( ($(date +%s%N) - started) / 1000000 )) > "$work/ready_ms"; return; }
     sleep 0.01
   done
   echo "server did not start" >&2; exit 1
@@ -27,7 +27,7 @@ log_bytes() { du -cb "$1"/events*.log | tail -1 | cut -f1; }
 metric() { curl -s localhost:17090/metrics | awk -v m="$1" '$1 == m {print $2}'; }
 
 echo "## durable mutations, --fsync always, 64 connections, $carts carts, no compaction"
-serve "$work/a" >/dev/null
+serve "$work/a"
 load | tail -1
 echo "## the same, with POST /api/admin/compact in a loop"
 ( while curl -sf -X POST localhost:17090/api/admin/compact >/dev/null; do :; done ) &
@@ -39,20 +39,20 @@ snap_sum=$(metric cart_snapshot_bytes_sum); snap_count=$(metric cart_snapshot_by
 stop
 
 echo "## history: a second store with $duration x 2 of mutations"
-serve "$work/b" >/dev/null
+serve "$work/b"
 load >/dev/null; load >/dev/null
 stop
 before=$(log_bytes "$work/b")
 cp -a "$work/b" "$work/b-uncompacted"
 echo "log bytes before compaction: $before"
 echo "## start-up to ready (and RSS) with the whole history"
-ms=$(serve "$work/b-uncompacted"); echo "ready after ${ms} ms, RSS $(rss_kb) kB"
+serve "$work/b-uncompacted"; ms=$(cat "$work/ready_ms"); echo "ready after ${ms} ms, RSS $(rss_kb) kB"
 stop
-ms=$(serve "$work/b"); echo "ready after ${ms} ms (before compaction, second copy)"
+serve "$work/b"; ms=$(cat "$work/ready_ms"); echo "ready after ${ms} ms (before compaction, second copy)"
 out=$(curl -sf -X POST localhost:17090/api/admin/compact); echo "compact: $out"
 stop
 after=$(log_bytes "$work/b")
-ms=$(serve "$work/b"); echo "## after compaction: ready after ${ms} ms, RSS $(rss_kb) kB"
+serve "$work/b"; ms=$(cat "$work/ready_ms"); echo "## after compaction: ready after ${ms} ms, RSS $(rss_kb) kB"
 stop
 echo "log bytes after compaction: $after ($(echo "scale=2; $before / $after" | bc)x smaller)"
 echo "bytes per live cart after: $(echo "$after / $carts" | bc)"
