@@ -80,8 +80,13 @@ impl StoreSpec {
                     min_bytes: compact_above,
                     ..Default::default()
                 });
-                let options =
-                    FileStoreOptions { dir: dir.clone(), fsync, commit_wait, auto_compaction };
+                let options = FileStoreOptions {
+                    dir: dir.clone(),
+                    fsync,
+                    commit_wait,
+                    auto_compaction,
+                    checkpoint_every: Some(FileStoreOptions::DEFAULT_CHECKPOINT_EVERY),
+                };
                 let store = tokio::task::spawn_blocking(move || FileStore::open(options))
                     .await?
                     .with_context(|| format!("cannot open the event store in {}", dir.display()))?;

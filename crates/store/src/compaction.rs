@@ -260,9 +260,10 @@ fn same_carts(old: &LogIndex, new: &LogIndex) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Deletes log generations older than `current`, and temporary files of
-/// compactions that can no longer finish (for `current` or older). A
-/// failure leaves garbage, never a wrong store, so it is only logged.
+/// Deletes log generations older than `current` and their index
+/// checkpoints, and temporary files of compactions that can no longer
+/// finish (for `current` or older). A failure leaves garbage, never a wrong
+/// store, so it is only logged.
 pub(crate) fn remove_old_generations(dir: &Path, current: u64) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -274,7 +275,9 @@ pub(crate) fn remove_old_generations(dir: &Path, current: u64) {
         };
         let stale = match generation_of_temporary(name) {
             Some(g) => g <= current,
-            None => generation_of(name).is_some_and(|g| g < current),
+            None => generation_of(name)
+                .or_else(|| crate::checkpoint::generation_of(name))
+                .is_some_and(|g| g < current),
         };
         if stale && let Err(e) = std::fs::remove_file(entry.path()) {
             tracing::warn!(file = name, error = %e, "could not delete an old event log");

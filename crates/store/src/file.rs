@@ -40,7 +40,6 @@ use async_trait::async_trait;
 use tokio::sync::oneshot;
 
 use crate::committer::{Command, Committer, SyncMetrics, Write};
-use crate::compaction;
 use crate::gather::Gather;
 use crate::high_water::{HighWater, Mark};
 use crate::log::{LogFile, LogIndex, Shared};
@@ -49,6 +48,7 @@ use crate::{
     AppendRequest, Appended, Claim, Compacted, EventStore, Fence, Loaded, NewEvent, SECRET_LEN,
     Snapshot, StoreError, check_secret_name,
 };
+use crate::{checkpoint, compaction};
 
 /// Name of the first generation's log file inside the data directory
 /// (compaction writes `events-<generation>.log`).
@@ -92,11 +92,20 @@ pub struct FileStoreOptions {
     pub commit_wait: Duration,
     /// When to compact without being asked; `None`: only when asked.
     pub auto_compaction: Option<AutoCompaction>,
+    /// Write a checkpoint of the index (`checkpoint.rs`) once the log has
+    /// grown by this many bytes since the last one (looked at every
+    /// [`AutoCompaction::check_every`], or every 10 s), after every
+    /// compaction and when the store closes; opening then scans only the log
+    /// after the checkpoint. `None`: never.
+    pub checkpoint_every: Option<u64>,
 }
 
 impl FileStoreOptions {
     /// Default of [`FileStoreOptions::commit_wait`].
     pub const DEFAULT_COMMIT_WAIT: Duration = Duration::from_millis(2);
+    /// Default of [`FileStoreOptions::checkpoint_every`]: scanning this much
+    /// log takes about 50 ms.
+    pub const DEFAULT_CHECKPOINT_EVERY: u64 = 16 << 20;
 
     /// Options for a store in `dir` with the default commit wait and
     /// automatic compaction.
@@ -106,6 +115,7 @@ impl FileStoreOptions {
             fsync,
             commit_wait: Self::DEFAULT_COMMIT_WAIT,
             auto_compaction: Some(AutoCompaction::default()),
+            checkpoint_every: Some(Self::DEFAULT_CHECKPOINT_EVERY),
         }
     }
 }
@@ -121,6 +131,7 @@ pub struct FileStore {
     /// `None` only while dropping.
     compactions: Option<mpsc::Sender<CompactRequest>>,
     compactor: Option<std::thread::JoinHandle<()>>,
+    checkpoints: bool,
 }
 
 /// A caller waiting for a compaction.
@@ -128,7 +139,8 @@ type CompactRequest = oneshot::Sender<Result<Compacted, StoreError>>;
 
 impl Drop for FileStore {
     /// Stops the compactor, then lets the committer finish what is queued,
-    /// sync and trim the preallocated tail before the store is gone.
+    /// sync and trim the preallocated tail before the store is gone; then
+    /// checkpoints the index.
     fn drop(&mut self) {
         self.compactions = None;
         if let Some(compactor) = self.compactor.take()
@@ -141,6 +153,12 @@ impl Drop for FileStore {
             && committer.join().is_err()
         {
             tracing::error!("the event log committer panicked");
+        }
+        if self.checkpoints
+            && self.shared.index().scanned > 0
+            && let Err(e) = checkpoint::write(&self.shared)
+        {
+            tracing::warn!(error = %e, "could not checkpoint the event log's index at close");
         }
     }
 }
@@ -160,7 +178,7 @@ impl FileStore {
         lock.lock()?;
         let opened = open_locked(&options.dir);
         lock.unlock()?;
-        let (file, index, high_water) = opened?;
+        let (file, index, high_water, checkpointed) = opened?;
         let events: usize = index.carts.values().map(|c| c.offsets.len()).sum();
         tracing::info!(
             path = %index.file.path.display(),
@@ -168,6 +186,7 @@ impl FileStore {
             carts = index.carts.len(),
             events,
             bytes = index.scanned,
+            from_checkpoint = checkpointed.scanned,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "event log opened"
         );
@@ -198,6 +217,8 @@ impl FileStore {
             commands: commands.clone(),
             auto: options.auto_compaction,
             baseline: size_at_open,
+            checkpoint_every: options.checkpoint_every,
+            checkpointed,
         };
         let compactor = std::thread::Builder::new()
             .name("event-log-compactor".into())
@@ -209,6 +230,7 @@ impl FileStore {
             committer: Some(committer),
             compactions: Some(compactions),
             compactor: Some(compactor),
+            checkpoints: options.checkpoint_every.is_some(),
         })
     }
 
@@ -241,8 +263,12 @@ fn stopped() -> StoreError {
 }
 
 /// Opens the newest generation under the directory lock: checks it against
-/// the high-water mark, recovers its tail, deletes older generations.
-fn open_locked(dir: &std::path::Path) -> Result<(std::fs::File, LogIndex, HighWater), StoreError> {
+/// the high-water mark, reads its index checkpoint and scans the log after
+/// it, recovers its tail, deletes older generations. Returns where the
+/// checkpoint was (`scanned` 0 without one).
+fn open_locked(
+    dir: &std::path::Path,
+) -> Result<(std::fs::File, LogIndex, HighWater, checkpoint::Position), StoreError> {
     let (mut high_water, mark) = HighWater::open(dir)?;
     let generation = compaction::newest_generation(dir)?;
     let path = dir.join(log_file_name(generation));
@@ -268,28 +294,43 @@ fn open_locked(dir: &std::path::Path) -> Result<(std::fs::File, LogIndex, HighWa
     // preallocated part of the file.
     let file =
         OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
-    let mut index = LogIndex::new(LogFile::open(dir, generation)?);
+    let log = LogFile::open(dir, generation)?;
+    let mut index = checkpoint::load(dir, &log).unwrap_or_else(|| LogIndex::new(log));
+    let checkpointed = checkpoint::Position { generation, scanned: index.scanned };
     crate::log::recover(&path, &file, &mut index, acknowledged)?;
     high_water.record_now(Mark { generation, bytes: index.scanned }, Instant::now())?;
     compaction::remove_old_generations(dir, generation);
-    Ok((file, index, high_water))
+    Ok((file, index, high_water, checkpointed))
 }
 
-/// The store's compaction thread: runs compactions when asked and, per
-/// [`AutoCompaction`], when the log has grown.
+/// How often the log's size is looked at when only checkpoints are
+/// automatic.
+const CHECKPOINT_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// The store's maintenance thread: runs compactions when asked and, per
+/// [`AutoCompaction`], when the log has grown; checkpoints the index per
+/// [`FileStoreOptions::checkpoint_every`].
 struct Compactor {
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
     auto: Option<AutoCompaction>,
     /// The log's size after the last compaction (or at open).
     baseline: u64,
+    checkpoint_every: Option<u64>,
+    /// Where the last checkpoint was taken (or read at open).
+    checkpointed: checkpoint::Position,
 }
 
 impl Compactor {
     fn run(mut self, requests: mpsc::Receiver<CompactRequest>) {
+        let tick = match (self.auto, self.checkpoint_every) {
+            (Some(auto), _) => Some(auto.check_every),
+            (None, Some(_)) => Some(CHECKPOINT_CHECK_EVERY),
+            (None, None) => None,
+        };
         loop {
-            let request = match self.auto {
-                Some(auto) => match requests.recv_timeout(auto.check_every) {
+            let request = match tick {
+                Some(tick) => match requests.recv_timeout(tick) {
                     Ok(request) => Some(request),
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -309,8 +350,28 @@ impl Compactor {
                         tracing::warn!(error = %e, "automatic compaction of the event log failed");
                     }
                 }
-                None => {}
+                None => self.checkpoint_if_due(),
             }
+        }
+    }
+
+    /// Checkpoints the index if the log moved to a new generation or grew
+    /// by `checkpoint_every` since the last checkpoint.
+    fn checkpoint_if_due(&mut self) {
+        let Some(every) = self.checkpoint_every else {
+            return;
+        };
+        let now = {
+            let index = self.shared.index();
+            checkpoint::Position { generation: index.file.generation, scanned: index.scanned }
+        };
+        let grown = now.scanned.saturating_sub(self.checkpointed.scanned);
+        if now.generation == self.checkpointed.generation && grown < every.max(1) {
+            return;
+        }
+        match checkpoint::write(&self.shared) {
+            Ok(position) => self.checkpointed = position,
+            Err(e) => tracing::warn!(error = %e, "could not checkpoint the event log's index"),
         }
     }
 
@@ -327,6 +388,7 @@ impl Compactor {
         self.commands.send(Command::FinishCompaction(prepared, reply)).map_err(|_| stopped())?;
         let compacted = answer.blocking_recv().map_err(|_| stopped())??;
         self.baseline = compacted.bytes_after;
+        self.checkpoint_if_due();
         Ok(compacted)
     }
 }

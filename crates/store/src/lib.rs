@@ -9,6 +9,7 @@
 //! [`FileStore`] is the embedded backend: one checksummed append-only log with
 //! group commit (see [`file`]).
 
+mod checkpoint;
 mod committer;
 mod compaction;
 pub mod file;

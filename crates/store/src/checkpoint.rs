@@ -1,0 +1,335 @@
+//! Checkpoints of the log's index, so that opening a store reads the index
+//! as it was at the checkpoint and scans only the log written after it:
+//! start-up time depends on what was written since the last checkpoint, not
+//! on the log's history.
+//!
+//! A checkpoint is a file `index-<generation>.checkpoint` in the data
+//! directory:
+//!
+//! ```text
+//! magic "CARTIDX" 1 | generation u64 | scanned u64 | fingerprint u32 | carts u64
+//! per cart: id_len u8 | id | snapshot u64 (u64::MAX: none) | snapshot_version u64
+//!           | touched_ms i64 | epoch u64 | owner_len u32 | owner
+//!           | events u32 | offset u64 × events
+//! crc32 of all of the above, u32 LE
+//! ```
+//! All integers little-endian. `scanned` is how far into that generation's
+//! log the index reaches; `fingerprint` is the CRC-32 of the log's last
+//! [`FINGERPRINT_SPAN`] bytes before it (a checksum, so no log contents are
+//! copied into the checkpoint).
+//!
+//! A checkpoint is a cache, never the truth: it is used only if its
+//! checksum holds, it is for the newest generation, and that log still has
+//! the same bytes before `scanned`; otherwise a warning is logged and the
+//! log is scanned whole. It is written with the log synced up to `scanned`
+//! first, to a temporary file that is synced and renamed into place, so a
+//! crash leaves the previous checkpoint or the new one. Erased carts are in
+//! no checkpoint written after the erasure, and compaction deletes the
+//! checkpoints of the generations it replaces.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Instant;
+
+use crate::StoreError;
+use crate::log::{CartIndex, LogFile, LogIndex, Shared};
+use crate::record::{Reader, put_short};
+
+/// First bytes of every checkpoint; the last is the format version.
+const MAGIC: &[u8; 8] = b"CARTIDX\x01";
+/// Bytes of the log before `scanned` that the fingerprint covers.
+pub(crate) const FINGERPRINT_SPAN: u64 = 4096;
+/// Marks a cart without a snapshot.
+const NO_SNAPSHOT: u64 = u64::MAX;
+
+/// Name of the checkpoint of generation `generation`'s index.
+pub(crate) fn file_name(generation: u64) -> String {
+    format!("index-{generation}.checkpoint")
+}
+
+/// The generation a checkpoint (or a temporary one being written) is for,
+/// if `name` is one.
+pub(crate) fn generation_of(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix("index-")?;
+    let (generation, suffix) = rest.split_once('.')?;
+    let temporary = suffix
+        .strip_prefix("checkpoint.")
+        .and_then(|s| s.strip_suffix(".tmp"))
+        .is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit()));
+    (suffix == "checkpoint" || temporary).then(|| generation.parse().ok())?
+}
+
+/// Where a checkpoint was taken: the generation and how far into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Position {
+    pub generation: u64,
+    pub scanned: u64,
+}
+
+/// What a checkpoint file holds.
+#[derive(Debug)]
+struct Decoded {
+    position: Position,
+    fingerprint: u32,
+    carts: HashMap<Box<str>, CartIndex>,
+}
+
+/// The CRC-32 of `file`'s last [`FINGERPRINT_SPAN`] bytes before `scanned`.
+fn fingerprint(file: &File, scanned: u64) -> std::io::Result<u32> {
+    let from = scanned.saturating_sub(FINGERPRINT_SPAN);
+    let mut bytes = vec![0u8; (scanned - from) as usize];
+    file.read_exact_at(&mut bytes, from)?;
+    Ok(crc32fast::hash(&bytes))
+}
+
+/// The checkpoint of `index`, whose log has `fingerprint` before
+/// `index.scanned`.
+fn encode(index: &LogIndex, fingerprint: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + index.carts.len() * 64);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&index.file.generation.to_le_bytes());
+    out.extend_from_slice(&index.scanned.to_le_bytes());
+    out.extend_from_slice(&fingerprint.to_le_bytes());
+    out.extend_from_slice(&(index.carts.len() as u64).to_le_bytes());
+    for (id, cart) in &index.carts {
+        put_short(&mut out, id.as_bytes());
+        out.extend_from_slice(&cart.snapshot.unwrap_or(NO_SNAPSHOT).to_le_bytes());
+        out.extend_from_slice(&cart.snapshot_version.to_le_bytes());
+        out.extend_from_slice(&cart.touched_ms.to_le_bytes());
+        let (epoch, owner) = cart.claim.as_ref().map_or((0, ""), |(e, o)| (*e, &**o));
+        out.extend_from_slice(&epoch.to_le_bytes());
+        out.extend_from_slice(&(owner.len() as u32).to_le_bytes());
+        out.extend_from_slice(owner.as_bytes());
+        out.extend_from_slice(&(cart.offsets.len() as u32).to_le_bytes());
+        for offset in &cart.offsets {
+            out.extend_from_slice(&offset.to_le_bytes());
+        }
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Parses a checkpoint, or says why it is not a whole, consistent one.
+fn decode(bytes: &[u8]) -> Result<Decoded, &'static str> {
+    let (body, crc) = bytes.split_last_chunk::<4>().ok_or("too short")?;
+    if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
+        return Err("checksum mismatch");
+    }
+    let mut r = Reader { bytes: body };
+    if r.take(MAGIC.len())? != MAGIC {
+        return Err("not an index checkpoint of this format");
+    }
+    let position = Position { generation: r.u64()?, scanned: r.u64()? };
+    let fingerprint = u32::from_le_bytes(r.array()?);
+    let count = r.u64()?;
+    // Each cart takes at least 45 bytes: a count beyond that is a lie.
+    if count > (r.bytes.len() / 45) as u64 {
+        return Err("cart count out of range");
+    }
+    let mut carts = HashMap::with_capacity(count as usize);
+    for _ in 0..count {
+        let id = r.short_str()?;
+        let snapshot = Some(r.u64()?).filter(|s| *s != NO_SNAPSHOT);
+        let snapshot_version = r.u64()?;
+        let touched_ms = i64::from_le_bytes(r.array()?);
+        let epoch = r.u64()?;
+        let owner_len = u32::from_le_bytes(r.array()?) as usize;
+        let owner = std::str::from_utf8(r.take(owner_len)?).map_err(|_| "owner is not UTF-8")?;
+        let claim = (epoch > 0).then(|| (epoch, owner.into()));
+        let events = u32::from_le_bytes(r.array()?) as usize;
+        if events > r.bytes.len() / 8 {
+            return Err("event count out of range");
+        }
+        let offsets = (0..events).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+        let inside = |o: &u64| *o < position.scanned;
+        if !offsets.iter().all(inside) || !snapshot.iter().all(inside) {
+            return Err("offset beyond the checkpoint");
+        }
+        let cart = CartIndex { snapshot, snapshot_version, offsets, claim, touched_ms };
+        if carts.insert(id.into_boxed_str(), cart).is_some() {
+            return Err("a cart appears twice");
+        }
+    }
+    if !r.bytes.is_empty() {
+        return Err("bytes after the last cart");
+    }
+    Ok(Decoded { position, fingerprint, carts })
+}
+
+/// Writes the checkpoint of this process's index of the log in `dir` and
+/// returns where it was taken. The index is read-locked while it is
+/// encoded (appends wait for that, not for the disk).
+pub(crate) fn write(shared: &Shared) -> Result<Position, StoreError> {
+    let started = Instant::now();
+    let (bytes, position, file) = {
+        let index = shared.index();
+        // The bytes the index covers are never rewritten within a
+        // generation, so the fingerprint may be taken under the read lock
+        // without racing the committer.
+        let fingerprint = fingerprint(&index.file.reader, index.scanned)?;
+        let position = Position { generation: index.file.generation, scanned: index.scanned };
+        (encode(&index, fingerprint), position, index.file.clone())
+    };
+    // The checkpoint must never reach further than the durable log.
+    file.reader.sync_data()?;
+    let dir = shared.dir();
+    let path = dir.join(file_name(position.generation));
+    let tmp = dir.join(format!("{}.{}.tmp", file_name(position.generation), std::process::id()));
+    std::fs::write(&tmp, &bytes)?;
+    File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()?;
+    // A compaction may have replaced this generation meanwhile and already
+    // deleted its checkpoints: this one must not outlive it (it may name
+    // carts erased since).
+    if crate::compaction::newest_generation(dir)? > position.generation {
+        std::fs::remove_file(&path)?;
+    }
+    metrics::gauge!("cart_log_checkpoint_bytes").set(bytes.len() as f64);
+    tracing::debug!(
+        generation = position.generation,
+        scanned = position.scanned,
+        bytes = bytes.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "index checkpoint written"
+    );
+    Ok(position)
+}
+
+/// The index of `file` as its checkpoint in `dir` has it, if there is one
+/// that can be trusted; the caller scans the log from `scanned` on. A
+/// checkpoint that cannot be used is logged and ignored.
+pub(crate) fn load(dir: &Path, file: &LogFile) -> Option<LogIndex> {
+    let path = dir.join(file_name(file.generation));
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return ignored(&path, &e.to_string()),
+    };
+    let decoded = match decode(&bytes) {
+        Ok(decoded) => decoded,
+        Err(why) => return ignored(&path, why),
+    };
+    if decoded.position.generation != file.generation {
+        return ignored(&path, "it is for another generation of the log");
+    }
+    match fingerprint(&file.reader, decoded.position.scanned) {
+        Ok(f) if f == decoded.fingerprint => {}
+        Ok(_) => return ignored(&path, "the log's bytes before it have changed"),
+        Err(_) => return ignored(&path, "the log is shorter than the checkpoint"),
+    }
+    let mut index = LogIndex::new(file.clone());
+    index.carts = decoded.carts;
+    index.scanned = decoded.position.scanned;
+    Some(index)
+}
+
+fn ignored(path: &Path, why: &str) -> Option<LogIndex> {
+    tracing::warn!(
+        path = %path.display(),
+        reason = why,
+        "ignoring the index checkpoint; scanning the whole log instead"
+    );
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_of(dir: &Path, carts: Vec<(&str, CartIndex)>, scanned: u64) -> LogIndex {
+        let path = dir.join("events.log");
+        std::fs::write(&path, vec![7u8; scanned as usize]).unwrap();
+        let mut index = LogIndex::new(LogFile::open(dir, 0).unwrap());
+        index.scanned = scanned;
+        index.carts = carts.into_iter().map(|(id, c)| (id.into(), c)).collect();
+        index
+    }
+
+    fn cart(offsets: Vec<u64>, claim: Option<(u64, &str)>) -> CartIndex {
+        CartIndex {
+            snapshot: Some(3),
+            snapshot_version: 5,
+            offsets,
+            claim: claim.map(|(e, o)| (e, o.into())),
+            touched_ms: 1_700_000_000_000,
+        }
+    }
+
+    /// The checkpoint format is what existing data directories hold: these
+    /// bytes never change (a new format gets a new magic).
+    #[test]
+    fn golden_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = index_of(dir.path(), vec![("c1", cart(vec![10, 20], Some((2, "n1"))))], 30);
+        let hex: String = encode(&index, 0xAABBCCDD).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "434152544944580100000000000000001e00000000000000ddccbbaa0100000000000000026331\
+             030000000000000005000000000000000068e5cf8b0100000200000000000000020000006e3102\
+             000000"
+                .to_owned()
+                + "0a000000000000001400000000000000fe7195dc"
+        );
+    }
+
+    #[test]
+    fn round_trips_and_rejects_every_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = index_of(
+            dir.path(),
+            vec![("c1", cart(vec![10, 20], Some((2, "n1")))), ("c2", cart(vec![], None))],
+            30,
+        );
+        let bytes = encode(&index, 9);
+        let decoded = decode(&bytes).unwrap();
+        assert_eq!(decoded.position, Position { generation: 0, scanned: 30 });
+        assert_eq!(decoded.fingerprint, 9);
+        let c1 = &decoded.carts["c1"];
+        assert_eq!(
+            (c1.snapshot, c1.snapshot_version, &c1.offsets[..]),
+            (Some(3), 5, &[10, 20][..])
+        );
+        assert_eq!(c1.claim.as_ref().map(|(e, o)| (*e, &**o)), Some((2, "n1")));
+        assert!(decoded.carts["c2"].claim.is_none());
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "accepted a checkpoint cut at {cut}");
+        }
+        for i in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[i / 8] ^= 1 << (i % 8);
+            assert!(decode(&flipped).is_err(), "accepted a flipped bit {i}");
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_for_changed_or_shorter_log_bytes_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = index_of(dir.path(), vec![("c1", cart(vec![10, 20], None))], 30);
+        let shared = Shared::new(dir.path().to_owned(), index);
+        assert_eq!(write(&shared).unwrap(), Position { generation: 0, scanned: 30 });
+        let file = LogFile::open(dir.path(), 0).unwrap();
+        assert_eq!(load(dir.path(), &file).map(|i| i.carts.len()), Some(1));
+
+        let log = dir.path().join("events.log");
+        std::fs::write(&log, [vec![7u8; 29], vec![8]].concat()).unwrap();
+        assert!(load(dir.path(), &LogFile::open(dir.path(), 0).unwrap()).is_none());
+        std::fs::write(&log, vec![7u8; 29]).unwrap();
+        assert!(load(dir.path(), &LogFile::open(dir.path(), 0).unwrap()).is_none());
+        // Longer is fine: the rest is scanned.
+        std::fs::write(&log, vec![7u8; 40]).unwrap();
+        assert!(load(dir.path(), &LogFile::open(dir.path(), 0).unwrap()).is_some());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(generation_of(&file_name(3)), Some(3));
+        assert_eq!(generation_of("index-3.checkpoint.123.tmp"), Some(3));
+        assert_eq!(generation_of("index-3.checkpointx"), None);
+        assert_eq!(generation_of("index-x.checkpoint"), None);
+        assert_eq!(generation_of("events-3.log"), None);
+    }
+}
