@@ -27,10 +27,11 @@
 //! no checkpoint written after the erasure, and compaction deletes the
 //! checkpoints of the generations it replaces.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::StoreError;
@@ -74,6 +75,7 @@ struct Decoded {
     position: Position,
     fingerprint: u32,
     carts: HashMap<Box<str>, CartIndex>,
+    owners: HashSet<Arc<str>>,
 }
 
 /// The CRC-32 of `file`'s last [`FINGERPRINT_SPAN`] bytes before `scanned`.
@@ -130,6 +132,7 @@ fn decode(bytes: &[u8]) -> Result<Decoded, &'static str> {
         return Err("cart count out of range");
     }
     let mut carts = HashMap::with_capacity(count as usize);
+    let mut owners: HashSet<Arc<str>> = HashSet::new();
     for _ in 0..count {
         let id = r.short_str()?;
         let snapshot = Some(r.u64()?).filter(|s| *s != NO_SNAPSHOT);
@@ -138,7 +141,11 @@ fn decode(bytes: &[u8]) -> Result<Decoded, &'static str> {
         let epoch = r.u64()?;
         let owner_len = u32::from_le_bytes(r.array()?) as usize;
         let owner = std::str::from_utf8(r.take(owner_len)?).map_err(|_| "owner is not UTF-8")?;
-        let claim = (epoch > 0).then(|| (epoch, owner.into()));
+        let claim = (epoch > 0).then(|| {
+            let shared = owners.get(owner).cloned().unwrap_or_else(|| Arc::from(owner));
+            owners.insert(Arc::clone(&shared));
+            (epoch, shared)
+        });
         let events = u32::from_le_bytes(r.array()?) as usize;
         if events > r.bytes.len() / 8 {
             return Err("event count out of range");
@@ -156,7 +163,7 @@ fn decode(bytes: &[u8]) -> Result<Decoded, &'static str> {
     if !r.bytes.is_empty() {
         return Err("bytes after the last cart");
     }
-    Ok(Decoded { position, fingerprint, carts })
+    Ok(Decoded { position, fingerprint, carts, owners })
 }
 
 /// Writes the checkpoint of this process's index of the log in `dir` and
@@ -185,7 +192,7 @@ pub(crate) fn write(shared: &Shared) -> Result<Position, StoreError> {
     // A compaction may have replaced this generation meanwhile and already
     // deleted its checkpoints: this one must not outlive it (it may name
     // carts erased since).
-    if crate::compaction::newest_generation(dir)? > position.generation {
+    if crate::log::newest_generation(dir)? > position.generation {
         std::fs::remove_file(&path)?;
     }
     metrics::gauge!("cart_log_checkpoint_bytes").set(bytes.len() as f64);
@@ -223,6 +230,7 @@ pub(crate) fn load(dir: &Path, file: &LogFile) -> Option<LogIndex> {
     }
     let mut index = LogIndex::new(file.clone());
     index.carts = decoded.carts;
+    index.owners = decoded.owners;
     index.scanned = decoded.position.scanned;
     Some(index)
 }

@@ -83,7 +83,7 @@ pub(crate) struct Finished {
 /// One cart's records as the index had them when preparing.
 struct Live {
     cart: Box<str>,
-    claim: Option<(u64, Box<str>)>,
+    claim: Option<(u64, std::sync::Arc<str>)>,
     records: Vec<u64>,
 }
 
@@ -283,15 +283,4 @@ pub(crate) fn remove_old_generations(dir: &Path, current: u64) {
             tracing::warn!(file = name, error = %e, "could not delete an old event log");
         }
     }
-}
-
-/// The newest log generation in `dir` (0 if there is none).
-pub(crate) fn newest_generation(dir: &Path) -> std::io::Result<u64> {
-    let mut newest = 0;
-    for entry in std::fs::read_dir(dir)? {
-        if let Some(g) = entry?.file_name().to_str().and_then(generation_of) {
-            newest = newest.max(g);
-        }
-    }
-    Ok(newest)
 }

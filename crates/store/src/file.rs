@@ -270,7 +270,7 @@ fn open_locked(
     dir: &std::path::Path,
 ) -> Result<(std::fs::File, LogIndex, HighWater, checkpoint::Position), StoreError> {
     let (mut high_water, mark) = HighWater::open(dir)?;
-    let generation = compaction::newest_generation(dir)?;
+    let generation = crate::log::newest_generation(dir)?;
     let path = dir.join(log_file_name(generation));
     let acknowledged = match mark {
         Some(mark) if mark.generation > generation => {
@@ -328,6 +328,9 @@ impl Compactor {
             (None, Some(_)) => Some(CHECKPOINT_CHECK_EVERY),
             (None, None) => None,
         };
+        // A log opened without a checkpoint (or far past it) gets one now,
+        // not only after the first tick.
+        self.checkpoint_if_due();
         loop {
             let request = match tick {
                 Some(tick) => match requests.recv_timeout(tick) {

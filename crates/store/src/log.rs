@@ -4,7 +4,7 @@
 //!
 //! The file format and its invariants are described with the `file` module.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -43,6 +43,17 @@ pub(crate) fn generation_of(name: &str) -> Option<u64> {
     name.strip_prefix("events-")?.strip_suffix(".log")?.parse().ok().filter(|g| *g > 0)
 }
 
+/// The newest log generation in `dir` (0 if there is none).
+pub(crate) fn newest_generation(dir: &Path) -> std::io::Result<u64> {
+    let mut newest = 0;
+    for entry in std::fs::read_dir(dir)? {
+        if let Some(g) = entry?.file_name().to_str().and_then(generation_of) {
+            newest = newest.max(g);
+        }
+    }
+    Ok(newest)
+}
+
 /// What the index knows of one cart.
 #[derive(Debug, Default)]
 pub(crate) struct CartIndex {
@@ -52,8 +63,9 @@ pub(crate) struct CartIndex {
     pub snapshot_version: u64,
     /// Offsets of the event records after the snapshot, in sequence order.
     pub offsets: Vec<u64>,
-    /// The latest claim: epoch and owner.
-    pub claim: Option<(u64, Box<str>)>,
+    /// The latest claim: epoch and owner (one shared string per owner,
+    /// see [`LogIndex::owners`]).
+    pub claim: Option<(u64, Arc<str>)>,
     /// The timestamp of the latest event (or imported snapshot), ms.
     pub touched_ms: i64,
 }
@@ -119,6 +131,9 @@ impl LogFile {
 #[derive(Debug)]
 pub(crate) struct LogIndex {
     pub carts: HashMap<Box<str>, CartIndex>,
+    /// Every claim owner named, once: a cluster has a handful of owners
+    /// and many carts, so each cart's claim shares one of these.
+    pub owners: HashSet<Arc<str>>,
     /// Bytes of the log indexed so far; the next record starts here.
     pub scanned: u64,
     /// This process's committer is writing a batch after `scanned`, holding
@@ -140,7 +155,23 @@ pub(crate) enum Stop {
 impl LogIndex {
     /// An empty index of `file`.
     pub(crate) fn new(file: LogFile) -> Self {
-        LogIndex { carts: HashMap::new(), scanned: 0, committing: false, file }
+        LogIndex {
+            carts: HashMap::new(),
+            owners: HashSet::new(),
+            scanned: 0,
+            committing: false,
+            file,
+        }
+    }
+
+    /// The shared string for `owner`.
+    pub(crate) fn owner(&mut self, owner: &str) -> Arc<str> {
+        if let Some(known) = self.owners.get(owner) {
+            return Arc::clone(known);
+        }
+        let owner: Arc<str> = owner.into();
+        self.owners.insert(Arc::clone(&owner));
+        owner
     }
 
     /// Takes one record of `cart` into the index: the one place that says
@@ -154,6 +185,7 @@ impl LogIndex {
             }
             _ => {}
         }
+        let owner = (r.kind == CLAIM_KIND).then(|| self.owner(&String::from_utf8_lossy(r.payload)));
         let entry = match self.carts.get_mut(cart) {
             Some(entry) => entry,
             None => self.carts.entry(cart.into()).or_default(),
@@ -163,8 +195,7 @@ impl LogIndex {
                 if r.seq <= entry.epoch() {
                     return Err(Stop::Invalid("claim epoch out of order"));
                 }
-                let owner = String::from_utf8_lossy(r.payload).into_owned().into_boxed_str();
-                entry.claim = Some((r.seq, owner));
+                entry.claim = owner.map(|owner| (r.seq, owner));
             }
             SNAPSHOT_KIND => {
                 let version = entry.version();
@@ -176,6 +207,11 @@ impl LogIndex {
                 }
                 let covered = (r.seq.min(version) - entry.snapshot_version) as usize;
                 entry.offsets.drain(..covered);
+                if entry.offsets.is_empty() {
+                    // Most snapshots (every passivation's) cover all: the
+                    // idle cart keeps no buffer.
+                    entry.offsets = Vec::new();
+                }
                 entry.snapshot = Some(r.offset);
                 entry.snapshot_version = r.seq;
                 if seeds {

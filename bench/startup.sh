@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Start-up of docs/BENCHMARKS.md (issue 13): a file store with EVENTS events
+# of history (default 1,000,000) over CARTS live carts (default 200,000),
+# written through the real server, then time to ready and RSS after start:
+# with the index checkpoint a clean close leaves, without it (the whole log
+# scanned, as before checkpoints), after a SIGKILL (the last running
+# checkpoint plus the log after it), and after a compaction. Also disk
+# bytes per live cart after compaction against the mean snapshot size.
+source "$(dirname "$0")/lib.sh"
+need curl curl
+events=${EVENTS:-1000000}
+carts=${CARTS:-200000}
+
+serve() {
+  "$bin" serve --http-addr 127.0.0.1:18091 --internal-addr 127.0.0.1:17091 --data-dir "$1" \
+    --log warn --compact-above-bytes 0 --fsync never >/dev/null &
+  local started; started=$(date +%s%N)
+  for _ in $(seq 30000); do
+    curl -sf localhost:18091/readyz >/dev/null && { echo $(( ($(date +%s%N) - started) / 1000000 )) > "$work/ready_ms"; return; }
+    sleep 0.005
+  done
+  echo "server did not start" >&2; exit 1
+}
+pid() { pgrep -f 'serve --http-addr 127.0.0.1:18091'; }
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$(pid)/status"; }
+metric_sum() { curl -s localhost:17091/metrics | awk -v m="$1" 'index($1, m) == 1 && ($1 == m || substr($1, length(m) + 1, 1) == "{") {s += $2} END {printf "%d", s}'; }
+log_bytes() { du -cb "$1"/events*.log | tail -1 | cut -f1; }
+ready() { echo "$1: ready after $(cat "$work/ready_ms") ms, RSS $(rss_mb) MB"; }
+
+# One load run, so the carts are the same CARTS throughout (each run mints
+# its own); RATE is a guess of the mutations/s, to size it.
+rate=${RATE:-17000}
+echo "## writing about $events events of history over $carts carts (--fsync never)"
+serve "$work/s"
+"$bin" bench --url http://127.0.0.1:18091 --internal-url http://127.0.0.1:17091 \
+  --workload mutate --connections 64 --carts "$carts" --duration "$(( events / rate + 1 ))s" --warmup 0s | tail -1
+written=$(metric_sum cart_mutations_total)
+snap_sum=$(metric_sum cart_snapshot_bytes_sum); snap_count=$(metric_sum cart_snapshot_bytes_count)
+stop
+echo "history: $written mutations, log $(log_bytes "$work/s") bytes, $(ls "$work/s")"
+
+serve "$work/s"; ready "with the checkpoint of a clean close"; stop
+rm -f "$work"/s/index-*.checkpoint
+serve "$work/s"; ready "without a checkpoint (whole log scanned)"
+# It checkpoints the log it scanned at once; then it is killed.
+for _ in $(seq 3000); do ls "$work"/s/index-*.checkpoint >/dev/null 2>&1 && break; sleep 0.01; done
+kill -9 "$(pid)"; wait 2>/dev/null || true
+serve "$work/s"; ready "after SIGKILL (running checkpoint + the log after it)"
+before=$(log_bytes "$work/s")
+curl -sf -X POST localhost:17091/api/admin/compact; echo
+stop
+after=$(log_bytes "$work/s")
+serve "$work/s"; ready "after compaction"; stop
+echo "log bytes: $before before compaction, $after after"
+echo "disk bytes per live cart after compaction: $(( after / carts ))"
+if [ "$snap_count" -gt 0 ]; then
+  echo "mean snapshot size: $(( snap_sum / snap_count )) bytes"
+fi
