@@ -20,6 +20,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cart_store::{EventStore, Fence, FileStore, FileStoreOptions, FsyncPolicy, IdempotencyTag, NewEvent};
+use redb::ReadableDatabase;
 use tokio::sync::oneshot;
 
 const WRITERS: usize = 64;

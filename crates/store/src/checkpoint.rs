@@ -29,6 +29,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ use std::time::Instant;
 
 use crate::StoreError;
 use crate::log::{CartIndex, LogFile, LogIndex, Shared};
-use crate::record::{Reader, put_short};
+use crate::record::put_short;
 
 /// First bytes of every checkpoint; the last is the format version.
 const MAGIC: &[u8; 8] = b"CARTIDX\x01";
@@ -114,40 +115,102 @@ fn encode(index: &LogIndex, fingerprint: u32) -> Vec<u8> {
     out
 }
 
-/// Parses a checkpoint, or says why it is not a whole, consistent one.
-fn decode(bytes: &[u8]) -> Result<Decoded, &'static str> {
-    let (body, crc) = bytes.split_last_chunk::<4>().ok_or("too short")?;
-    if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
-        return Err("checksum mismatch");
+/// Reads a checkpoint's fields in order, checksumming what it reads, and
+/// never further than its `left` bytes (so a damaged count cannot make it
+/// allocate beyond the file's size).
+struct Source<R> {
+    inner: R,
+    /// Bytes before the trailing checksum not read yet.
+    left: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl<R: Read> Source<R> {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), &'static str> {
+        if buf.len() as u64 > self.left {
+            return Err("too short");
+        }
+        self.inner.read_exact(buf).map_err(|_| "cannot be read")?;
+        self.crc.update(buf);
+        self.left -= buf.len() as u64;
+        Ok(())
     }
-    let mut r = Reader { bytes: body };
-    if r.take(MAGIC.len())? != MAGIC {
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], &'static str> {
+        let mut out = [0; N];
+        self.fill(&mut out)?;
+        Ok(out)
+    }
+
+    fn u64(&mut self) -> Result<u64, &'static str> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, &'static str> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn bytes(&mut self, len: usize) -> Result<Vec<u8>, &'static str> {
+        if len as u64 > self.left {
+            return Err("too short");
+        }
+        let mut out = vec![0; len];
+        self.fill(&mut out)?;
+        Ok(out)
+    }
+
+    /// Checks that everything was read and the checksum holds.
+    fn finish(mut self) -> Result<(), &'static str> {
+        if self.left != 0 {
+            return Err("bytes after the last cart");
+        }
+        let mut crc = [0u8; 4];
+        self.inner.read_exact(&mut crc).map_err(|_| "too short")?;
+        if self.crc.finalize() != u32::from_le_bytes(crc) {
+            return Err("checksum mismatch");
+        }
+        Ok(())
+    }
+}
+
+/// Parses a checkpoint of `len` bytes from `input`, or says why it is not
+/// a whole, consistent one. It is streamed (a checkpoint is tens of MB for
+/// a large store) and trusted only once its checksum, at the end, holds.
+fn decode(input: impl Read, len: u64) -> Result<Decoded, &'static str> {
+    let mut r = Source {
+        inner: input,
+        left: len.checked_sub(4).ok_or("too short")?,
+        crc: Default::default(),
+    };
+    if &r.array::<8>()? != MAGIC {
         return Err("not an index checkpoint of this format");
     }
     let position = Position { generation: r.u64()?, scanned: r.u64()? };
-    let fingerprint = u32::from_le_bytes(r.array()?);
+    let fingerprint = r.u32()?;
     let count = r.u64()?;
-    // Each cart takes at least 45 bytes: a count beyond that is a lie.
-    if count > (r.bytes.len() / 45) as u64 {
+    // Each cart takes at least 41 bytes: a count beyond that is a lie.
+    if count > r.left / 41 {
         return Err("cart count out of range");
     }
     let mut carts = HashMap::with_capacity(count as usize);
     let mut owners: HashSet<Arc<str>> = HashSet::new();
     for _ in 0..count {
-        let id = r.short_str()?;
+        let id_len = r.array::<1>()?[0] as usize;
+        let id = String::from_utf8(r.bytes(id_len)?).map_err(|_| "cart id is not UTF-8")?;
         let snapshot = Some(r.u64()?).filter(|s| *s != NO_SNAPSHOT);
         let snapshot_version = r.u64()?;
         let touched_ms = i64::from_le_bytes(r.array()?);
         let epoch = r.u64()?;
-        let owner_len = u32::from_le_bytes(r.array()?) as usize;
-        let owner = std::str::from_utf8(r.take(owner_len)?).map_err(|_| "owner is not UTF-8")?;
+        let owner_len = r.u32()? as usize;
+        let owner = r.bytes(owner_len)?;
+        let owner = std::str::from_utf8(&owner).map_err(|_| "owner is not UTF-8")?;
         let claim = (epoch > 0).then(|| {
             let shared = owners.get(owner).cloned().unwrap_or_else(|| Arc::from(owner));
             owners.insert(Arc::clone(&shared));
             (epoch, shared)
         });
-        let events = u32::from_le_bytes(r.array()?) as usize;
-        if events > r.bytes.len() / 8 {
+        let events = u64::from(r.u32()?);
+        if events > r.left / 8 {
             return Err("event count out of range");
         }
         let offsets = (0..events).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
@@ -160,9 +223,7 @@ fn decode(bytes: &[u8]) -> Result<Decoded, &'static str> {
             return Err("a cart appears twice");
         }
     }
-    if !r.bytes.is_empty() {
-        return Err("bytes after the last cart");
-    }
+    r.finish()?;
     Ok(Decoded { position, fingerprint, carts, owners })
 }
 
@@ -211,12 +272,12 @@ pub(crate) fn write(shared: &Shared) -> Result<Position, StoreError> {
 /// checkpoint that cannot be used is logged and ignored.
 pub(crate) fn load(dir: &Path, file: &LogFile) -> Option<LogIndex> {
     let path = dir.join(file_name(file.generation));
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    let (input, len) = match File::open(&path).and_then(|f| Ok((f.metadata()?.len(), f))) {
+        Ok((len, f)) => (BufReader::with_capacity(256 << 10, f), len),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => return ignored(&path, &e.to_string()),
     };
-    let decoded = match decode(&bytes) {
+    let decoded = match decode(input, len) {
         Ok(decoded) => decoded,
         Err(why) => return ignored(&path, why),
     };
@@ -293,7 +354,7 @@ mod tests {
             30,
         );
         let bytes = encode(&index, 9);
-        let decoded = decode(&bytes).unwrap();
+        let decoded = decode(&bytes[..], bytes.len() as u64).unwrap();
         assert_eq!(decoded.position, Position { generation: 0, scanned: 30 });
         assert_eq!(decoded.fingerprint, 9);
         let c1 = &decoded.carts["c1"];
@@ -304,12 +365,18 @@ mod tests {
         assert_eq!(c1.claim.as_ref().map(|(e, o)| (*e, &**o)), Some((2, "n1")));
         assert!(decoded.carts["c2"].claim.is_none());
         for cut in 0..bytes.len() {
-            assert!(decode(&bytes[..cut]).is_err(), "accepted a checkpoint cut at {cut}");
+            assert!(
+                decode(&bytes[..cut], cut as u64).is_err(),
+                "accepted a checkpoint cut at {cut}"
+            );
         }
         for i in 0..bytes.len() * 8 {
             let mut flipped = bytes.clone();
             flipped[i / 8] ^= 1 << (i % 8);
-            assert!(decode(&flipped).is_err(), "accepted a flipped bit {i}");
+            assert!(
+                decode(&flipped[..], flipped.len() as u64).is_err(),
+                "accepted a flipped bit {i}"
+            );
         }
     }
 

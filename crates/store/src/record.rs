@@ -115,34 +115,27 @@ pub fn decode_body(header: Header, body: &[u8]) -> Result<(String, Event), &'sta
     Ok((cart, Event { seq, kind, timestamp_ms, payload: r.bytes.to_vec(), idempotency }))
 }
 
-/// Reads little-endian fields off the front of a byte slice, for the
-/// store's binary formats (records, index checkpoints).
-pub(crate) struct Reader<'a> {
-    pub bytes: &'a [u8],
+struct Reader<'a> {
+    bytes: &'a [u8],
 }
 
 impl Reader<'_> {
-    pub(crate) fn take(&mut self, n: usize) -> Result<&[u8], &'static str> {
+    fn take(&mut self, n: usize) -> Result<&[u8], &'static str> {
         if self.bytes.len() < n {
-            return Err("too short");
+            return Err("record body too short");
         }
         let (head, rest) = self.bytes.split_at(n);
         self.bytes = rest;
         Ok(head)
     }
 
-    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], &'static str> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], &'static str> {
         let mut out = [0; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
 
-    pub(crate) fn u64(&mut self) -> Result<u64, &'static str> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    /// A string of at most 255 bytes, after its length byte.
-    pub(crate) fn short_str(&mut self) -> Result<String, &'static str> {
+    fn short_str(&mut self) -> Result<String, &'static str> {
         let len = self.array::<1>()?[0] as usize;
         let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| "string is not UTF-8")
