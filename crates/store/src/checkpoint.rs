@@ -228,9 +228,9 @@ fn decode(input: impl Read, len: u64) -> Result<Decoded, &'static str> {
 }
 
 /// Writes the checkpoint of this process's index of the log in `dir` and
-/// returns where it was taken. The index is read-locked while it is
+/// returns where it was taken and its size in bytes. The index is read-locked while it is
 /// encoded (appends wait for that, not for the disk).
-pub(crate) fn write(shared: &Shared) -> Result<Position, StoreError> {
+pub(crate) fn write(shared: &Shared) -> Result<(Position, u64), StoreError> {
     let started = Instant::now();
     let (bytes, position, file) = {
         let index = shared.index();
@@ -264,7 +264,7 @@ pub(crate) fn write(shared: &Shared) -> Result<Position, StoreError> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "index checkpoint written"
     );
-    Ok(position)
+    Ok((position, bytes.len() as u64))
 }
 
 /// The index of `file` as its checkpoint in `dir` has it, if there is one
@@ -385,7 +385,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let index = index_of(dir.path(), vec![("c1", cart(vec![10, 20], None))], 30);
         let shared = Shared::new(dir.path().to_owned(), index);
-        assert_eq!(write(&shared).unwrap(), Position { generation: 0, scanned: 30 });
+        assert_eq!(write(&shared).unwrap().0, Position { generation: 0, scanned: 30 });
         let file = LogFile::open(dir.path(), 0).unwrap();
         assert_eq!(load(dir.path(), &file).map(|i| i.carts.len()), Some(1));
 

@@ -219,6 +219,7 @@ impl FileStore {
             baseline: size_at_open,
             checkpoint_every: options.checkpoint_every,
             checkpointed,
+            checkpoint_bytes: 0,
         };
         let compactor = std::thread::Builder::new()
             .name("event-log-compactor".into())
@@ -319,6 +320,8 @@ struct Compactor {
     checkpoint_every: Option<u64>,
     /// Where the last checkpoint was taken (or read at open).
     checkpointed: checkpoint::Position,
+    /// The size of the last checkpoint written (0 before the first).
+    checkpoint_bytes: u64,
 }
 
 impl Compactor {
@@ -359,7 +362,11 @@ impl Compactor {
     }
 
     /// Checkpoints the index if the log moved to a new generation or grew
-    /// by `checkpoint_every` since the last checkpoint.
+    /// by `checkpoint_every` since the last checkpoint, and by four times
+    /// that checkpoint's size: appends wait while the index is encoded,
+    /// which costs in proportion to the carts, so a large index is
+    /// checkpointed less often (the log scanned at open stays within four
+    /// times the checkpoint read).
     fn checkpoint_if_due(&mut self) {
         let Some(every) = self.checkpoint_every else {
             return;
@@ -369,11 +376,15 @@ impl Compactor {
             checkpoint::Position { generation: index.file.generation, scanned: index.scanned }
         };
         let grown = now.scanned.saturating_sub(self.checkpointed.scanned);
-        if now.generation == self.checkpointed.generation && grown < every.max(1) {
+        let due = grown >= every.max(1).max(self.checkpoint_bytes.saturating_mul(4));
+        if now.generation == self.checkpointed.generation && !due {
             return;
         }
         match checkpoint::write(&self.shared) {
-            Ok(position) => self.checkpointed = position,
+            Ok((position, bytes)) => {
+                self.checkpointed = position;
+                self.checkpoint_bytes = bytes;
+            }
             Err(e) => tracing::warn!(error = %e, "could not checkpoint the event log's index"),
         }
     }

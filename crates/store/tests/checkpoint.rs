@@ -183,7 +183,11 @@ async fn a_running_store_checkpoints_as_its_log_grows() {
     };
     wait_for("no checkpoint while running", &|| reaches() > 0);
     let first = reaches();
-    store.append(&id(7), 12, Fence::Epoch(1), vec![event(7, 13)]).await.unwrap();
+    // The next is due once the log has grown by four times the
+    // checkpoint's size too (a few KiB here).
+    let size = std::fs::metadata(&path).unwrap().len();
+    let events = (13..13 + 4 * size / 40).map(|seq| event(7, seq)).collect();
+    store.append(&id(7), 12, Fence::Epoch(1), events).await.unwrap();
     wait_for("the checkpoint does not follow the log", &|| reaches() > first);
     assert!(reaches() <= std::fs::metadata(dir.path().join("events.log")).unwrap().len());
 }
