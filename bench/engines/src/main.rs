@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cart_store::{EventStore, Fence, FileStore, FileStoreOptions, FsyncPolicy, IdempotencyTag, NewEvent};
+use cart_store::{
+    EventStore, Fence, FileStore, FileStoreOptions, FsyncPolicy, IdempotencyTag, NewEvent,
+};
 use redb::ReadableDatabase;
 use tokio::sync::oneshot;
 
@@ -39,7 +41,10 @@ fn event(seq: u64) -> NewEvent {
         kind: 2,
         timestamp_ms: 1_700_000_000_000 + seq as i64,
         payload: (0..PAYLOAD).map(|i| (i as u64 * 31 + seq) as u8).collect(),
-        idempotency: Some(IdempotencyTag { key: format!("{seq:0width$}", width = KEY_LEN), fingerprint: seq }),
+        idempotency: Some(IdempotencyTag {
+            key: format!("{seq:0width$}", width = KEY_LEN),
+            fingerprint: seq,
+        }),
     }
 }
 
@@ -79,7 +84,9 @@ impl Batched for Redb {
         {
             let mut table = txn.open_table(REDB_EVENTS).map_err(|e| e.to_string())?;
             for p in batch {
-                table.insert((p.cart.as_str(), p.seq), p.value.as_slice()).map_err(|e| e.to_string())?;
+                table
+                    .insert((p.cart.as_str(), p.seq), p.value.as_slice())
+                    .map_err(|e| e.to_string())?;
             }
         }
         txn.commit().map_err(|e| e.to_string())
@@ -161,7 +168,11 @@ impl Engine {
         match self {
             Engine::File(store) => {
                 let fence = if seq == 1 { Fence::Claim("bench".into()) } else { Fence::Epoch(1) };
-                store.append(cart, seq - 1, fence, vec![e]).await.map(|_| ()).map_err(|e| e.to_string())
+                store
+                    .append(cart, seq - 1, fence, vec![e])
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
             Engine::Grouped(g) => g.append(cart, seq, &e).await,
         }
@@ -176,7 +187,8 @@ fn open_file(dir: &Path) -> Result<FileStore> {
 
 fn open_fjall(dir: &Path) -> Result<Fjall> {
     let db = fjall::Database::builder(dir).open().map_err(|e| e.to_string())?;
-    let events = db.keyspace("events", fjall::KeyspaceCreateOptions::default).map_err(|e| e.to_string())?;
+    let events =
+        db.keyspace("events", fjall::KeyspaceCreateOptions::default).map_err(|e| e.to_string())?;
     Ok(Fjall { db, events })
 }
 
@@ -263,7 +275,9 @@ async fn open(kind: &str, dir: &Path, carts: usize) -> Result<()> {
             let read = db.begin_read().map_err(|e| e.to_string())?;
             let table = read.open_table(REDB_EVENTS).map_err(|e| e.to_string())?;
             for c in &sample {
-                let range = table.range((c.as_str(), 0)..=(c.as_str(), u64::MAX)).map_err(|e| e.to_string())?;
+                let range = table
+                    .range((c.as_str(), 0)..=(c.as_str(), u64::MAX))
+                    .map_err(|e| e.to_string())?;
                 for row in range {
                     let (_, v) = row.map_err(|e| e.to_string())?;
                     events += usize::from(!v.value().is_empty());
@@ -294,13 +308,16 @@ async fn open(kind: &str, dir: &Path, carts: usize) -> Result<()> {
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> Result<T> {
-    args.get(i).and_then(|a| a.parse().ok()).ok_or_else(|| format!("argument {i} missing or invalid"))
+    args.get(i)
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("argument {i} missing or invalid"))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let (command, kind, dir): (String, String, PathBuf) = (arg(&args, 1)?, arg(&args, 2)?, arg(&args, 3)?);
+    let (command, kind, dir): (String, String, PathBuf) =
+        (arg(&args, 1)?, arg(&args, 2)?, arg(&args, 3)?);
     match command.as_str() {
         "write" => {
             let (events, carts) = (arg(&args, 4)?, arg(&args, 5)?);
