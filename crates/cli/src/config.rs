@@ -48,16 +48,16 @@ pub struct ServeArgs {
 
     /// Longest a request head may take to arrive on either HTTP listener,
     /// and longest an idle keep-alive connection stays open.
-    #[arg(long, env = "CART_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "CART_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub header_timeout: Duration,
 
     /// Longest a request body may take to arrive.
-    #[arg(long, env = "CART_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "CART_BODY_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub body_timeout: Duration,
 
     /// Most connections open at once on each HTTP listener; one more is
     /// answered 503 with Retry-After and closed.
-    #[arg(long, env = "CART_MAX_CONNECTIONS", default_value_t = 16_384)]
+    #[arg(long, env = "CART_MAX_CONNECTIONS", default_value_t = 16_384, value_parser = parse_nonzero::<usize>)]
     pub max_connections: usize,
 
     /// After SIGTERM, how long the node stays up (unready, still serving)
@@ -69,7 +69,7 @@ pub struct ServeArgs {
 
     /// How long an `Idempotency-Key` protects its request: a retry with
     /// the same key within it is answered, never applied again.
-    #[arg(long, env = "CART_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, env = "CART_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = parse_positive_duration)]
     pub idempotency_window: Duration,
 
     /// Address the CartActor gRPC service listens on. Loopback by
@@ -133,26 +133,26 @@ pub struct ServeArgs {
     pub k8s_namespace: Option<String>,
 
     /// How often every member is pinged.
-    #[arg(long, env = "CART_PING_INTERVAL", default_value = "300ms", value_parser = parse_duration)]
+    #[arg(long, env = "CART_PING_INTERVAL", default_value = "300ms", value_parser = parse_positive_duration)]
     pub ping_interval: Duration,
 
     /// Missed pings in a row before a member is evicted.
-    #[arg(long, env = "CART_PING_MISSES", default_value_t = 3)]
+    #[arg(long, env = "CART_PING_MISSES", default_value_t = 3, value_parser = parse_nonzero::<u32>)]
     pub ping_misses: u32,
 
     /// Deadline of every node-to-node call.
-    #[arg(long, env = "CART_RPC_DEADLINE", default_value = "400ms", value_parser = parse_duration)]
+    #[arg(long, env = "CART_RPC_DEADLINE", default_value = "400ms", value_parser = parse_positive_duration)]
     pub rpc_deadline: Duration,
 
     /// How long a ping round that reached a majority of the cluster lets
     /// this node serve its carts. At least one ping interval plus the RPC
     /// deadline; a dead node's carts move this plus about 0.8 s after it
     /// was last heard from.
-    #[arg(long, env = "CART_LEASE", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "CART_LEASE", default_value = "1s", value_parser = parse_positive_duration)]
     pub lease: Duration,
 
     /// How often discovery is polled and the member view negotiated.
-    #[arg(long, env = "CART_DISCOVERY_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "CART_DISCOVERY_INTERVAL", default_value = "2s", value_parser = parse_positive_duration)]
     pub discovery_interval: Duration,
 
     /// Event store: `file` (the log in `--data-dir`) or a PostgreSQL URL
@@ -168,7 +168,7 @@ pub struct ServeArgs {
     pub store_password_file: Option<PathBuf>,
 
     /// Connections to PostgreSQL per node.
-    #[arg(long, env = "CART_PG_POOL_SIZE", default_value_t = 8)]
+    #[arg(long, env = "CART_PG_POOL_SIZE", default_value_t = 8, value_parser = parse_nonzero::<usize>)]
     pub pg_pool_size: usize,
 
     /// Directory of the event log.
@@ -182,7 +182,7 @@ pub struct ServeArgs {
     pub catalog: String,
 
     /// Timeout of one catalogue lookup over HTTP.
-    #[arg(long, env = "CART_CATALOG_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "CART_CATALOG_TIMEOUT", default_value = "1s", value_parser = parse_positive_duration)]
     pub catalog_timeout: Duration,
 
     /// When appends reach the disk: `always` (fdatasync before every
@@ -203,7 +203,7 @@ pub struct ServeArgs {
     /// Base URL of the Klarna Checkout v3 API (Klarna's and Kustom's hosts
     /// differ, e.g. `https://api.playground.kustom.co`). Checkout is off
     /// without it.
-    #[arg(long, env = "CART_KLARNA_URL")]
+    #[arg(long, env = "CART_KLARNA_URL", value_parser = parse_http_url)]
     pub klarna_url: Option<String>,
 
     /// Klarna API username.
@@ -226,13 +226,13 @@ pub struct ServeArgs {
     pub klarna_password_file: Option<PathBuf>,
 
     /// Timeout of one call to Klarna.
-    #[arg(long, env = "CART_KLARNA_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "CART_KLARNA_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub klarna_timeout: Duration,
 
     /// Public base URL of this service, as shoppers and Klarna reach it: the
     /// checkout, confirmation and terms pages and the push and validation
     /// callbacks are built from it.
-    #[arg(long, env = "CART_PUBLIC_URL", default_value = "http://localhost:8080")]
+    #[arg(long, env = "CART_PUBLIC_URL", default_value = "http://localhost:8080", value_parser = parse_http_url)]
     pub public_url: String,
 
     /// Markets as `country:CURRENCY:vat_basis_points`, comma separated.
@@ -277,21 +277,21 @@ pub struct ServeArgs {
     pub compact_above_bytes: u64,
 
     /// A cart unused this long is passivated (unloaded from memory).
-    #[arg(long, env = "CART_IDLE_TTL", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, env = "CART_IDLE_TTL", default_value = "15m", value_parser = parse_positive_duration)]
     pub idle_ttl: Duration,
 
     /// Most carts resident in memory; beyond it idle carts are evicted, and
     /// when none is idle requests get 503 with Retry-After.
-    #[arg(long, env = "CART_MAX_GRAINS", default_value_t = 200_000)]
+    #[arg(long, env = "CART_MAX_GRAINS", default_value_t = 200_000, value_parser = parse_nonzero::<usize>)]
     pub max_grains: usize,
 
     /// Most live-cart watchers (SSE streams and gRPC watch streams) at once;
     /// beyond it a new watch gets 503 with Retry-After.
-    #[arg(long, env = "CART_MAX_WATCHERS", default_value_t = 10_000)]
+    #[arg(long, env = "CART_MAX_WATCHERS", default_value_t = 10_000, value_parser = parse_nonzero::<usize>)]
     pub max_watchers: usize,
 
     /// How long shutdown waits for in-flight requests.
-    #[arg(long, env = "CART_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "CART_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub shutdown_timeout: Duration,
 
     /// Log format.
@@ -308,6 +308,27 @@ pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
         d if d.is_zero() => Err("must be more than zero".into()),
         d => Ok(d),
+    }
+}
+
+/// Parses a count that must be at least one (a limit or pool of zero
+/// would refuse everything or never decide).
+pub fn parse_nonzero<T: std::str::FromStr + Default + PartialEq>(s: &str) -> Result<T, String> {
+    match s.trim().parse::<T>() {
+        Ok(n) if n == T::default() => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a whole number in range")),
+    }
+}
+
+/// Parses an absolute `http://` or `https://` URL with a host, kept as
+/// given.
+pub fn parse_http_url(s: &str) -> Result<String, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(s.to_owned()),
+        (Some("http" | "https"), _) => Err(format!("`{s}` has no host")),
+        _ => Err(format!("`{s}` is not an http:// or https:// URL")),
     }
 }
 

@@ -177,6 +177,61 @@ fn cli_refused(dir: &std::path::Path, args: &[&str]) -> String {
     stderr
 }
 
+/// A value that would make the node useless or hang (a zero limit, deadline
+/// or timeout, a URL that is not one) is refused at start, and the message
+/// names the flag.
+#[test]
+fn flags_that_cannot_work_are_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad: &[(&str, &str)] = &[
+        ("--ping-misses", "0"),
+        ("--rpc-deadline", "0ms"),
+        ("--max-grains", "0"),
+        ("--max-connections", "0"),
+        ("--max-watchers", "0"),
+        ("--pg-pool-size", "0"),
+        ("--lease", "0s"),
+        ("--ping-interval", "0"),
+        ("--idle-ttl", "0s"),
+        ("--shutdown-timeout", "0s"),
+        ("--header-timeout", "0s"),
+        ("--klarna-timeout", "0s"),
+        ("--max-grains", "-1"),
+        ("--klarna-url", "not a url"),
+        ("--klarna-url", "ftp://klarna.example"),
+        ("--public-url", "localhost:8080"),
+        ("--public-url", "http://"),
+    ];
+    for (flag, value) in bad {
+        // A value wrongly accepted would start a server: it is killed after
+        // a deadline and the test fails, rather than hanging.
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cart-actor"))
+            .current_dir(dir.path())
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--internal-addr", "127.0.0.1:0"])
+            .arg(format!("{flag}={value}"))
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{flag} {value} was accepted: the server started");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut refused = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut refused).unwrap();
+        assert!(!status.success(), "{flag} {value}");
+        assert!(refused.contains(flag), "{flag} {value}: {refused}");
+    }
+    assert!(!dir.path().join("data").exists(), "nothing was started");
+}
+
 /// A backup taken under write load holds every mutation acknowledged before
 /// it began; restored (here into PostgreSQL, and from there backed up and
 /// restored again into a file store), it serves them, and a cookie minted
