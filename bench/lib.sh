@@ -27,3 +27,14 @@ sent() { grep -o 'sent=[0-9]*' | cut -d= -f2; }
 # Stops the newest background server and waits for its clean close.
 stop() { kill "$(jobs -p | tail -1)"; wait "$(jobs -p | tail -1)" 2>/dev/null || true; }
 echo "## machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
+# `wait_ready port started_ns`: waits (up to 2 minutes) for /readyz on
+# localhost:port and writes the milliseconds since started_ns to
+# $work/ready_ms.
+wait_ready() {
+  for _ in $(seq 24000); do
+    curl -sf "localhost:$1/readyz" >/dev/null && { echo $(( ($(date +%s%N) - $2) / 1000000 )) > "$work/ready_ms"; return; }
+    sleep 0.005
+  done
+  echo "server did not start" >&2; exit 1
+}
+

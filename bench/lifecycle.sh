@@ -9,14 +9,10 @@ need curl curl
 carts=${CARTS:-20000}
 
 serve() {
+  local started; started=$(date +%s%N)
   "$bin" serve --http-addr 127.0.0.1:18090 --internal-addr 127.0.0.1:17090 --data-dir "$1" \
     --log warn --compact-above-bytes 0 >/dev/null &
-  local started; started=$(date +%s%N)
-  for _ in $(seq 12000); do
-    curl -sf localhost:18090/readyz >/dev/null && { echo $(( ($(date +%s%N) - started) / 1000000 )) > "$work/ready_ms"; return; }
-    sleep 0.01
-  done
-  echo "server did not start" >&2; exit 1
+  wait_ready 18090 "$started"
 }
 load() {
   "$bin" bench --url http://127.0.0.1:18090 --internal-url http://127.0.0.1:17090 \

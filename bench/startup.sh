@@ -12,14 +12,10 @@ events=${EVENTS:-1000000}
 carts=${CARTS:-200000}
 
 serve() {
+  local started; started=$(date +%s%N)
   "$bin" serve --http-addr 127.0.0.1:18091 --internal-addr 127.0.0.1:17091 --data-dir "$1" \
     --log warn --compact-above-bytes 0 --fsync never >/dev/null &
-  local started; started=$(date +%s%N)
-  for _ in $(seq 30000); do
-    curl -sf localhost:18091/readyz >/dev/null && { echo $(( ($(date +%s%N) - started) / 1000000 )) > "$work/ready_ms"; return; }
-    sleep 0.005
-  done
-  echo "server did not start" >&2; exit 1
+  wait_ready 18091 "$started"
 }
 pid() { pgrep -f 'serve --http-addr 127.0.0.1:18091'; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$(pid)/status"; }

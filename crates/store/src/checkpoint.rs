@@ -51,16 +51,20 @@ pub(crate) fn file_name(generation: u64) -> String {
     format!("index-{generation}.checkpoint")
 }
 
+/// A temporary checkpoint older than this was abandoned by a process that
+/// died while writing it (writing one takes well under a second).
+pub(crate) const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The generation a checkpoint (or a temporary one being written) is for,
-/// if `name` is one.
-pub(crate) fn generation_of(name: &str) -> Option<u64> {
+/// and whether it is a temporary one, if `name` is either.
+pub(crate) fn generation_of(name: &str) -> Option<(u64, bool)> {
     let rest = name.strip_prefix("index-")?;
     let (generation, suffix) = rest.split_once('.')?;
     let temporary = suffix
         .strip_prefix("checkpoint.")
         .and_then(|s| s.strip_suffix(".tmp"))
         .is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit()));
-    (suffix == "checkpoint" || temporary).then(|| generation.parse().ok())?
+    (suffix == "checkpoint" || temporary).then(|| Some((generation.parse().ok()?, temporary)))?
 }
 
 /// Where a checkpoint was taken: the generation and how far into it.
@@ -401,8 +405,8 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(generation_of(&file_name(3)), Some(3));
-        assert_eq!(generation_of("index-3.checkpoint.123.tmp"), Some(3));
+        assert_eq!(generation_of(&file_name(3)), Some((3, false)));
+        assert_eq!(generation_of("index-3.checkpoint.123.tmp"), Some((3, true)));
         assert_eq!(generation_of("index-3.checkpointx"), None);
         assert_eq!(generation_of("index-x.checkpoint"), None);
         assert_eq!(generation_of("events-3.log"), None);

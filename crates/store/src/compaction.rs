@@ -261,9 +261,11 @@ fn same_carts(old: &LogIndex, new: &LogIndex) -> Result<(), StoreError> {
 }
 
 /// Deletes log generations older than `current` and their index
-/// checkpoints, and temporary files of compactions that can no longer
-/// finish (for `current` or older). A failure leaves garbage, never a wrong
-/// store, so it is only logged.
+/// checkpoints, temporary files of compactions that can no longer finish
+/// (for `current` or older), and temporary checkpoints of older
+/// generations or abandoned by a process that died writing them (they may
+/// name erased carts). A failure leaves garbage, never a wrong store, so it
+/// is only logged.
 pub(crate) fn remove_old_generations(dir: &Path, current: u64) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -273,14 +275,24 @@ pub(crate) fn remove_old_generations(dir: &Path, current: u64) {
         let Some(name) = name.to_str() else {
             continue;
         };
-        let stale = match generation_of_temporary(name) {
-            Some(g) => g <= current,
-            None => generation_of(name)
-                .or_else(|| crate::checkpoint::generation_of(name))
-                .is_some_and(|g| g < current),
+        let stale = match (generation_of_temporary(name), crate::checkpoint::generation_of(name)) {
+            (Some(g), _) => g <= current,
+            (None, Some((g, temporary))) => g < current || (temporary && abandoned(&entry)),
+            (None, None) => generation_of(name).is_some_and(|g| g < current),
         };
         if stale && let Err(e) = std::fs::remove_file(entry.path()) {
             tracing::warn!(file = name, error = %e, "could not delete an old event log");
         }
     }
+}
+
+/// Whether a temporary checkpoint was last written longer ago than
+/// [`crate::checkpoint::ABANDONED_AFTER`].
+fn abandoned(entry: &std::fs::DirEntry) -> bool {
+    entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > crate::checkpoint::ABANDONED_AFTER)
 }

@@ -130,7 +130,8 @@ pub struct FileStore {
     committer: Option<std::thread::JoinHandle<()>>,
     /// `None` only while dropping.
     compactions: Option<mpsc::Sender<CompactRequest>>,
-    compactor: Option<std::thread::JoinHandle<()>>,
+    /// Returns where it last checkpointed the index.
+    compactor: Option<std::thread::JoinHandle<checkpoint::Position>>,
     checkpoints: bool,
 }
 
@@ -140,22 +141,25 @@ type CompactRequest = oneshot::Sender<Result<Compacted, StoreError>>;
 impl Drop for FileStore {
     /// Stops the compactor, then lets the committer finish what is queued,
     /// sync and trim the preallocated tail before the store is gone; then
-    /// checkpoints the index.
+    /// checkpoints the index, unless the last checkpoint already has it.
     fn drop(&mut self) {
         self.compactions = None;
-        if let Some(compactor) = self.compactor.take()
-            && compactor.join().is_err()
-        {
-            tracing::error!("the event log compactor panicked");
-        }
+        let checkpointed = self.compactor.take().and_then(|compactor| {
+            compactor.join().map_err(|_| tracing::error!("the event log compactor panicked")).ok()
+        });
         self.commands = None;
         if let Some(committer) = self.committer.take()
             && committer.join().is_err()
         {
             tracing::error!("the event log committer panicked");
         }
+        let now = {
+            let index = self.shared.index();
+            checkpoint::Position { generation: index.file.generation, scanned: index.scanned }
+        };
         if self.checkpoints
-            && self.shared.index().scanned > 0
+            && now.scanned > 0
+            && checkpointed != Some(now)
             && let Err(e) = checkpoint::write(&self.shared)
         {
             tracing::warn!(error = %e, "could not checkpoint the event log's index at close");
@@ -325,7 +329,8 @@ struct Compactor {
 }
 
 impl Compactor {
-    fn run(mut self, requests: mpsc::Receiver<CompactRequest>) {
+    /// Serves until the store closes; returns where it last checkpointed.
+    fn run(mut self, requests: mpsc::Receiver<CompactRequest>) -> checkpoint::Position {
         let tick = match (self.auto, self.checkpoint_every) {
             (Some(auto), _) => Some(auto.check_every),
             (None, Some(_)) => Some(CHECKPOINT_CHECK_EVERY),
@@ -339,11 +344,11 @@ impl Compactor {
                 Some(tick) => match requests.recv_timeout(tick) {
                     Ok(request) => Some(request),
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return self.checkpointed,
                 },
                 None => match requests.recv() {
                     Ok(request) => Some(request),
-                    Err(_) => return,
+                    Err(_) => return self.checkpointed,
                 },
             };
             match request {

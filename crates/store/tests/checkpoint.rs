@@ -191,3 +191,44 @@ async fn a_running_store_checkpoints_as_its_log_grows() {
     wait_for("the checkpoint does not follow the log", &|| reaches() > first);
     assert!(reaches() <= std::fs::metadata(dir.path().join("events.log")).unwrap().len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_changed_nothing_does_not_rewrite_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    write_history(&open(dir.path())).await;
+    let path = checkpoint(dir.path(), 0);
+    let written = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let store = open(dir.path());
+    check_written(&store).await;
+    drop(store);
+    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), written);
+    // After an append it does.
+    let store = open(dir.path());
+    store.append(&id(7), 12, Fence::Epoch(1), vec![event(7, 13)]).await.unwrap();
+    drop(store);
+    assert_ne!(std::fs::metadata(&path).unwrap().modified().unwrap(), written);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_abandoned_halfway_is_removed_at_open() {
+    // A process killed while writing a checkpoint leaves its temporary file,
+    // which may name carts erased since: the next open removes it once it
+    // is clearly abandoned, and leaves one that may still be being written.
+    let dir = tempfile::tempdir().unwrap();
+    write_history(&open(dir.path())).await;
+    let abandoned = dir.path().join("index-0.checkpoint.4242.tmp");
+    let fresh = dir.path().join("index-0.checkpoint.4343.tmp");
+    for path in [&abandoned, &fresh] {
+        std::fs::write(path, format!("{} and more", id(3))).unwrap();
+    }
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&abandoned)
+        .unwrap()
+        .set_modified(an_hour_ago)
+        .unwrap();
+    check_written(&open(dir.path())).await;
+    assert!(!abandoned.exists());
+    assert!(fresh.exists());
+}
