@@ -7,12 +7,16 @@
 //! directory:
 //!
 //! ```text
-//! magic "CARTIDX" 1 | generation u64 | scanned u64 | fingerprint u32 | carts u64
-//! per cart: id_len u8 | id | snapshot u64 (u64::MAX: none) | snapshot_version u64
-//!           | touched_ms i64 | epoch u64 | owner_len u32 | owner
-//!           | events u32 | offset u64 × events
+//! magic "CARTIDX" 2 | generation u64 | scanned u64 | fingerprint u32
+//! owners u32 | per owner: len u32 | name            (ids 1, 2, ... in order)
+//! carts u64  | per cart: id_len u8 | id | head u64 (u64::MAX: none)
+//!              | version u64 | since_snapshot u32 | epoch u32
+//!              | touched_s u32 | owner u16 (0: no claim)
+//! unlinked u64 | per cart: id_len u8 | id | records u32 | offset u64 × records
 //! crc32 of all of the above, u32 LE
 //! ```
+//! The `unlinked` part lists, for carts whose records include some of the
+//! first, unlinked format, the offsets of their events and snapshots.
 //! All integers little-endian. `scanned` is how far into that generation's
 //! log the index reaches; `fingerprint` is the CRC-32 of the log's last
 //! [`FINGERPRINT_SPAN`] bytes before it (a checksum, so no log contents are
@@ -27,24 +31,25 @@
 //! no checkpoint written after the erasure, and compaction deletes the
 //! checkpoints of the generations it replaces.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::StoreError;
-use crate::log::{CartIndex, LogFile, LogIndex, Shared};
+use crate::cart_index::{CartIndex, CartMap, MAX_OWNERS, Owners};
+use crate::log::{LogFile, LogIndex, Shared};
 use crate::record::put_short;
 
-/// First bytes of every checkpoint; the last is the format version.
-const MAGIC: &[u8; 8] = b"CARTIDX\x01";
+/// First bytes of every checkpoint; the last is the format version (a
+/// checkpoint of another version is ignored: the log is scanned).
+const MAGIC: &[u8; 8] = b"CARTIDX\x02";
 /// Bytes of the log before `scanned` that the fingerprint covers.
 pub(crate) const FINGERPRINT_SPAN: u64 = 4096;
-/// Marks a cart without a snapshot.
-const NO_SNAPSHOT: u64 = u64::MAX;
+/// Marks a cart without events or snapshots.
+const NO_HEAD: u64 = u64::MAX;
 
 /// Name of the checkpoint of generation `generation`'s index.
 pub(crate) fn file_name(generation: u64) -> String {
@@ -79,8 +84,9 @@ pub(crate) struct Position {
 struct Decoded {
     position: Position,
     fingerprint: u32,
-    carts: HashMap<Box<str>, CartIndex>,
-    owners: HashSet<Arc<str>>,
+    carts: CartMap,
+    owners: Owners,
+    unlinked: HashMap<Box<str>, Vec<u64>>,
 }
 
 /// The CRC-32 of `file`'s last [`FINGERPRINT_SPAN`] bytes before `scanned`.
@@ -94,23 +100,32 @@ fn fingerprint(file: &File, scanned: u64) -> std::io::Result<u32> {
 /// The checkpoint of `index`, whose log has `fingerprint` before
 /// `index.scanned`.
 fn encode(index: &LogIndex, fingerprint: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32 + index.carts.len() * 64);
+    let mut out = Vec::with_capacity(64 + index.carts.len() * 48);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&index.file.generation.to_le_bytes());
     out.extend_from_slice(&index.scanned.to_le_bytes());
     out.extend_from_slice(&fingerprint.to_le_bytes());
-    out.extend_from_slice(&(index.carts.len() as u64).to_le_bytes());
-    for (id, cart) in &index.carts {
-        put_short(&mut out, id.as_bytes());
-        out.extend_from_slice(&cart.snapshot.unwrap_or(NO_SNAPSHOT).to_le_bytes());
-        out.extend_from_slice(&cart.snapshot_version.to_le_bytes());
-        out.extend_from_slice(&cart.touched_ms.to_le_bytes());
-        let (epoch, owner) = cart.claim.as_ref().map_or((0, ""), |(e, o)| (*e, &**o));
-        out.extend_from_slice(&epoch.to_le_bytes());
+    let owners = index.owners.names();
+    out.extend_from_slice(&(owners.len() as u32).to_le_bytes());
+    for owner in owners {
         out.extend_from_slice(&(owner.len() as u32).to_le_bytes());
         out.extend_from_slice(owner.as_bytes());
-        out.extend_from_slice(&(cart.offsets.len() as u32).to_le_bytes());
-        for offset in &cart.offsets {
+    }
+    out.extend_from_slice(&(index.carts.len() as u64).to_le_bytes());
+    for (id, cart) in index.carts.iter() {
+        put_short(&mut out, id.as_bytes());
+        out.extend_from_slice(&cart.head().unwrap_or(NO_HEAD).to_le_bytes());
+        out.extend_from_slice(&cart.version().to_le_bytes());
+        out.extend_from_slice(&cart.since_snapshot().to_le_bytes());
+        out.extend_from_slice(&(cart.epoch() as u32).to_le_bytes());
+        out.extend_from_slice(&cart.touched_s().to_le_bytes());
+        out.extend_from_slice(&cart.owner_id().to_le_bytes());
+    }
+    out.extend_from_slice(&(index.unlinked.len() as u64).to_le_bytes());
+    for (id, offsets) in &index.unlinked {
+        put_short(&mut out, id.as_bytes());
+        out.extend_from_slice(&(offsets.len() as u32).to_le_bytes());
+        for offset in offsets {
             out.extend_from_slice(&offset.to_le_bytes());
         }
     }
@@ -191,44 +206,77 @@ fn decode(input: impl Read, len: u64) -> Result<Decoded, &'static str> {
     }
     let position = Position { generation: r.u64()?, scanned: r.u64()? };
     let fingerprint = r.u32()?;
+    let owner_count = r.u32()?;
+    if u64::from(owner_count) > r.left / 4 || owner_count as usize > MAX_OWNERS {
+        return Err("owner count out of range");
+    }
+    let mut owners = Owners::default();
+    for expected in 1..=owner_count {
+        let len = r.u32()? as usize;
+        let name = r.bytes(len)?;
+        let name = std::str::from_utf8(&name).map_err(|_| "owner is not UTF-8")?;
+        if owners.id(name).map(u32::from) != Some(expected) {
+            return Err("an owner appears twice");
+        }
+    }
     let count = r.u64()?;
-    // Each cart takes at least 41 bytes: a count beyond that is a lie.
-    if count > r.left / 41 {
+    // Each cart takes at least 32 bytes: a count beyond that is a lie.
+    if count > r.left / 32 {
         return Err("cart count out of range");
     }
-    let mut carts = HashMap::with_capacity(count as usize);
-    let mut owners: HashSet<Arc<str>> = HashSet::new();
+    let mut carts = CartMap::with_capacity(count as usize);
+    let inside = |o: &u64| *o < position.scanned;
     for _ in 0..count {
-        let id_len = r.array::<1>()?[0] as usize;
-        let id = String::from_utf8(r.bytes(id_len)?).map_err(|_| "cart id is not UTF-8")?;
-        let snapshot = Some(r.u64()?).filter(|s| *s != NO_SNAPSHOT);
-        let snapshot_version = r.u64()?;
-        let touched_ms = i64::from_le_bytes(r.array()?);
-        let epoch = r.u64()?;
-        let owner_len = r.u32()? as usize;
-        let owner = r.bytes(owner_len)?;
-        let owner = std::str::from_utf8(&owner).map_err(|_| "owner is not UTF-8")?;
-        let claim = (epoch > 0).then(|| {
-            let shared = owners.get(owner).cloned().unwrap_or_else(|| Arc::from(owner));
-            owners.insert(Arc::clone(&shared));
-            (epoch, shared)
-        });
-        let events = u64::from(r.u32()?);
-        if events > r.left / 8 {
-            return Err("event count out of range");
-        }
-        let offsets = (0..events).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
-        let inside = |o: &u64| *o < position.scanned;
-        if !offsets.iter().all(inside) || !snapshot.iter().all(inside) {
+        let id = id(&mut r)?;
+        let head = Some(r.u64()?).filter(|h| *h != NO_HEAD);
+        let version = r.u64()?;
+        let since_snapshot = r.u32()?;
+        let epoch = r.u32()?;
+        let touched_s = r.u32()?;
+        let owner = u16::from_le_bytes(r.array()?);
+        if !head.iter().all(inside) {
             return Err("offset beyond the checkpoint");
         }
-        let cart = CartIndex { snapshot, snapshot_version, offsets, claim, touched_ms };
-        if carts.insert(id.into_boxed_str(), cart).is_some() {
+        if (owner == 0) != (epoch == 0) || (owner > 0 && owners.name(owner).is_none()) {
+            return Err("claim names an unknown owner");
+        }
+        let cart = CartIndex::restored(head, version, since_snapshot, epoch, touched_s, owner)
+            .map_err(|e| e.0)?;
+        if carts.contains_key(&id) {
             return Err("a cart appears twice");
+        }
+        carts.insert(&id, cart);
+    }
+    let unlinked_count = r.u64()?;
+    if unlinked_count > r.left / 5 {
+        return Err("unlinked cart count out of range");
+    }
+    let mut unlinked = HashMap::new();
+    for _ in 0..unlinked_count {
+        let id = id(&mut r)?;
+        let records = u64::from(r.u32()?);
+        if records > r.left / 8 {
+            return Err("record count out of range");
+        }
+        let offsets = (0..records).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+        if !offsets.iter().all(inside) {
+            return Err("offset beyond the checkpoint");
+        }
+        if !carts.contains_key(&id) || unlinked.insert(id.into_boxed_str(), offsets).is_some() {
+            return Err("unlinked records of an unknown or repeated cart");
         }
     }
     r.finish()?;
-    Ok(Decoded { position, fingerprint, carts, owners })
+    Ok(Decoded { position, fingerprint, carts, owners, unlinked })
+}
+
+/// A cart id as a checkpoint holds it.
+fn id<R: Read>(r: &mut Source<R>) -> Result<String, &'static str> {
+    let len = r.array::<1>()?[0] as usize;
+    match String::from_utf8(r.bytes(len)?) {
+        Ok(id) if !id.is_empty() => Ok(id),
+        _ => Err("cart id is empty or not UTF-8"),
+    }
 }
 
 /// Writes the checkpoint of this process's index of the log in `dir` and
@@ -296,6 +344,7 @@ pub(crate) fn load(dir: &Path, file: &LogFile) -> Option<LogIndex> {
     let mut index = LogIndex::new(file.clone());
     index.carts = decoded.carts;
     index.owners = decoded.owners;
+    index.unlinked = decoded.unlinked;
     index.scanned = decoded.position.scanned;
     Some(index)
 }
@@ -318,18 +367,23 @@ mod tests {
         std::fs::write(&path, vec![7u8; scanned as usize]).unwrap();
         let mut index = LogIndex::new(LogFile::open(dir, 0).unwrap());
         index.scanned = scanned;
-        index.carts = carts.into_iter().map(|(id, c)| (id.into(), c)).collect();
+        for (id, c) in carts {
+            index.carts.insert(id, c);
+        }
         index
     }
 
-    fn cart(offsets: Vec<u64>, claim: Option<(u64, &str)>) -> CartIndex {
-        CartIndex {
-            snapshot: Some(3),
-            snapshot_version: 5,
-            offsets,
-            claim: claim.map(|(e, o)| (e, o.into())),
-            touched_ms: 1_700_000_000_000,
-        }
+    fn cart(head: u64, owner: u16) -> CartIndex {
+        let epoch = u32::from(owner) * 2;
+        CartIndex::restored(Some(head), 7, 2, epoch, 1_700_000_000, owner).unwrap()
+    }
+
+    /// Two carts, one with a claim by `n1`, one with unlinked records.
+    fn sample(dir: &Path) -> LogIndex {
+        let mut index = index_of(dir, vec![("c1", cart(20, 1)), ("c2", cart(10, 0))], 30);
+        assert_eq!(index.owners.id("n1"), Some(1));
+        index.unlinked.insert("c2".into(), vec![3, 10]);
+        index
     }
 
     /// The checkpoint format is what existing data directories hold: these
@@ -337,37 +391,30 @@ mod tests {
     #[test]
     fn golden_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
-        let index = index_of(dir.path(), vec![("c1", cart(vec![10, 20], Some((2, "n1"))))], 30);
+        let mut index = index_of(dir.path(), vec![("c1", cart(20, 1))], 30);
+        index.owners.id("n1");
+        index.unlinked.insert("c1".into(), vec![10]);
         let hex: String = encode(&index, 0xAABBCCDD).iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(
-            hex,
-            "434152544944580100000000000000001e00000000000000ddccbbaa0100000000000000026331\
-             030000000000000005000000000000000068e5cf8b0100000200000000000000020000006e3102\
-             000000"
-                .to_owned()
-                + "0a000000000000001400000000000000fe7195dc"
-        );
+        assert_eq!(hex, GOLDEN);
     }
+
+    const GOLDEN: &str = "434152544944580200000000000000001e00000000000000ddccbbaa010000000200\
+                          00006e31010000000000000002633114000000000000000700000000000000020000\
+                          000200000000f1536501000100000000000000026331010000000a00000000000000\
+                          c518767b";
 
     #[test]
     fn round_trips_and_rejects_every_damage() {
         let dir = tempfile::tempdir().unwrap();
-        let index = index_of(
-            dir.path(),
-            vec![("c1", cart(vec![10, 20], Some((2, "n1")))), ("c2", cart(vec![], None))],
-            30,
-        );
+        let index = sample(dir.path());
         let bytes = encode(&index, 9);
         let decoded = decode(&bytes[..], bytes.len() as u64).unwrap();
         assert_eq!(decoded.position, Position { generation: 0, scanned: 30 });
         assert_eq!(decoded.fingerprint, 9);
-        let c1 = &decoded.carts["c1"];
-        assert_eq!(
-            (c1.snapshot, c1.snapshot_version, &c1.offsets[..]),
-            (Some(3), 5, &[10, 20][..])
-        );
-        assert_eq!(c1.claim.as_ref().map(|(e, o)| (*e, &**o)), Some((2, "n1")));
-        assert!(decoded.carts["c2"].claim.is_none());
+        assert_eq!(decoded.carts.get("c1"), Some(&cart(20, 1)));
+        assert_eq!(decoded.carts.get("c2"), Some(&cart(10, 0)));
+        assert_eq!(decoded.owners.name(1).map(|o| &**o), Some("n1"));
+        assert_eq!(decoded.unlinked.get("c2").map(|o| &o[..]), Some(&[3, 10][..]));
         for cut in 0..bytes.len() {
             assert!(
                 decode(&bytes[..cut], cut as u64).is_err(),
@@ -387,11 +434,11 @@ mod tests {
     #[test]
     fn a_checkpoint_for_changed_or_shorter_log_bytes_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let index = index_of(dir.path(), vec![("c1", cart(vec![10, 20], None))], 30);
+        let index = sample(dir.path());
         let shared = Shared::new(dir.path().to_owned(), index);
         assert_eq!(write(&shared).unwrap().0, Position { generation: 0, scanned: 30 });
         let file = LogFile::open(dir.path(), 0).unwrap();
-        assert_eq!(load(dir.path(), &file).map(|i| i.carts.len()), Some(1));
+        assert_eq!(load(dir.path(), &file).map(|i| i.carts.len()), Some(2));
 
         let log = dir.path().join("events.log");
         std::fs::write(&log, [vec![7u8; 29], vec![8]].concat()).unwrap();

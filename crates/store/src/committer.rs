@@ -27,6 +27,7 @@ use tokio::sync::oneshot;
 use crate::compaction::{self, Prepared};
 use crate::gather::Gather;
 use crate::high_water::{HighWater, Mark};
+use crate::cart_index::MAX_VERSION;
 use crate::log::{Indexed, LogIndex, PREALLOCATE_BYTES, Shared, trim_preallocated};
 use crate::record::{self, CLAIM_KIND, ERASED_KIND, SNAPSHOT_KIND};
 use crate::sync::{FsyncPolicy, SyncSchedule};
@@ -44,7 +45,7 @@ pub(crate) enum Command {
     /// Sync what was written.
     Flush(oneshot::Sender<Result<(), StoreError>>),
     /// Switch to the compacted generation the compactor prepared.
-    FinishCompaction(Prepared, oneshot::Sender<Result<Compacted, StoreError>>),
+    FinishCompaction(Box<Prepared>, oneshot::Sender<Result<Compacted, StoreError>>),
 }
 
 /// A change to the log, checked against the caught-up index under the lock.
@@ -112,20 +113,42 @@ struct View {
     version: u64,
     epoch: u64,
     snapshot_version: u64,
+    /// Where its newest event or snapshot is: the next one links to it.
+    head: Option<u64>,
     exists: bool,
 }
 
 impl View {
+    /// A cart the log does not have.
+    const NONE: View = View { version: 0, epoch: 0, snapshot_version: 0, head: None, exists: false };
+
     fn of(index: &LogIndex, cart: &str) -> View {
-        index.carts.get(cart).map_or(
-            View { version: 0, epoch: 0, snapshot_version: 0, exists: false },
-            |c| View {
-                version: c.version(),
-                epoch: c.epoch(),
-                snapshot_version: c.snapshot_version,
-                exists: true,
-            },
-        )
+        index.carts.get(cart).map_or(View::NONE, |c| View {
+            version: c.version(),
+            epoch: c.epoch(),
+            snapshot_version: c.snapshot_version(),
+            head: c.head(),
+            exists: true,
+        })
+    }
+
+    /// Refuses a write that would take the cart past what the index can
+    /// hold: `events` more events, `claims` more claims.
+    fn check_room(&self, events: u64, claims: u64) -> Result<(), StoreError> {
+        let since = self.version - self.snapshot_version + events;
+        if self.version + events > MAX_VERSION
+            || since > u64::from(u32::MAX)
+            || self.epoch + claims > u64::from(u32::MAX)
+        {
+            return Err(StoreError::Invalid(format!(
+                "the cart has reached the store's limits (version {}, {} events since its \
+                 snapshot, claim epoch {})",
+                self.version,
+                self.version - self.snapshot_version,
+                self.epoch
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -317,7 +340,7 @@ impl Committer {
             match command {
                 Command::Write(w) => writes.push(w),
                 Command::Flush(reply) => flushes.push(reply),
-                Command::FinishCompaction(prepared, reply) => compactions.push((prepared, reply)),
+                Command::FinishCompaction(prepared, reply) => compactions.push((*prepared, reply)),
             }
         }
         if !writes.is_empty() {
@@ -420,6 +443,14 @@ impl Committer {
                 | Write::Import { cart, .. } => cart.clone(),
             };
             let view = pending.get(&cart).copied().unwrap_or_else(|| View::of(&index, &cart));
+            if let Some(owner) = claimant(&w)
+                && !index.owners.has_room_for(owner, MAX_BATCH)
+            {
+                w.refuse(StoreError::Unavailable(
+                    "the log names too many claim owners; it takes a compaction to go on".into(),
+                ));
+                continue;
+            }
             let mut out = Out { buf, len, cart: &cart, written: &mut written };
             match check_and_encode(w, view, &mut out) {
                 Ok((answer, view)) => {
@@ -458,6 +489,7 @@ impl Committer {
                 timestamp_ms: r.timestamp_ms,
                 payload: r.owner.as_deref().unwrap_or_default().as_bytes(),
                 offset: r.offset,
+                linked: true,
             };
             if let Err(e) = index.apply(&r.cart, indexed) {
                 self.shared.poison(format!("the index refused a record it checked: {e:?}"));
@@ -556,18 +588,17 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
-    fn record(
-        &mut self,
-        kind: u8,
-        seq: u64,
-        timestamp_ms: i64,
-        payload: Vec<u8>,
-        key: Option<crate::IdempotencyTag>,
-    ) {
+    /// Encodes a record linked to `head` (if it is of a chained kind) and
+    /// moves `head` to it.
+    fn record(&mut self, head: &mut Option<u64>, event: Event) {
         let offset = self.len + self.buf.len() as u64;
-        let owner = (kind == CLAIM_KIND).then(|| String::from_utf8_lossy(&payload).into_owned());
-        let event = Event { seq, kind, timestamp_ms, payload, idempotency: key };
-        record::encode(self.buf, self.cart, &event);
+        let Event { seq, kind, timestamp_ms, .. } = event;
+        let owner =
+            (kind == CLAIM_KIND).then(|| String::from_utf8_lossy(&event.payload).into_owned());
+        record::encode(self.buf, self.cart, &event, *head);
+        if record::is_chained_kind(kind) {
+            *head = Some(offset);
+        }
         self.written.push(Written {
             cart: self.cart.to_owned(),
             kind,
@@ -579,7 +610,23 @@ impl Out<'_> {
     }
 
     fn claim(&mut self, epoch: u64, owner: &str) {
-        self.record(CLAIM_KIND, epoch, 0, owner.as_bytes().to_vec(), None);
+        let claim = Event {
+            seq: epoch,
+            kind: CLAIM_KIND,
+            timestamp_ms: 0,
+            payload: owner.as_bytes().to_vec(),
+            idempotency: None,
+        };
+        self.record(&mut None, claim);
+    }
+}
+
+/// The owner a write claims the cart for, if it does.
+fn claimant(w: &Write) -> Option<&str> {
+    match w {
+        Write::Append(AppendRequest { fence: Fence::Claim(owner), .. }) => Some(owner),
+        Write::Import { .. } => Some(TOOL_OWNER),
+        _ => None,
     }
 }
 
@@ -593,7 +640,11 @@ fn check_and_encode(
 ) -> Result<(Answer, View), Box<(Write, StoreError)>> {
     match w {
         Write::Append(req) => {
-            if let Err(e) = req.check(view.version, view.epoch) {
+            let claims = u64::from(matches!(req.fence, Fence::Claim(_)));
+            if let Err(e) = req
+                .check(view.version, view.epoch)
+                .and_then(|()| view.check_room(req.events.len() as u64, claims))
+            {
                 return Err(Box::new((Write::Append(req), e)));
             }
             let epoch = match &req.fence {
@@ -604,12 +655,19 @@ fn check_and_encode(
                 }
             };
             let count = req.events.len() as u64;
+            let mut head = view.head;
             for (i, new) in req.events.into_iter().enumerate() {
-                let seq = view.version + i as u64 + 1;
-                out.record(new.kind, seq, new.timestamp_ms, new.payload, new.idempotency);
+                let event = Event {
+                    seq: view.version + i as u64 + 1,
+                    kind: new.kind,
+                    timestamp_ms: new.timestamp_ms,
+                    payload: new.payload,
+                    idempotency: new.idempotency,
+                };
+                out.record(&mut head, event);
             }
             let appended = Appended { version: view.version + count, epoch };
-            let after = View { version: appended.version, epoch, exists: true, ..view };
+            let after = View { version: appended.version, epoch, head, exists: true, ..view };
             Ok((Answer::Appended(req.reply, appended), after))
         }
         Write::Snapshot { cart, snapshot, reply } => {
@@ -629,45 +687,57 @@ fn check_and_encode(
             if snapshot.version <= view.snapshot_version {
                 return Ok((Answer::Snapshot(reply), view));
             }
-            let after = View { snapshot_version: snapshot.version, ..view };
-            out.record(
-                SNAPSHOT_KIND,
-                snapshot.version,
-                snapshot.timestamp_ms,
-                snapshot.state,
-                None,
-            );
+            let mut head = view.head;
+            let snapshot_version = snapshot.version;
+            out.record(&mut head, snapshot_record(snapshot));
+            let after = View { snapshot_version, head, ..view };
             Ok((Answer::Snapshot(reply), after))
         }
         Write::Erase { reply, .. } => {
             if !view.exists {
                 return Ok((Answer::Erased(reply, false), view));
             }
-            out.record(ERASED_KIND, 0, 0, Vec::new(), None);
-            let gone = View { version: 0, epoch: 0, snapshot_version: 0, exists: false };
-            Ok((Answer::Erased(reply, view.version > 0), gone))
+            let erased =
+                Event { seq: 0, kind: ERASED_KIND, timestamp_ms: 0, payload: vec![], idempotency: None };
+            out.record(&mut None, erased);
+            Ok((Answer::Erased(reply, view.version > 0), View::NONE))
         }
         Write::Import { cart, loaded, reply } => {
             if view.version > 0 || view.snapshot_version > 0 {
                 let e = StoreError::Conflict { expected: 0, actual: view.version };
                 return Err(Box::new((Write::Import { cart, loaded, reply }, e)));
             }
-            if let Err(e) = check_import(&cart, &loaded) {
+            let version = loaded.version();
+            let snapshot_version = loaded.snapshot.as_ref().map_or(0, |s| s.version);
+            let fresh = View { version: snapshot_version, snapshot_version, ..view };
+            if let Err(e) = check_import(&cart, &loaded)
+                .and_then(|()| fresh.check_room(loaded.events.len() as u64, 1))
+            {
                 return Err(Box::new((Write::Import { cart, loaded, reply }, e)));
             }
             let epoch = view.epoch + 1;
             out.claim(epoch, TOOL_OWNER);
-            let version = loaded.version();
-            let snapshot_version = loaded.snapshot.as_ref().map_or(0, |s| s.version);
+            let mut head = None;
             if let Some(s) = loaded.snapshot {
-                out.record(SNAPSHOT_KIND, s.version, s.timestamp_ms, s.state, None);
+                out.record(&mut head, snapshot_record(s));
             }
             for e in loaded.events {
-                out.record(e.kind, e.seq, e.timestamp_ms, e.payload, e.idempotency);
+                out.record(&mut head, e);
             }
-            let after = View { version, epoch, snapshot_version, exists: true };
+            let after = View { version, epoch, snapshot_version, head, exists: true };
             Ok((Answer::Appended(reply, Appended { version, epoch }), after))
         }
+    }
+}
+
+/// The record of `snapshot`.
+pub(crate) fn snapshot_record(snapshot: Snapshot) -> Event {
+    Event {
+        seq: snapshot.version,
+        kind: SNAPSHOT_KIND,
+        timestamp_ms: snapshot.timestamp_ms,
+        payload: snapshot.state,
+        idempotency: None,
     }
 }
 

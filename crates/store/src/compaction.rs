@@ -11,8 +11,8 @@
 //!    checksums checked, to `events-<g+1>.log.<pid>.tmp`, which is synced
 //!    and indexed.
 //! 2. **Finish** (the committer, holding the lock, appends waiting): catch
-//!    up; copy the old log's records after `E` (what was appended meanwhile)
-//!    verbatim; sync; index what was copied and check that every cart
+//!    up; copy the old log's records after `E` (what was appended meanwhile),
+//!    each re-linked to its cart's records in the new log; sync; index what was copied and check that every cart
 //!    has the same version and claim in it as in the old one; write a
 //!    marker record ("moved to `g+1`") at the old log's end and sync it;
 //!    rename the new file into place and sync the directory; switch to it.
@@ -33,11 +33,16 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use std::collections::HashMap;
+
+use crate::cart_index::CartIndex;
+use crate::chain::read_cart;
+use crate::committer::snapshot_record;
 use crate::log::{
     LogFile, LogIndex, Shared, generation_of, generation_of_temporary, index_rest, index_whole,
     log_file_name, temporary_file_name,
 };
-use crate::record::{self, CLAIM_KIND, MOVED_KIND};
+use crate::record::{self, CLAIM_KIND, Decoded, ERASED_KIND, HEADER_LEN, MOVED_KIND};
 use crate::{Compacted, Event, StoreError};
 
 /// Environment variable naming the step at which a compaction aborts the
@@ -80,11 +85,12 @@ pub(crate) struct Finished {
     pub report: Compacted,
 }
 
-/// One cart's records as the index had them when preparing.
+/// One cart as the index had it when preparing.
 struct Live {
     cart: Box<str>,
-    claim: Option<(u64, std::sync::Arc<str>)>,
-    records: Vec<u64>,
+    entry: CartIndex,
+    claim: Option<std::sync::Arc<str>>,
+    unlinked: Option<Vec<u64>>,
 }
 
 /// Step 1: copies every cart of the current generation to a new one,
@@ -97,9 +103,10 @@ pub(crate) fn prepare(shared: &Shared) -> Result<Prepared, StoreError> {
             .carts
             .iter()
             .map(|(cart, c)| Live {
-                cart: cart.clone(),
-                claim: c.claim.clone(),
-                records: c.snapshot.iter().chain(&c.offsets).copied().collect(),
+                cart: cart.into(),
+                entry: *c,
+                claim: index.owners.name(c.owner_id()).cloned(),
+                unlinked: index.unlinked.get(cart).cloned(),
             })
             .collect();
         // While this process commits, `scanned` is where its batch starts:
@@ -114,25 +121,22 @@ pub(crate) fn prepare(shared: &Shared) -> Result<Prepared, StoreError> {
     let mut written = 0u64;
     for cart in live {
         buf.clear();
-        if let Some((epoch, owner)) = &cart.claim {
+        if let Some(owner) = &cart.claim {
             let claim = Event {
-                seq: *epoch,
+                seq: cart.entry.epoch(),
                 kind: CLAIM_KIND,
                 timestamp_ms: 0,
                 payload: owner.as_bytes().to_vec(),
                 idempotency: None,
             };
-            record::encode(&mut buf, &cart.cart, &claim);
+            record::encode(&mut buf, &cart.cart, &claim, None);
         }
-        for offset in cart.records {
-            let (owner, event) = from.read(offset)?;
-            if *owner != *cart.cart {
-                return Err(StoreError::Corrupt(format!(
-                    "record at offset {offset} belongs to {owner}, not {}",
-                    cart.cart
-                )));
-            }
-            record::encode(&mut buf, &cart.cart, &event);
+        let loaded = read_cart(&from, &cart.cart, &cart.entry, cart.unlinked)?;
+        let mut head = None;
+        for event in loaded.snapshot.map(snapshot_record).into_iter().chain(loaded.events) {
+            let offset = written + buf.len() as u64;
+            record::encode(&mut buf, &cart.cart, &event, head);
+            head = Some(offset);
         }
         out.write_all(&buf)?;
         written += buf.len() as u64;
@@ -191,6 +195,7 @@ fn finish_current(
         .map_err(|_| StoreError::Invalid("tail too long".into()))?;
     let mut tail = vec![0u8; tail_len];
     index.file.reader.read_exact_at(&mut tail, prepared.copied_upto)?;
+    let tail = relink(&tail, prepared.written, &prepared.index)?;
     prepared.file.write_all_at(&tail, prepared.written)?;
     prepared.file.sync_data()?;
     crash_point("tail-copied");
@@ -204,7 +209,7 @@ fn finish_current(
         payload: Vec::new(),
         idempotency: None,
     };
-    record::encode(&mut marker, "", &moved);
+    record::encode(&mut marker, "", &moved, None);
     old.write_all_at(&marker, bytes_before)?;
     old.sync_data()?;
     crash_point("marked");
@@ -237,16 +242,47 @@ fn finish_current(
     Ok(Finished { writer, report })
 }
 
+/// The records of `tail` (whole ones, as the old log has them after what
+/// was prepared) re-encoded to follow at offset `at` of the new log, each
+/// linked to its cart's previous record there (`new` indexes the new log
+/// up to `at`). Checksums are checked as they are read.
+fn relink(tail: &[u8], at: u64, new: &LogIndex) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(tail.len() + tail.len() / 16);
+    let mut heads: HashMap<String, Option<u64>> = HashMap::new();
+    let mut rest = tail;
+    while !rest.is_empty() {
+        let damaged = |why: &str| StoreError::Corrupt(format!("the log's tail: {why}"));
+        let header: [u8; HEADER_LEN] =
+            rest.get(..HEADER_LEN).and_then(|h| h.try_into().ok()).ok_or_else(|| damaged("cut"))?;
+        let h = record::decode_header(&header).map_err(damaged)?;
+        let body = rest.get(HEADER_LEN..HEADER_LEN + h.body_len).ok_or_else(|| damaged("cut"))?;
+        let Decoded { cart, event, .. } = record::decode_body(h, body).map_err(damaged)?;
+        rest = &rest[HEADER_LEN + h.body_len..];
+        let head = heads
+            .entry(cart.clone())
+            .or_insert_with(|| new.carts.get(&cart).and_then(|c| c.head()));
+        let offset = at + out.len() as u64;
+        record::encode(&mut out, &cart, &event, *head);
+        if event.kind == ERASED_KIND {
+            *head = None;
+        } else if record::is_chained_kind(event.kind) {
+            *head = Some(offset);
+        }
+    }
+    Ok(out)
+}
+
 /// Refuses a compacted index that lost or changed a cart.
 fn same_carts(old: &LogIndex, new: &LogIndex) -> Result<(), StoreError> {
-    let kept = |c: &crate::log::CartIndex| c.version() > 0 || c.claim.is_some();
+    let kept = |c: &&CartIndex| c.version() > 0 || c.epoch() > 0;
     let mut count = 0;
     for (cart, c) in old.carts.iter().filter(|(_, c)| kept(c)) {
         count += 1;
         let same = new.carts.get(cart).is_some_and(|n| {
             n.version() == c.version()
-                && n.claim == c.claim
-                && n.snapshot_version == c.snapshot_version
+                && n.epoch() == c.epoch()
+                && new.owners.name(n.owner_id()) == old.owners.name(c.owner_id())
+                && n.snapshot_version() == c.snapshot_version()
         });
         if !same {
             return Err(StoreError::Corrupt(format!(
@@ -254,7 +290,7 @@ fn same_carts(old: &LogIndex, new: &LogIndex) -> Result<(), StoreError> {
             )));
         }
     }
-    if new.carts.values().filter(|c| kept(c)).count() != count {
+    if new.carts.values().filter(kept).count() != count {
         return Err(StoreError::Corrupt("compaction would add carts; the old log is kept".into()));
     }
     Ok(())

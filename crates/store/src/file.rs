@@ -3,9 +3,11 @@
 //!
 //! One shared log (rather than a file per cart) is what makes group commit
 //! work: a single `fdatasync` covers the appends of many carts. An in-memory
-//! index maps each cart to the offsets of its records and its current claim;
+//! index maps each cart to its newest record, its version and its claim;
 //! it is built by scanning the log and kept current by reading what other
-//! processes appended ("catching up").
+//! processes appended ("catching up"). Each cart's entry is a few bytes: its
+//! records are linked, newest first, so the index holds where the newest
+//! one is, not an offset per event (`chain.rs`, `cart_index.rs`).
 //!
 //! Several processes may use one data directory (a cluster on a shared
 //! volume). Each commit batch runs under an exclusive `flock` of
@@ -183,12 +185,12 @@ impl FileStore {
         let opened = open_locked(&options.dir);
         lock.unlock()?;
         let (file, index, high_water, checkpointed) = opened?;
-        let events: usize = index.carts.values().map(|c| c.offsets.len()).sum();
+        let events: u64 = index.carts.values().map(|c| u64::from(c.since_snapshot())).sum();
         tracing::info!(
             path = %index.file.path.display(),
             generation = index.file.generation,
             carts = index.carts.len(),
-            events,
+            events_since_snapshots = events,
             bytes = index.scanned,
             from_checkpoint = checkpointed.scanned,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -404,7 +406,7 @@ impl Compactor {
     fn compact(&mut self) -> Result<Compacted, StoreError> {
         let prepared = compaction::prepare(&self.shared)?;
         let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::FinishCompaction(prepared, reply)).map_err(|_| stopped())?;
+        self.commands.send(Command::FinishCompaction(Box::new(prepared), reply)).map_err(|_| stopped())?;
         let compacted = answer.blocking_recv().map_err(|_| stopped())??;
         self.baseline = compacted.bytes_after;
         self.checkpoint_if_due();
@@ -424,33 +426,14 @@ impl EventStore for FileStore {
         }
         let cart = cart.to_owned();
         self.blocking(move |shared| {
-            let (file, snapshot, offsets) = {
+            let (file, entry, unlinked) = {
                 let index = shared.caught_up()?;
                 match index.carts.get(cart.as_str()) {
-                    Some(c) => (index.file.clone(), c.snapshot, c.offsets.clone()),
+                    Some(c) => (index.file.clone(), *c, index.unlinked.get(cart.as_str()).cloned()),
                     None => return Ok(Loaded::default()),
                 }
             };
-            let read = |offset: u64| {
-                let (owner, event) = file.read(offset)?;
-                if owner != cart {
-                    return Err(StoreError::Corrupt(format!(
-                        "record at offset {offset} belongs to {owner}, not {cart}"
-                    )));
-                }
-                Ok(event)
-            };
-            let snapshot = snapshot
-                .map(|offset| {
-                    read(offset).map(|e| Snapshot {
-                        version: e.seq,
-                        timestamp_ms: e.timestamp_ms,
-                        state: e.payload,
-                    })
-                })
-                .transpose()?;
-            let events = offsets.iter().map(|&offset| read(offset)).collect::<Result<_, _>>()?;
-            Ok(Loaded { snapshot, events })
+            crate::chain::read_cart(&file, &cart, &entry, unlinked)
         })
         .await
     }
@@ -485,8 +468,8 @@ impl EventStore for FileStore {
             let mut idle: Vec<(i64, &str)> = index
                 .carts
                 .iter()
-                .filter(|(_, c)| c.version() > 0 && c.touched_ms < before_ms)
-                .map(|(id, c)| (c.touched_ms, &**id))
+                .filter(|(_, c)| c.version() > 0 && c.touched_ms() < before_ms)
+                .map(|(id, c)| (c.touched_ms(), id))
                 .collect();
             idle.sort_unstable();
             Ok(idle.into_iter().take(limit).map(|(_, id)| id.to_owned()).collect())

@@ -9,6 +9,8 @@
 //! [`FileStore`] is the embedded backend: one checksummed append-only log with
 //! group commit (see [`file`]).
 
+mod cart_index;
+mod chain;
 mod checkpoint;
 mod committer;
 mod compaction;

@@ -4,15 +4,18 @@
 //!
 //! The file format and its invariants are described with the `file` module.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::record::{self, CLAIM_KIND, ERASED_KIND, HEADER_LEN, MOVED_KIND, SNAPSHOT_KIND};
-use crate::{Claim, Event, StoreError};
+use crate::cart_index::{CartMap, OutOfRange, Owners};
+use crate::record::{
+    self, CLAIM_KIND, Decoded, ERASED_KIND, HEADER_LEN, Link, MOVED_KIND, SNAPSHOT_KIND,
+};
+use crate::{Claim, StoreError};
 
 /// The log file grows by this many zeroed bytes at a time.
 pub const PREALLOCATE_BYTES: u64 = 4 << 20;
@@ -54,33 +57,6 @@ pub(crate) fn newest_generation(dir: &Path) -> std::io::Result<u64> {
     Ok(newest)
 }
 
-/// What the index knows of one cart.
-#[derive(Debug, Default)]
-pub(crate) struct CartIndex {
-    /// Offset of the latest snapshot record, if any.
-    pub snapshot: Option<u64>,
-    /// The version that snapshot covers (0 without one).
-    pub snapshot_version: u64,
-    /// Offsets of the event records after the snapshot, in sequence order.
-    pub offsets: Vec<u64>,
-    /// The latest claim: epoch and owner (one shared string per owner,
-    /// see [`LogIndex::owners`]).
-    pub claim: Option<(u64, Arc<str>)>,
-    /// The timestamp of the latest event (or imported snapshot), ms.
-    pub touched_ms: i64,
-}
-
-impl CartIndex {
-    pub(crate) fn epoch(&self) -> u64 {
-        self.claim.as_ref().map_or(0, |(epoch, _)| *epoch)
-    }
-
-    /// The cart's version: its snapshot's plus the events after it.
-    pub(crate) fn version(&self) -> u64 {
-        self.snapshot_version + self.offsets.len() as u64
-    }
-}
-
 /// One record as the index takes it in: what it says and where it is.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Indexed<'a> {
@@ -90,6 +66,9 @@ pub(crate) struct Indexed<'a> {
     /// The payload; read only for a claim (its owner).
     pub payload: &'a [u8],
     pub offset: u64,
+    /// Whether the record links to its cart's previous one (every record
+    /// written now does; see `record.rs`).
+    pub linked: bool,
 }
 
 /// The open file of the current log generation.
@@ -107,8 +86,8 @@ impl LogFile {
         Ok(LogFile { generation, reader: Arc::new(File::open(&path)?), path })
     }
 
-    /// The record at `offset`: its cart id and contents.
-    pub(crate) fn read(&self, offset: u64) -> Result<(String, Event), StoreError> {
+    /// The record at `offset`: its cart id, contents and link.
+    pub(crate) fn read(&self, offset: u64) -> Result<Decoded, StoreError> {
         let (header, body) = self.read_raw(offset)?;
         let corrupt = |why: &str| StoreError::Corrupt(format!("record at offset {offset}: {why}"));
         let h = record::decode_header(&header).map_err(corrupt)?;
@@ -130,10 +109,15 @@ impl LogFile {
 /// The index of the log and how far it has been read.
 #[derive(Debug)]
 pub(crate) struct LogIndex {
-    pub carts: HashMap<Box<str>, CartIndex>,
-    /// Every claim owner named, once: a cluster has a handful of owners
-    /// and many carts, so each cart's claim shares one of these.
-    pub owners: HashSet<Arc<str>>,
+    pub carts: CartMap,
+    /// The claim owners the carts name.
+    pub owners: Owners,
+    /// The offsets of the events and snapshots of carts whose records
+    /// include some of the first, unlinked format (in log order, from
+    /// their latest snapshot that covers all their events on). A cart
+    /// leaves this map at its first linked snapshot covering all its events
+    /// (passivation writes one), or at compaction, which links every record.
+    pub unlinked: HashMap<Box<str>, Vec<u64>>,
     /// Bytes of the log indexed so far; the next record starts here.
     pub scanned: u64,
     /// This process's committer is writing a batch after `scanned`, holding
@@ -156,22 +140,13 @@ impl LogIndex {
     /// An empty index of `file`.
     pub(crate) fn new(file: LogFile) -> Self {
         LogIndex {
-            carts: HashMap::new(),
-            owners: HashSet::new(),
+            carts: CartMap::default(),
+            owners: Owners::default(),
+            unlinked: HashMap::new(),
             scanned: 0,
             committing: false,
             file,
         }
-    }
-
-    /// The shared string for `owner`.
-    pub(crate) fn owner(&mut self, owner: &str) -> Arc<str> {
-        if let Some(known) = self.owners.get(owner) {
-            return Arc::clone(known);
-        }
-        let owner: Arc<str> = owner.into();
-        self.owners.insert(Arc::clone(&owner));
-        owner
     }
 
     /// Takes one record of `cart` into the index: the one place that says
@@ -181,49 +156,54 @@ impl LogIndex {
             MOVED_KIND => return Err(Stop::Moved(r.seq)),
             ERASED_KIND => {
                 self.carts.remove(cart);
+                self.unlinked.remove(cart);
                 return Ok(());
             }
             _ => {}
         }
-        let owner = (r.kind == CLAIM_KIND).then(|| self.owner(&String::from_utf8_lossy(r.payload)));
-        let entry = match self.carts.get_mut(cart) {
-            Some(entry) => entry,
-            None => self.carts.entry(cart.into()).or_default(),
+        let owner = match r.kind {
+            CLAIM_KIND => self
+                .owners
+                .id(&String::from_utf8_lossy(r.payload))
+                .ok_or(Stop::Invalid("more claim owners than the index can hold"))?,
+            _ => 0,
         };
+        let entry = self.carts.get_or_default(cart);
+        let out_of_range = |e: OutOfRange| Stop::Invalid(e.0);
         match r.kind {
             CLAIM_KIND => {
                 if r.seq <= entry.epoch() {
                     return Err(Stop::Invalid("claim epoch out of order"));
                 }
-                entry.claim = owner.map(|owner| (r.seq, owner));
+                entry.claim(r.seq, owner).map_err(out_of_range)?;
+                return Ok(());
             }
             SNAPSHOT_KIND => {
                 let version = entry.version();
                 // A snapshot covers events the cart has, or seeds an empty
                 // cart (an import).
-                let seeds = version == 0 && entry.snapshot.is_none();
-                if r.seq <= entry.snapshot_version || (r.seq > version && !seeds) {
+                if r.seq <= entry.snapshot_version() || (r.seq > version && version > 0) {
                     return Err(Stop::Invalid("snapshot version out of order"));
                 }
-                let covered = (r.seq.min(version) - entry.snapshot_version) as usize;
-                entry.offsets.drain(..covered);
-                if entry.offsets.is_empty() {
-                    // Most snapshots (every passivation's) cover all: the
-                    // idle cart keeps no buffer.
-                    entry.offsets = Vec::new();
-                }
-                entry.snapshot = Some(r.offset);
-                entry.snapshot_version = r.seq;
-                if seeds {
-                    entry.touched_ms = entry.touched_ms.max(r.timestamp_ms);
-                }
+                entry.snapshot(r.offset, r.seq, r.timestamp_ms);
             }
             _ => {
                 if r.seq != entry.version() + 1 {
                     return Err(Stop::Invalid("sequence number out of order"));
                 }
-                entry.offsets.push(r.offset);
-                entry.touched_ms = entry.touched_ms.max(r.timestamp_ms);
+                entry.event(r.offset, r.timestamp_ms).map_err(out_of_range)?;
+            }
+        }
+        let covers_all = r.kind == SNAPSHOT_KIND && entry.since_snapshot() == 0;
+        if !r.linked || self.unlinked.contains_key(cart) {
+            if r.linked && covers_all {
+                self.unlinked.remove(cart);
+            } else {
+                let records = self.unlinked.entry(cart.into()).or_default();
+                if covers_all {
+                    records.clear();
+                }
+                records.push(r.offset);
             }
         }
         Ok(())
@@ -319,9 +299,9 @@ impl Shared {
 
     /// The cart's claim, from the index.
     pub(crate) fn claim_in(index: &LogIndex, cart: &str) -> Option<Claim> {
-        index.carts.get(cart).and_then(|c| {
-            c.claim.as_ref().map(|(epoch, owner)| Claim { epoch: *epoch, owner: owner.to_string() })
-        })
+        let c = index.carts.get(cart)?;
+        let owner = index.owners.name(c.owner_id())?;
+        Some(Claim { epoch: c.epoch(), owner: owner.to_string() })
     }
 
     /// The index, caught up with other processes' appends. While this
@@ -449,7 +429,7 @@ fn scan(path: &Path, index: &mut LogIndex, locked: bool) -> Result<ScanEnd, Stor
         if read_full(&mut reader, &mut body)? < h.body_len {
             break ScanEnd::Problem("incomplete record body");
         }
-        let (cart, event) = match record::decode_body(h, &body) {
+        let Decoded { cart, event, link } = match record::decode_body(h, &body) {
             Ok(decoded) => decoded,
             Err(why) => break ScanEnd::Problem(why),
         };
@@ -459,6 +439,7 @@ fn scan(path: &Path, index: &mut LogIndex, locked: bool) -> Result<ScanEnd, Stor
             timestamp_ms: event.timestamp_ms,
             payload: &event.payload,
             offset: index.scanned,
+            linked: link != Link::Unlinked,
         };
         match index.apply(&cart, indexed) {
             Ok(()) => {}
@@ -595,7 +576,7 @@ fn valid_record_after(path: &Path, from: u64) -> Result<Option<u64>, StoreError>
     f.seek(SeekFrom::Start(from))?;
     f.read_to_end(&mut rest)?;
     for start in 0..rest.len() {
-        if rest[start] != record::MAGIC || rest.len() - start < HEADER_LEN {
+        if !record::is_magic(rest[start]) || rest.len() - start < HEADER_LEN {
             continue;
         }
         let mut header = [0u8; HEADER_LEN];
