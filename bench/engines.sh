@@ -28,7 +28,7 @@ for engine in file redb fjall; do
   fi
 done
 echo "## code size (lines of Rust)"
-echo "file store: $(cat crates/store/src/{file,log,committer,compaction,checkpoint,gather,high_water,record,sync}.rs | wc -l)"
+echo "file store: $(cat crates/store/src/{file,log,committer,compaction,checkpoint,gather,high_water,record,sync,cart_index,chain}.rs | wc -l)"
 reg=$(dirname "$(cargo metadata --format-version 1 --manifest-path bench/engines/Cargo.toml 2>/dev/null | python3 -c 'import json,sys; m=json.load(sys.stdin); print([p["manifest_path"] for p in m["packages"] if p["name"]=="redb"][0])')")
 for crate in redb fjall lsm-tree; do
   dir=$(ls -d "$(dirname "$reg")/$crate"-[0-9]* 2>/dev/null | sort -V | tail -1)

@@ -258,8 +258,15 @@ async fn open(kind: &str, dir: &Path, carts: usize) -> Result<()> {
     let opened;
     match kind {
         "file" => {
+            let before = rss_mb();
             let store = open_file(dir)?;
             opened = started.elapsed();
+            // What the index costs per cart, with nothing resident.
+            println!(
+                "rss_before_open_mb={before:.1} rss_after_open_mb={:.1} index_bytes_per_cart={:.1}",
+                rss_mb(),
+                (rss_mb() - before) * 1048576.0 / carts as f64
+            );
             for c in &sample {
                 events += store.load(c).await.map_err(|e| e.to_string())?.events.len();
             }

@@ -29,7 +29,7 @@ use crate::gather::Gather;
 use crate::high_water::{HighWater, Mark};
 use crate::cart_index::MAX_VERSION;
 use crate::log::{Indexed, LogIndex, PREALLOCATE_BYTES, Shared, trim_preallocated};
-use crate::record::{self, CLAIM_KIND, ERASED_KIND, SNAPSHOT_KIND};
+use crate::record::{self, CLAIM_KIND, ERASED_KIND};
 use crate::sync::{FsyncPolicy, SyncSchedule};
 use crate::{
     AppendRequest, Appended, Compacted, Event, Fence, Loaded, Snapshot, StoreError, TOOL_OWNER,
@@ -689,7 +689,7 @@ fn check_and_encode(
             }
             let mut head = view.head;
             let snapshot_version = snapshot.version;
-            out.record(&mut head, snapshot_record(snapshot));
+            out.record(&mut head, record::snapshot_event(snapshot));
             let after = View { snapshot_version, head, ..view };
             Ok((Answer::Snapshot(reply), after))
         }
@@ -719,7 +719,7 @@ fn check_and_encode(
             out.claim(epoch, TOOL_OWNER);
             let mut head = None;
             if let Some(s) = loaded.snapshot {
-                out.record(&mut head, snapshot_record(s));
+                out.record(&mut head, record::snapshot_event(s));
             }
             for e in loaded.events {
                 out.record(&mut head, e);
@@ -727,17 +727,6 @@ fn check_and_encode(
             let after = View { version, epoch, snapshot_version, head, exists: true };
             Ok((Answer::Appended(reply, Appended { version, epoch }), after))
         }
-    }
-}
-
-/// The record of `snapshot`.
-pub(crate) fn snapshot_record(snapshot: Snapshot) -> Event {
-    Event {
-        seq: snapshot.version,
-        kind: SNAPSHOT_KIND,
-        timestamp_ms: snapshot.timestamp_ms,
-        payload: snapshot.state,
-        idempotency: None,
     }
 }
 

@@ -37,7 +37,6 @@ use std::collections::HashMap;
 
 use crate::cart_index::CartIndex;
 use crate::chain::read_cart;
-use crate::committer::snapshot_record;
 use crate::log::{
     LogFile, LogIndex, Shared, generation_of, generation_of_temporary, index_rest, index_whole,
     log_file_name, temporary_file_name,
@@ -133,7 +132,7 @@ pub(crate) fn prepare(shared: &Shared) -> Result<Prepared, StoreError> {
         }
         let loaded = read_cart(&from, &cart.cart, &cart.entry, cart.unlinked)?;
         let mut head = None;
-        for event in loaded.snapshot.map(snapshot_record).into_iter().chain(loaded.events) {
+        for event in loaded.snapshot.map(record::snapshot_event).into_iter().chain(loaded.events) {
             let offset = written + buf.len() as u64;
             record::encode(&mut buf, &cart.cart, &event, head);
             head = Some(offset);

@@ -19,7 +19,7 @@
 //! non-event kinds are [`SNAPSHOT_KIND`], [`ERASED_KIND`] and
 //! [`MOVED_KIND`].
 
-use crate::{Event, IdempotencyTag};
+use crate::{Event, IdempotencyTag, Snapshot};
 
 /// Type code of a claim record: `seq` holds the claim epoch and the payload
 /// the owner. Mutation type codes start at 1.
@@ -55,6 +55,17 @@ pub const MAX_KEY_LEN: usize = u8::MAX as usize;
 /// snapshots, what loading a cart reads.
 pub fn is_chained_kind(kind: u8) -> bool {
     kind == SNAPSHOT_KIND || !is_reserved_kind(kind)
+}
+
+/// The record of `snapshot`: its version as `seq`, its state as payload.
+pub fn snapshot_event(snapshot: Snapshot) -> Event {
+    Event {
+        seq: snapshot.version,
+        kind: SNAPSHOT_KIND,
+        timestamp_ms: snapshot.timestamp_ms,
+        payload: snapshot.state,
+        idempotency: None,
+    }
 }
 
 /// Where a record's chain goes on.
