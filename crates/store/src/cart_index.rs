@@ -44,7 +44,14 @@ pub(crate) struct OutOfRange(pub &'static str);
 
 impl Default for CartIndex {
     fn default() -> Self {
-        CartIndex { head: u64::MAX, version: 0, epoch: 0, since_snapshot: 0, touched_s: 0, owner: 0 }
+        CartIndex {
+            head: u64::MAX,
+            version: 0,
+            epoch: 0,
+            since_snapshot: 0,
+            touched_s: 0,
+            owner: 0,
+        }
     }
 }
 

@@ -24,10 +24,10 @@ use std::time::Instant;
 use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::oneshot;
 
+use crate::cart_index::MAX_VERSION;
 use crate::compaction::{self, Prepared};
 use crate::gather::Gather;
 use crate::high_water::{HighWater, Mark};
-use crate::cart_index::MAX_VERSION;
 use crate::log::{Indexed, LogIndex, PREALLOCATE_BYTES, Shared, trim_preallocated};
 use crate::record::{self, CLAIM_KIND, ERASED_KIND};
 use crate::sync::{FsyncPolicy, SyncSchedule};
@@ -120,7 +120,8 @@ struct View {
 
 impl View {
     /// A cart the log does not have.
-    const NONE: View = View { version: 0, epoch: 0, snapshot_version: 0, head: None, exists: false };
+    const NONE: View =
+        View { version: 0, epoch: 0, snapshot_version: 0, head: None, exists: false };
 
     fn of(index: &LogIndex, cart: &str) -> View {
         index.carts.get(cart).map_or(View::NONE, |c| View {
@@ -697,8 +698,13 @@ fn check_and_encode(
             if !view.exists {
                 return Ok((Answer::Erased(reply, false), view));
             }
-            let erased =
-                Event { seq: 0, kind: ERASED_KIND, timestamp_ms: 0, payload: vec![], idempotency: None };
+            let erased = Event {
+                seq: 0,
+                kind: ERASED_KIND,
+                timestamp_ms: 0,
+                payload: vec![],
+                idempotency: None,
+            };
             out.record(&mut None, erased);
             Ok((Answer::Erased(reply, view.version > 0), View::NONE))
         }

@@ -406,7 +406,9 @@ impl Compactor {
     fn compact(&mut self) -> Result<Compacted, StoreError> {
         let prepared = compaction::prepare(&self.shared)?;
         let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::FinishCompaction(Box::new(prepared), reply)).map_err(|_| stopped())?;
+        self.commands
+            .send(Command::FinishCompaction(Box::new(prepared), reply))
+            .map_err(|_| stopped())?;
         let compacted = answer.blocking_recv().map_err(|_| stopped())??;
         self.baseline = compacted.bytes_after;
         self.checkpoint_if_due();

@@ -18,7 +18,12 @@ fn open(dir: &std::path::Path) -> FileStore {
 }
 
 fn new_event(n: u64) -> NewEvent {
-    NewEvent { kind: 3, timestamp_ms: n as i64, payload: n.to_le_bytes().to_vec(), idempotency: None }
+    NewEvent {
+        kind: 3,
+        timestamp_ms: n as i64,
+        payload: n.to_le_bytes().to_vec(),
+        idempotency: None,
+    }
 }
 
 /// What a cart should load as: every event, and the best snapshot saved.
@@ -42,10 +47,19 @@ fn seen(loaded: &Loaded) -> (Option<u64>, Vec<u64>) {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { cart: usize, events: u64, claim: bool },
+    Append {
+        cart: usize,
+        events: u64,
+        claim: bool,
+    },
     /// A snapshot `back` events behind the cart's version.
-    Snapshot { cart: usize, back: u64 },
-    Erase { cart: usize },
+    Snapshot {
+        cart: usize,
+        back: u64,
+    },
+    Erase {
+        cart: usize,
+    },
     Reopen,
     Compact,
 }
