@@ -35,12 +35,19 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Command::parse() {
+fn main() -> std::process::ExitCode {
+    let result = match Command::parse() {
         Command::Serve(args) => serve::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::Migrate(args) => migrate::run(args),
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            telemetry::fatal(&e);
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -21,6 +21,17 @@ pub fn init_logs(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }
 
+/// Reports the error that ends the process: through the logger, in its
+/// format, once `serve` has installed one (so a log collector parses it
+/// like any other line); on standard error before that, and for the tools.
+pub fn fatal(e: &anyhow::Error) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::error!(error = format!("{e:#}"), "cart-actor stopped on an error");
+    } else {
+        eprintln!("Error: {e:#}");
+    }
+}
+
 /// Installs the global Prometheus recorder. Latency metrics are histograms
 /// with few buckets (cheap to scrape); everything else renders as-is.
 pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {

@@ -224,6 +224,7 @@ async fn sigkill_a_node_and_its_carts_are_served_again_quickly() {
     let victims = owned_by(&nodes[2]).await;
     assert!(!victims.is_empty());
     let killed = nodes.remove(2);
+    let killed_node = killed.node.clone();
     let killed_at = Instant::now();
     killed.kill();
     let (a, b) = (&nodes[0], &nodes[1]);
@@ -249,6 +250,30 @@ async fn sigkill_a_node_and_its_carts_are_served_again_quickly() {
     assert!(recovered < Duration::from_secs(5), "took {recovered:?}");
     for (cart, n) in &acked {
         assert_eq!(qty(&read(b, cart).await.unwrap()), *n, "cart {cart}");
+    }
+    // The failover is logged in summary, counts by previous holder, at most
+    // one line per ping round: not a line per cart.
+    let taken = || {
+        let lines: Vec<Value> =
+            nodes.iter().flat_map(|n| support::log_lines(&n.logs(), "took over carts")).collect();
+        let carts: u64 = lines.iter().map(|l| l["carts"].as_u64().unwrap_or(0)).sum();
+        (lines, carts)
+    };
+    wait_until("the takeovers to be summarised", Duration::from_secs(5), || async {
+        taken().1 >= victims.len() as u64
+    })
+    .await;
+    let (lines, carts) = taken();
+    assert_eq!(carts, victims.len() as u64, "{lines:?}");
+    assert!(lines.len() < victims.len(), "{} summary lines for {carts} carts", lines.len());
+    assert!(lines.iter().all(|l| l["from"].as_str().is_some_and(|f| f.contains(&killed_node))));
+    for node in &nodes {
+        let logs = node.logs();
+        support::assert_json_lines(&logs);
+        assert!(!logs.iter().any(|l| l.contains("taking over a cart")), "a line per cart");
+        for failed in support::log_lines(&logs, "request failed") {
+            assert!(failed["cart"].as_str().is_some_and(|c| !c.is_empty()), "{failed}");
+        }
     }
 }
 

@@ -10,6 +10,12 @@ use cart_cluster::proto::control::{Empty, PingRequest};
 use cart_testkit::certs::TestCa;
 use support::Server;
 
+/// What a run printed, standard output (where the logger writes, fatal
+/// errors included) and error together.
+fn said(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
 fn serve(args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cart-actor"))
@@ -34,14 +40,14 @@ fn serve(args: &[&str]) -> std::process::Output {
 #[test]
 fn grpc_ports_beyond_loopback_without_tls_refuse_to_start() {
     let out = serve(&["--grpc-addr", "0.0.0.0:0", "--control-addr", "127.0.0.1:0"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let output = said(&out);
     assert!(!out.status.success());
     for flag in
         ["--cluster-tls-cert", "--cluster-tls-key", "--cluster-tls-ca", "--insecure-cluster"]
     {
-        assert!(stderr.contains(flag), "the refusal names {flag}: {stderr}");
+        assert!(output.contains(flag), "the refusal names {flag}: {output}");
     }
-    assert!(stderr.contains("0.0.0.0"), "{stderr}");
+    assert!(output.contains("0.0.0.0"), "{output}");
 }
 
 #[tokio::test]
@@ -58,11 +64,11 @@ async fn insecure_cluster_starts_but_says_so() {
 #[test]
 fn half_a_tls_configuration_is_refused() {
     let out = serve(&["--cluster-tls-cert", "/nonexistent/tls.crt"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let output = said(&out);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("--cluster-tls-key") && stderr.contains("--cluster-tls-ca"),
-        "{stderr}"
+        output.contains("--cluster-tls-key") && output.contains("--cluster-tls-ca"),
+        "{output}"
     );
 }
 
@@ -149,7 +155,7 @@ fn a_short_internal_token_is_refused_at_start() {
     std::fs::write(&token, "short").unwrap();
     let out = serve(&["--internal-token-file", token.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
+    assert!(said(&out).contains("at least 16"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,8 +362,8 @@ async fn the_database_password_can_come_from_a_file() {
     // Without the file the node cannot open the store, and says why.
     let out = serve(&["--store", &url]);
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("PostgreSQL") && !stderr.contains("file-kept-password"), "{stderr}");
+    let output = said(&out);
+    assert!(output.contains("PostgreSQL") && !output.contains("file-kept-password"), "{output}");
 }
 
 /// Each of the Why section's gRPC attacks, from a caller that reaches the

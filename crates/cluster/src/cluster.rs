@@ -25,6 +25,7 @@ use crate::proto::control::control_plane_server::{
 use crate::proto::control::{ClosingNotice, NegotiateRequest};
 use crate::router::ClusterCarts;
 use crate::server::{CartActorService, ControlPlaneService};
+use crate::takeovers::Takeovers;
 use crate::tls::{self, ClusterTls};
 
 /// Settings of a node.
@@ -102,6 +103,8 @@ pub struct Cluster {
     clock: Arc<dyn Clock>,
     /// Whether the first discovery round is done.
     ready: tokio::sync::watch::Sender<bool>,
+    /// Carts taken over since the last ping round's summary.
+    takeovers: Arc<Takeovers>,
 }
 
 impl Cluster {
@@ -121,11 +124,13 @@ impl Cluster {
             .with_store_id(options.store_id.clone()),
         );
         let peers = Arc::new(Peers::new(options.rpc_deadline, options.tls.clone()));
+        let takeovers = Arc::new(Takeovers::default());
         runtime.set_handover(Arc::new(ConfirmOwner::new(
             Arc::clone(&membership),
             Arc::clone(&peers),
             Arc::clone(&clock),
             options.takeover_wait(),
+            Arc::clone(&takeovers),
         )));
         let carts = Arc::new(ClusterCarts::new(
             Arc::clone(&runtime),
@@ -142,6 +147,7 @@ impl Cluster {
             discovery,
             clock,
             ready: tokio::sync::watch::channel(false).0,
+            takeovers,
         })
     }
 
@@ -327,6 +333,7 @@ impl Cluster {
                 let until = started.saturating_add(self.options.lease.as_millis() as u64);
                 self.runtime.grant_lease(now, until);
             }
+            self.takeovers.summarise();
         }
     }
 
@@ -394,6 +401,7 @@ impl Cluster {
             }
         });
         join_all(notices).await;
+        self.takeovers.summarise();
         tracing::info!("left the cluster");
     }
 

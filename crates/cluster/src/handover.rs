@@ -23,6 +23,7 @@ use crate::client::Peers;
 use crate::membership::{LastHeard, Membership};
 use crate::node::NodeAddr;
 use crate::proto::control::OwnerChangeRequest;
+use crate::takeovers::{Takeovers, Way};
 
 /// How asking a holder to hand a cart over went.
 enum Asked {
@@ -44,6 +45,8 @@ pub struct ConfirmOwner {
     /// When this node started (monotonic ms): a holder never heard from may
     /// have been serving until then.
     started_ms: u64,
+    /// Carts taken over, for the summary the ping loop logs.
+    takeovers: Arc<Takeovers>,
 }
 
 impl ConfirmOwner {
@@ -54,9 +57,11 @@ impl ConfirmOwner {
         peers: Arc<Peers>,
         clock: Arc<dyn Clock>,
         wait: Duration,
+        takeovers: Arc<Takeovers>,
     ) -> Self {
         let started_ms = clock.monotonic_ms();
-        ConfirmOwner { membership, peers, clock, wait_ms: wait.as_millis() as u64, started_ms }
+        let wait_ms = wait.as_millis() as u64;
+        ConfirmOwner { membership, peers, clock, wait_ms, started_ms, takeovers }
     }
 
     /// Whether a holder last heard from `heard`, were it silent, can no
@@ -119,24 +124,27 @@ impl Handover for ConfirmOwner {
         let asked = self.ask(cart, &previous).await;
         match asked {
             Asked::Answered(true, _) => {
-                tracing::info!(cart = %cart, from = %previous, to = %me, "ownership moved");
+                tracing::debug!(cart = %cart, from = %previous, to = %me, "ownership moved");
+                self.takeovers.record(&previous, Way::HandedOver);
                 Ok(())
             }
             Asked::Answered(false, message) => {
-                tracing::warn!(cart = %cart, from = %previous, %message, "ConfirmOwner refused");
+                tracing::warn!(cart = %cart, from = %previous, reason = %message, "ConfirmOwner refused");
                 Err(GrainError::HandoverRefused(message))
             }
             // A process this node never heard of, and nothing listens at
             // its address: no cart-actor serves there (a restart on new
             // ports, a replaced pod).
             Asked::NobodyThere if heard == LastHeard::Never => {
-                tracing::info!(cart = %cart, from = %previous, "taking over a cart from a node that is gone");
+                tracing::debug!(cart = %cart, from = %previous, "taking over a cart from a node that is gone");
+                self.takeovers.record(&previous, Way::HolderGone);
                 Ok(())
             }
             Asked::NobodyThere | Asked::Silent => {
                 // Read again: it may have answered a ping while we asked.
                 self.lease_surely_over(self.membership.last_heard(&previous))?;
-                tracing::info!(cart = %cart, from = %previous, "taking over a cart from a silent node whose lease has run out");
+                tracing::debug!(cart = %cart, from = %previous, "taking over a cart from a silent node whose lease has run out");
+                self.takeovers.record(&previous, Way::LeaseRanOut);
                 Ok(())
             }
         }

@@ -36,6 +36,7 @@ pub mod placement;
 pub mod router;
 pub mod server;
 pub mod state_wire;
+pub mod takeovers;
 pub mod tls;
 pub mod watch_stream;
 

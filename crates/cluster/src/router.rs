@@ -112,6 +112,7 @@ impl ClusterCarts {
         let request = self.peers.request(EraseRequest { cart_id: id.to_string(), forwarded: true });
         remote(
             &owner,
+            id,
             client.erase(request).await.map(|r| mapping::from_erase_reply(r.into_inner())),
         )
     }
@@ -162,6 +163,7 @@ impl ClusterCarts {
         let items = self.runtime.items();
         remote(
             owner,
+            id,
             client
                 .get_state(request)
                 .await
@@ -193,7 +195,7 @@ impl ClusterCarts {
             let types: Vec<&str> = request.mutations.iter().map(|m| m.kind().name()).collect();
             tracing::warn!(cart = %id, owner = %owner, types = ?types, error = %e, "remote mutation failed");
         }
-        remote(owner, result)
+        remote(owner, id, result)
     }
 }
 
@@ -240,7 +242,11 @@ fn local<T>(result: Result<T, GrainError>) -> Attempt<T> {
     }
 }
 
-fn remote<T>(owner: &NodeAddr, result: Result<Result<T, GrainError>, tonic::Status>) -> Attempt<T> {
+fn remote<T>(
+    owner: &NodeAddr,
+    cart: &CartId,
+    result: Result<Result<T, GrainError>, tonic::Status>,
+) -> Attempt<T> {
     match result {
         Ok(answer) => local(answer),
         Err(status) if never_delivered(&status) => Attempt::Reroute {
@@ -248,7 +254,7 @@ fn remote<T>(owner: &NodeAddr, result: Result<Result<T, GrainError>, tonic::Stat
             skip_owner: true,
         },
         Err(status) => {
-            tracing::warn!(owner = %owner, code = ?status.code(), message = status.message(), "call to the cart's owner failed");
+            tracing::warn!(%cart, owner = %owner, code = ?status.code(), reason = status.message(), "call to the cart's owner failed");
             Attempt::Done(Err(GrainError::Unreachable(format!("{owner}: {}", status.message()))))
         }
     }

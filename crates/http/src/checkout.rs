@@ -40,12 +40,14 @@ fn order_json(order: serde_json::Value) -> Response {
 
 async fn checkout(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = cookie::cart_id(&headers, &s.ids).ok_or(ApiError::Grain(GrainError::NotFound))?;
-    Ok(order_json(service(&s)?.checkout(&id).await?))
+    let order = service(&s)?.checkout(&id).await;
+    Ok(order_json(order.map_err(|e| ApiError::from(e).about(&id, vec!["checkout"]))?))
 }
 
 async fn leave(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = cookie::cart_id(&headers, &s.ids).ok_or(ApiError::Grain(GrainError::NotFound))?;
-    Ok(response::cart(service(&s)?.leave(&id).await?))
+    let cart = service(&s)?.leave(&id).await;
+    Ok(response::cart(cart.map_err(|e| ApiError::from(e).about(&id, vec!["leave_checkout"]))?))
 }
 
 async fn confirmation(

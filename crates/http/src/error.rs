@@ -20,6 +20,16 @@ pub enum ApiError {
     TooLarge,
     /// A resource of this node is missing for a moment; retry.
     Unavailable(String),
+    /// A failure of a request about one cart, with what it asked, for the
+    /// log line.
+    About {
+        /// The cart.
+        cart: String,
+        /// The mutation types asked for (none for a read).
+        mutations: Vec<&'static str>,
+        /// The failure itself.
+        error: Box<ApiError>,
+    },
 }
 
 impl From<GrainError> for ApiError {
@@ -63,9 +73,15 @@ fn grain_parts(e: &GrainError) -> (StatusCode, String) {
 }
 
 impl ApiError {
+    /// This failure, as one of a request about `cart` asking `mutations`.
+    pub fn about(self, cart: &impl std::fmt::Display, mutations: Vec<&'static str>) -> ApiError {
+        ApiError::About { cart: cart.to_string(), mutations, error: Box::new(self) }
+    }
+
     /// The status and the text shown to the client.
     fn parts(&self) -> (StatusCode, String) {
         match self {
+            ApiError::About { error, .. } => error.parts(),
             ApiError::Grain(e) => grain_parts(e),
             ApiError::Checkout(e) => {
                 let status = match e {
@@ -93,7 +109,20 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, text) = self.parts();
         if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), error = ?self, "request failed");
+            let (cart, mutations, error) = match &self {
+                ApiError::About { cart, mutations, error } => {
+                    (cart.as_str(), &mutations[..], &**error)
+                }
+                other => ("", &[][..], other),
+            };
+            tracing::warn!(
+                status = status.as_u16(),
+                cart,
+                mutation_types = mutations.join(","),
+                reason = %text,
+                error = ?error,
+                "request failed"
+            );
         }
         let mut response = (status, text).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {

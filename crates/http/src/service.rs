@@ -39,7 +39,9 @@ fn cart_id(raw: &str) -> Result<CartId, ApiError> {
 }
 
 async fn get_cart(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(response::cart(s.carts.get(&cart_id(&id)?).await?))
+    let id = cart_id(&id)?;
+    let state = s.carts.get(&id).await.map_err(|e| ApiError::from(e).about(&id, vec![]))?;
+    Ok(response::cart(state))
 }
 
 /// `DELETE /api/carts/{id}`: erases the cart and all its data (204); 404
@@ -48,7 +50,10 @@ async fn erase_cart(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if s.carts.erase(&cart_id(&id)?).await? {
+    let id = cart_id(&id)?;
+    let erased =
+        s.carts.erase(&id).await.map_err(|e| ApiError::from(e).about(&id, vec!["erase"]))?;
+    if erased {
         Ok(axum::http::StatusCode::NO_CONTENT.into_response())
     } else {
         Err(cart_grain::GrainError::NotFound.into())
@@ -90,8 +95,11 @@ async fn mutate(
         key,
         fingerprint: fingerprint(&[write.method.as_str().as_bytes(), write.path.as_bytes(), body]),
     });
+    let types: Vec<&'static str> = mutations.iter().map(|m| m.kind().name()).collect();
     let request = MutateRequest { mutations, if_match: write.if_match, idempotency };
-    Ok(response::cart(s.carts.mutate(&id, request).await?))
+    let state =
+        s.carts.mutate(&id, request).await.map_err(|e| ApiError::from(e).about(&id, types))?;
+    Ok(response::cart(state))
 }
 
 /// A version no cart ever has: what an `If-Match` entity tag that names no

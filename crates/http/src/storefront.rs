@@ -34,7 +34,8 @@ fn no_cart() -> ApiError {
 
 async fn get_cart(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = cookie::cart_id(&headers, &s.ids).ok_or_else(no_cart)?;
-    Ok(response::cart(s.carts.get(&id).await?))
+    let state = s.carts.get(&id).await.map_err(|e| ApiError::from(e).about(&id, vec![]))?;
+    Ok(response::cart(state))
 }
 
 /// Applies `mutations` to the cookie's cart; with `create`, a shopper with
@@ -50,7 +51,12 @@ async fn mutate(
         None if create => (s.ids.mint(random_u64()?), true),
         None => return Err(no_cart()),
     };
-    let state = s.carts.mutate(&id, MutateRequest::of(mutations)).await?;
+    let types: Vec<&'static str> = mutations.iter().map(|m| m.kind().name()).collect();
+    let state = s
+        .carts
+        .mutate(&id, MutateRequest::of(mutations))
+        .await
+        .map_err(|e| ApiError::from(e).about(&id, types))?;
     let mut response = response::cart(state);
     if new {
         response.headers_mut().insert(header::SET_COOKIE, cookie::set(&id));

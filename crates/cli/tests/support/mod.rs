@@ -313,3 +313,52 @@ pub const SKU_A: &str = "861200";
 pub const SKU_B: &str = "861217";
 /// A third SKU from the sample catalogue.
 pub const SKU_C: &str = "861234";
+
+/// Asserts that every line is a JSON object naming each key once (a log
+/// collector keeps only one of two equal keys).
+pub fn assert_json_lines(lines: &[String]) {
+    for line in lines {
+        if let Err(e) = serde_json::from_str::<UniqueKeys>(line) {
+            panic!("not a JSON object with unique keys ({e}): {line}");
+        }
+    }
+}
+
+/// A JSON object whose keys, checked while parsing, are all different.
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            map.next_value::<serde::de::IgnoredAny>()?;
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("the key {key:?} appears twice")));
+            }
+        }
+        Ok(UniqueKeys)
+    }
+}
+
+/// The JSON log lines of `lines` whose message is `message`.
+pub fn log_lines(lines: &[String], message: &str) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == message)
+        .collect()
+}
