@@ -105,7 +105,24 @@ pub struct Cluster {
     ready: tokio::sync::watch::Sender<bool>,
     /// Carts taken over since the last ping round's summary.
     takeovers: Arc<Takeovers>,
+    /// gRPC health of this node's services: SERVING until it drains.
+    health: tonic_health::server::HealthReporter,
 }
+
+/// Why serving gRPC failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listener or a connection failed.
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    /// The reflection service could not read the services' descriptors.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// The gRPC services' health names: each service, and the server as a
+/// whole (`""`).
+const HEALTH_NAMES: [&str; 3] = [CART_SERVICE, CONTROL_SERVICE, ""];
 
 impl Cluster {
     /// A node serving `runtime`'s grains; installs the ConfirmOwner handover.
@@ -148,6 +165,7 @@ impl Cluster {
             clock,
             ready: tokio::sync::watch::channel(false).0,
             takeovers,
+            health: tonic_health::server::HealthReporter::new(),
         })
     }
 
@@ -200,11 +218,17 @@ impl Cluster {
         self: &Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), tonic::transport::Error> {
-        let (reporter, health) = tonic_health::server::health_reporter();
-        reporter.set_service_status(CART_SERVICE, tonic_health::ServingStatus::Serving).await;
-        reporter.set_service_status(CONTROL_SERVICE, tonic_health::ServingStatus::Serving).await;
-        reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    ) -> Result<(), ServeError> {
+        if !self.membership.is_closing() {
+            self.set_health(tonic_health::ServingStatus::Serving).await;
+        }
+        let health = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
+        );
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::DESCRIPTORS)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
         let cart = CartActorServer::new(CartActorService::new(
             Arc::clone(&self.carts),
             Arc::clone(&self.runtime),
@@ -221,6 +245,7 @@ impl Cluster {
             .tcp_nodelay(true)
             .layer(GrpcMetricsLayer)
             .add_service(health)
+            .add_service(reflection)
             .add_service(cart)
             .add_service(control);
         match &self.options.tls {
@@ -230,12 +255,25 @@ impl Cluster {
                         tls::incoming(listener, Arc::clone(tls)),
                         shutdown,
                     )
-                    .await
+                    .await?
             }
             None => {
                 let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-                router.serve_with_incoming_shutdown(incoming, shutdown).await
+                router.serve_with_incoming_shutdown(incoming, shutdown).await?
             }
+        }
+        Ok(())
+    }
+
+    /// Reports every service NOT_SERVING over gRPC health: the node drains
+    /// (it still answers until it stops).
+    pub async fn stop_serving(&self) {
+        self.set_health(tonic_health::ServingStatus::NotServing).await;
+    }
+
+    async fn set_health(&self, status: tonic_health::ServingStatus) {
+        for name in HEALTH_NAMES {
+            self.health.set_service_status(name, status).await;
         }
     }
 

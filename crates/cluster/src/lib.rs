@@ -52,6 +52,9 @@ pub mod proto {
         #![allow(missing_docs, clippy::all)]
         tonic::include_proto!("control");
     }
+    /// Both services' encoded descriptors, for gRPC reflection.
+    pub const DESCRIPTORS: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/cart_descriptors.bin"));
 }
 
 pub use cluster::{Cluster, ClusterOptions};

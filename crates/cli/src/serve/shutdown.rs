@@ -40,6 +40,7 @@ pub(super) async fn begin(
 ) {
     signal().await;
     draining.store(true, Ordering::SeqCst);
+    cluster.stop_serving().await;
     if !drain_delay.is_zero() {
         tracing::info!(?drain_delay, "shutting down: not ready; serving on while endpoints update");
         tokio::time::sleep(drain_delay).await;

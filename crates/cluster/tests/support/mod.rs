@@ -41,7 +41,7 @@ pub struct Node {
     /// Its TLS configuration, when the harness has a CA.
     pub tls: Option<Arc<ClusterTls>>,
     stop_server: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    server: Option<JoinHandle<Result<(), cart_cluster::cluster::ServeError>>>,
     loops: Vec<OwnedTask>,
 }
 
