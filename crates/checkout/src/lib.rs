@@ -7,6 +7,7 @@
 //! - [`service`]: the flows behind the storefront routes and callbacks.
 
 pub mod client;
+pub mod families;
 pub mod order;
 pub mod service;
 

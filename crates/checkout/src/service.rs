@@ -287,7 +287,7 @@ impl Checkout {
     /// Logs, counts and cancels a paid order that does not match its cart.
     async fn refuse(&self, id: &CartId, order: &ProviderOrder, reason: &'static str) {
         tracing::warn!(cart = %id, order = %order.order_id, paid = order.order_amount, reason, "the provider's order does not match the cart; not completing it, cancelling it");
-        metrics::counter!("cart_checkout_refused_total", "reason" => reason).increment(1);
+        metrics::counter!(crate::families::CHECKOUT_REFUSED.name, "reason" => reason).increment(1);
         if let Err(e) = self.client.cancel(&order.order_id).await {
             tracing::error!(cart = %id, order = %order.order_id, error = %e, "could not cancel a refused order; cancel it by hand");
         }

@@ -4,6 +4,7 @@
 mod backup;
 mod bench;
 mod config;
+mod families;
 mod migrate;
 mod serve;
 mod stores;

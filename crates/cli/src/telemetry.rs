@@ -44,14 +44,8 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).context("a metrics recorder is already installed")?;
+    cart_metrics::register(&crate::families::all());
+    let version = env!("CARGO_PKG_VERSION");
+    metrics::gauge!(crate::families::BUILD_INFO.name, "version" => version).set(1.0);
     Ok(handle)
-}
-
-/// The resident set size of this process in bytes (`VmRSS` of
-/// `/proc/self/status`).
-pub fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }

@@ -494,6 +494,13 @@ async fn concurrent_forwarded_mutations_travel_in_batches_and_all_apply() {
     for (cart, adds) in &sent {
         assert_eq!(qty(&read(&nodes[1], cart).await.unwrap()), *adds, "{cart}");
     }
+    // The entry node timed every call it forwarded, and none went unanswered.
+    let forwarded = metric(&nodes[0], "cart_forward_duration_seconds_count{call=\"mutate\"}").await;
+    assert!(forwarded > 0.0, "forwarded mutations are timed");
+    for reason in ["refused", "failed"] {
+        let series = format!("cart_forward_errors_total{{call=\"mutate\",reason=\"{reason}\"}}");
+        assert_eq!(metric(&nodes[0], &series).await, 0.0, "{series}");
+    }
 }
 
 /// Two nodes given separate data directories (the natural StatefulSet

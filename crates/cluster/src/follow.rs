@@ -87,7 +87,7 @@ impl Followers {
         let (tx, rx) = watch::channel(Some(Published::new(Arc::clone(current))));
         let task = OwnedTask::spawn(run(self.myself.clone(), id.clone(), tx.clone()));
         followed.insert(id.clone(), Followed { tx, _task: task });
-        metrics::gauge!("cart_watch_followed_carts").set(followed.len() as f64);
+        metrics::gauge!(crate::families::WATCH_FOLLOWED.name).set(followed.len() as f64);
         rx
     }
 
@@ -104,7 +104,7 @@ impl Followers {
     pub fn close_all(&self) {
         let mut followed = self.followed.lock().unwrap_or_else(PoisonError::into_inner);
         followed.clear();
-        metrics::gauge!("cart_watch_followed_carts").set(0.0);
+        metrics::gauge!(crate::families::WATCH_FOLLOWED.name).set(0.0);
     }
 
     /// Removes `id`'s follower if nobody watches; whether it did.
@@ -114,7 +114,7 @@ impl Followers {
         if unwatched {
             // This drops the task's own handle; it ends right after.
             followed.remove(id);
-            metrics::gauge!("cart_watch_followed_carts").set(followed.len() as f64);
+            metrics::gauge!(crate::families::WATCH_FOLLOWED.name).set(followed.len() as f64);
         }
         unwatched
     }

@@ -25,6 +25,7 @@ pub mod call;
 pub mod client;
 pub mod cluster;
 pub mod discovery;
+pub mod families;
 pub mod follow;
 pub mod handover;
 pub mod kubernetes;

@@ -189,7 +189,7 @@ impl Membership {
         inner.version += 1;
         inner.view = self.compute_view(inner);
         tracing::info!(event = what, host = %host, view_version = inner.version, members = inner.members.len() + 1, "membership changed");
-        metrics::gauge!("cart_remote_hosts").set(inner.members.len() as f64);
+        metrics::gauge!(crate::families::REMOTE_HOSTS.name).set(inner.members.len() as f64);
         self.changes.send_replace(inner.version);
     }
 
@@ -366,7 +366,7 @@ impl Membership {
                     "this node reaches no majority of the cluster: it stops serving carts"
                 );
             }
-            metrics::gauge!("cart_cluster_in_majority").set(f64::from(u8::from(majority)));
+            metrics::gauge!(crate::families::IN_MAJORITY.name).set(f64::from(u8::from(majority)));
         }
         majority
     }

@@ -73,20 +73,22 @@ fn control_method(path: &str) -> &'static str {
 fn record(path: &str, elapsed: std::time::Duration, failed: bool) {
     let method = control_method(path);
     if path.starts_with("/cart.CartActor/Mutate") {
-        metrics::counter!("cart_grpc_mutate_calls_total").increment(1);
-        metrics::histogram!("cart_grpc_mutate_duration_seconds").record(elapsed);
+        metrics::counter!(crate::families::GRPC_MUTATE_CALLS.name).increment(1);
+        metrics::histogram!(crate::families::GRPC_MUTATE_DURATION.name).record(elapsed);
         if failed {
-            metrics::counter!("cart_grpc_mutate_errors_total").increment(1);
+            metrics::counter!(crate::families::GRPC_MUTATE_ERRORS.name).increment(1);
         }
     } else if path.starts_with("/cart.CartActor/") {
-        metrics::counter!("cart_grpc_state_calls_total").increment(1);
-        metrics::histogram!("cart_grpc_state_duration_seconds").record(elapsed);
+        metrics::counter!(crate::families::GRPC_STATE_CALLS.name).increment(1);
+        metrics::histogram!(crate::families::GRPC_STATE_DURATION.name).record(elapsed);
     } else if path.starts_with("/control.ControlPlane/") {
-        metrics::counter!("cart_grpc_control_calls_total", "method" => method).increment(1);
-        metrics::histogram!("cart_grpc_control_duration_seconds", "method" => method)
+        metrics::counter!(crate::families::GRPC_CONTROL_CALLS.name, "method" => method)
+            .increment(1);
+        metrics::histogram!(crate::families::GRPC_CONTROL_DURATION.name, "method" => method)
             .record(elapsed);
         if failed {
-            metrics::counter!("cart_grpc_control_errors_total", "method" => method).increment(1);
+            metrics::counter!(crate::families::GRPC_CONTROL_ERRORS.name, "method" => method)
+                .increment(1);
         }
     }
 }

@@ -9,6 +9,7 @@
 //! the owner may have applied it.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use cart_domain::CartState;
@@ -110,11 +111,10 @@ impl ClusterCarts {
             Err(e) => return Attempt::Done(Err(GrainError::Unreachable(e.to_string()))),
         };
         let request = self.peers.request(EraseRequest { cart_id: id.to_string(), forwarded: true });
-        remote(
-            &owner,
-            id,
-            client.erase(request).await.map(|r| mapping::from_erase_reply(r.into_inner())),
-        )
+        let started = Instant::now();
+        let result = client.erase(request).await.map(|r| mapping::from_erase_reply(r.into_inner()));
+        record_forward("erase", started, &result);
+        remote(&owner, id, result)
     }
 
     /// Runs `attempt` on the cart's owner, and once more on the next owner
@@ -161,14 +161,13 @@ impl ClusterCarts {
         };
         let request = self.peers.request(StateRequest { cart_id: id.to_string(), forwarded: true });
         let items = self.runtime.items();
-        remote(
-            owner,
-            id,
-            client
-                .get_state(request)
-                .await
-                .map(|r| mapping::from_state_reply(r.into_inner(), items)),
-        )
+        let started = Instant::now();
+        let result = client
+            .get_state(request)
+            .await
+            .map(|r| mapping::from_state_reply(r.into_inner(), items));
+        record_forward("get", started, &result);
+        remote(owner, id, result)
     }
 
     async fn try_mutate(
@@ -187,8 +186,10 @@ impl ClusterCarts {
         let wire =
             mapping::encode_forwarded(id, request, i64::try_from(expires_at).unwrap_or(i64::MAX));
         let items = self.runtime.items();
+        let started = Instant::now();
         let result =
             self.peers.mutate(owner, wire).await.map(|r| mapping::from_mutation_reply(r, items));
+        record_forward("mutate", started, &result);
         if let Ok(Err(e)) = &result
             && e.kind().is_failure()
         {
@@ -239,6 +240,17 @@ fn local<T>(result: Result<T, GrainError>) -> Attempt<T> {
             None => Attempt::Done(Err(why)),
         },
         ok => Attempt::Done(ok),
+    }
+}
+
+/// Times a call forwarded to the cart's owner and counts it if it got no
+/// answer (`call` is one of the `call` label's values).
+fn record_forward<T>(call: &'static str, started: Instant, result: &Result<T, tonic::Status>) {
+    use crate::families::{FORWARD_DURATION, FORWARD_ERRORS};
+    metrics::histogram!(FORWARD_DURATION.name, "call" => call).record(started.elapsed());
+    if let Err(status) = result {
+        let reason = if never_delivered(status) { "refused" } else { "failed" };
+        metrics::counter!(FORWARD_ERRORS.name, "call" => call, "reason" => reason).increment(1);
     }
 }
 

@@ -63,7 +63,7 @@ impl CartActorService {
         let result = match mapping::decode_request(wire) {
             Err(e) => Err(e),
             Ok(Decoded::Forwarded(id, _)) if self.expired(wire) => {
-                metrics::counter!("cart_grpc_expired_total").increment(1);
+                metrics::counter!(crate::families::GRPC_EXPIRED.name).increment(1);
                 tracing::warn!(cart = %id, expires_at_ms = wire.expires_at_ms, "a forwarded mutation arrived after its sender gave up; not applied");
                 Err(GrainError::Expired)
             }
@@ -75,7 +75,7 @@ impl CartActorService {
         if let Err(e) = &result
             && e.kind().is_failure()
         {
-            metrics::counter!("cart_grpc_mutate_errors_total").increment(1);
+            metrics::counter!(crate::families::GRPC_MUTATE_ERRORS.name).increment(1);
             tracing::warn!(cart = %wire.cart_id, r#type = wire.r#type, error = %e, "mutation failed");
         }
         mapping::mutation_reply(&result, !wire.forwarded)
@@ -106,7 +106,8 @@ impl CartActor for CartActorService {
                 batch.requests.len()
             )));
         }
-        metrics::histogram!("cart_grpc_mutate_batch_size").record(batch.requests.len() as f64);
+        metrics::histogram!(crate::families::GRPC_MUTATE_BATCH.name)
+            .record(batch.requests.len() as f64);
         let replies =
             futures_util::future::join_all(batch.requests.iter().map(|w| self.serve_mutation(w)))
                 .await;

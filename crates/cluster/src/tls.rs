@@ -251,7 +251,7 @@ async fn accept(
         };
         while handshakes.try_join_next().is_some() {}
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            metrics::counter!("cart_cluster_tls_refused_total", "reason" => "busy").increment(1);
+            metrics::counter!(crate::families::TLS_REFUSED.name, "reason" => "busy").increment(1);
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -269,7 +269,7 @@ async fn accept(
                 }
                 Err(_) => "timeout",
             };
-            metrics::counter!("cart_cluster_tls_refused_total", "reason" => reason).increment(1);
+            metrics::counter!(crate::families::TLS_REFUSED.name, "reason" => reason).increment(1);
             drop(slot);
         });
     }

@@ -21,7 +21,7 @@ pub fn states(updates: StateReceiver, from_version: u64, permit: WatchPermit) ->
         loop {
             let published = updates.borrow_and_update().clone();
             if let Some(published) = published.filter(|p| p.version() > last) {
-                metrics::counter!("cart_watch_states_sent_total").increment(1);
+                metrics::counter!(crate::families::WATCH_STATES_SENT.name).increment(1);
                 let state = state_wire::to_wire(published.state());
                 return Some((Ok(state), (updates, published.version(), permit)));
             }

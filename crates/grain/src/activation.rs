@@ -75,7 +75,7 @@ impl Activation<'_> {
         if slot.as_ref().is_some_and(|s| s.generation != self.generation) {
             // Active since before the lease last lapsed: others may have
             // written meanwhile.
-            metrics::counter!("cart_grain_passivations_total", "reason" => "lease_lapsed")
+            metrics::counter!(crate::families::GRAIN_PASSIVATIONS.name, "reason" => "lease_lapsed")
                 .increment(1);
             *slot = None;
         }
@@ -115,8 +115,9 @@ impl Activation<'_> {
                 epoch = Some(claimed.epoch);
             }
             keys.expire(now, self.window);
-            metrics::counter!("cart_grain_activations_total").increment(1);
-            metrics::histogram!("cart_grain_activation_duration_seconds").record(started.elapsed());
+            metrics::counter!(crate::families::GRAIN_ACTIVATIONS.name).increment(1);
+            metrics::histogram!(crate::families::GRAIN_ACTIVATION_DURATION.name)
+                .record(started.elapsed());
             tracing::debug!(cart = %id, events = loaded.events.len(), "grain activated");
             *slot = Some(GrainState {
                 cart: Arc::new(cart),

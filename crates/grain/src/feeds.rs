@@ -150,7 +150,7 @@ pub struct WatchPermit {
 impl Watchers {
     /// At most `max` watchers at once.
     pub fn new(max: usize) -> Self {
-        metrics::gauge!("cart_watchers").set(0.0);
+        metrics::gauge!(crate::families::WATCHERS.name).set(0.0);
         Watchers { max, active: Arc::new(AtomicUsize::new(0)) }
     }
 
@@ -161,11 +161,11 @@ impl Watchers {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1));
         match admitted {
             Ok(n) => {
-                metrics::gauge!("cart_watchers").set((n + 1) as f64);
+                metrics::gauge!(crate::families::WATCHERS.name).set((n + 1) as f64);
                 Ok(WatchPermit { active: Arc::clone(&self.active) })
             }
             Err(_) => {
-                metrics::counter!("cart_watchers_refused_total").increment(1);
+                metrics::counter!(crate::families::WATCHERS_REFUSED.name).increment(1);
                 Err(GrainError::Overloaded)
             }
         }
@@ -175,7 +175,7 @@ impl Watchers {
 impl Drop for WatchPermit {
     fn drop(&mut self) {
         let left = self.active.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
-        metrics::gauge!("cart_watchers").set(left as f64);
+        metrics::gauge!(crate::families::WATCHERS.name).set(left as f64);
     }
 }
 

@@ -28,6 +28,7 @@ pub mod carts;
 pub mod clock;
 pub mod error;
 pub mod error_kind;
+pub mod families;
 pub mod feeds;
 mod idempotency;
 pub mod lease;

@@ -60,7 +60,7 @@ impl Registry {
         }
         if grains.len() >= self.max {
             let evicted = evict_idle(&mut grains, self.max / 16);
-            metrics::counter!("cart_grain_passivations_total", "reason" => "evicted")
+            metrics::counter!(crate::families::GRAIN_PASSIVATIONS.name, "reason" => "evicted")
                 .increment(evicted as u64);
             if grains.len() >= self.max {
                 return Err(GrainError::Overloaded);
@@ -71,7 +71,7 @@ impl Registry {
             last_used_ms: AtomicU64::new(now),
         });
         grains.insert(id.clone(), Arc::clone(&grain));
-        metrics::gauge!("cart_grains_resident").set(grains.len() as f64);
+        metrics::gauge!(crate::families::GRAINS_RESIDENT.name).set(grains.len() as f64);
         Ok(grain)
     }
 
@@ -85,7 +85,7 @@ impl Registry {
         let mut grains = self.lock();
         if grains.get(id).is_some_and(|g| Arc::strong_count(g) == 1) {
             grains.remove(id);
-            metrics::gauge!("cart_grains_resident").set(grains.len() as f64);
+            metrics::gauge!(crate::families::GRAINS_RESIDENT.name).set(grains.len() as f64);
         }
     }
 
@@ -102,7 +102,7 @@ impl Registry {
             .collect();
         let removed =
             removed.into_iter().filter_map(|id| grains.remove(&id).map(|g| (id, g))).collect();
-        metrics::gauge!("cart_grains_resident").set(grains.len() as f64);
+        metrics::gauge!(crate::families::GRAINS_RESIDENT.name).set(grains.len() as f64);
         removed
     }
 

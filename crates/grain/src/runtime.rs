@@ -175,9 +175,9 @@ impl GrainRuntime {
     pub fn grant_lease(&self, now: u64, until: u64) {
         if self.lease.renew(now, until) {
             let dropped = self.registry.retain_unused(|_, _| false).len();
-            metrics::counter!("cart_grain_passivations_total", "reason" => "lease_lapsed")
+            metrics::counter!(crate::families::GRAIN_PASSIVATIONS.name, "reason" => "lease_lapsed")
                 .increment(dropped as u64);
-            metrics::counter!("cart_lease_grants_after_lapse_total").increment(1);
+            metrics::counter!(crate::families::LEASE_GRANTS_AFTER_LAPSE.name).increment(1);
             tracing::info!(dropped, "serving lease granted; carts reload from the store");
         }
     }
@@ -427,7 +427,7 @@ impl GrainRuntime {
             }
             Err(StoreError::Fenced { held, current }) => {
                 tracing::warn!(cart = %id, held, current, "fenced: another node claimed the cart; dropping the grain");
-                metrics::counter!("cart_grain_fenced_total").increment(1);
+                metrics::counter!(crate::families::GRAIN_FENCED.name).increment(1);
                 Some(GrainError::Fenced)
             }
             Err(e) => {
@@ -512,7 +512,7 @@ impl GrainRuntime {
         self.registry.forget_if_unused(id);
         if erased {
             self.feeds.close_where(|watched| watched == id);
-            metrics::counter!("cart_erased_total", "reason" => reason).increment(1);
+            metrics::counter!(crate::families::ERASED.name, "reason" => reason).increment(1);
             tracing::info!(cart = %id, reason, "cart erased");
         }
         Ok(erased)
@@ -628,7 +628,7 @@ impl GrainRuntime {
         }
         self.feeds.sweep();
         if passivated > 0 {
-            metrics::counter!("cart_grain_passivations_total", "reason" => "idle")
+            metrics::counter!(crate::families::GRAIN_PASSIVATIONS.name, "reason" => "idle")
                 .increment(passivated as u64);
             tracing::debug!(passivated, "passivated idle grains");
             self.items.sweep();
@@ -725,7 +725,8 @@ impl GrainRuntime {
         self.store.flush().await?;
         drop(grain);
         self.registry.forget_if_unused(id);
-        metrics::counter!("cart_grain_passivations_total", "reason" => "handover").increment(1);
+        metrics::counter!(crate::families::GRAIN_PASSIVATIONS.name, "reason" => "handover")
+            .increment(1);
         Ok(true)
     }
 
@@ -735,7 +736,7 @@ impl GrainRuntime {
     pub fn passivate_unless(&self, keep: impl Fn(&CartId) -> bool) -> usize {
         self.feeds.close_where(|id| !keep(id));
         let passivated = self.registry.retain_unused(|id, _| keep(id)).len();
-        metrics::counter!("cart_grain_passivations_total", "reason" => "moved")
+        metrics::counter!(crate::families::GRAIN_PASSIVATIONS.name, "reason" => "moved")
             .increment(passivated as u64);
         passivated
     }

@@ -36,7 +36,7 @@ impl SnapshotWriter {
     pub fn offer(&self, id: &CartId, snapshot: Snapshot) -> bool {
         let queued = self.queue.try_send((id.clone(), snapshot)).is_ok();
         if !queued {
-            metrics::counter!("cart_snapshots_dropped_total").increment(1);
+            metrics::counter!(crate::families::SNAPSHOTS_DROPPED.name).increment(1);
         }
         queued
     }
@@ -48,8 +48,8 @@ pub(crate) async fn save(store: &dyn EventStore, id: &CartId, snapshot: Snapshot
     let bytes = snapshot.state.len();
     match store.save_snapshot(id.as_str(), snapshot).await {
         Ok(()) => {
-            metrics::counter!("cart_snapshots_total").increment(1);
-            metrics::histogram!("cart_snapshot_bytes").record(bytes as f64);
+            metrics::counter!(crate::families::SNAPSHOTS.name).increment(1);
+            metrics::histogram!(crate::families::SNAPSHOT_BYTES.name).record(bytes as f64);
             true
         }
         // Erased meanwhile: nothing to keep.

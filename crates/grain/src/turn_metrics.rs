@@ -31,14 +31,14 @@ impl TurnMetrics {
         for &kind in MutationType::ALL {
             let counter = |outcome: &'static str| {
                 let labels = [("type", kind.name()), ("outcome", outcome)];
-                metrics::counter!("cart_mutations_total", &labels)
+                metrics::counter!(crate::families::MUTATIONS.name, &labels)
             };
             mutations[usize::from(kind.code())] =
                 [counter("ok"), counter("refused"), counter("failed")];
         }
         TurnMetrics {
             mutations,
-            append_duration: metrics::histogram!("cart_log_append_duration_seconds"),
+            append_duration: metrics::histogram!(crate::families::LOG_APPEND_DURATION.name),
         }
     }
 

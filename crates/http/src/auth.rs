@@ -51,7 +51,7 @@ pub async fn require(State(token): State<BearerToken>, request: Request, next: N
     if token.matches(request.headers().get(header::AUTHORIZATION)) {
         return next.run(request).await;
     }
-    metrics::counter!("cart_http_unauthorized_total").increment(1);
+    metrics::counter!(crate::families::HTTP_UNAUTHORIZED.name).increment(1);
     let mut response =
         (StatusCode::UNAUTHORIZED, "this listener needs Authorization: Bearer <token>")
             .into_response();

@@ -78,6 +78,29 @@ impl ApiError {
         ApiError::About { cart: cart.to_string(), mutations, error: Box::new(self) }
     }
 
+    /// The `reason` label of `cart_http_failures_total` for a 5xx.
+    fn failure_reason(&self) -> &'static str {
+        match self {
+            ApiError::About { error, .. } => error.failure_reason(),
+            ApiError::Grain(e) | ApiError::Checkout(CheckoutError::Cart(e)) => match e.kind() {
+                ErrorKind::Unavailable | ErrorKind::Misdirected => "unavailable",
+                ErrorKind::BadGateway => "bad_gateway",
+                ErrorKind::Internal => "internal",
+                ErrorKind::Invalid
+                | ErrorKind::NotFound
+                | ErrorKind::Conflict
+                | ErrorKind::PreconditionFailed
+                | ErrorKind::CheckoutLocked
+                | ErrorKind::Completed
+                | ErrorKind::IdempotencyKeyReused
+                | ErrorKind::Fenced => "other",
+            },
+            ApiError::Checkout(CheckoutError::Provider(_)) => "checkout_provider",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Checkout(_) | ApiError::BadRequest(_) | ApiError::TooLarge => "other",
+        }
+    }
+
     /// The status and the text shown to the client.
     fn parts(&self) -> (StatusCode, String) {
         match self {
@@ -109,6 +132,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, text) = self.parts();
         if status.is_server_error() {
+            let reason = self.failure_reason();
+            metrics::counter!(crate::families::HTTP_FAILURES.name, "reason" => reason).increment(1);
             let (cart, mutations, error) = match &self {
                 ApiError::About { cart, mutations, error } => {
                     (cart.as_str(), &mutations[..], &**error)

@@ -20,7 +20,9 @@ pub mod checkout;
 pub mod cookie;
 pub mod error;
 pub mod events;
+pub mod families;
 pub mod ops;
+mod request_metrics;
 pub mod requests;
 pub mod response;
 pub mod serve;
@@ -70,6 +72,8 @@ pub fn public(state: AppState) -> Router {
         .merge(storefront::routes())
         .merge(checkout::routes())
         .merge(ops::probes())
+        .route_layer(axum::middleware::from_fn(request_metrics::record))
+        .fallback(request_metrics::unmatched)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -81,6 +85,8 @@ pub fn internal(state: AppState, token: Option<auth::BearerToken>) -> Router {
         .merge(service::routes())
         .merge(ops::internals())
         .merge(ops::probes())
+        .route_layer(axum::middleware::from_fn(request_metrics::record))
+        .fallback(request_metrics::unmatched)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     match token {

@@ -99,7 +99,7 @@ pub async fn serve(
             }
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            metrics::counter!("cart_http_connections_refused_total").increment(1);
+            metrics::counter!(crate::families::HTTP_CONNECTIONS_REFUSED.name).increment(1);
             if let Ok(permit) = Arc::clone(&refusing).try_acquire_owned() {
                 connections.spawn(async move {
                     refuse(stream).await;

@@ -308,7 +308,7 @@ pub(crate) fn write(shared: &Shared) -> Result<(Position, u64), StoreError> {
     if crate::log::newest_generation(dir)? > position.generation {
         std::fs::remove_file(&path)?;
     }
-    metrics::gauge!("cart_log_checkpoint_bytes").set(bytes.len() as f64);
+    metrics::gauge!(crate::families::LOG_CHECKPOINT_BYTES.name).set(bytes.len() as f64);
     tracing::debug!(
         generation = position.generation,
         scanned = position.scanned,

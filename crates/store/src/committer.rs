@@ -184,11 +184,11 @@ impl SyncMetrics {
     /// Registers the handles with the installed recorder (if any).
     pub(crate) fn new() -> Self {
         SyncMetrics {
-            duration: metrics::histogram!("cart_log_fsync_duration_seconds"),
-            batch_size: metrics::histogram!("cart_log_fsync_batch_size"),
-            syncs: metrics::counter!("cart_log_fsyncs_total"),
-            log_bytes: metrics::gauge!("cart_log_bytes"),
-            carts: metrics::gauge!("cart_log_carts"),
+            duration: metrics::histogram!(crate::families::LOG_FSYNC_DURATION.name),
+            batch_size: metrics::histogram!(crate::families::LOG_FSYNC_BATCH.name),
+            syncs: metrics::counter!(crate::families::LOG_FSYNCS.name),
+            log_bytes: metrics::gauge!(crate::families::LOG_BYTES.name),
+            carts: metrics::gauge!(crate::families::LOG_CARTS.name),
         }
     }
 }

@@ -227,8 +227,9 @@ fn finish_current(
     };
     *index = fresh;
     index.file.path = path.clone();
-    metrics::counter!("cart_log_compactions_total").increment(1);
-    metrics::histogram!("cart_log_compaction_duration_seconds").record(prepared.started.elapsed());
+    metrics::counter!(crate::families::LOG_COMPACTIONS.name).increment(1);
+    metrics::histogram!(crate::families::LOG_COMPACTION_DURATION.name)
+        .record(prepared.started.elapsed());
     tracing::info!(
         generation = prepared.generation,
         bytes_before = report.bytes_before,

@@ -199,7 +199,8 @@ impl FileStore {
         let metrics = SyncMetrics::new();
         metrics.log_bytes.set(index.scanned as f64);
         metrics.carts.set(index.carts.len() as f64);
-        metrics::gauge!("cart_log_open_duration_seconds").set(started.elapsed().as_secs_f64());
+        metrics::gauge!(crate::families::LOG_OPEN_DURATION.name)
+            .set(started.elapsed().as_secs_f64());
         let generation = index.file.generation;
         let size_at_open = index.scanned;
         let shared = Arc::new(Shared::new(options.dir.clone(), index));

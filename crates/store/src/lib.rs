@@ -14,6 +14,7 @@ mod chain;
 mod checkpoint;
 mod committer;
 mod compaction;
+pub mod families;
 pub mod file;
 mod gather;
 mod high_water;

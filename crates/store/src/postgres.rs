@@ -284,8 +284,8 @@ async fn committer(pool: Pool, mut rx: mpsc::Receiver<AppendRequest>, healthy: A
                 batch.iter().map(|_| Err(StoreError::Unavailable(e.to_string()))).collect()
             }
         };
-        metrics::histogram!("cart_log_fsync_batch_size").record(size as f64);
-        metrics::histogram!("cart_pg_commit_duration_seconds").record(started.elapsed());
+        metrics::histogram!(crate::families::LOG_FSYNC_BATCH.name).record(size as f64);
+        metrics::histogram!(crate::families::PG_COMMIT_DURATION.name).record(started.elapsed());
         for (request, result) in batch.into_iter().zip(replies) {
             let _ = request.reply.send(result);
         }

@@ -63,7 +63,7 @@ async fn serve(
     let within = args.discovery_interval * 2 + args.lease;
     if node.cluster.wait_for_lease(within).await {
         let took = started.elapsed();
-        metrics::gauge!("cart_startup_duration_seconds").set(took.as_secs_f64());
+        metrics::gauge!(crate::families::STARTUP_DURATION.name).set(took.as_secs_f64());
         tracing::info!(took_ms = took.as_millis() as u64, "ready to serve");
     } else {
         tracing::warn!(waited = ?within, "no majority of the cluster yet; serving 503 until one answers");

@@ -22,7 +22,6 @@ use tokio::net::TcpListener;
 
 use crate::config::{DiscoveryKind, ServeArgs};
 use crate::stores::StoreSpec;
-use crate::telemetry;
 
 /// A node built and bound, not yet serving.
 pub(super) struct Node {
@@ -201,12 +200,17 @@ async fn app_state(
             (Arc::clone(cluster), Arc::clone(draining), Arc::clone(store));
         Arc::new(move || cluster.is_ready() && store.healthy() && !draining.load(Ordering::SeqCst))
     };
-    let render = Arc::new(move || {
-        if let Some(rss) = telemetry::resident_bytes() {
-            metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
-        }
-        metrics.render()
-    });
+    let process = metrics_process::Collector::default();
+    process.describe();
+    let render = {
+        let store = Arc::clone(store);
+        Arc::new(move || {
+            process.collect();
+            let healthy = f64::from(u8::from(store.healthy()));
+            metrics::gauge!(cart_store::families::STORE_HEALTHY.name).set(healthy);
+            metrics.render()
+        })
+    };
     let status = {
         let cluster = Arc::clone(cluster);
         Arc::new(move || cluster.status())
