@@ -170,11 +170,12 @@ fn cli(args: &[&str]) -> String {
     stdout
 }
 
-/// Runs the binary in `dir`; it must fail. Returns what it said.
+/// Runs the binary in `dir`; it must fail. Returns what it said: standard
+/// error, and standard output (where `serve`'s logger reports a fatal error).
 fn cli_refused(dir: &std::path::Path, args: &[&str]) -> String {
     let (ok, stdout, stderr) = run_cli(dir, args);
     assert!(!ok, "{args:?} succeeded: {stdout}");
-    stderr
+    format!("{stderr}{stdout}")
 }
 
 /// A value that would make the node useless or hang (a zero limit, deadline

@@ -35,9 +35,7 @@ fn a_fatal_error_is_logged_in_the_configured_format() {
 
 #[tokio::test]
 async fn a_failed_request_logs_its_cart_mutation_and_reason() {
-    // A catalogue address where nothing listens.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let catalog = format!("http://{closed}");
+    let catalog = support::unreachable_catalog();
     let dir = tempfile::tempdir().unwrap();
     let node = Server::start(dir.path(), &["--catalog", &catalog, "--catalog-timeout", "200ms"]);
     let r = client()

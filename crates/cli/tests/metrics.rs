@@ -116,8 +116,7 @@ async fn every_family_has_help_and_is_exported_from_the_start() {
 
 #[tokio::test]
 async fn requests_and_failures_are_counted_by_route_status_and_reason() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let catalog = format!("http://{closed}");
+    let catalog = support::unreachable_catalog();
     let dir = tempfile::tempdir().unwrap();
     let node = Server::start(dir.path(), &["--catalog", &catalog, "--catalog-timeout", "200ms"]);
     let http = client();

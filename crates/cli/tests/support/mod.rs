@@ -362,3 +362,9 @@ pub fn log_lines(lines: &[String], message: &str) -> Vec<serde_json::Value> {
         .filter(|v| v["message"] == message)
         .collect()
 }
+
+/// `--catalog` pointing where nothing listens: every lookup fails (503).
+pub fn unreachable_catalog() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    format!("http://{closed}")
+}
