@@ -1,7 +1,7 @@
 //! The on-disk record of one event.
 //!
 //! ```text
-//! magic u8 (0xCB) | body_len u32 LE | crc32(body) u32 LE | body
+//! magic u8 (0xCB) | body_len u32 LE | crc32(magic, body) u32 LE | body
 //! body = cart_len u8 | cart | seq u64 | kind u8 | timestamp_ms i64
 //!        | prev u64 | key_len u8 | key | [fingerprint u64 if key_len > 0]
 //!        | payload
@@ -105,7 +105,7 @@ pub fn encode(out: &mut Vec<u8>, cart: &str, event: &Event, prev: Option<u64>) {
     }
     out.extend_from_slice(&event.payload);
     let len = u32::try_from(out.len() - body).unwrap_or(u32::MAX);
-    let crc = crc32fast::hash(&out[body..]);
+    let crc = checksum(true, &out[body..]);
     out[start + 1..start + 5].copy_from_slice(&len.to_le_bytes());
     out[start + 5..start + 9].copy_from_slice(&crc.to_le_bytes());
 }
@@ -158,10 +158,22 @@ pub fn decode_header(bytes: &[u8; HEADER_LEN]) -> Result<Header, &'static str> {
     Ok(Header { body_len, crc, linked: bytes[0] == MAGIC })
 }
 
+/// The checksum of a record's `body`. A linked record's covers its magic
+/// byte too: a bit flipped there (turning `0xCB` into the unlinked `0xCA`,
+/// which would read the body without its link) fails the check.
+fn checksum(linked: bool, body: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    if linked {
+        crc.update(&[MAGIC]);
+    }
+    crc.update(body);
+    crc.finalize()
+}
+
 /// Decodes a body whose checksum is `header.crc`, or says why it is
 /// invalid.
 pub fn decode_body(header: Header, body: &[u8]) -> Result<Decoded, &'static str> {
-    if crc32fast::hash(body) != header.crc {
+    if checksum(header.linked, body) != header.crc {
         return Err("checksum mismatch");
     }
     let mut r = Reader { bytes: body };
@@ -244,7 +256,7 @@ mod tests {
         let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,
-            "cb2a000000c3c483590263310300000000000000060068e5cf8b0100003412000000000000016b2a00000000\
+            "cb2a00000073c1374c0263310300000000000000060068e5cf8b0100003412000000000000016b2a00000000\
              00000008011005"
         );
     }
@@ -259,6 +271,21 @@ mod tests {
         assert_eq!(decoded.cart, "c1");
         assert_eq!(decoded.event, golden_event());
         assert_eq!(decoded.link, Link::Unlinked);
+    }
+
+    /// `0xCB` and `0xCA` differ in one bit: the checksum covers the magic,
+    /// so neither format can be read as the other.
+    #[test]
+    fn a_magic_flipped_to_the_other_format_is_detected() {
+        let mut linked = Vec::new();
+        encode(&mut linked, "c1", &golden_event(), Some(7));
+        linked[0] = UNLINKED_MAGIC;
+        assert_eq!(decode(&linked), Err("checksum mismatch"));
+        let mut unlinked = unhex(
+            "ca22000000db6f4dd30263310300000000000000060068e5cf8b010000016b2a0000000000000008011005",
+        );
+        unlinked[0] = MAGIC;
+        assert_eq!(decode(&unlinked), Err("checksum mismatch"));
     }
 
     #[test]

@@ -251,7 +251,10 @@ async fn a_link_that_does_not_point_back_is_damage_not_a_loop() {
     // body: cart_len 1 | "a" | seq 8 | kind 1 | timestamp 8 | prev 8
     let prev = body + 1 + 1 + 8 + 1 + 8;
     log[prev..prev + 8].copy_from_slice(&(last as u64).to_le_bytes());
-    let crc = crc32fast::hash(&log[body..]);
+    // The checksum covers the magic byte and the body.
+    let crc = crc32fast::hash(
+        &log[last..last + 1].iter().chain(&log[body..]).copied().collect::<Vec<u8>>(),
+    );
     log[last + 5..last + 9].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&path, &log).unwrap();
     std::fs::remove_file(dir.path().join("index-0.checkpoint")).unwrap();
