@@ -89,6 +89,19 @@ async fn sigkill_mid_write_loses_no_acknowledged_mutation() {
     }
 }
 
+/// A SIGTERM while the node still waits for its first majority (here: a
+/// peer that never answers) is a clean shutdown, not the signal's default
+/// of dying on the spot: the handlers are installed before anything starts.
+#[test]
+fn sigterm_during_start_up_is_a_clean_shutdown() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let peer = format!("127.0.0.1:{}:{}", silent.port(), silent.port());
+    let dir = tempfile::tempdir().unwrap();
+    let node = Server::start(dir.path(), &["--peers", &peer]);
+    let status = node.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_in_flight_requests_and_flushes() {
     let dir = tempfile::tempdir().unwrap();

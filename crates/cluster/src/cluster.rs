@@ -107,6 +107,9 @@ pub struct Cluster {
     takeovers: Arc<Takeovers>,
     /// gRPC health of this node's services: SERVING until it drains.
     health: tonic_health::server::HealthReporter,
+    /// Whether the node drains; held while the health status is set, so a
+    /// server starting late cannot report SERVING after the drain began.
+    draining: tokio::sync::Mutex<bool>,
 }
 
 /// Why serving gRPC failed.
@@ -166,6 +169,7 @@ impl Cluster {
             ready: tokio::sync::watch::channel(false).0,
             takeovers,
             health: tonic_health::server::HealthReporter::new(),
+            draining: tokio::sync::Mutex::new(false),
         })
     }
 
@@ -219,8 +223,11 @@ impl Cluster {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        if !self.membership.is_closing() {
-            self.set_health(tonic_health::ServingStatus::Serving).await;
+        {
+            let draining = self.draining.lock().await;
+            if !*draining {
+                self.set_health(tonic_health::ServingStatus::Serving).await;
+            }
         }
         let health = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
@@ -268,6 +275,8 @@ impl Cluster {
     /// Reports every service NOT_SERVING over gRPC health: the node drains
     /// (it still answers until it stops).
     pub async fn stop_serving(&self) {
+        let mut draining = self.draining.lock().await;
+        *draining = true;
         self.set_health(tonic_health::ServingStatus::NotServing).await;
     }
 

@@ -29,6 +29,7 @@ async fn serve(
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let signals = shutdown::Signals::install()?;
     let node = wiring::build(&args, metrics).await?;
     let passivation = node.grains.spawn_passivation();
     let expiry = node.grains.spawn_expiry(
@@ -69,6 +70,7 @@ async fn serve(
         tracing::warn!(waited = ?within, "no majority of the cluster yet; serving 503 until one answers");
     }
     let begin = shutdown::begin(
+        signals,
         Arc::clone(&node.cluster),
         Arc::clone(&node.grains),
         Arc::clone(&node.draining),

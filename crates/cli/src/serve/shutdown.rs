@@ -33,12 +33,13 @@ pub(super) struct Running {
 /// Kubernetes endpoints stop sending to it before it stops taking
 /// requests), then out of the cluster, watches ended.
 pub(super) async fn begin(
+    mut signals: Signals,
     cluster: Arc<Cluster>,
     grains: Arc<GrainRuntime>,
     draining: Arc<AtomicBool>,
     drain_delay: Duration,
 ) {
-    signal().await;
+    signals.recv().await;
     draining.store(true, Ordering::SeqCst);
     cluster.stop_serving().await;
     if !drain_delay.is_zero() {
@@ -124,27 +125,30 @@ pub(super) async fn finish(
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// SIGTERM and SIGINT, caught from the moment the process starts serving
+/// (installed before the node is built): a signal during start-up is a
+/// clean shutdown once the node is up, never the default of dying at once.
+pub(super) struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    pub(super) fn install() -> anyhow::Result<Signals> {
+        use anyhow::Context;
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT (also one that came before).
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
         }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }
