@@ -130,14 +130,26 @@ impl CartIndex {
     /// Takes in a snapshot covering `covers` (at most the version, checked
     /// by the caller), at `offset`; a snapshot of a cart without events
     /// seeds it at that version.
-    pub(crate) fn snapshot(&mut self, offset: u64, covers: u64, timestamp_ms: i64) {
+    pub(crate) fn snapshot(
+        &mut self,
+        offset: u64,
+        covers: u64,
+        timestamp_ms: i64,
+    ) -> Result<(), OutOfRange> {
+        if covers > MAX_VERSION {
+            return Err(OutOfRange("snapshot version beyond the index's range"));
+        }
         if self.version == 0 {
-            self.version = covers.min(MAX_VERSION);
+            self.version = covers;
             self.touch(timestamp_ms);
         }
         let version = self.version;
-        self.since_snapshot = u32::try_from(version - covers.min(version)).unwrap_or(u32::MAX);
+        // Fewer than the events since the previous snapshot: it fits.
+        let since = u32::try_from(version - covers.min(version));
+        self.since_snapshot =
+            since.map_err(|_| OutOfRange("too many events since the snapshot"))?;
         self.head = offset;
+        Ok(())
     }
 
     /// Takes in a claim of `epoch` by owner `owner` (see [`Owners::id`]).
@@ -321,7 +333,8 @@ mod tests {
         c.event(1, 500).unwrap();
         assert_eq!(c.touched_ms(), 2_000, "never moves back");
         assert_eq!((c.version(), c.snapshot_version()), (2, 0));
-        c.snapshot(2, 1, 0);
+        c.snapshot(2, 1, 0).unwrap();
+        assert!(c.snapshot(3, MAX_VERSION + 1, 0).is_err());
         assert_eq!((c.version(), c.snapshot_version(), c.head()), (2, 1, Some(2)));
     }
 

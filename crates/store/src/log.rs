@@ -185,7 +185,7 @@ impl LogIndex {
                 if r.seq <= entry.snapshot_version() || (r.seq > version && version > 0) {
                     return Err(Stop::Invalid("snapshot version out of order"));
                 }
-                entry.snapshot(r.offset, r.seq, r.timestamp_ms);
+                entry.snapshot(r.offset, r.seq, r.timestamp_ms).map_err(out_of_range)?;
             }
             _ => {
                 if r.seq != entry.version() + 1 {
