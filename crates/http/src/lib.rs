@@ -68,25 +68,17 @@ pub struct AppState {
 
 /// The public listener: storefront, checkout, probes.
 pub fn public(state: AppState) -> Router {
-    Router::new()
-        .merge(storefront::routes())
-        .merge(checkout::routes())
-        .merge(ops::probes())
-        .route_layer(axum::middleware::from_fn(request_metrics::record))
-        .fallback(request_metrics::unmatched)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+    let routes =
+        Router::new().merge(storefront::routes()).merge(checkout::routes()).merge(ops::probes());
+    request_metrics::counted(routes).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(state)
 }
 
 /// The internal listener: carts by id, metrics, the cluster view and the
 /// probes; every request needs `token` when one is set.
 pub fn internal(state: AppState, token: Option<auth::BearerToken>) -> Router {
-    let router = Router::new()
-        .merge(service::routes())
-        .merge(ops::internals())
-        .merge(ops::probes())
-        .route_layer(axum::middleware::from_fn(request_metrics::record))
-        .fallback(request_metrics::unmatched)
+    let routes =
+        Router::new().merge(service::routes()).merge(ops::internals()).merge(ops::probes());
+    let router = request_metrics::counted(routes)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     match token {
