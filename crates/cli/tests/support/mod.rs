@@ -29,6 +29,8 @@ pub struct Server {
     pub grpc_url: String,
     /// Its cluster TLS files, when it talks mutual TLS to its peers.
     pub tls: Option<NodeFiles>,
+    /// The directory holding `tls`, removed with the server.
+    _certs: Option<tempfile::TempDir>,
     data_dir: PathBuf,
     extra: Vec<String>,
     logs: mpsc::Receiver<String>,
@@ -56,9 +58,8 @@ impl Server {
         let certs = tempfile::Builder::new()
             .prefix("certs-")
             .tempdir_in(data_dir.parent().unwrap_or(data_dir))
-            .expect("cert dir")
-            .keep();
-        let files = ca.write_node(&certs, "node");
+            .expect("cert dir");
+        let files = ca.write_node(certs.path(), "node");
         let mut args: Vec<String> = vec![
             "--cluster-tls-cert".into(),
             files.cert.display().to_string(),
@@ -71,6 +72,7 @@ impl Server {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut server = Server::start_at(netns, host, data_dir, &args);
         server.tls = Some(files);
+        server._certs = Some(certs);
         server
     }
 
@@ -168,6 +170,7 @@ impl Server {
             node,
             grpc_url: format!("http://{grpc}"),
             tls: None,
+            _certs: None,
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             logs,
