@@ -6,7 +6,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = "../../proto";
     println!("cargo:rerun-if-changed={proto_dir}/messages.proto");
     println!("cargo:rerun-if-changed={proto_dir}/snapshot.proto");
-    prost_build::Config::new().compile_fds(protox::compile(["messages.proto"], [proto_dir])?)?;
+    // Serialize: an event's contents as JSON, for the cart inspector.
+    prost_build::Config::new()
+        .message_attribute(".messages", "#[derive(serde::Serialize)]")
+        .message_attribute(".messages", "#[serde(rename_all = \"camelCase\")]")
+        .compile_fds(protox::compile(["messages.proto"], [proto_dir])?)?;
     // The snapshot refers to the mutation messages generated above.
     prost_build::Config::new()
         .extern_path(".messages", "crate::proto")

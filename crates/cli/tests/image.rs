@@ -77,9 +77,22 @@ impl Podman {
         let files = format!("nofile={files}:{files}");
         let processes = format!("nproc={processes}:{processes}");
         podman(&[
-            "run", "--detach", "--runtime", "runc", "--ulimit", &files, "--ulimit", &processes,
-            "--name", &container, "--read-only", "--volume", &volume,
-            "--publish", "127.0.0.1::8080", image,
+            "run",
+            "--detach",
+            "--runtime",
+            "runc",
+            "--ulimit",
+            &files,
+            "--ulimit",
+            &processes,
+            "--name",
+            &container,
+            "--read-only",
+            "--volume",
+            &volume,
+            "--publish",
+            "127.0.0.1::8080",
+            image,
         ]);
         self.containers.push(container.clone());
         let port = text(podman(&["port", &container, "8080/tcp"]));

@@ -117,7 +117,15 @@ async fn internal_routes_are_not_on_the_public_port_and_need_the_token() {
         .await
         .unwrap();
     assert_eq!(status(created), 200);
-    for path in ["/api/carts/t1", "/api/carts/t1/events", "/metrics", "/api/cluster"] {
+    let guarded = [
+        "/api/carts/t1",
+        "/api/carts/t1/events",
+        "/api/carts/t1/history",
+        "/metrics",
+        "/api/cluster",
+        "/api/cluster/stream",
+    ];
+    for path in guarded {
         let on_public = http.get(format!("{}{path}", node.url)).send().await.unwrap();
         assert_eq!(status(on_public), 404, "{path} on the public port");
         let anonymous = http.get(format!("{}{path}", node.internal_url)).send().await.unwrap();
@@ -137,6 +145,21 @@ async fn internal_routes_are_not_on_the_public_port_and_need_the_token() {
         .await
         .unwrap();
     assert_eq!(status(write), 404, "no by-id writes on the public port");
+    // The dashboard's page holds no data: served without the token, under a
+    // policy that forbids inline code; only there, and only for GET.
+    for path in ["/admin", "/admin/app.js", "/admin/app.css"] {
+        let page = http.get(format!("{}{path}", node.internal_url)).send().await.unwrap();
+        assert_eq!(page.status(), 200, "{path}");
+        let policy = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"));
+        assert_eq!(status(http.get(format!("{}{path}", node.url)).send().await.unwrap()), 404);
+        let post = http.post(format!("{}{path}", node.internal_url)).send().await.unwrap();
+        assert_eq!(status(post), 401, "POST {path} without the token");
+    }
+    for beside in ["/admin/", "/admin/app.js/x", "/admin/x"] {
+        let r = http.get(format!("{}{beside}", node.internal_url)).send().await.unwrap();
+        assert_eq!(status(r), 401, "{beside}: only the page's own paths go without the token");
+    }
     let read = http
         .get(format!("{}/api/carts/t1", node.internal_url))
         .bearer_auth("internal-secret-0123456789")

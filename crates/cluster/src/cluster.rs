@@ -141,7 +141,8 @@ impl Cluster {
                 options.max_misses,
                 options.incarnation,
             )
-            .with_store_id(options.store_id.clone()),
+            .with_store_id(options.store_id.clone())
+            .with_clock(Arc::clone(&clock)),
         );
         let peers = Arc::new(Peers::new(options.rpc_deadline, options.tls.clone()));
         let takeovers = Arc::new(Takeovers::default());
@@ -395,7 +396,8 @@ impl Cluster {
             let me = Some(self.membership.me());
             if let Some(reply) = self.peers.ping(&host, me, within).await {
                 let now = self.clock.monotonic_ms();
-                self.membership.ping_answered(&host, now, reply.incarnation, &reply.store_id)
+                let load = crate::load::of_reply(&reply);
+                self.membership.ping_answered(&host, now, reply.incarnation, &reply.store_id, load)
                     && member
             } else {
                 self.membership.ping_failed(&host);
@@ -460,8 +462,9 @@ impl Cluster {
             "closing": self.membership.is_closing(),
             "viewVersion": self.membership.version(),
             "lease": self.has_lease(),
-            "members": self.membership.status(self.clock.monotonic_ms()),
+            "members": self.membership.status(self.clock.monotonic_ms(), self.runtime.load()),
             "localGrains": self.runtime.resident(),
+            "recentChanges": self.membership.recent_changes(),
         })
     }
 }

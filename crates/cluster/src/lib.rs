@@ -29,6 +29,7 @@ pub mod families;
 pub mod follow;
 pub mod handover;
 pub mod kubernetes;
+pub mod load;
 pub mod mapping;
 pub mod membership;
 pub mod metrics_layer;

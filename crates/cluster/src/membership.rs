@@ -7,13 +7,15 @@
 //! removes it at once and keeps it out for a while. The view (members plus
 //! this node) is what placement hashes over; every change bumps its version.
 //!
-//! Time enters only through the `now_ms` arguments (monotonic milliseconds,
-//! [`cart_grain::Clock::monotonic_ms`]), so the rules are tested without
-//! sleeping.
+//! Time enters the rules only through the `now_ms` arguments (monotonic
+//! milliseconds, [`cart_grain::Clock::monotonic_ms`]), so they are tested
+//! without sleeping; the wall clock given by [`Membership::with_clock`] only
+//! stamps the log of recent changes that operators read.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use cart_grain::{Clock, Load, SystemClock};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -26,11 +28,36 @@ pub const QUORUM_MEMORY_MS: u64 = 30_000;
 /// Most hosts waiting for their first ping; further ones are ignored until
 /// pings have sorted these out (each is dialled once per round).
 pub const MAX_CANDIDATES: usize = 256;
+/// How many view changes [`Membership::recent_changes`] remembers.
+pub const RECENT_CHANGES: usize = 32;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 struct MemberState {
     misses: u32,
     last_ok_ms: u64,
+    /// What its last ping reply said it carries.
+    load: Option<Load>,
+}
+
+impl MemberState {
+    fn answered(now_ms: u64) -> Self {
+        MemberState { misses: 0, last_ok_ms: now_ms, load: None }
+    }
+}
+
+/// One change of the view, as `/api/cluster` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewChange {
+    /// When, ms since the Unix epoch (this node's clock).
+    pub at_ms: u64,
+    /// What happened: `joined`, `evicted`, `refused`, `closed` or `leaving`.
+    pub event: &'static str,
+    /// The host it happened to.
+    pub host: String,
+    /// The view version it made.
+    pub view_version: u64,
+    /// Members after it, this node included unless it is leaving.
+    pub members: usize,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +82,8 @@ struct Inner {
     closing: bool,
     /// The current view, rebuilt on every change so reads share it.
     view: Arc<[NodeAddr]>,
+    /// The last [`RECENT_CHANGES`] changes, oldest first.
+    recent: VecDeque<ViewChange>,
 }
 
 impl Inner {
@@ -89,6 +118,27 @@ pub struct MemberStatus {
     pub last_ok_ago_ms: u64,
     /// Whether this is the reporting node.
     pub me: bool,
+    /// Resident carts, and mutations applied and reads served since its
+    /// process started, as its last ping reply said (this node's own for
+    /// `me`; absent for a peer that did not say).
+    pub load: Option<LoadStatus>,
+}
+
+/// [`Load`] as `/api/cluster` shows it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LoadStatus {
+    /// Grains in memory.
+    pub resident_carts: u64,
+    /// Mutations applied since start.
+    pub mutations: u64,
+    /// Reads served since start.
+    pub reads: u64,
+}
+
+impl From<Load> for LoadStatus {
+    fn from(load: Load) -> Self {
+        LoadStatus { resident_carts: load.resident, mutations: load.mutations, reads: load.reads }
+    }
 }
 
 /// This node's view of the cluster.
@@ -99,6 +149,7 @@ pub struct Membership {
     max_misses: u32,
     inner: Mutex<Inner>,
     changes: watch::Sender<u64>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Membership {
@@ -118,7 +169,14 @@ impl Membership {
             max_misses: max_misses.max(1),
             inner: Mutex::new(inner),
             changes: watch::channel(0).0,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// This view, stamping its log of changes with `clock`'s wall time.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// This view, for a node whose event store has identity `store_id`:
@@ -144,6 +202,7 @@ impl Membership {
         now_ms: u64,
         incarnation: u64,
         store_id: &str,
+        load: Option<Load>,
     ) -> bool {
         let same = self.store_id.is_empty() || store_id.is_empty() || self.store_id == store_id;
         if !same {
@@ -153,6 +212,9 @@ impl Membership {
             return false;
         }
         self.ping_ok(host, now_ms, incarnation);
+        if let Some(m) = self.inner().members.get_mut(host) {
+            m.load = load;
+        }
         true
     }
 
@@ -185,10 +247,23 @@ impl Membership {
         view.into()
     }
 
-    fn changed(&self, inner: &mut Inner, what: &str, host: &NodeAddr) {
+    fn changed(&self, inner: &mut Inner, what: &'static str, host: &NodeAddr) {
         inner.version += 1;
         inner.view = self.compute_view(inner);
-        tracing::info!(event = what, host = %host, view_version = inner.version, members = inner.members.len() + 1, "membership changed");
+        let members = inner.view.len();
+        tracing::info!(event = what, host = %host, view_version = inner.version, members, "membership changed");
+        if inner.recent.len() == RECENT_CHANGES {
+            inner.recent.pop_front();
+        }
+        let at_ms = self.clock.now_ms();
+        let change = ViewChange {
+            at_ms,
+            event: what,
+            host: host.to_string(),
+            view_version: inner.version,
+            members,
+        };
+        inner.recent.push_back(change);
         metrics::gauge!(crate::families::REMOTE_HOSTS.name).set(inner.members.len() as f64);
         self.changes.send_replace(inner.version);
     }
@@ -279,7 +354,7 @@ impl Membership {
         inner.departed.remove(host);
         let known = inner.evicted.remove(host).is_some() || inner.discovered.contains(host);
         if inner.candidates.remove(host) || known {
-            inner.members.insert(host.clone(), MemberState { misses: 0, last_ok_ms: now_ms });
+            inner.members.insert(host.clone(), MemberState::answered(now_ms));
             self.changed(&mut inner, "joined", host);
         }
     }
@@ -404,8 +479,13 @@ impl Membership {
         self.inner().closing
     }
 
-    /// Members for `/api/cluster`, at `now_ms`.
-    pub fn status(&self, now_ms: u64) -> Vec<MemberStatus> {
+    /// The last [`RECENT_CHANGES`] changes of the view, newest first.
+    pub fn recent_changes(&self) -> Vec<ViewChange> {
+        self.inner().recent.iter().rev().cloned().collect()
+    }
+
+    /// Members for `/api/cluster`, at `now_ms`, this node carrying `mine`.
+    pub fn status(&self, now_ms: u64, mine: Load) -> Vec<MemberStatus> {
         let inner = self.inner();
         let mut out: Vec<MemberStatus> = inner
             .members
@@ -415,6 +495,7 @@ impl Membership {
                 misses: m.misses,
                 last_ok_ago_ms: now_ms.saturating_sub(m.last_ok_ms),
                 me: false,
+                load: m.load.map(LoadStatus::from),
             })
             .collect();
         if !inner.closing {
@@ -423,6 +504,7 @@ impl Membership {
                 misses: 0,
                 last_ok_ago_ms: 0,
                 me: true,
+                load: Some(mine.into()),
             });
         }
         out.sort_by(|a, b| a.host.cmp(&b.host));
@@ -447,6 +529,42 @@ mod tests {
         m.ping_ok(&addr(2), 10, 0);
         assert_eq!(m.view().to_vec(), vec![addr(1), addr(2)]);
         assert_eq!(m.version(), 1);
+    }
+
+    #[test]
+    fn changes_are_logged_newest_first_with_the_clock_and_bounded() {
+        let clock = Arc::new(cart_grain::ManualClock::new(5_000));
+        let m = Membership::new(addr(1), 1).with_clock(Arc::clone(&clock) as Arc<dyn Clock>);
+        m.learn([addr(2)], 0);
+        m.ping_ok(&addr(2), 0, 0);
+        clock.advance(7);
+        m.ping_failed(&addr(2));
+        let changes = m.recent_changes();
+        let seen: Vec<_> = changes.iter().map(|c| (c.event, c.view_version, c.members)).collect();
+        assert_eq!(seen, vec![("evicted", 2, 1), ("joined", 1, 2)]);
+        assert_eq!((changes[0].at_ms, changes[1].at_ms), (5_007, 5_000));
+        assert_eq!(changes[0].host, addr(2).to_string());
+        for _ in 0..RECENT_CHANGES {
+            m.learn([addr(2)], 0);
+            m.ping_ok(&addr(2), 0, 0);
+            m.ping_failed(&addr(2));
+        }
+        let changes = m.recent_changes();
+        assert_eq!(changes.len(), RECENT_CHANGES, "the log is bounded");
+        assert_eq!(changes[0].view_version, m.version(), "newest first");
+    }
+
+    #[test]
+    fn each_member_shows_the_load_its_last_reply_gave() {
+        let m = Membership::new(addr(1), 3);
+        m.learn([addr(2), addr(3)], 0);
+        let load = Load { resident: 7, mutations: 30, reads: 90 };
+        assert!(m.ping_answered(&addr(2), 0, 0, "", Some(load)));
+        assert!(m.ping_answered(&addr(3), 0, 0, "", None));
+        let mine = Load { resident: 1, mutations: 2, reads: 3 };
+        let loads: Vec<_> =
+            m.status(0, mine).iter().map(|s| s.load.map(|l| l.resident_carts)).collect();
+        assert_eq!(loads, vec![Some(1), Some(7), None]);
     }
 
     #[test]

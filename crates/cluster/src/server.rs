@@ -200,7 +200,8 @@ impl ControlPlaneService {
         // process (see `Membership::ping_ok`); one on another store, always.
         if let Some(reply) = answer {
             let now = self.clock.monotonic_ms();
-            self.membership.ping_answered(host, now, reply.incarnation, &reply.store_id);
+            let load = crate::load::of_reply(&reply);
+            self.membership.ping_answered(host, now, reply.incarnation, &reply.store_id, load);
         } else {
             self.membership.ping_failed(host);
         }
@@ -233,6 +234,7 @@ impl ControlPlane for ControlPlaneService {
             unix_time,
             incarnation: self.membership.incarnation(),
             store_id: self.membership.store_id().to_owned(),
+            load: Some(crate::load::to_wire(self.runtime.load())),
         }))
     }
 

@@ -123,6 +123,15 @@ macro_rules! mutation_kinds {
                 event.check_resolved()?;
                 Ok(event)
             }
+
+            /// The message's fields as JSON (camelCase names), for
+            /// operators' views of a cart's history.
+            pub fn to_json(&self) -> serde_json::Value {
+                let value = match self {
+                    $( CartEvent::$variant(m) => serde_json::to_value(m), )*
+                };
+                value.unwrap_or(serde_json::Value::Null)
+            }
         }
     };
 }

@@ -32,6 +32,7 @@ pub mod families;
 pub mod feeds;
 mod idempotency;
 pub mod lease;
+pub mod load;
 pub mod mint;
 mod registry;
 pub mod request;
@@ -51,6 +52,7 @@ pub use feeds::{
     CartWatch, Published, StateReceiver, StateSender, WatchPermit, offer, offer_state,
 };
 pub use lease::Lease;
+pub use load::Load;
 pub use mint::CartIdMint;
 pub use request::{MutateRequest, ResolvedRequest};
 pub use runtime::{Expiry, GrainRuntime, RuntimeOptions};

@@ -16,6 +16,7 @@ use crate::activation::{Activation, Handover, Released, replay};
 use crate::feeds::{CartWatch, Feeds, StateReceiver, Watchers};
 use crate::idempotency::Seen;
 use crate::lease::Lease;
+use crate::load::Load;
 use crate::registry::{GrainState, Registry};
 use crate::snapshots::SnapshotWriter;
 use crate::task::OwnedTask;
@@ -208,6 +209,9 @@ impl GrainRuntime {
                 Err(e) => Err(e),
             }
         };
+        if result.is_ok() {
+            self.metrics.count_read();
+        }
         if result.is_err() {
             // Reads of unknown ids, or refused ones, must not fill memory
             // with empty grains.
@@ -749,6 +753,12 @@ impl GrainRuntime {
     /// How many grains are resident.
     pub fn resident(&self) -> usize {
         self.registry.len()
+    }
+
+    /// What this node carries: resident grains and the turns served since
+    /// it started.
+    pub fn load(&self) -> Load {
+        self.metrics.load(self.registry.len())
     }
 
     /// Refuses new mutations from now on (reads still work) and ends the

@@ -1,8 +1,12 @@
 //! The runtime's metric handles, registered once rather than looked up by
 //! name and labels on every turn.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use cart_domain::MutationType;
 use metrics::{Counter, Histogram};
+
+use crate::load::Load;
 
 /// How a mutation ended, the `outcome` label of `cart_mutations_total`.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +25,9 @@ pub(crate) struct TurnMetrics {
     mutations: Vec<[Counter; 3]>,
     /// `cart_log_append_duration_seconds`.
     pub append_duration: Histogram,
+    /// Mutations applied and reads served since start, for [`Load`].
+    applied: AtomicU64,
+    reads: AtomicU64,
 }
 
 impl TurnMetrics {
@@ -39,6 +46,8 @@ impl TurnMetrics {
         TurnMetrics {
             mutations,
             append_duration: metrics::histogram!(crate::families::LOG_APPEND_DURATION.name),
+            applied: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
         }
     }
 
@@ -46,6 +55,23 @@ impl TurnMetrics {
     pub fn count(&self, kind: MutationType, outcome: Outcome) {
         if let Some(counters) = self.mutations.get(usize::from(kind.code())) {
             counters[outcome as usize].increment(1);
+        }
+        if matches!(outcome, Outcome::Ok) {
+            self.applied.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one read served.
+    pub fn count_read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts so far, with `resident` grains.
+    pub fn load(&self, resident: usize) -> Load {
+        Load {
+            resident: resident as u64,
+            mutations: self.applied.load(Ordering::Relaxed),
+            reads: self.reads.load(Ordering::Relaxed),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The internal listener's bearer token (`--internal-token-file`): every
 //! request must carry `Authorization: Bearer <token>`, compared in constant
-//! time; anything else is 401 before a handler runs.
+//! time; anything else is 401 before a handler runs. The one exception is
+//! the dashboard's page and assets ([`crate::admin::PAGE_PATHS`]): they hold
+//! no data, and the page asks for the token itself.
 
 use std::sync::Arc;
 
@@ -48,7 +50,9 @@ impl BearerToken {
 
 /// Middleware: lets the request through only with the token.
 pub async fn require(State(token): State<BearerToken>, request: Request, next: Next) -> Response {
-    if token.matches(request.headers().get(header::AUTHORIZATION)) {
+    let page = request.method() == axum::http::Method::GET
+        && crate::admin::PAGE_PATHS.contains(&request.uri().path());
+    if page || token.matches(request.headers().get(header::AUTHORIZATION)) {
         return next.run(request).await;
     }
     metrics::counter!(crate::families::HTTP_UNAUTHORIZED.name).increment(1);

@@ -14,6 +14,7 @@
 //! Both faces turn request bodies into the same domain mutations
 //! ([`requests`]) and report failures through one error type ([`error`]).
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod checkout;
@@ -21,6 +22,7 @@ pub mod cookie;
 pub mod error;
 pub mod events;
 pub mod families;
+pub mod history;
 pub mod ops;
 mod request_metrics;
 pub mod requests;
@@ -73,11 +75,15 @@ pub fn public(state: AppState) -> Router {
     request_metrics::counted(routes).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(state)
 }
 
-/// The internal listener: carts by id, metrics, the cluster view and the
-/// probes; every request needs `token` when one is set.
+/// The internal listener: carts by id, metrics, the cluster view, the
+/// dashboard and the probes; every request but for the dashboard's page
+/// (which holds no data) needs `token` when one is set.
 pub fn internal(state: AppState, token: Option<auth::BearerToken>) -> Router {
-    let routes =
-        Router::new().merge(service::routes()).merge(ops::internals()).merge(ops::probes());
+    let routes = Router::new()
+        .merge(service::routes())
+        .merge(ops::internals())
+        .merge(admin::routes())
+        .merge(ops::probes());
     let router = request_metrics::counted(routes)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);

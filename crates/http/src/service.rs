@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/carts/{id}", get(get_cart).delete(erase_cart))
         .route("/api/carts/{id}/events", get(crate::events::by_id))
+        .route("/api/carts/{id}/history", get(crate::history::get))
         .route("/api/carts/{id}/items", put(set_items).post(add_item))
         .route("/api/carts/{id}/items/{line}", patch(change_quantity).delete(remove_item))
         .route("/api/carts/{id}/deliveries", axum::routing::post(set_delivery))
