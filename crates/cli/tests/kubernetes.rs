@@ -271,3 +271,191 @@ fn each_overlay_picks_a_store_the_binary_knows() {
         }
     }
 }
+
+/// The Secrets the Deployment and its overlays use: name to the keys read.
+/// A secret volume's keys are its `items`, or else the files under its
+/// mount path that the flags name.
+fn secrets_used() -> BTreeMap<String, BTreeSet<String>> {
+    let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let base = yaml(&dir().join("base/deployment.yaml"));
+    let overlay = yaml(&dir().join("overlays/postgres/deployment.yaml"));
+    let args: Vec<String> =
+        serde_json::from_value(base["spec"]["template"]["spec"]["containers"][0]["args"].clone())
+            .unwrap();
+    for deployment in [&base, &overlay] {
+        let pod = &deployment["spec"]["template"]["spec"];
+        let container: Container = serde_json::from_value(pod["containers"][0].clone()).unwrap();
+        let volumes: Vec<Volume> = serde_json::from_value(pod["volumes"].clone()).unwrap();
+        for env in container.env.unwrap_or_default() {
+            if let Some(r) = env.value_from.and_then(|v| v.secret_key_ref) {
+                used.entry(r.name).or_default().insert(r.key);
+            }
+        }
+        for volume in volumes {
+            let Some(secret) = volume.secret else { continue };
+            let name = secret.secret_name.unwrap();
+            let keys: Vec<String> = match secret.items {
+                Some(items) => items.into_iter().map(|i| i.key).collect(),
+                None => {
+                    let mount = container
+                        .volume_mounts
+                        .clone()
+                        .unwrap()
+                        .into_iter()
+                        .find(|m| m.name == volume.name)
+                        .unwrap()
+                        .mount_path;
+                    args.iter()
+                        .filter_map(|a| a.split_once('=').map(|(_, v)| v))
+                        .filter_map(|v| v.strip_prefix(&format!("{mount}/")))
+                        .map(str::to_owned)
+                        .collect()
+                }
+            };
+            used.entry(name).or_default().extend(keys);
+        }
+    }
+    used
+}
+
+/// The Secrets a kustomization's `secretGenerator` makes: name to keys.
+fn generated(kustomization: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let k = yaml(kustomization);
+    assert_eq!(
+        k["generatorOptions"]["disableNameSuffixHash"], true,
+        "the Deployment names the Secrets as they are"
+    );
+    k["secretGenerator"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let keys = g["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap().split('=').next().unwrap().to_owned())
+                .collect();
+            (g["name"].as_str().unwrap().to_owned(), keys)
+        })
+        .collect()
+}
+
+/// A cert-manager object, strictly: the fields this repository uses.
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CertManager<S> {
+    api_version: String,
+    kind: String,
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    spec: S,
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CertificateSpec {
+    secret_name: String,
+    #[serde(rename = "isCA", skip_serializing_if = "Option::is_none")]
+    is_ca: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    common_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_names: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    renew_before: Option<String>,
+    private_key: PrivateKey,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usages: Option<Vec<String>>,
+    issuer_ref: IssuerRef,
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PrivateKey {
+    algorithm: String,
+    size: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation_policy: Option<String>,
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct IssuerRef {
+    name: String,
+    kind: String,
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct IssuerSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    self_signed: Option<BTreeMap<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca: Option<CaIssuer>,
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CaIssuer {
+    secret_name: String,
+}
+
+fn hours(duration: &str) -> u64 {
+    duration.strip_suffix('h').and_then(|h| h.parse().ok()).expect("a duration in hours")
+}
+
+#[test]
+fn every_secret_the_pods_use_is_provided_and_cert_manager_issues_the_tls_one() {
+    let component = dir().join("components/cert-manager/kustomization.yaml");
+    assert_eq!(yaml(&component)["kind"], "Component", "optional: an overlay adds it");
+    let mut certificates = BTreeMap::new();
+    let mut issuers = BTreeMap::new();
+    for (path, value) in resources(&component) {
+        let what = path.display().to_string();
+        assert_eq!(value["apiVersion"], "cert-manager.io/v1", "{what}");
+        match value["kind"].as_str() {
+            Some("Certificate") => {
+                let c: CertManager<CertificateSpec> = strict(&what, &value);
+                certificates.insert(c.metadata.name.clone().unwrap(), c.spec);
+            }
+            Some("Issuer") => {
+                let i: CertManager<IssuerSpec> = strict(&what, &value);
+                issuers.insert(i.metadata.name.clone().unwrap(), i.spec);
+            }
+            other => panic!("{what}: unexpected kind {other:?}"),
+        }
+    }
+    // The nodes' certificate: the Secret the pods mount, for both ends of
+    // a connection, from a CA issuer whose CA a self-signed issuer made.
+    let used = secrets_used();
+    let node = certificates.values().find(|c| c.is_ca != Some(true)).expect("a node certificate");
+    assert!(used.contains_key(&node.secret_name), "the pods mount {}", node.secret_name);
+    let usages = node.usages.clone().unwrap();
+    assert!(usages.contains(&"server auth".into()) && usages.contains(&"client auth".into()));
+    assert!(
+        hours(node.renew_before.as_deref().unwrap()) < hours(node.duration.as_deref().unwrap())
+    );
+    assert_eq!(node.issuer_ref.kind, "Issuer");
+    let ca_secret =
+        issuers[&node.issuer_ref.name].ca.as_ref().expect("a CA issuer").secret_name.clone();
+    let ca = certificates.values().find(|c| c.secret_name == ca_secret).expect("the CA");
+    assert_eq!(ca.is_ca, Some(true));
+    assert!(issuers[&ca.issuer_ref.name].self_signed.is_some());
+
+    // Every Secret used, with every key read, comes from a generator or
+    // from cert-manager (tls.crt, tls.key and ca.crt); nothing is made
+    // that no pod reads.
+    let mut provided = generated(&dir().join("secrets/kustomization.yaml"));
+    provided.extend(generated(&dir().join("secrets/postgres/kustomization.yaml")));
+    let tls = ["tls.crt", "tls.key", "ca.crt"].map(String::from).into();
+    provided.insert(node.secret_name.clone(), tls);
+    for (name, keys) in &used {
+        let have = provided.get(name).unwrap_or_else(|| panic!("nothing provides Secret {name}"));
+        assert!(keys.is_subset(have), "{name}: {keys:?} read, {have:?} provided");
+    }
+    for name in provided.keys() {
+        assert!(used.contains_key(name), "Secret {name} is provided but never used");
+    }
+}
