@@ -1,24 +1,115 @@
-//! Logs and metrics set-up.
+//! Logs, traces and metrics set-up.
+//!
+//! Traces are on when an OTLP endpoint is configured by the standard
+//! variables (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, gRPC), unless `OTEL_SDK_DISABLED=true`
+//! or `OTEL_TRACES_EXPORTER=none`. The SDK reads the rest itself:
+//! `OTEL_SERVICE_NAME` (default `cart-actor`), `OTEL_RESOURCE_ATTRIBUTES`,
+//! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (default: follow the
+//! caller's decision, else sample all), `OTEL_EXPORTER_OTLP_HEADERS`,
+//! `OTEL_EXPORTER_OTLP_TIMEOUT` and the `OTEL_BSP_*` batch settings. Spans
+//! go only to the OpenTelemetry layer (the log never shows them), so with
+//! traces off no layer wants them and they cost nothing.
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
-/// Installs the global `tracing` subscriber.
-pub fn init_logs(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(filter).context("invalid --log filter")?;
+/// What must be flushed before the process exits: the spans not yet sent.
+pub struct Telemetry {
+    traces: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Sends the spans still buffered and stops the exporter. Blocks: call
+    /// off the async workers.
+    pub fn shutdown(self) {
+        if let Some(traces) = self.traces
+            && let Err(e) = traces.shutdown()
+        {
+            tracing::warn!(error = %e, "traces not flushed at exit");
+        }
+    }
+}
+
+/// Installs the global `tracing` subscriber: the log in `format`, and the
+/// OTLP trace exporter when configured. Call inside the async runtime (the
+/// exporter's client needs it).
+pub fn init_logs(format: LogFormat, filter: &str) -> anyhow::Result<Telemetry> {
+    EnvFilter::try_new(filter).context("invalid --log filter")?;
+    let log_filter = EnvFilter::try_new(format!("{filter},{}=off", cart_trace::TARGET))
+        .context("invalid --log filter")?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stdout);
-    let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let log = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stdout);
+    let log = match format {
+        LogFormat::Text => log.with_filter(log_filter).boxed(),
+        LogFormat::Json => log.json().flatten_event(true).with_filter(log_filter).boxed(),
     };
-    result.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+    let traces = traces_from_env()?;
+    let spans = traces.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("cart-actor"))
+            .with_filter(Targets::new().with_target(cart_trace::TARGET, tracing::Level::TRACE))
+    });
+    tracing_subscriber::registry()
+        .with(log)
+        .with(spans)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    Ok(Telemetry { traces })
+}
+
+/// A variable's value, when set to something.
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// The trace pipeline the `OTEL_*` variables ask for, if any.
+fn traces_from_env() -> anyhow::Result<Option<SdkTracerProvider>> {
+    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(None);
+    }
+    match var("OTEL_TRACES_EXPORTER").as_deref() {
+        None | Some("otlp") => {}
+        Some("none") => return Ok(None),
+        Some(other) => {
+            anyhow::bail!("OTEL_TRACES_EXPORTER={other}: only otlp and none are supported")
+        }
+    }
+    if var("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+        && var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
+    {
+        return Ok(None);
+    }
+    for name in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+        if let Some(protocol) = var(name)
+            && protocol != "grpc"
+        {
+            anyhow::bail!("{name}={protocol}: only grpc is supported");
+        }
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+        .context("invalid OTLP exporter settings (OTEL_EXPORTER_OTLP_*)")?;
+    let mut resource = Resource::builder();
+    if var("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("cart-actor");
+    }
+    let resource = resource
+        .with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    Ok(Some(
+        SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build(),
+    ))
 }
 
 /// Reports the error that ends the process: through the logger, in its

@@ -8,9 +8,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use cart_cluster::NodeAddr;
-use cart_cluster::placement;
 use serde_json::{Value, json};
-use support::{SKU_A, SKU_B, Server, client, wait_until};
+use support::{SKU_A, SKU_B, Server, cart_owned_by, client, wait_until};
 
 /// Three nodes on one shared directory (talking mutual TLS), once their
 /// views agree.
@@ -35,15 +34,6 @@ async fn three(dir: &std::path::Path) -> Vec<Server> {
     })
     .await;
     nodes
-}
-
-/// A cart id that `owner` (index into `nodes`) owns by rendezvous placement.
-fn cart_owned_by(nodes: &[Server], owner: usize, prefix: &str) -> String {
-    let addrs: Vec<NodeAddr> = nodes.iter().map(|n| n.node.parse().unwrap()).collect();
-    (0..)
-        .map(|i| format!("{prefix}-{i}"))
-        .find(|id| placement::owner(id, &addrs, &[]) == Some(&addrs[owner]))
-        .unwrap()
 }
 
 async fn send(

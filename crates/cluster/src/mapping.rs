@@ -53,6 +53,9 @@ pub fn encode_forwarded(
         idempotency_fingerprint: request.idempotency.as_ref().map_or(0, |t| t.fingerprint),
         forwarded: true,
         expires_at_ms,
+        // Set by the router when the forward is traced.
+        traceparent: String::new(),
+        tracestate: String::new(),
     }
 }
 

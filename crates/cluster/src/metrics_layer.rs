@@ -2,7 +2,9 @@
 //! `cart_grpc_mutate_calls_total`, `cart_grpc_mutate_duration_seconds`,
 //! `cart_grpc_mutate_errors_total` (gRPC-level failures; the service counts
 //! failed replies), and the `cart_grpc_control_*` and `cart_grpc_state_*`
-//! equivalents labelled by method.
+//! equivalents labelled by method. A call that carries W3C trace context
+//! (`traceparent` metadata) runs in a server span continuing that trace;
+//! one without (pings, batches whose requests carry their own) gets none.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,6 +13,7 @@ use std::time::Instant;
 
 use tonic::codegen::http;
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 /// See the module documentation.
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,7 +49,21 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().to_owned();
         let started = Instant::now();
-        let future = self.inner.call(request);
+        let span = match cart_trace::from_headers(request.headers()) {
+            Some(parent) => {
+                let span = tracing::info_span!(
+                    target: cart_trace::TARGET,
+                    "grpc",
+                    otel.name = path.trim_start_matches('/'),
+                    otel.kind = "server",
+                    rpc.system = "grpc",
+                );
+                cart_trace::continue_trace(&span, Some(&parent));
+                span
+            }
+            None => tracing::Span::none(),
+        };
+        let future = span.in_scope(|| self.inner.call(request)).instrument(span);
         Box::pin(async move {
             let result = future.await;
             let failed = match &result {

@@ -18,6 +18,9 @@ use cart_grain::{
     ResolvedRequest,
 };
 
+use tracing::Instrument;
+
+use crate::call::{forward_span, traced};
 use crate::client::{Peers, never_delivered};
 use crate::follow::Followers;
 use crate::mapping;
@@ -110,9 +113,15 @@ impl ClusterCarts {
             Ok(c) => c,
             Err(e) => return Attempt::Done(Err(GrainError::Unreachable(e.to_string()))),
         };
+        let span = forward_span("Erase", &owner);
         let request = self.peers.request(EraseRequest { cart_id: id.to_string(), forwarded: true });
+        let request = traced(request, &span);
         let started = Instant::now();
-        let result = client.erase(request).await.map(|r| mapping::from_erase_reply(r.into_inner()));
+        let result = client
+            .erase(request)
+            .instrument(span)
+            .await
+            .map(|r| mapping::from_erase_reply(r.into_inner()));
         record_forward("erase", started, &result);
         remote(&owner, id, result)
     }
@@ -159,11 +168,14 @@ impl ClusterCarts {
             Ok(c) => c,
             Err(e) => return Attempt::Done(Err(GrainError::Unreachable(e.to_string()))),
         };
+        let span = forward_span("GetState", owner);
         let request = self.peers.request(StateRequest { cart_id: id.to_string(), forwarded: true });
+        let request = traced(request, &span);
         let items = self.runtime.items();
         let started = Instant::now();
         let result = client
             .get_state(request)
+            .instrument(span)
             .await
             .map(|r| mapping::from_state_reply(r.into_inner(), items));
         record_forward("get", started, &result);
@@ -183,12 +195,21 @@ impl ClusterCarts {
         // The forwarder gives up after the deadline; so must the owner.
         let expires_at =
             self.clock.now_ms().saturating_add(self.peers.deadline().as_millis() as u64);
-        let wire =
+        let mut wire =
             mapping::encode_forwarded(id, request, i64::try_from(expires_at).unwrap_or(i64::MAX));
+        let span = forward_span("Mutate", owner);
+        if let Some(context) = cart_trace::of(&span) {
+            wire.traceparent = context.traceparent;
+            wire.tracestate = context.tracestate;
+        }
         let items = self.runtime.items();
         let started = Instant::now();
-        let result =
-            self.peers.mutate(owner, wire).await.map(|r| mapping::from_mutation_reply(r, items));
+        let result = self
+            .peers
+            .mutate(owner, wire)
+            .instrument(span)
+            .await
+            .map(|r| mapping::from_mutation_reply(r, items));
         record_forward("mutate", started, &result);
         if let Ok(Err(e)) = &result
             && e.kind().is_failure()

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use cart_grain::{CartId, Carts, Clock, GrainError, GrainRuntime};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::batch::MAX_BATCH;
 use crate::client::Peers;
@@ -60,6 +61,27 @@ impl CartActorService {
     }
 
     async fn serve_mutation(&self, wire: &MutationRequest) -> MutationReply {
+        let span = if wire.traceparent.is_empty() {
+            tracing::Span::none()
+        } else {
+            let span = tracing::info_span!(
+                target: cart_trace::TARGET,
+                "owner",
+                otel.name = "serve Mutate",
+                otel.kind = "server",
+                rpc.system = "grpc",
+            );
+            let parent = cart_trace::TraceParent {
+                traceparent: wire.traceparent.clone(),
+                tracestate: wire.tracestate.clone(),
+            };
+            cart_trace::continue_trace(&span, Some(&parent));
+            span
+        };
+        self.serve_mutation_in(wire).instrument(span).await
+    }
+
+    async fn serve_mutation_in(&self, wire: &MutationRequest) -> MutationReply {
         let result = match mapping::decode_request(wire) {
             Err(e) => Err(e),
             Ok(Decoded::Forwarded(id, _)) if self.expired(wire) => {

@@ -16,6 +16,8 @@ use crate::activation::{Activation, Handover, Released, replay};
 use crate::feeds::{CartWatch, Feeds, StateReceiver, Watchers};
 use crate::idempotency::Seen;
 use crate::lease::Lease;
+use tracing::Instrument;
+
 use crate::load::Load;
 use crate::registry::{GrainState, Registry};
 use crate::snapshots::SnapshotWriter;
@@ -313,9 +315,16 @@ impl GrainRuntime {
         // disconnect never leaves a grain between staging and its append);
         // it is bounded by the store's own deadlines, and shutdown flushes
         // the store after the drain, so it is not left running.
+        let span = tracing::info_span!(
+            target: cart_trace::TARGET,
+            "turn",
+            otel.name = "cart turn",
+            cart.id = %id,
+            mutations = request.mutations.len(),
+        );
         let runtime = Arc::clone(self);
         let id = id.clone();
-        tokio::spawn(async move { runtime.turn(&id, request).await })
+        tokio::spawn(async move { runtime.turn(&id, request).await }.instrument(span))
             .await
             .map_err(|e| GrainError::Store(StoreError::Unavailable(format!("turn failed: {e}"))))?
     }
@@ -400,7 +409,7 @@ impl GrainRuntime {
         };
         let now = self.clock.now_ms() as i64;
         let last = events.len() - 1;
-        let records = events
+        let records: Vec<NewEvent> = events
             .iter()
             .enumerate()
             .map(|(i, e)| NewEvent {
@@ -415,7 +424,13 @@ impl GrainRuntime {
             None => Fence::Claim(self.options.node.clone()),
         };
         let started = std::time::Instant::now();
-        let appended = self.store.append(id.as_str(), base, fence, records).await;
+        let span = tracing::info_span!(
+            target: cart_trace::TARGET,
+            "store",
+            otel.name = "store append",
+            events = records.len(),
+        );
+        let appended = self.store.append(id.as_str(), base, fence, records).instrument(span).await;
         self.metrics.append_duration.record(started.elapsed());
         // After a failed append the grain may be ahead of the log (or, when
         // the outcome is unknown, behind it): it is dropped and the next

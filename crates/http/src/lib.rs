@@ -30,6 +30,7 @@ pub mod response;
 pub mod serve;
 pub mod service;
 pub mod storefront;
+pub mod trace;
 
 use std::sync::Arc;
 

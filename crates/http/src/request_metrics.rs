@@ -89,8 +89,11 @@ pub(crate) fn counted<S: Clone + Send + Sync + 'static>(
 ) -> axum::Router<S> {
     let metrics = Arc::new(RequestMetrics::default());
     let fallback = Arc::clone(&metrics);
-    router.route_layer(axum::middleware::from_fn_with_state(metrics, record)).fallback(move || {
-        let metrics = Arc::clone(&fallback);
-        async move { unmatched(&metrics) }
-    })
+    router
+        .route_layer(axum::middleware::from_fn(crate::trace::traced))
+        .route_layer(axum::middleware::from_fn_with_state(metrics, record))
+        .fallback(move || {
+            let metrics = Arc::clone(&fallback);
+            async move { unmatched(&metrics) }
+        })
 }

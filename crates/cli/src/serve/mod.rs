@@ -15,13 +15,20 @@ use crate::telemetry;
 
 /// Runs the service.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    telemetry::init_logs(args.log_format, &args.log)?;
-    let metrics = telemetry::init_metrics()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, metrics))
+    let telemetry = {
+        let _inside = runtime.enter();
+        telemetry::init_logs(args.log_format, &args.log)?
+    };
+    let metrics = telemetry::init_metrics()?;
+    let outcome = runtime.block_on(serve(args, metrics));
+    // The exporter sends its last spans on the runtime's threads.
+    let flushed = runtime.spawn_blocking(move || telemetry.shutdown());
+    let _ = runtime.block_on(flushed);
+    outcome
 }
 
 async fn serve(

@@ -104,6 +104,21 @@ impl Server {
     /// Starts a server inside network namespace `netns` (when given),
     /// listening and advertising on `host`.
     pub fn start_at(netns: Option<&str>, host: &str, data_dir: &Path, extra: &[&str]) -> Server {
+        Self::spawn(netns, host, data_dir, extra, &[])
+    }
+
+    /// Starts a server on loopback with `env` added to its environment.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::spawn(None, "127.0.0.1", data_dir, extra, env)
+    }
+
+    fn spawn(
+        netns: Option<&str>,
+        host: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let binary = env!("CARGO_BIN_EXE_cart-actor");
         let mut command = match netns {
             Some(ns) => {
@@ -115,6 +130,7 @@ impl Server {
         };
         let any = format!("{host}:0");
         let mut child = command
+            .envs(env.iter().copied())
             .arg("serve")
             .args(["--http-addr", &any, "--log-format", "json"])
             .args(["--internal-addr", &any])
@@ -225,6 +241,16 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A cart id that `owner` (index into `nodes`) owns by rendezvous placement.
+pub fn cart_owned_by(nodes: &[Server], owner: usize, prefix: &str) -> String {
+    use cart_cluster::NodeAddr;
+    let addrs: Vec<NodeAddr> = nodes.iter().map(|n| n.node.parse().unwrap()).collect();
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|id| cart_cluster::placement::owner(id, &addrs, &[]) == Some(&addrs[owner]))
+        .unwrap()
 }
 
 /// An HTTP client without connection reuse surprises.
