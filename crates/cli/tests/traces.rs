@@ -136,6 +136,10 @@ async fn one_trace_spans_the_entry_node_and_the_owner() {
     })
     .await;
 
+    // A probe first: it ends (and would be exported) before the request.
+    let probe = client().get(format!("{}/readyz", nodes[0].url)).send().await.unwrap();
+    assert_eq!(probe.status(), 200);
+
     // Through node a, to a cart node b owns, in the caller's trace.
     let cart = cart_owned_by(&nodes, 1, "traced");
     let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
@@ -188,6 +192,9 @@ async fn one_trace_spans_the_entry_node_and_the_owner() {
     assert_eq!(forward.kind, SpanKind::Client as i32);
     assert_eq!(serve.kind, SpanKind::Server as i32);
     assert!(spans.iter().all(|s| s.service == "cart-actor"), "the default service name");
+    let names: Vec<String> = receiver.spans().into_iter().map(|s| s.name).collect();
+    assert!(!names.iter().any(|n| n.contains("/readyz")), "probes are not traced: {names:?}");
+    assert!(names.iter().any(|n| n == "GET /api/cluster"), "other requests are: {names:?}");
 
     // A read forwarded with the context in the call's metadata.
     let read_trace = "0af7651916cd43dd8448eb211c80319c";
