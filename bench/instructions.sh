@@ -10,11 +10,12 @@
 # a time, so batching differs from a real run: compare builds with it, do
 # not read it as time.
 # usage: bench/instructions.sh [BINARY...]   (default: this build;
-#        WORKLOADS="mutate read", DURATION=15s)
+#        WORKLOADS="mutate read healthz", DURATION=15s, KEEP=dir: keep each
+#        callgrind dump there, for callgrind_annotate)
 source "$(dirname "$0")/lib.sh"
 need valgrind valgrind
 binaries=("$@"); [ ${#binaries[@]} = 0 ] && binaries=("$bin")
-workloads=${WORKLOADS:-mutate read}
+workloads=${WORKLOADS:-mutate read healthz}
 
 measure() { # binary workload
   local dir; dir=$(mktemp -d -p "$work" cg.XXXX)
@@ -26,14 +27,17 @@ measure() { # binary workload
   local load=(--url http://127.0.0.1:18090 --internal-url http://127.0.0.1:17090
     --workload "$2" --connections 4 --carts 200)
   "$bin" bench "${load[@]}" --duration 3s >/dev/null
-  callgrind_control --zero "$pid" >/dev/null
+  callgrind_control --zero "$pid" >/dev/null 2>&1
   local out; out=$("$bin" bench "${load[@]}" --duration "${DURATION:-15s}")
-  callgrind_control --dump "$pid" >/dev/null
+  callgrind_control --dump "$pid" >/dev/null 2>&1
   local n; n=$(sent <<<"$out")
   # The dump after the zeroing is the newest part file; its totals line is
   # every thread's instructions since then.
   local part; part=$(ls -t "$dir"/out."$pid".* | head -1)
   local ir; ir=$(awk '/^totals:/ {print $2}' "$part")
+  if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP"; cp "$part" "$KEEP/$(basename "$1").$2.callgrind"
+  fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
   echo "$1 $2: $((ir / n)) instructions per request (requests=$n, instructions=$ir)"
 }

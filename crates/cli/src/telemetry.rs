@@ -64,6 +64,7 @@ pub fn init_logs(format: LogFormat, filter: &str) -> anyhow::Result<Telemetry> {
         .with(spans)
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    cart_trace::set_enabled(traces.is_some());
     Ok(Telemetry { traces })
 }
 

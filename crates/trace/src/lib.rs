@@ -14,6 +14,7 @@
 //! starts a trace of its own).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::{Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
@@ -27,6 +28,23 @@ pub const TARGET: &str = "cart_trace";
 pub const TRACEPARENT_LEN: usize = 55;
 /// Most bytes of `tracestate` accepted (the W3C limit for propagation).
 pub const MAX_TRACESTATE_BYTES: usize = 512;
+
+static ON: AtomicBool = AtomicBool::new(false);
+
+/// Records that the OpenTelemetry layer is installed (the binary calls
+/// this when it installs it, before building its routers).
+pub fn set_enabled(on: bool) {
+    ON.store(on, Ordering::Relaxed);
+}
+
+/// Whether traces are on ([`set_enabled`]). Asked once where a layer
+/// would be added per request, so with traces off the request path does
+/// not even pass through it. (Not `tracing::enabled!`: with per-layer
+/// filters that call can leave the filter state of the next event on its
+/// thread behind, and drop that event from the log.)
+pub fn enabled() -> bool {
+    ON.load(Ordering::Relaxed)
+}
 
 /// Trace context as it crosses a process boundary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
