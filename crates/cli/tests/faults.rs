@@ -260,6 +260,8 @@ struct Report {
     majority_attempts: usize,
     /// Failed attempts of any kind, over the whole run.
     all_errors: usize,
+    /// The first few of them, to say what failed.
+    first_errors: Vec<Attempt>,
     /// Operations given up on.
     gave_up: u64,
     /// Adds refused with a 4xx (a cart at its limits).
@@ -467,6 +469,7 @@ async fn run(nemesis: Nemesis, store: Store) -> Report {
         majority_errors: majority.iter().filter(|a| failed(a)).count(),
         majority_attempts: majority.len(),
         all_errors: attempts.iter().filter(|a| failed(a)).count(),
+        first_errors: attempts.iter().filter(|a| failed(a)).take(5).cloned().collect(),
         gave_up: history.gave_up.load(std::sync::atomic::Ordering::SeqCst),
         refused: history.refused.load(std::sync::atomic::Ordering::SeqCst),
         minority,
