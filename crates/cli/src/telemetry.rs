@@ -44,7 +44,6 @@ impl Telemetry {
 /// OTLP trace exporter when configured. Call inside the async runtime (the
 /// exporter's client needs it).
 pub fn init_logs(format: LogFormat, filter: &str) -> anyhow::Result<Telemetry> {
-    EnvFilter::try_new(filter).context("invalid --log filter")?;
     let log_filter = EnvFilter::try_new(format!("{filter},{}=off", cart_trace::TARGET))
         .context("invalid --log filter")?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());

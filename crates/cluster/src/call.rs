@@ -27,8 +27,8 @@ pub fn traced<T>(mut request: tonic::Request<T>, span: &tracing::Span) -> tonic:
         if let Ok(v) = context.traceparent.parse() {
             metadata.insert("traceparent", v);
         }
-        if let Ok(v) = context.tracestate.parse()
-            && !context.tracestate.is_empty()
+        if !context.tracestate.is_empty()
+            && let Ok(v) = context.tracestate.parse()
         {
             metadata.insert("tracestate", v);
         }

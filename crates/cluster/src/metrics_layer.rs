@@ -50,17 +50,7 @@ where
         let path = request.uri().path().to_owned();
         let started = Instant::now();
         let span = match cart_trace::from_headers(request.headers()) {
-            Some(parent) => {
-                let span = tracing::info_span!(
-                    target: cart_trace::TARGET,
-                    "grpc",
-                    otel.name = path.trim_start_matches('/'),
-                    otel.kind = "server",
-                    rpc.system = "grpc",
-                );
-                cart_trace::continue_trace(&span, Some(&parent));
-                span
-            }
+            Some(parent) => cart_trace::server_span(path.trim_start_matches('/'), &parent),
             None => tracing::Span::none(),
         };
         let future = span.in_scope(|| self.inner.call(request)).instrument(span);

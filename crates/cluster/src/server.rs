@@ -61,22 +61,9 @@ impl CartActorService {
     }
 
     async fn serve_mutation(&self, wire: &MutationRequest) -> MutationReply {
-        let span = if wire.traceparent.is_empty() {
-            tracing::Span::none()
-        } else {
-            let span = tracing::info_span!(
-                target: cart_trace::TARGET,
-                "owner",
-                otel.name = "serve Mutate",
-                otel.kind = "server",
-                rpc.system = "grpc",
-            );
-            let parent = cart_trace::TraceParent {
-                traceparent: wire.traceparent.clone(),
-                tracestate: wire.tracestate.clone(),
-            };
-            cart_trace::continue_trace(&span, Some(&parent));
-            span
+        let span = match cart_trace::from_fields(&wire.traceparent, &wire.tracestate) {
+            Some(parent) => cart_trace::server_span("serve Mutate", &parent),
+            None => tracing::Span::none(),
         };
         self.serve_mutation_in(wire).instrument(span).await
     }

@@ -19,7 +19,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::Stream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::AppState;
 
@@ -63,10 +63,8 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     response
 }
 
-fn streams() -> &'static std::sync::Arc<Semaphore> {
-    static STREAMS: std::sync::OnceLock<std::sync::Arc<Semaphore>> = std::sync::OnceLock::new();
-    STREAMS.get_or_init(|| std::sync::Arc::new(Semaphore::new(MAX_STATUS_STREAMS)))
-}
+/// The open streams of this process.
+static STREAMS: Semaphore = Semaphore::const_new(MAX_STATUS_STREAMS);
 
 /// `GET /api/cluster/stream`: `event: cluster` with the JSON of
 /// `/api/cluster`, at once and then every [`STATUS_INTERVAL`], until the
@@ -76,7 +74,7 @@ async fn status_stream(State(s): State<AppState>) -> Response {
     let Some(status) = s.cluster.clone() else {
         return (StatusCode::NOT_FOUND, "not clustered").into_response();
     };
-    let Ok(permit) = std::sync::Arc::clone(streams()).try_acquire_owned() else {
+    let Ok(permit) = STREAMS.try_acquire() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many dashboard streams").into_response();
     };
     let mut response = Sse::new(views(status, permit))
@@ -88,7 +86,7 @@ async fn status_stream(State(s): State<AppState>) -> Response {
 
 fn views(
     status: crate::ClusterStatus,
-    permit: OwnedSemaphorePermit,
+    permit: SemaphorePermit<'static>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let mut ticks = tokio::time::interval(STATUS_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -119,7 +117,8 @@ mod tests {
         let flag = Arc::clone(&closing);
         let status: crate::ClusterStatus =
             Arc::new(move || serde_json::json!({"closing": flag.load(Ordering::SeqCst)}));
-        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        static ONE: Semaphore = Semaphore::const_new(1);
+        let permit = ONE.try_acquire().unwrap();
         let mut views = Box::pin(views(status, permit));
         let started = tokio::time::Instant::now();
         assert!(views.next().await.is_some());

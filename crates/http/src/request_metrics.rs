@@ -29,26 +29,29 @@ const UNMATCHED: &str = "unmatched";
 
 /// One route's handles: its latency, and its count per status.
 struct RouteHandles {
-    /// The route template's address (0: unmatched).
+    /// The address of the route template's shared string (0: unmatched).
     key: usize,
+    /// The template, for requests whose string is not the shared one.
+    name: Box<str>,
     duration: Histogram,
     by_status: Vec<(u16, Counter)>,
 }
 
-/// The handles of one listener's routes (bounded: route templates times
-/// the statuses they answer).
+/// The handles of one listener's routes, one entry per route template
+/// (bounded: templates times the statuses they answer).
 #[derive(Default)]
 pub(crate) struct RequestMetrics {
     routes: RwLock<Vec<RouteHandles>>,
 }
 
-fn key(route: Option<&MatchedPath>) -> usize {
-    route.map_or(0, |r| r.as_str().as_ptr() as usize)
-}
-
 impl RequestMetrics {
     fn observe(&self, route: Option<&MatchedPath>, status: u16, took: Option<Duration>) {
-        let key = key(route);
+        let key = route.map_or(0, |r| r.as_str().as_ptr() as usize);
+        let name = route.map_or(UNMATCHED, MatchedPath::as_str);
+        // The address finds a route at once; the name finds it when axum
+        // built the string for this request (a router nested as a service),
+        // so the table never grows past one entry per template.
+        let same = |h: &RouteHandles| h.key == key || *h.name == *name;
         let record = |handles: &RouteHandles, count: &Counter| {
             count.increment(1);
             if let Some(took) = took {
@@ -57,34 +60,39 @@ impl RequestMetrics {
         };
         {
             let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(handles) = routes.iter().find(|h| h.key == key)
+            if let Some(handles) = routes.iter().find(|h| same(h))
                 && let Some((_, count)) = handles.by_status.iter().find(|(s, _)| *s == status)
             {
                 return record(handles, count);
             }
         }
-        let name = route.map_or(UNMATCHED, MatchedPath::as_str).to_owned();
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-        let at = match routes.iter().position(|h| h.key == key) {
+        let at = match routes.iter().position(same) {
             Some(at) => at,
             None => {
-                routes.push(RouteHandles {
-                    key,
-                    duration: metrics::histogram!(HTTP_REQUEST_DURATION.name, "route" => name.clone()),
-                    by_status: Vec::new(),
-                });
+                let duration =
+                    metrics::histogram!(HTTP_REQUEST_DURATION.name, "route" => name.to_owned());
+                routes.push(RouteHandles { key, name: name.into(), duration, by_status: vec![] });
                 routes.len() - 1
             }
         };
         let handles = &mut routes[at];
-        if !handles.by_status.iter().any(|(s, _)| *s == status) {
-            let labels = [("route", name), ("status", status.to_string())];
-            handles.by_status.push((status, metrics::counter!(HTTP_REQUESTS.name, &labels)));
-        }
-        let handles = &routes[at];
-        if let Some((_, count)) = handles.by_status.iter().find(|(s, _)| *s == status) {
-            record(handles, count);
-        }
+        let count = match handles.by_status.iter().find(|(s, _)| *s == status) {
+            Some((_, count)) => count.clone(),
+            None => {
+                let labels = [("route", name.to_owned()), ("status", status.to_string())];
+                let count = metrics::counter!(HTTP_REQUESTS.name, &labels);
+                handles.by_status.push((status, count.clone()));
+                count
+            }
+        };
+        record(handles, &count);
+    }
+
+    /// How many routes have handles.
+    #[cfg(test)]
+    fn routes(&self) -> usize {
+        self.routes.read().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
 
@@ -178,4 +186,30 @@ pub(crate) fn counted<S: Clone + Send + Sync + 'static>(
         let metrics = Arc::clone(&fallback);
         async move { unmatched(&metrics) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_route_whose_template_is_built_per_request_keeps_one_entry() {
+        let metrics = Arc::new(RequestMetrics::default());
+        // In a router nested as a service axum builds the matched path for
+        // every request: a new address each time, the same template.
+        let inner = Router::new()
+            .route("/x", get(|| async { "ok" }))
+            .route_layer(Record(Arc::clone(&metrics)));
+        let app = Router::new().nest_service("/n", inner);
+        for _ in 0..5 {
+            let request = axum::http::Request::get("/n/x").body(Body::empty()).unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        assert_eq!(metrics.routes(), 1, "one entry per route template");
+    }
 }

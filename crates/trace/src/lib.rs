@@ -55,10 +55,33 @@ pub struct TraceParent {
     pub tracestate: String,
 }
 
-/// The headers' trace context, if they carry one within the bounds.
+/// The headers' trace context, if traces are on and they carry one within
+/// the bounds.
 pub fn from_headers(headers: &http::HeaderMap) -> Option<TraceParent> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    bounded(text("traceparent")?, text("tracestate").unwrap_or_default())
+    from_fields(text("traceparent")?, text("tracestate").unwrap_or_default())
+}
+
+/// The context of a message's `traceparent` and `tracestate` fields, if
+/// traces are on and they carry one within the bounds.
+pub fn from_fields(traceparent: &str, tracestate: &str) -> Option<TraceParent> {
+    if !enabled() {
+        return None;
+    }
+    bounded(traceparent, tracestate)
+}
+
+/// A gRPC server span named `name`, continuing `parent`'s trace.
+pub fn server_span(name: &str, parent: &TraceParent) -> Span {
+    let span = tracing::info_span!(
+        target: TARGET,
+        "grpc",
+        otel.name = name,
+        otel.kind = "server",
+        rpc.system = "grpc",
+    );
+    continue_trace(&span, Some(parent));
+    span
 }
 
 fn bounded(traceparent: &str, tracestate: &str) -> Option<TraceParent> {
@@ -127,6 +150,7 @@ mod tests {
 
     #[test]
     fn headers_give_their_context_within_bounds() {
+        set_enabled(true);
         let mut h = http::HeaderMap::new();
         assert_eq!(from_headers(&h), None);
         h.insert("traceparent", PARENT.parse().unwrap());
