@@ -152,6 +152,26 @@ impl CartIndex {
         Ok(())
     }
 
+    /// Starts a cart that has no records yet at `version` (a compacted
+    /// log's first event kept for it is `version + 1`; the snapshot that
+    /// covers the events before it follows).
+    pub(crate) fn seed(&mut self, version: u64) -> Result<(), OutOfRange> {
+        let since =
+            u32::try_from(version).map_err(|_| OutOfRange("seeded version beyond range"))?;
+        if version > MAX_VERSION {
+            return Err(OutOfRange("seeded version beyond range"));
+        }
+        self.version = version;
+        self.since_snapshot = since;
+        Ok(())
+    }
+
+    /// Names its claim's owner by a new id (after the owner table was
+    /// started again).
+    pub(crate) fn set_owner(&mut self, owner: u16) {
+        self.owner = owner;
+    }
+
     /// Takes in a claim of `epoch` by owner `owner` (see [`Owners::id`]).
     pub(crate) fn claim(&mut self, epoch: u64, owner: u16) -> Result<(), OutOfRange> {
         self.epoch = u32::try_from(epoch).map_err(|_| OutOfRange("claim epoch beyond range"))?;
@@ -168,7 +188,7 @@ impl CartIndex {
 
 /// Cart id to entry: ids of up to [`INLINE_ID`] bytes inline (zero-padded:
 /// an id never holds a zero byte there), longer ones boxed.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct CartMap {
     inline: HashMap<[u8; INLINE_ID], CartIndex>,
     boxed: HashMap<Box<str>, CartIndex>,
@@ -245,6 +265,11 @@ impl CartMap {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &CartIndex)> {
         let inline = self.inline.iter().map(|(key, c)| (inline_id(key), c));
         inline.chain(self.boxed.iter().map(|(id, c)| (&**id, c)))
+    }
+
+    /// Every entry, to change.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut CartIndex> {
+        self.inline.values_mut().chain(self.boxed.values_mut())
     }
 
     /// Every entry.

@@ -2,8 +2,8 @@
 //! `record.rs`) to its latest snapshot, or to its first event.
 
 use crate::cart_index::CartIndex;
-use crate::log::LogFile;
 use crate::record::{Link, SNAPSHOT_KIND, is_chained_kind};
+use crate::segments::LogFile;
 use crate::{Event, Loaded, Snapshot, StoreError};
 
 /// Most events reserved ahead for one load; more grow the buffer as read.

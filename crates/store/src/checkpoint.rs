@@ -34,18 +34,20 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
+
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
 
 use crate::StoreError;
 use crate::cart_index::{CartIndex, CartMap, MAX_OWNERS, Owners};
-use crate::log::{LogFile, LogIndex, Shared};
+use crate::log::{LogIndex, Shared};
 use crate::record::put_short;
+use crate::segments::LogFile;
 
 /// First bytes of every checkpoint; the last is the format version (a
 /// checkpoint of another version is ignored: the log is scanned).
-const MAGIC: &[u8; 8] = b"CARTIDX\x02";
+const MAGIC: &[u8; 8] = b"CARTIDX\x03";
 /// Bytes of the log before `scanned` that the fingerprint covers.
 pub(crate) const FINGERPRINT_SPAN: u64 = 4096;
 /// Marks a cart without events or snapshots.
@@ -89,11 +91,17 @@ struct Decoded {
     unlinked: HashMap<Box<str>, Vec<u64>>,
 }
 
-/// The CRC-32 of `file`'s last [`FINGERPRINT_SPAN`] bytes before `scanned`.
-fn fingerprint(file: &File, scanned: u64) -> std::io::Result<u32> {
-    let from = scanned.saturating_sub(FINGERPRINT_SPAN);
+/// The CRC-32 of the log's last [`FINGERPRINT_SPAN`] bytes before
+/// `scanned`, within the plain segment they are in; the compacted file's
+/// own checksum if `scanned` is where that ends.
+fn fingerprint(file: &LogFile, scanned: u64) -> std::io::Result<u32> {
+    let segment = file.segment_at(scanned.saturating_sub(1));
+    if let Some(compacted) = &segment.compacted {
+        return Ok(compacted.crc);
+    }
+    let from = scanned.saturating_sub(FINGERPRINT_SPAN).max(segment.base);
     let mut bytes = vec![0u8; (scanned - from) as usize];
-    file.read_exact_at(&mut bytes, from)?;
+    segment.reader.read_exact_at(&mut bytes, from - segment.base)?;
     Ok(crc32fast::hash(&bytes))
 }
 
@@ -289,12 +297,12 @@ pub(crate) fn write(shared: &Shared) -> Result<(Position, u64), StoreError> {
         // The bytes the index covers are never rewritten within a
         // generation, so the fingerprint may be taken under the read lock
         // without racing the committer.
-        let fingerprint = fingerprint(&index.file.reader, index.scanned)?;
+        let fingerprint = fingerprint(&index.file, index.scanned)?;
         let position = Position { generation: index.file.generation, scanned: index.scanned };
         (encode(&index, fingerprint), position, index.file.clone())
     };
     // The checkpoint must never reach further than the durable log.
-    file.reader.sync_data()?;
+    file.active().reader.sync_data()?;
     let dir = shared.dir();
     let path = dir.join(file_name(position.generation));
     let tmp = dir.join(format!("{}.{}.tmp", file_name(position.generation), std::process::id()));
@@ -305,7 +313,7 @@ pub(crate) fn write(shared: &Shared) -> Result<(Position, u64), StoreError> {
     // A compaction may have replaced this generation meanwhile and already
     // deleted its checkpoints: this one must not outlive it (it may name
     // carts erased since).
-    if crate::log::newest_generation(dir)? > position.generation {
+    if crate::segments::newest_generation(dir)? > position.generation {
         std::fs::remove_file(&path)?;
     }
     metrics::gauge!(crate::families::LOG_CHECKPOINT_BYTES.name).set(bytes.len() as f64);
@@ -333,10 +341,11 @@ pub(crate) fn load(dir: &Path, file: &LogFile) -> Option<LogIndex> {
         Ok(decoded) => decoded,
         Err(why) => return ignored(&path, why),
     };
-    if decoded.position.generation != file.generation {
+    if decoded.position.generation != file.generation || decoded.position.scanned < file.generation
+    {
         return ignored(&path, "it is for another generation of the log");
     }
-    match fingerprint(&file.reader, decoded.position.scanned) {
+    match fingerprint(file, decoded.position.scanned) {
         Ok(f) if f == decoded.fingerprint => {}
         Ok(_) => return ignored(&path, "the log's bytes before it have changed"),
         Err(_) => return ignored(&path, "the log is shorter than the checkpoint"),
@@ -365,7 +374,7 @@ mod tests {
     fn index_of(dir: &Path, carts: Vec<(&str, CartIndex)>, scanned: u64) -> LogIndex {
         let path = dir.join("events.log");
         std::fs::write(&path, vec![7u8; scanned as usize]).unwrap();
-        let mut index = LogIndex::new(LogFile::open(dir, 0).unwrap());
+        let mut index = LogIndex::new(crate::log::open_files(dir).unwrap());
         index.scanned = scanned;
         for (id, c) in carts {
             index.carts.insert(id, c);
@@ -398,10 +407,10 @@ mod tests {
         assert_eq!(hex, GOLDEN);
     }
 
-    const GOLDEN: &str = "434152544944580200000000000000001e00000000000000ddccbbaa010000000200\
+    const GOLDEN: &str = "434152544944580300000000000000001e00000000000000ddccbbaa010000000200\
                           00006e31010000000000000002633114000000000000000700000000000000020000\
                           000200000000f1536501000100000000000000026331010000000a00000000000000\
-                          c518767b";
+                          6919141d";
 
     #[test]
     fn round_trips_and_rejects_every_damage() {
@@ -437,17 +446,17 @@ mod tests {
         let index = sample(dir.path());
         let shared = Shared::new(dir.path().to_owned(), index);
         assert_eq!(write(&shared).unwrap().0, Position { generation: 0, scanned: 30 });
-        let file = LogFile::open(dir.path(), 0).unwrap();
+        let file = crate::log::open_files(dir.path()).unwrap();
         assert_eq!(load(dir.path(), &file).map(|i| i.carts.len()), Some(2));
 
         let log = dir.path().join("events.log");
         std::fs::write(&log, [vec![7u8; 29], vec![8]].concat()).unwrap();
-        assert!(load(dir.path(), &LogFile::open(dir.path(), 0).unwrap()).is_none());
+        assert!(load(dir.path(), &crate::log::open_files(dir.path()).unwrap()).is_none());
         std::fs::write(&log, vec![7u8; 29]).unwrap();
-        assert!(load(dir.path(), &LogFile::open(dir.path(), 0).unwrap()).is_none());
+        assert!(load(dir.path(), &crate::log::open_files(dir.path()).unwrap()).is_none());
         // Longer is fine: the rest is scanned.
         std::fs::write(&log, vec![7u8; 40]).unwrap();
-        assert!(load(dir.path(), &LogFile::open(dir.path(), 0).unwrap()).is_some());
+        assert!(load(dir.path(), &crate::log::open_files(dir.path()).unwrap()).is_some());
     }
 
     #[test]

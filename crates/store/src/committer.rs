@@ -25,11 +25,12 @@ use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::oneshot;
 
 use crate::cart_index::MAX_VERSION;
-use crate::compaction::{self, Prepared};
+use crate::compaction::{self, Prepared, Sealed};
 use crate::gather::Gather;
 use crate::high_water::{HighWater, Mark};
 use crate::log::{Indexed, LogIndex, PREALLOCATE_BYTES, Shared, trim_preallocated};
-use crate::record::{self, CLAIM_KIND, ERASED_KIND};
+use crate::record::{self, CLAIM_KIND, COMPACTED_KIND, ERASED_KIND, SEALED_KIND};
+use crate::segments::{Segment, segment_file_name};
 use crate::sync::{FsyncPolicy, SyncSchedule};
 use crate::{
     AppendRequest, Appended, Compacted, Event, Fence, Loaded, Snapshot, StoreError, TOOL_OWNER,
@@ -44,7 +45,10 @@ pub(crate) enum Command {
     Write(Write),
     /// Sync what was written.
     Flush(oneshot::Sender<Result<(), StoreError>>),
-    /// Switch to the compacted generation the compactor prepared.
+    /// Seal the active segment for a compaction (if anything was written
+    /// to it) and answer with the log as it is then.
+    Seal(oneshot::Sender<Result<Sealed, StoreError>>),
+    /// Switch to the compacted file the compactor prepared.
     FinishCompaction(Box<Prepared>, oneshot::Sender<Result<Compacted, StoreError>>),
 }
 
@@ -155,10 +159,13 @@ impl View {
 
 /// The committer's state; runs on its own thread until every sender is gone.
 pub(crate) struct Committer {
-    /// The current generation's log, for writing.
+    /// The active segment, for writing.
     pub file: File,
-    /// Which generation `file` is.
-    pub generation: u64,
+    /// The logical offset `file` starts at.
+    pub base: u64,
+    /// The active segment is sealed and a new one started once it holds
+    /// this many bytes.
+    pub segment_bytes: u64,
     /// `data/LOCK`, held exclusively while a batch is checked and written.
     pub lock: File,
     pub shared: Arc<Shared>,
@@ -263,19 +270,67 @@ impl Committer {
 
     /// Where the log this committer writes ends, as a mark.
     fn end(&self) -> Mark {
-        Mark { generation: self.generation, bytes: self.shared.index().scanned }
+        Mark { bytes: self.shared.index().scanned }
     }
 
-    /// Catches up under the lock, and follows the log to a new generation
-    /// if compaction (here or in another process) moved it.
+    /// Catches up under the lock, and follows the log into the segment
+    /// another process started.
     fn catch_up_locked(&mut self, index: &mut LogIndex) -> Result<(), StoreError> {
         self.shared.catch_up(index, true)?;
-        if index.file.generation != self.generation {
-            self.file =
-                std::fs::OpenOptions::new().read(true).write(true).open(&index.file.path)?;
-            self.generation = index.file.generation;
+        let active = index.file.active();
+        if active.base != self.base {
+            self.file = std::fs::OpenOptions::new().read(true).write(true).open(&active.path)?;
+            self.base = active.base;
         }
         Ok(())
+    }
+
+    /// Seals the active segment and starts the next one after the seal.
+    /// Holding the lock, with `index` caught up. A failure part way leaves
+    /// a log the next catch-up under the lock completes.
+    fn roll(&mut self, index: &mut LogIndex) -> Result<(), StoreError> {
+        let seal = record::marker(SEALED_KIND, 0);
+        let at = index.scanned - self.base;
+        self.file.write_all_at(&seal, at)?;
+        self.file.set_len(at + seal.len() as u64)?;
+        self.file.sync_data()?;
+        let next = index.scanned + seal.len() as u64;
+        let dir = index.file.dir().to_owned();
+        let name = segment_file_name(next);
+        let writer = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(dir.join(&name))?;
+        File::open(&dir)?.sync_all()?;
+        index.file = index.file.with_segment(Segment::open_plain(&dir, next, &name)?);
+        index.scanned = next;
+        self.file = writer;
+        self.base = next;
+        self.record_high_water(Mark { bytes: next });
+        tracing::debug!(base = next, "event log segment started");
+        Ok(())
+    }
+
+    /// Seals the active segment for a compaction if anything was written
+    /// to it; the log as it is then.
+    fn seal(&mut self) -> Result<Sealed, StoreError> {
+        self.lock.lock()?;
+        let shared = Arc::clone(&self.shared);
+        let mut index = shared.index_mut();
+        let result = self.catch_up_locked(&mut index).and_then(|()| {
+            if index.scanned > self.base {
+                self.roll(&mut index)?;
+            }
+            compaction::crash_point("sealed");
+            Ok(Sealed { end: index.scanned, file: index.file.clone(), carts: index.carts.clone() })
+        });
+        drop(index);
+        if let Err(e) = self.lock.unlock() {
+            self.shared.poison(format!("cannot unlock the data directory: {e}"));
+        }
+        result
     }
 
     /// Leaves no preallocated space behind after a clean shutdown. Catches up
@@ -286,9 +341,10 @@ impl Committer {
         }
         let shared = Arc::clone(&self.shared);
         let mut index = shared.index_mut();
-        let trimmed = self
-            .catch_up_locked(&mut index)
-            .and_then(|()| trim_preallocated(&index.file.path, &self.file, index.scanned));
+        let trimmed = self.catch_up_locked(&mut index).and_then(|()| {
+            let (path, at) = index.active_position();
+            trim_preallocated(&path, &self.file, at)
+        });
         drop(index);
         if let Err(e) = trimmed {
             tracing::warn!(error = %e, "could not trim the event log's preallocated tail");
@@ -337,11 +393,13 @@ impl Committer {
         let mut writes = Vec::new();
         let mut flushes = Vec::new();
         let mut compactions = Vec::new();
+        let mut seals = Vec::new();
         for command in batch {
             match command {
                 Command::Write(w) => writes.push(w),
                 Command::Flush(reply) => flushes.push(reply),
                 Command::FinishCompaction(prepared, reply) => compactions.push((*prepared, reply)),
+                Command::Seal(reply) => seals.push(reply),
             }
         }
         if !writes.is_empty() {
@@ -375,35 +433,40 @@ impl Committer {
                 });
             }
         }
+        for reply in seals {
+            let _ = reply.send(self.seal());
+        }
         for (prepared, reply) in compactions {
             let _ = reply.send(self.finish_compaction(prepared));
         }
     }
 
-    /// Switches to a compacted generation under the directory lock (see
-    /// `compaction.rs`); appends wait meanwhile.
+    /// Switches to a compacted file under the directory lock (see
+    /// `compaction.rs`) and appends the note other processes follow;
+    /// appends wait meanwhile. Then deletes the files it replaced.
     fn finish_compaction(&mut self, prepared: Prepared) -> Result<Compacted, StoreError> {
         self.lock.lock()?;
         let shared = Arc::clone(&self.shared);
         let mut index = shared.index_mut();
         let result = self.catch_up_locked(&mut index).and_then(|()| {
-            let finished = compaction::finish(prepared, &mut index, &self.file)?;
-            self.file = finished.writer;
-            self.generation = index.file.generation;
-            let mark = Mark { generation: self.generation, bytes: index.scanned };
-            if let Err(e) = self.high_water.record_now(mark, Instant::now()) {
-                tracing::warn!(error = %e, "could not record the event log's high-water mark");
-            }
-            self.metrics.log_bytes.set(index.scanned as f64);
+            let report = compaction::switch(prepared, &mut index)?;
+            let note = record::marker(COMPACTED_KIND, index.file.generation);
+            let at = index.scanned - self.base;
+            self.file.write_all_at(&note, at)?;
+            index.scanned += note.len() as u64;
+            compaction::crash_point("marked");
+            self.metrics.log_bytes.set(index.file.disk_bytes(index.scanned) as f64);
             self.metrics.carts.set(index.carts.len() as f64);
-            Ok(finished.report)
+            Ok(report)
         });
+        let generation = index.file.generation;
         drop(index);
         if let Err(e) = self.lock.unlock() {
             self.shared.poison(format!("cannot unlock the data directory: {e}"));
         }
         if result.is_ok() {
-            compaction::remove_old_generations(self.shared.dir(), self.generation);
+            compaction::remove_superseded(self.shared.dir(), generation);
+            compaction::crash_point("removed");
         }
         result
     }
@@ -425,6 +488,12 @@ impl Committer {
         let mut index = shared.index_mut();
         if let Err(e) = self.catch_up_locked(&mut index) {
             self.shared.poison(format!("cannot read other writers' appends: {e}"));
+        }
+        if self.shared.poisoned().is_none()
+            && index.scanned - self.base >= self.segment_bytes
+            && let Err(e) = self.roll(&mut index)
+        {
+            self.shared.poison(format!("cannot start a new log segment: {e}"));
         }
         let len = index.scanned;
         buf.clear();
@@ -482,7 +551,7 @@ impl Committer {
                 .collect();
         }
         index.scanned = len + buf.len() as u64;
-        self.metrics.log_bytes.set(index.scanned as f64);
+        self.metrics.log_bytes.set(index.file.disk_bytes(index.scanned) as f64);
         for r in &written {
             let indexed = Indexed {
                 kind: r.kind,
@@ -491,6 +560,7 @@ impl Committer {
                 payload: r.owner.as_deref().unwrap_or_default().as_bytes(),
                 offset: r.offset,
                 linked: true,
+                seeds: false,
             };
             if let Err(e) = index.apply(&r.cart, indexed) {
                 self.shared.poison(format!("the index refused a record it checked: {e:?}"));
@@ -501,8 +571,9 @@ impl Committer {
         answers.into_iter().map(Ok).collect()
     }
 
-    /// Writes [`PREALLOCATE_BYTES`] of zeros at `end`. Failing (a full disk)
-    /// only costs speed: the records before it are whole either way.
+    /// Writes [`PREALLOCATE_BYTES`] of zeros at `end` of the active
+    /// segment's file. Failing (a full disk) only costs speed: the records
+    /// before it are whole either way.
     fn preallocate(&self, end: u64) {
         let zeros = vec![0u8; PREALLOCATE_BYTES as usize];
         if let Err(e) = self.file.write_all_at(&zeros, end) {
@@ -521,15 +592,16 @@ impl Committer {
         durable: bool,
         schedule: &mut Option<SyncSchedule>,
     ) -> std::io::Result<()> {
-        if let Err(e) = self.file.write_all_at(buf, len) {
+        let at = len - self.base;
+        if let Err(e) = self.file.write_all_at(buf, at) {
             // Cut off a partial write so the log stays a sequence of whole records.
-            if let Err(cut) = self.file.set_len(len) {
+            if let Err(cut) = self.file.set_len(at) {
                 self.shared.poison(format!("write failed ({e}) and truncation failed ({cut})"));
             }
             return Err(e);
         }
-        let end = len + buf.len() as u64;
-        let synced = Mark { generation: self.generation, bytes: end };
+        let end = at + buf.len() as u64;
+        let synced = Mark { bytes: len + buf.len() as u64 };
         // Is there preallocated space after the batch? Asked with a read,
         // never a stat: once a file's times have been queried, the kernel
         // stamps the next write with a fresh fine-grained mtime, and that

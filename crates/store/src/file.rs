@@ -43,8 +43,9 @@ use tokio::sync::oneshot;
 
 use crate::committer::{Command, Committer, SyncMetrics, Write};
 use crate::gather::Gather;
-use crate::high_water::{HighWater, Mark};
-use crate::log::{LogFile, LogIndex, Shared};
+use crate::high_water::{HighWater, Mark, Recorded};
+use crate::log::{LogIndex, Shared};
+use crate::segments::Listing;
 use crate::sync::FsyncPolicy;
 use crate::{
     AppendRequest, Appended, Claim, Compacted, EventStore, Fence, Loaded, NewEvent, SECRET_LEN,
@@ -52,14 +53,15 @@ use crate::{
 };
 use crate::{checkpoint, compaction};
 
-/// Name of the first generation's log file inside the data directory
-/// (compaction writes `events-<generation>.log`).
+/// Name of the log's first segment inside the data directory (see
+/// `segments.rs` for the others).
 pub const LOG_FILE: &str = "events.log";
 /// Name of the lock file inside the data directory.
 pub const LOCK_FILE: &str = "LOCK";
 pub use crate::compaction::{CRASH_AT_ENV, CRASH_POINTS};
 pub use crate::high_water::HIGH_WATER_FILE;
-pub use crate::log::{PREALLOCATE_BYTES, log_file_name};
+pub use crate::log::PREALLOCATE_BYTES;
+pub use crate::segments::{compacted_file_name, holds_log, segment_file_name};
 
 /// When the store compacts by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +102,9 @@ pub struct FileStoreOptions {
     /// compaction and when the store closes; opening then scans only the log
     /// after the checkpoint. `None`: never.
     pub checkpoint_every: Option<u64>,
+    /// The active segment is sealed, and the next begun, once it holds
+    /// this many bytes; compaction rewrites sealed segments only.
+    pub segment_bytes: u64,
 }
 
 impl FileStoreOptions {
@@ -108,6 +113,8 @@ impl FileStoreOptions {
     /// Default of [`FileStoreOptions::checkpoint_every`]: scanning this much
     /// log takes about 50 ms.
     pub const DEFAULT_CHECKPOINT_EVERY: u64 = 16 << 20;
+    /// Default of [`FileStoreOptions::segment_bytes`].
+    pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
     /// Options for a store in `dir` with the default commit wait and
     /// automatic compaction.
@@ -118,6 +125,7 @@ impl FileStoreOptions {
             commit_wait: Self::DEFAULT_COMMIT_WAIT,
             auto_compaction: Some(AutoCompaction::default()),
             checkpoint_every: Some(Self::DEFAULT_CHECKPOINT_EVERY),
+            segment_bytes: Self::DEFAULT_SEGMENT_BYTES,
         }
     }
 }
@@ -187,7 +195,8 @@ impl FileStore {
         let (file, index, high_water, checkpointed) = opened?;
         let events: u64 = index.carts.values().map(|c| u64::from(c.since_snapshot())).sum();
         tracing::info!(
-            path = %index.file.path.display(),
+            path = %index.file.active().path.display(),
+            segments = index.file.segments.len(),
             generation = index.file.generation,
             carts = index.carts.len(),
             events_since_snapshots = events,
@@ -197,17 +206,18 @@ impl FileStore {
             "event log opened"
         );
         let metrics = SyncMetrics::new();
-        metrics.log_bytes.set(index.scanned as f64);
+        let size_at_open = index.file.disk_bytes(index.scanned);
+        metrics.log_bytes.set(size_at_open as f64);
         metrics.carts.set(index.carts.len() as f64);
         metrics::gauge!(crate::families::LOG_OPEN_DURATION.name)
             .set(started.elapsed().as_secs_f64());
-        let generation = index.file.generation;
-        let size_at_open = index.scanned;
+        let base = index.file.active().base;
         let shared = Arc::new(Shared::new(options.dir.clone(), index));
         let (commands, rx) = mpsc::channel();
         let committer = Committer {
             file,
-            generation,
+            base,
+            segment_bytes: options.segment_bytes.max(1),
             lock,
             shared: Arc::clone(&shared),
             policy: options.fsync,
@@ -270,44 +280,48 @@ fn stopped() -> StoreError {
     StoreError::Unavailable("the event log committer has stopped".into())
 }
 
-/// Opens the newest generation under the directory lock: checks it against
-/// the high-water mark, reads its index checkpoint and scans the log after
-/// it, recovers its tail, deletes older generations. Returns where the
-/// checkpoint was (`scanned` 0 without one).
+/// Opens the log under the directory lock: checks it against the
+/// high-water mark, reads its index checkpoint and scans the log after it,
+/// recovers its tail, deletes the files it no longer needs. Returns the
+/// active segment for writing and where the checkpoint was (`scanned` 0
+/// without one).
 fn open_locked(
     dir: &std::path::Path,
 ) -> Result<(std::fs::File, LogIndex, HighWater, checkpoint::Position), StoreError> {
     let (mut high_water, mark) = HighWater::open(dir)?;
-    let generation = crate::log::newest_generation(dir)?;
-    let path = dir.join(log_file_name(generation));
+    let listing = Listing::read(dir)?;
     let acknowledged = match mark {
-        Some(mark) if mark.generation > generation => {
-            return Err(StoreError::Corrupt(format!(
-                "{}: generation {} of the log was acknowledged, but the newest log here is {}: \
-                 the compacted log was deleted. Restore the data directory from a backup; or, \
-                 to accept the loss, delete {}.",
-                dir.display(),
-                mark.generation,
-                path.display(),
-                dir.join(HIGH_WATER_FILE).display(),
-            )));
+        Some(Recorded::Logical(bytes)) => bytes,
+        // A store from before segments: its mark counts bytes of one
+        // generation of the log, which is the first segment now.
+        Some(Recorded::Legacy { generation, bytes }) if listing.generation() == 0 => {
+            let newest = listing.legacy.last().copied().unwrap_or(0);
+            if generation > newest {
+                return Err(StoreError::Corrupt(format!(
+                    "{}: generation {generation} of the log was acknowledged, but the newest log \
+                     here is generation {newest}: the compacted log was deleted. Restore the \
+                     data directory from a backup; or, to accept the loss, delete {}.",
+                    dir.display(),
+                    dir.join(HIGH_WATER_FILE).display(),
+                )));
+            }
+            // A compaction renamed its log into place and died before
+            // moving the mark: the new log was synced whole before.
+            if generation < newest { 0 } else { bytes }
         }
-        // A compaction renamed its log into place and died before moving
-        // the mark: the new log was synced whole before the rename.
-        Some(mark) if mark.generation < generation => 0,
-        Some(mark) => mark.bytes,
+        Some(Recorded::Legacy { bytes, .. }) => bytes,
         None => 0,
     };
-    // Not O_APPEND: commits write at the end of the log, inside the
-    // preallocated part of the file.
-    let file =
-        OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
-    let log = LogFile::open(dir, generation)?;
+    let log = crate::log::open_files(dir)?;
+    let generation = log.generation;
     let mut index = checkpoint::load(dir, &log).unwrap_or_else(|| LogIndex::new(log));
     let checkpointed = checkpoint::Position { generation, scanned: index.scanned };
-    crate::log::recover(&path, &file, &mut index, acknowledged)?;
-    high_water.record_now(Mark { generation, bytes: index.scanned }, Instant::now())?;
-    compaction::remove_old_generations(dir, generation);
+    crate::log::recover(&mut index, acknowledged)?;
+    high_water.record_now(Mark { bytes: index.scanned }, Instant::now())?;
+    compaction::remove_superseded(dir, generation);
+    // Not O_APPEND: commits write at the end of the log, inside the
+    // preallocated part of the file.
+    let file = OpenOptions::new().read(true).write(true).open(&index.file.active().path)?;
     Ok((file, index, high_water, checkpointed))
 }
 
@@ -364,7 +378,15 @@ impl Compactor {
                         tracing::warn!(error = %e, "automatic compaction of the event log failed");
                     }
                 }
-                None => self.checkpoint_if_due(),
+                None => {
+                    // Another process's appends are read now and then even
+                    // when nothing here asks, so this one is never a whole
+                    // compaction behind.
+                    if let Err(e) = self.shared.caught_up() {
+                        tracing::warn!(error = %e, "could not read the event log's new records");
+                    }
+                    self.checkpoint_if_due();
+                }
             }
         }
     }
@@ -398,14 +420,26 @@ impl Compactor {
     }
 
     fn due(&self) -> bool {
-        let size = self.shared.index().scanned;
+        let size = {
+            let index = self.shared.index();
+            index.file.disk_bytes(index.scanned)
+        };
         self.auto.is_some_and(|a| {
             size >= a.min_bytes && size >= self.baseline.saturating_mul(a.growth.max(1))
         })
     }
 
     fn compact(&mut self) -> Result<Compacted, StoreError> {
-        let prepared = compaction::prepare(&self.shared)?;
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Seal(reply)).map_err(|_| stopped())?;
+        let sealed = answer.blocking_recv().map_err(|_| stopped())??;
+        if sealed.end == sealed.file.generation {
+            // Nothing was written since the last compaction.
+            let bytes = sealed.file.disk_bytes(sealed.end);
+            let carts = sealed.carts.values().filter(|c| c.version() > 0).count() as u64;
+            return Ok(Compacted { bytes_before: bytes, bytes_after: bytes, carts });
+        }
+        let prepared = compaction::prepare(self.shared.dir(), sealed)?;
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::FinishCompaction(Box::new(prepared), reply))

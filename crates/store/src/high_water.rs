@@ -1,7 +1,8 @@
-//! The durable high-water mark of the file store: which log generation is
-//! current and how many of its bytes were synced (and so acknowledged),
-//! kept in `data/HIGH_WATER` beside it (`<bytes>` for the first generation,
-//! `<generation>/<bytes>` after compactions).
+//! The durable high-water mark of the file store: how far the log's logical
+//! address space (`segments.rs`) was synced (and so acknowledged), kept in
+//! `data/HIGH_WATER` beside it as `segments/<bytes>` (stores from before
+//! segments wrote `<bytes>` or `<generation>/<bytes>`; they are read, and
+//! rewritten at open).
 //!
 //! The log alone cannot tell "empty" from "emptied": a truncated, replaced
 //! or deleted `events.log` would open as a store with fewer carts, and every
@@ -29,31 +30,40 @@ pub const HIGH_WATER_FILE: &str = "HIGH_WATER";
 /// every rewrite covers the previous one whole.
 const WIDTH: usize = 40;
 
-/// A position in the log: a generation and a byte offset in its file.
-/// Positions order by generation first.
+/// How far the log was synced: a logical offset (see `segments.rs`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Mark {
-    /// The log generation (0: `events.log`).
-    pub generation: u64,
-    /// Bytes of that generation's file.
+    /// Bytes of the log's address space.
     pub bytes: u64,
 }
 
-impl Mark {
-    fn parse(text: &str) -> Option<Mark> {
+/// What a mark file said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    /// A mark of this format: `segments/<bytes>`.
+    Logical(u64),
+    /// A mark of the format before segments: `<bytes>` of generation 0, or
+    /// `<generation>/<bytes>`.
+    Legacy { generation: u64, bytes: u64 },
+}
+
+impl Recorded {
+    fn parse(text: &str) -> Option<Recorded> {
         Some(match text.split_once('/') {
-            Some((g, b)) => Mark { generation: g.parse().ok()?, bytes: b.parse().ok()? },
-            None => Mark { generation: 0, bytes: text.parse().ok()? },
+            Some(("segments", b)) => Recorded::Logical(b.parse().ok()?),
+            Some((g, b)) => {
+                Recorded::Legacy { generation: g.parse().ok()?, bytes: b.parse().ok()? }
+            }
+            None => Recorded::Legacy { generation: 0, bytes: text.parse().ok()? },
         })
     }
+}
 
+impl Mark {
+    /// The mark's text. Its form is one that binaries from before segments
+    /// cannot read, so they refuse to open a log they would misread.
     fn render(self) -> String {
-        let value = if self.generation == 0 {
-            self.bytes.to_string()
-        } else {
-            format!("{}/{}", self.generation, self.bytes)
-        };
-        format!("{value:>w$}\n", w = WIDTH - 1)
+        format!("{:>w$}\n", format!("segments/{}", self.bytes), w = WIDTH - 1)
     }
 }
 
@@ -68,17 +78,20 @@ pub(crate) struct HighWater {
     file: File,
     recorded: Mark,
     written_at: Option<Instant>,
+    /// The file holds a mark of the format before segments.
+    older_format: bool,
 }
 
 impl HighWater {
     /// Opens (creating) the mark in `dir`; returns it with the value it
     /// held (`None`: there was none, a new store or one from before the
-    /// mark existed).
-    pub(crate) fn open(dir: &Path) -> Result<(HighWater, Option<Mark>), StoreError> {
+    /// mark existed). A mark of the older format is rewritten by the next
+    /// record, whatever its value.
+    pub(crate) fn open(dir: &Path) -> Result<(HighWater, Option<Recorded>), StoreError> {
         let path = dir.join(HIGH_WATER_FILE);
         let previous = match std::fs::read_to_string(&path) {
             Ok(text) if text.trim().is_empty() => None,
-            Ok(text) => Some(Mark::parse(text.trim()).ok_or_else(|| {
+            Ok(text) => Some(Recorded::parse(text.trim()).ok_or_else(|| {
                 StoreError::Corrupt(format!(
                     "{}: not a high-water mark ({:?}); delete it to accept the log as it is",
                     path.display(),
@@ -89,7 +102,12 @@ impl HighWater {
             Err(e) => return Err(e.into()),
         };
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-        Ok((HighWater { file, recorded: previous.unwrap_or_default(), written_at: None }, previous))
+        let recorded = match previous {
+            Some(Recorded::Logical(bytes)) => Mark { bytes },
+            _ => Mark::default(),
+        };
+        let older_format = matches!(previous, Some(Recorded::Legacy { .. }));
+        Ok((HighWater { file, recorded, written_at: None, older_format }, previous))
     }
 
     /// Records, at `now`, that the log is on disk up to `synced`, unless
@@ -106,12 +124,13 @@ impl HighWater {
     /// [`HighWater::record`] whenever it was last written (at open, at a
     /// clean close and when compaction moves to a new generation).
     pub(crate) fn record_now(&mut self, synced: Mark, now: Instant) -> std::io::Result<()> {
-        if synced <= self.recorded {
+        if synced <= self.recorded && !self.older_format {
             return Ok(());
         }
         self.file.write_all_at(synced.render().as_bytes(), 0)?;
         self.recorded = synced;
         self.written_at = Some(now);
+        self.older_format = false;
         Ok(())
     }
 }
@@ -144,25 +163,40 @@ mod tests {
         let (mut mark, before) = HighWater::open(dir.path()).unwrap();
         assert_eq!(before, None);
         let t = Instant::now();
-        let at = |bytes| Mark { generation: 0, bytes };
+        let at = |bytes| Mark { bytes };
         mark.record(at(1_000), t).unwrap();
         mark.record(at(5_000), t + RECORD_EVERY / 2).unwrap();
-        assert_eq!(HighWater::open(dir.path()).unwrap().1, Some(at(1_000)), "every 100 ms");
+        let reopened = || HighWater::open(dir.path()).unwrap().1;
+        assert_eq!(reopened(), Some(Recorded::Logical(1_000)), "every 100 ms");
         mark.record(at(10), t + RECORD_EVERY).unwrap();
-        assert_eq!(HighWater::open(dir.path()).unwrap().1, Some(at(1_000)), "never down");
+        assert_eq!(reopened(), Some(Recorded::Logical(1_000)), "never down");
         mark.record(at(123_456), t + RECORD_EVERY * 2).unwrap();
         mark.record_now(at(123_400), t + RECORD_EVERY * 2).unwrap();
         drop(mark);
+        assert_eq!(reopened(), Some(Recorded::Logical(123_456)));
+        let text = std::fs::read_to_string(dir.path().join(HIGH_WATER_FILE)).unwrap();
+        assert_eq!(text.len(), WIDTH);
+        assert_eq!(text.trim(), "segments/123456", "a form older binaries refuse");
+        assert!(text.trim().split_once('/').unwrap().0.parse::<u64>().is_err());
+    }
+
+    #[test]
+    fn a_mark_of_the_older_format_is_read_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(HIGH_WATER_FILE);
+        std::fs::write(&path, "   42\n").unwrap();
+        let legacy = |generation, bytes| Some(Recorded::Legacy { generation, bytes });
+        assert_eq!(HighWater::open(dir.path()).unwrap().1, legacy(0, 42));
+        std::fs::write(&path, "3/77\n").unwrap();
         let (mut mark, before) = HighWater::open(dir.path()).unwrap();
-        assert_eq!(before, Some(at(123_456)));
-        // A compacted generation is shorter, and still a higher mark.
-        let compacted = Mark { generation: 3, bytes: 77 };
-        mark.record_now(compacted, t).unwrap();
-        assert_eq!(HighWater::open(dir.path()).unwrap().1, Some(compacted));
-        // The first generation's mark is the bare number older stores wrote.
-        std::fs::write(dir.path().join(HIGH_WATER_FILE), "   42\n").unwrap();
-        assert_eq!(HighWater::open(dir.path()).unwrap().1, Some(at(42)));
-        std::fs::write(dir.path().join(HIGH_WATER_FILE), "garbage").unwrap();
+        assert_eq!(before, legacy(3, 77));
+        mark.record_now(Mark { bytes: 10 }, Instant::now()).unwrap();
+        assert_eq!(
+            HighWater::open(dir.path()).unwrap().1,
+            Some(Recorded::Logical(10)),
+            "rewritten, lower"
+        );
+        std::fs::write(&path, "garbage").unwrap();
         assert!(HighWater::open(dir.path()).is_err(), "a mark that is not one is an error");
     }
 }

@@ -13,6 +13,7 @@ mod cart_index;
 mod chain;
 mod checkpoint;
 mod committer;
+mod compacted;
 mod compaction;
 pub mod families;
 pub mod file;
@@ -22,6 +23,7 @@ mod log;
 pub mod pg_tls;
 pub mod postgres;
 pub mod record;
+mod segments;
 pub mod sync;
 pub mod tls_verify;
 

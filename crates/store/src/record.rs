@@ -16,8 +16,8 @@
 //! A record is valid only if the magic, the length and the checksum all hold,
 //! so a torn write or flipped bit is always detected. A record of kind
 //! [`CLAIM_KIND`] is an ownership claim, not a cart event; the other
-//! non-event kinds are [`SNAPSHOT_KIND`], [`ERASED_KIND`] and
-//! [`MOVED_KIND`].
+//! non-event kinds are [`SNAPSHOT_KIND`], [`ERASED_KIND`], and the log's
+//! own markers [`SEALED_KIND`], [`COMPACTED_KIND`] and [`MOVED_KIND`].
 
 use crate::{Event, IdempotencyTag, Snapshot};
 
@@ -33,9 +33,29 @@ pub const ERASED_KIND: u8 = 254;
 /// Type code of the last record of a log that compaction replaced: `seq`
 /// holds the generation of the log that took over. Its cart id is empty.
 pub const MOVED_KIND: u8 = 253;
+/// Type code of the last record of a segment (see `segments.rs`): the next
+/// segment starts right after it. `seq` and payload are unused; its cart
+/// id is empty.
+pub const SEALED_KIND: u8 = 252;
+/// Type code of the note that the log before offset `seq` was compacted
+/// into `compacted-<seq>.log`: other processes reading it switch to that
+/// file. Its cart id is empty.
+pub const COMPACTED_KIND: u8 = 251;
 /// Whether `kind` is one of the store's own record kinds, never an event's.
 pub fn is_reserved_kind(kind: u8) -> bool {
-    matches!(kind, CLAIM_KIND | SNAPSHOT_KIND | ERASED_KIND | MOVED_KIND)
+    matches!(
+        kind,
+        CLAIM_KIND | SNAPSHOT_KIND | ERASED_KIND | MOVED_KIND | SEALED_KIND | COMPACTED_KIND
+    )
+}
+
+/// The record of a log marker of `kind` ([`SEALED_KIND`],
+/// [`COMPACTED_KIND`]) with `seq`.
+pub fn marker(kind: u8, seq: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48);
+    let event = Event { seq, kind, timestamp_ms: 0, payload: Vec::new(), idempotency: None };
+    encode(&mut out, "", &event, None);
+    out
 }
 
 /// First byte of every record written.

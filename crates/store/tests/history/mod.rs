@@ -82,12 +82,16 @@ pub fn anywhere_on_disk(dir: &Path, needle: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The log's files in `dir` (segments and compacted files), sorted.
 pub fn logs_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|f| f.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("events") && n.ends_with(".log"))
+        .filter(|n| {
+            let log = ["events", "segment-", "compacted-"].iter().any(|p| n.starts_with(p));
+            log && n.ends_with(".log")
+        })
         .collect();
     names.sort();
     names
