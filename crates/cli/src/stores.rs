@@ -50,15 +50,14 @@ impl StoreSpec {
     /// Fails unless the store already holds a log (a migration source that
     /// does not exist is a mistake, not an empty store).
     pub fn require_existing(&self) -> anyhow::Result<()> {
-        if let StoreSpec::File(dir) = self {
-            let log = dir.join(cart_store::file::LOG_FILE);
-            if !log.is_file() {
-                anyhow::bail!(
-                    "no event store at {}: {} does not exist",
-                    dir.display(),
-                    log.display()
-                );
-            }
+        if let StoreSpec::File(dir) = self
+            && !cart_store::file::holds_log(dir)
+        {
+            anyhow::bail!(
+                "no event store at {}: it holds no {} (nor later segments of one)",
+                dir.display(),
+                cart_store::file::LOG_FILE
+            );
         }
         Ok(())
     }
@@ -86,6 +85,7 @@ impl StoreSpec {
                     commit_wait,
                     auto_compaction,
                     checkpoint_every: Some(FileStoreOptions::DEFAULT_CHECKPOINT_EVERY),
+                    segment_bytes: FileStoreOptions::DEFAULT_SEGMENT_BYTES,
                 };
                 let store = tokio::task::spawn_blocking(move || FileStore::open(options))
                     .await?

@@ -76,7 +76,7 @@ impl CompactedFile {
         if fence_at < HEADER
             || fence_at > len - TRAILER
             || fences != (len - TRAILER - fence_at) / 16
-            || (len - TRAILER - fence_at) % 16 != 0
+            || !(len - TRAILER - fence_at).is_multiple_of(16)
         {
             return Err(corrupt(path, "its fence does not fit the file"));
         }

@@ -481,6 +481,9 @@ pub(crate) fn recover(index: &mut LogIndex, acknowledged: u64) -> Result<(), Sto
         }
         // Opened as the newest generation: the one it names never came to be.
         ScanEnd::Moved(generation) => unfinished_compaction(&path, at, generation),
+        ScanEnd::Sealed if index.scanned < acknowledged => {
+            Err(crate::high_water::shorter_than_acknowledged(&path, index.scanned, acknowledged))
+        }
         ScanEnd::Sealed => create_next_segment(index),
         ScanEnd::Lost => Err(StoreError::Corrupt(format!(
             "{}: a segment the log reaches is missing",

@@ -12,8 +12,13 @@ use cart_store::{
 use proptest::prelude::*;
 
 fn open(dir: &std::path::Path) -> FileStore {
+    open_with_segments(dir, FileStoreOptions::DEFAULT_SEGMENT_BYTES)
+}
+
+fn open_with_segments(dir: &std::path::Path, segment_bytes: u64) -> FileStore {
     let mut options = FileStoreOptions::new(dir, FsyncPolicy::Never);
     options.auto_compaction = None;
+    options.segment_bytes = segment_bytes;
     FileStore::open(options).unwrap()
 }
 
@@ -51,6 +56,8 @@ enum Op {
         cart: usize,
         events: u64,
         claim: bool,
+        /// Through the second store on the same directory.
+        follower: bool,
     },
     /// A snapshot `back` events behind the cart's version.
     Snapshot {
@@ -60,30 +67,40 @@ enum Op {
     Erase {
         cart: usize,
     },
-    Reopen,
+    /// Closes and opens the first store again; without its checkpoint,
+    /// the whole log is read.
+    Reopen {
+        checkpoint: bool,
+    },
     Compact,
+    /// Checks the second store, which reads only when asked (so it may be
+    /// behind by segments that a compaction meanwhile deleted).
+    CheckFollower,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..4usize, 1..4u64, any::<bool>())
-            .prop_map(|(cart, events, claim)| Op::Append { cart, events, claim }),
+        6 => (0..4usize, 1..4u64, any::<bool>(), prop::bool::weighted(0.2))
+            .prop_map(|(cart, events, claim, follower)| Op::Append { cart, events, claim, follower }),
         3 => (0..4usize, 0..3u64).prop_map(|(cart, back)| Op::Snapshot { cart, back }),
         1 => (0..4usize).prop_map(|cart| Op::Erase { cart }),
-        1 => Just(Op::Reopen),
+        1 => any::<bool>().prop_map(|checkpoint| Op::Reopen { checkpoint }),
         1 => Just(Op::Compact),
+        1 => Just(Op::CheckFollower),
     ]
 }
 
 const CARTS: [&str; 4] = ["a", "b", "a-cart-id-longer-than-sixteen-bytes", "c"];
 
-async fn run(ops: Vec<Op>) {
+async fn run(ops: Vec<Op>, segment_bytes: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = open(dir.path());
+    let mut store = open_with_segments(dir.path(), segment_bytes);
+    let follower = open_with_segments(dir.path(), segment_bytes);
     let mut models: BTreeMap<usize, Model> = BTreeMap::new();
     for op in ops {
         match op {
-            Op::Append { cart, events, claim } => {
+            Op::Append { cart, events, claim, follower: through_follower } => {
+                let store = if through_follower { &follower } else { &store };
                 let model = models.entry(cart).or_default();
                 let version = model.events.len() as u64;
                 let id = CARTS[cart];
@@ -114,14 +131,31 @@ async fn run(ops: Vec<Op>) {
                 store.erase(CARTS[cart]).await.unwrap();
                 models.remove(&cart);
             }
-            Op::Reopen => {
+            Op::Reopen { checkpoint } => {
                 drop(store);
-                store = open(dir.path());
+                if !checkpoint {
+                    for entry in std::fs::read_dir(dir.path()).unwrap() {
+                        let path = entry.unwrap().path();
+                        if path.extension().is_some_and(|e| e == "checkpoint") {
+                            std::fs::remove_file(path).unwrap();
+                        }
+                    }
+                }
+                store = open_with_segments(dir.path(), segment_bytes);
             }
             Op::Compact => {
                 store.compact().await.unwrap();
             }
+            Op::CheckFollower => check(&follower, &models).await,
         }
+        check(&store, &models).await;
+    }
+    check(&follower, &models).await;
+}
+
+/// Every cart loads from `store` as `models` say.
+async fn check(store: &FileStore, models: &BTreeMap<usize, Model>) {
+    {
         for (cart, id) in CARTS.iter().enumerate() {
             let loaded = store.load(id).await.unwrap();
             let expected = models.get(&cart).cloned().unwrap_or_default().expected();
@@ -140,13 +174,16 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn any_history_loads_back_as_the_model_says(ops in proptest::collection::vec(op(), 1..40)) {
+    fn any_history_loads_back_as_the_model_says(
+        ops in proptest::collection::vec(op(), 1..40),
+        segment_bytes in prop_oneof![Just(FileStoreOptions::DEFAULT_SEGMENT_BYTES), 150..2_000u64],
+    ) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(run(ops));
+        rt.block_on(run(ops, segment_bytes));
     }
 }
 
