@@ -19,7 +19,10 @@ load() {
     --workload mutate --connections 64 --carts "$carts" --duration "$duration"
 }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$(pgrep -f 'serve --http-addr 127.0.0.1:18090')/status"; }
-log_bytes() { du -cb "$1"/events*.log | tail -1 | cut -f1; }
+log_bytes() {
+  find "$1" -maxdepth 1 \( -name 'events*.log' -o -name 'segment-*.log' -o -name 'compacted-*.log' \) \
+    -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'
+}
 metric() { curl -s localhost:17090/metrics | awk -v m="$1" '$1 == m {print $2}'; }
 
 echo "## durable mutations, --fsync always, 64 connections, $carts carts, no compaction"

@@ -181,13 +181,22 @@ pub(crate) struct SyncMetrics {
     duration: Histogram,
     batch_size: Histogram,
     syncs: Counter,
-    /// Bytes of whole records in the log.
+    /// Bytes the log takes on disk.
     pub(crate) log_bytes: Gauge,
+    /// Files the log is kept in.
+    pub(crate) segments: Gauge,
     /// Carts the log holds.
     pub(crate) carts: Gauge,
 }
 
 impl SyncMetrics {
+    /// Records the log's size, files and carts as `index` has them.
+    pub(crate) fn record_size(&self, index: &LogIndex) {
+        self.log_bytes.set(index.file.disk_bytes(index.scanned) as f64);
+        self.segments.set(index.file.segments.len() as f64);
+        self.carts.set(index.carts.len() as f64);
+    }
+
     /// Registers the handles with the installed recorder (if any).
     pub(crate) fn new() -> Self {
         SyncMetrics {
@@ -195,6 +204,7 @@ impl SyncMetrics {
             batch_size: metrics::histogram!(crate::families::LOG_FSYNC_BATCH.name),
             syncs: metrics::counter!(crate::families::LOG_FSYNCS.name),
             log_bytes: metrics::gauge!(crate::families::LOG_BYTES.name),
+            segments: metrics::gauge!(crate::families::LOG_SEGMENTS.name),
             carts: metrics::gauge!(crate::families::LOG_CARTS.name),
         }
     }
@@ -455,8 +465,7 @@ impl Committer {
             self.file.write_all_at(&note, at)?;
             index.scanned += note.len() as u64;
             compaction::crash_point("marked");
-            self.metrics.log_bytes.set(index.file.disk_bytes(index.scanned) as f64);
-            self.metrics.carts.set(index.carts.len() as f64);
+            self.metrics.record_size(&index);
             Ok(report)
         });
         let generation = index.file.generation;
@@ -551,7 +560,6 @@ impl Committer {
                 .collect();
         }
         index.scanned = len + buf.len() as u64;
-        self.metrics.log_bytes.set(index.file.disk_bytes(index.scanned) as f64);
         for r in &written {
             let indexed = Indexed {
                 kind: r.kind,
@@ -566,7 +574,7 @@ impl Committer {
                 self.shared.poison(format!("the index refused a record it checked: {e:?}"));
             }
         }
-        self.metrics.carts.set(index.carts.len() as f64);
+        self.metrics.record_size(&index);
         drop(index);
         answers.into_iter().map(Ok).collect()
     }

@@ -4,14 +4,22 @@
 //!
 //! ```text
 //! header  = magic "CARTCMP\x01" | end u64
-//! entry   = logical u64 | crc32(logical) u32 | record      (logical ascending)
+//! entry   = gap varint | record                           (logical ascending)
 //! fence   = per fence: logical u64 | position u64
 //! trailer = fence_at u64 | fences u64 | crc32(header, fence, fence_at, fences) u32
 //! ```
-//! All integers little-endian. A record is as in the log (`record.rs`),
-//! with its own checksum. The fence names the first entry starting in each
-//! [`FENCE_SPAN`] of the file; it is kept in memory (16 bytes per span), so
-//! finding a record reads one span.
+//! Integers little-endian; `gap` is a zigzag LEB128 varint: the bytes
+//! compaction dropped between the previous entry's record (or offset 0) and
+//! this one, so an entry's logical offset is the previous one's end plus its
+//! gap, and a run of records kept together costs one byte each. The gap is
+//! signed because a legacy record compaction links is longer than it was in
+//! the log, so its successor may start before its end; starts only ascend. A record is as in
+//! the log (`record.rs`), with its own checksum. The fence names the first
+//! entry starting in each [`FENCE_SPAN`] of the file, with its logical
+//! offset; it is kept in memory (16 bytes per span), so finding a record
+//! reads one span. A damaged gap is caught where the offsets it shifts
+//! meet the next fence, or by the cart's own checks (its id and sequence)
+//! for a record found through a wrong offset.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -25,8 +33,8 @@ use crate::record::{self, HEADER_LEN};
 const MAGIC: &[u8; 8] = b"CARTCMP\x01";
 const HEADER: u64 = 16;
 const TRAILER: u64 = 20;
-/// Bytes before an entry's record.
-const ENTRY_HEAD: usize = 12;
+/// Most bytes of an entry's gap.
+const MAX_GAP_LEN: usize = 10;
 /// A fence entry every this many bytes of the file (at most).
 pub(crate) const FENCE_SPAN: u64 = 16 << 10;
 
@@ -38,7 +46,7 @@ pub(crate) struct CompactedFile {
     len: u64,
     fence_at: u64,
     /// (logical offset, file position) of the first entry of each span.
-    fence: Vec<(u64, u64)>,
+    fence: Arc<[(u64, u64)]>,
     /// The trailer's checksum: what a checkpoint's fingerprint names.
     pub crc: u32,
 }
@@ -54,6 +62,10 @@ fn corrupt(path: &Path, why: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{}: {why}", path.display()))
 }
 
+fn word(bytes: &[u8], at: usize) -> u64 {
+    bytes.get(at..at + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes)
+}
+
 impl CompactedFile {
     /// Reads the layout of the compacted file `file` at `path`, checking its
     /// header, fence and trailer.
@@ -67,20 +79,16 @@ impl CompactedFile {
         if &header[..8] != MAGIC {
             return Err(corrupt(path, "not a compacted log of this format"));
         }
-        let end = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
+        let end = word(&header, 8);
         let mut trailer = [0u8; TRAILER as usize];
         file.read_exact_at(&mut trailer, len - TRAILER)?;
-        let word = |i: usize| u64::from_le_bytes(trailer[i..i + 8].try_into().unwrap_or_default());
-        let (fence_at, fences) = (word(0), word(8));
-        let crc = u32::from_le_bytes(trailer[16..20].try_into().unwrap_or_default());
-        if fence_at < HEADER
-            || fence_at > len - TRAILER
-            || fences != (len - TRAILER - fence_at) / 16
-            || !(len - TRAILER - fence_at).is_multiple_of(16)
-        {
+        let (fence_at, fences) = (word(&trailer, 0), word(&trailer, 8));
+        let crc = u32::from_le_bytes([trailer[16], trailer[17], trailer[18], trailer[19]]);
+        let fence_len = (len - TRAILER).checked_sub(fence_at);
+        if fence_at < HEADER || fence_len != fences.checked_mul(16) {
             return Err(corrupt(path, "its fence does not fit the file"));
         }
-        let mut bytes = vec![0u8; (fences * 16) as usize];
+        let mut bytes = vec![0u8; (len - TRAILER - fence_at) as usize];
         file.read_exact_at(&mut bytes, fence_at)?;
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&header);
@@ -89,20 +97,15 @@ impl CompactedFile {
         if hasher.finalize() != crc {
             return Err(corrupt(path, "checksum mismatch in its header or fence"));
         }
-        let fence: Vec<(u64, u64)> = bytes
-            .chunks_exact(16)
-            .map(|c| {
-                let half =
-                    |i: usize| u64::from_le_bytes(c[i..i + 8].try_into().unwrap_or_default());
-                (half(0), half(8))
-            })
-            .collect();
+        let fence: Vec<(u64, u64)> =
+            bytes.chunks_exact(16).map(|c| (word(c, 0), word(c, 8))).collect();
         let ordered = fence.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
         let inside = fence.iter().all(|(l, p)| *l < end && *p >= HEADER && *p < fence_at);
-        if !ordered || !inside || (fence.is_empty() && fence_at != HEADER) {
+        let starts = fence.first().is_none_or(|(_, p)| *p == HEADER);
+        if !ordered || !inside || !starts || (fence.is_empty() && fence_at != HEADER) {
             return Err(corrupt(path, "its fence is out of order"));
         }
-        Ok(CompactedFile { end, len, fence_at, fence, crc })
+        Ok(CompactedFile { end, len, fence_at, fence: fence.into(), crc })
     }
 
     /// The file's size.
@@ -120,23 +123,27 @@ impl CompactedFile {
         if span == 0 {
             return Err(missing());
         }
-        let from = self.fence[span - 1].1;
+        let (mut at_logical, from) = self.fence[span - 1];
         let until = self.fence.get(span).map_or(self.fence_at, |(_, p)| *p);
-        let read_to = (until + (ENTRY_HEAD + HEADER_LEN) as u64).min(self.fence_at);
+        let read_to = (until + (MAX_GAP_LEN + HEADER_LEN) as u64).min(self.fence_at);
         let mut window = vec![0u8; (read_to - from) as usize];
         file.read_exact_at(&mut window, from)?;
         let mut at = 0usize;
+        let mut previous: Option<(u64, u64)> = None;
         while (from + at as u64) < until {
-            let (entry_logical, record_len) = entry_at(&window, at).ok_or_else(|| {
-                StoreError::Corrupt(format!("damaged entry at {}", from + at as u64))
-            })?;
-            if entry_logical == logical {
-                return Ok(from + (at + ENTRY_HEAD) as u64);
+            let damaged = || StoreError::Corrupt(format!("damaged entry at {}", from + at as u64));
+            let (gap, head, record_len) = entry_at(&window, at).ok_or_else(damaged)?;
+            if let Some((start, end)) = previous {
+                at_logical = next_offset(Some(start), end, gap, self.end).ok_or_else(damaged)?;
             }
-            if entry_logical > logical {
+            if at_logical == logical {
+                return Ok(from + (at + head) as u64);
+            }
+            if at_logical > logical {
                 break;
             }
-            at += ENTRY_HEAD + record_len;
+            at += head + record_len;
+            previous = Some((at_logical, at_logical + record_len as u64));
         }
         Err(missing())
     }
@@ -147,31 +154,55 @@ impl CompactedFile {
         Entries {
             reader: BufReader::with_capacity(256 << 10, reader),
             path: path.to_owned(),
+            next_logical: 0,
             previous: None,
+            position: HEADER,
+            fence: Arc::clone(&self.fence),
+            next_fence: 0,
             end: self.end,
         }
     }
 }
 
-/// The logical offset and record length of the entry at `at` in `window`,
-/// if its head is whole and its checksum holds.
-fn entry_at(window: &[u8], at: usize) -> Option<(u64, usize)> {
-    let head = window.get(at..at + ENTRY_HEAD + HEADER_LEN)?;
-    let logical = u64::from_le_bytes(head[..8].try_into().ok()?);
-    let crc = u32::from_le_bytes(head[8..12].try_into().ok()?);
-    if crc32fast::hash(&head[..8]) != crc {
-        return None;
-    }
-    let header: [u8; HEADER_LEN] = head[ENTRY_HEAD..].try_into().ok()?;
+/// The logical offset of an entry with `gap` after an entry that started at
+/// `previous` (`None` before the first) and ended at `previous_end`, if it
+/// comes after it and before `end`.
+fn next_offset(previous: Option<u64>, previous_end: u64, gap: u64, end: u64) -> Option<u64> {
+    let signed = (gap >> 1) as i64 ^ -((gap & 1) as i64);
+    let logical = previous_end.checked_add_signed(signed)?;
+    (previous.is_none_or(|p| logical > p) && logical < end).then_some(logical)
+}
+
+/// The zigzag encoding of the distance from `previous_end` to `logical`.
+fn gap(previous_end: u64, logical: u64) -> Option<u64> {
+    let signed = i64::try_from(i128::from(logical) - i128::from(previous_end)).ok()?;
+    Some(((signed << 1) ^ (signed >> 63)) as u64)
+}
+
+/// The gap, the length of the gap's varint and the record's length of the
+/// entry at `at` in `window`, if its gap and record header are whole.
+fn entry_at(window: &[u8], at: usize) -> Option<(u64, usize, usize)> {
+    let mut rest = window.get(at..)?;
+    let before = rest.len();
+    let gap = prost::encoding::decode_varint(&mut rest).ok()?;
+    let head = before - rest.len();
+    let header: [u8; HEADER_LEN] = rest.get(..HEADER_LEN)?.try_into().ok()?;
     let h = record::decode_header(&header).ok()?;
-    Some((logical, HEADER_LEN + h.body_len))
+    Some((gap, head, HEADER_LEN + h.body_len))
 }
 
 /// A compacted file's entries, read in order.
 pub(crate) struct Entries {
     reader: BufReader<ReadRange>,
     path: std::path::PathBuf,
+    /// Where the previous entry's record ends, logically.
+    next_logical: u64,
+    /// Where the previous entry's record starts, logically.
     previous: Option<u64>,
+    /// Where the next entry starts in the file.
+    position: u64,
+    fence: Arc<[(u64, u64)]>,
+    next_fence: usize,
     end: u64,
 }
 
@@ -179,28 +210,50 @@ impl Iterator for Entries {
     type Item = Result<Entry, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let mut head = [0u8; ENTRY_HEAD + HEADER_LEN];
-        match read_exact_or_end(&mut self.reader, &mut head) {
+        let mut first = [0u8; 1];
+        match read_exact_or_end(&mut self.reader, &mut first) {
             Ok(false) => return None,
             Ok(true) => {}
             Err(e) => return Some(Err(e.into())),
         }
-        Some(self.entry(head))
+        Some(self.entry(first[0]))
     }
 }
 
 impl Entries {
-    fn entry(&mut self, head: [u8; ENTRY_HEAD + HEADER_LEN]) -> Result<Entry, StoreError> {
-        let (logical, _) =
-            entry_at(&head, 0).ok_or_else(|| corrupt(&self.path, "a damaged entry"))?;
-        if logical >= self.end || self.previous.is_some_and(|p| p >= logical) {
-            return Err(corrupt(&self.path, "entries out of order"));
+    fn entry(&mut self, first: u8) -> Result<Entry, StoreError> {
+        let path = self.path.clone();
+        let cut = |_| corrupt(&path, "an entry is cut");
+        let mut gap_bytes = [first; MAX_GAP_LEN];
+        let mut len = 1;
+        while gap_bytes[len - 1] & 0x80 != 0 {
+            if len == MAX_GAP_LEN {
+                return Err(corrupt(&path, "a damaged entry"));
+            }
+            self.reader.read_exact(&mut gap_bytes[len..=len]).map_err(cut)?;
+            len += 1;
         }
-        self.previous = Some(logical);
-        let header: [u8; HEADER_LEN] = head[ENTRY_HEAD..].try_into().unwrap_or_default();
-        let h = record::decode_header(&header).map_err(|why| corrupt(&self.path, why))?;
+        let gap = prost::encoding::decode_varint(&mut &gap_bytes[..len])
+            .map_err(|_| corrupt(&path, "a damaged entry"))?;
+        let logical = next_offset(self.previous, self.next_logical, gap, self.end)
+            .ok_or_else(|| corrupt(&path, "entries out of order"))?;
+        if let Some((fenced, at)) = self.fence.get(self.next_fence).copied()
+            && at == self.position
+        {
+            if fenced != logical {
+                return Err(corrupt(&path, "an entry's offset disagrees with the fence"));
+            }
+            self.next_fence += 1;
+        }
+        let mut header = [0u8; HEADER_LEN];
+        self.reader.read_exact(&mut header).map_err(cut)?;
+        let h = record::decode_header(&header).map_err(|why| corrupt(&path, why))?;
         let mut body = vec![0u8; h.body_len];
-        self.reader.read_exact(&mut body).map_err(|_| corrupt(&self.path, "an entry is cut"))?;
+        self.reader.read_exact(&mut body).map_err(cut)?;
+        let record_len = (HEADER_LEN + h.body_len) as u64;
+        self.next_logical = logical + record_len;
+        self.previous = Some(logical);
+        self.position += len as u64 + record_len;
         Ok(Entry { logical, header, body })
     }
 }
@@ -246,8 +299,12 @@ pub(crate) struct Writer<'a> {
     out: BufWriter<&'a File>,
     end: u64,
     written: u64,
+    /// Where the previous record ends, logically (0 before the first).
+    next_logical: u64,
+    /// Where the previous record starts, logically.
     previous: Option<u64>,
     fence: Vec<(u64, u64)>,
+    gap: Vec<u8>,
 }
 
 impl<'a> Writer<'a> {
@@ -256,27 +313,31 @@ impl<'a> Writer<'a> {
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(MAGIC)?;
         out.write_all(&end.to_le_bytes())?;
-        Ok(Writer { out, end, written: HEADER, previous: None, fence: Vec::new() })
+        let fence = Vec::new();
+        let (written, next_logical, previous, gap) = (HEADER, 0, None, Vec::new());
+        Ok(Writer { out, end, written, next_logical, previous, fence, gap })
     }
 
     /// Appends `record` (whole, as encoded) at logical offset `logical`,
-    /// which is past the previous one's and before the end.
+    /// which is past the previous record's start and before the end.
     pub(crate) fn push(&mut self, logical: u64, record: &[u8]) -> Result<(), StoreError> {
-        if logical >= self.end || self.previous.is_some_and(|p| p >= logical) {
+        let gap = gap(self.next_logical, logical)
+            .filter(|g| next_offset(self.previous, self.next_logical, *g, self.end).is_some());
+        let Some(gap) = gap else {
             return Err(StoreError::Corrupt(format!(
                 "compaction kept offset {logical} out of order"
             )));
-        }
-        self.previous = Some(logical);
-        let due = self.fence.last().is_none_or(|(_, p)| self.written >= p + FENCE_SPAN);
-        if due {
+        };
+        if self.fence.last().is_none_or(|(_, p)| self.written >= p + FENCE_SPAN) {
             self.fence.push((logical, self.written));
         }
-        let bytes = logical.to_le_bytes();
-        self.out.write_all(&bytes)?;
-        self.out.write_all(&crc32fast::hash(&bytes).to_le_bytes())?;
+        self.gap.clear();
+        prost::encoding::encode_varint(gap, &mut self.gap);
+        self.out.write_all(&self.gap)?;
         self.out.write_all(record)?;
-        self.written += (ENTRY_HEAD + record.len()) as u64;
+        self.written += (self.gap.len() + record.len()) as u64;
+        self.next_logical = logical + record.len() as u64;
+        self.previous = Some(logical);
         Ok(())
     }
 
@@ -311,17 +372,25 @@ mod tests {
 
     fn record(cart: &str, seq: u64, payload: usize) -> Vec<u8> {
         let mut out = Vec::new();
-        let event =
-            Event { seq, kind: 1, timestamp_ms: 5, payload: vec![7; payload], idempotency: None };
+        let payload = vec![7; payload];
+        let event = Event { seq, kind: 1, timestamp_ms: 5, payload, idempotency: None };
         record::encode(&mut out, cart, &event, None);
         out
+    }
+
+    /// Records at the offsets given, each shorter than the step between.
+    fn spaced(count: u64, step: u64, payload: impl Fn(u64) -> usize) -> Vec<(u64, Vec<u8>)> {
+        let records: Vec<_> =
+            (0..count).map(|i| (i * step + 17, record("c", i + 1, payload(i)))).collect();
+        assert!(records.iter().all(|(_, r)| (r.len() as u64) < step), "records do not overlap");
+        records
     }
 
     fn written(records: &[(u64, Vec<u8>)]) -> (tempfile::TempDir, std::path::PathBuf, File) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.log");
-        let file =
-            File::options().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
+        let options = File::options().create(true).truncate(true).read(true).write(true).clone();
+        let file = options.open(&path).unwrap();
         let mut writer = Writer::new(&file, 1 << 40).unwrap();
         for (logical, r) in records {
             writer.push(*logical, r).unwrap();
@@ -333,9 +402,15 @@ mod tests {
 
     #[test]
     fn every_kept_record_is_found_and_none_other() {
-        let records: Vec<(u64, Vec<u8>)> = (0..2_000u64)
-            .map(|i| (i * 1_000 + 17, record("c", i + 1, (i % 300) as usize)))
-            .collect();
+        let mut records = spaced(2_000, 1_000, |i| (i % 300) as usize);
+        // A run of records kept together, each right after the one before.
+        let mut at = 2_000 * 1_000 + 17;
+        for seq in 0..500 {
+            let r = record("run", seq + 1, 40);
+            let len = r.len() as u64;
+            records.push((at, r));
+            at += len;
+        }
         let (_dir, path, file) = written(&records);
         let layout = CompactedFile::open(&file, &path).unwrap();
         assert!(layout.fence.len() > 10, "a fence per span");
@@ -350,6 +425,9 @@ mod tests {
         let read: Vec<u64> =
             layout.entries(Arc::new(file), &path).map(|e| e.unwrap().logical).collect();
         assert_eq!(read, records.iter().map(|(l, _)| *l).collect::<Vec<_>>());
+        let kept: usize = records.iter().map(|(_, r)| r.len() + 1).sum();
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        assert!(len < kept + kept / 50 + 64, "about one byte per entry: {len} for {kept}");
     }
 
     #[test]
@@ -362,14 +440,11 @@ mod tests {
 
     #[test]
     fn a_damaged_header_fence_or_trailer_is_refused() {
-        let records: Vec<(u64, Vec<u8>)> =
-            (0..200u64).map(|i| (i * 100, record("c", i + 1, 200))).collect();
-        let (_dir, path, file) = written(&records);
+        let (_dir, path, file) = written(&spaced(200, 300, |_| 200));
         let bytes = std::fs::read(&path).unwrap();
         let layout = CompactedFile::open(&file, &path).unwrap();
         let fence_at = layout.fence_at as usize;
-        let damaged_at = (0..16).chain(fence_at..bytes.len());
-        for at in damaged_at {
+        for at in (0..16).chain(fence_at..bytes.len()) {
             let mut copy = bytes.clone();
             copy[at] ^= 0x10;
             std::fs::write(&path, &copy).unwrap();
@@ -381,12 +456,60 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_gap_is_caught_at_the_next_fence() {
+        let records = spaced(400, 300, |_| 200);
+        let (_dir, path, file) = written(&records);
+        let layout = CompactedFile::open(&file, &path).unwrap();
+        // The second entry's gap (its first byte after the first record).
+        let second = HEADER as usize + 1 + records[0].1.len();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[second] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let file = Arc::new(File::open(&path).unwrap());
+        let read: Result<Vec<Entry>, StoreError> = layout.entries(file, &path).collect();
+        assert!(matches!(read, Err(StoreError::Corrupt(_))), "the shifted offsets are caught");
+    }
+
+    #[test]
     fn out_of_order_entries_are_refused_when_written() {
         let dir = tempfile::tempdir().unwrap();
         let file = File::create(dir.path().join("c.log")).unwrap();
-        let mut writer = Writer::new(&file, 100).unwrap();
+        let mut writer = Writer::new(&file, 200).unwrap();
         writer.push(10, &record("c", 1, 1)).unwrap();
-        assert!(writer.push(10, &record("c", 2, 1)).is_err());
-        assert!(writer.push(100, &record("c", 2, 1)).is_err(), "at the end");
+        assert!(writer.push(10, &record("c", 2, 1)).is_err(), "the same start");
+        assert!(writer.push(5, &record("c", 2, 1)).is_err(), "before the previous");
+        assert!(writer.push(200, &record("c", 2, 1)).is_err(), "at the end");
+        writer.push(11, &record("c", 2, 1)).unwrap();
+    }
+
+    /// A legacy record gains a link when compaction keeps it, so it may
+    /// reach past where the next record starts.
+    #[test]
+    fn a_record_longer_than_its_place_is_kept_with_its_successors() {
+        let records: Vec<_> = (0..3_000u64)
+            .map(|i| (i * 50 + (i % 7) * 200, record("c", i + 1, 60 + (i % 5) as usize)))
+            .filter({
+                let mut last = None;
+                move |(l, _)| {
+                    let ascending = last.is_none_or(|p| *l > p);
+                    if ascending {
+                        last = Some(*l);
+                    }
+                    ascending
+                }
+            })
+            .collect();
+        assert!(records.windows(2).any(|w| w[0].0 + w[0].1.len() as u64 > w[1].0));
+        let (_dir, path, file) = written(&records);
+        let layout = CompactedFile::open(&file, &path).unwrap();
+        for (logical, r) in &records {
+            let at = layout.find(&file, *logical).unwrap();
+            let mut back = vec![0u8; r.len()];
+            file.read_exact_at(&mut back, at).unwrap();
+            assert_eq!(&back, r);
+        }
+        let read: Vec<u64> =
+            layout.entries(Arc::new(file), &path).map(|e| e.unwrap().logical).collect();
+        assert_eq!(read, records.iter().map(|(l, _)| *l).collect::<Vec<_>>());
     }
 }

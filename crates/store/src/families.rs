@@ -8,7 +8,9 @@ cart_metrics::families! {
     LOG_FSYNC_BATCH = Histogram("cart_log_fsync_batch_size",
         "Appends made durable together: by one sync (file store) or one commit (PostgreSQL).");
     LOG_BYTES = Gauge("cart_log_bytes",
-        "Bytes of whole records in the event log's current generation.");
+        "Bytes the event log takes on disk: its compacted file and its segments.");
+    LOG_SEGMENTS = Gauge("cart_log_segments",
+        "Files the event log is kept in: its compacted file (if any) and its segments.");
     LOG_CARTS = Gauge("cart_log_carts", "Carts the event log holds, resident or not.");
     LOG_OPEN_DURATION = Gauge("cart_log_open_duration_seconds",
         "Time the event log took to open: its index checkpoint read and the log after it scanned.");

@@ -1,5 +1,5 @@
-//! The embedded backend: every cart's events in one append-only log file,
-//! safe to share between processes.
+//! The embedded backend: every cart's events in one append-only log, kept
+//! in segment files (`segments.rs`), safe to share between processes.
 //!
 //! One shared log (rather than a file per cart) is what makes group commit
 //! work: a single `fdatasync` covers the appends of many carts. An in-memory
@@ -16,7 +16,7 @@
 //! behind, or whose claim was superseded, gets a conflict or is fenced; it can
 //! never fork a cart's log.
 //!
-//! The file grows in preallocated steps of zeroed bytes
+//! The active segment grows in preallocated steps of zeroed bytes
 //! ([`PREALLOCATE_BYTES`]): a commit then writes inside the file, so its
 //! `fdatasync` has no new file size to persist, which halves its cost on
 //! ext4. A zero byte where a record would start is the end of the log.
@@ -130,8 +130,8 @@ impl FileStoreOptions {
     }
 }
 
-/// The embedded event store: a checksummed append-only log with group
-/// commit, compacted into new generations.
+/// The embedded event store: a checksummed append-only log in segments
+/// with group commit, whose sealed segments are compacted.
 pub struct FileStore {
     dir: PathBuf,
     shared: Arc<Shared>,
@@ -207,8 +207,7 @@ impl FileStore {
         );
         let metrics = SyncMetrics::new();
         let size_at_open = index.file.disk_bytes(index.scanned);
-        metrics.log_bytes.set(size_at_open as f64);
-        metrics.carts.set(index.carts.len() as f64);
+        metrics.record_size(&index);
         metrics::gauge!(crate::families::LOG_OPEN_DURATION.name)
             .set(started.elapsed().as_secs_f64());
         let base = index.file.active().base;
@@ -325,6 +324,20 @@ fn open_locked(
     Ok((file, index, high_water, checkpointed))
 }
 
+/// Runs the calling thread at a lower CPU priority (nice 10; on Linux the
+/// nice value is a thread's own): compaction and checkpoints are
+/// background work, and on a machine of two cores they would otherwise
+/// take a core from the requests. Failing only costs that, so it is logged.
+fn lower_priority() {
+    let thread = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(thread), COMPACTOR_NICE) {
+        tracing::debug!(error = %e, "could not lower the compactor's priority");
+    }
+}
+
+/// The compactor thread's nice value.
+const COMPACTOR_NICE: i32 = 10;
+
 /// How often the log's size is looked at when only checkpoints are
 /// automatic.
 const CHECKPOINT_CHECK_EVERY: Duration = Duration::from_secs(10);
@@ -348,6 +361,7 @@ struct Compactor {
 impl Compactor {
     /// Serves until the store closes; returns where it last checkpointed.
     fn run(mut self, requests: mpsc::Receiver<CompactRequest>) -> checkpoint::Position {
+        lower_priority();
         let tick = match (self.auto, self.checkpoint_every) {
             (Some(auto), _) => Some(auto.check_every),
             (None, Some(_)) => Some(CHECKPOINT_CHECK_EVERY),

@@ -7,8 +7,8 @@
 //!        | payload
 //! ```
 //! `prev` links a cart's events and snapshots into a chain, newest first:
-//! it is the offset of the cart's previous event or snapshot record in the
-//! same log file (`u64::MAX` for the first, and for every record of the
+//! it is the logical offset (see `segments.rs`) of the cart's previous
+//! event or snapshot record (`u64::MAX` for the first, and for every record of the
 //! other kinds). So the index keeps one offset per cart, not one per event.
 //! Records written before the link existed have magic `0xCA` and no `prev`;
 //! they are still read (see [`Link::Unlinked`]), never written.
@@ -30,8 +30,9 @@ pub const SNAPSHOT_KIND: u8 = 255;
 /// Type code of an erasure: the cart named is gone; `seq` and payload are
 /// unused (0, empty).
 pub const ERASED_KIND: u8 = 254;
-/// Type code of the last record of a log that compaction replaced: `seq`
-/// holds the generation of the log that took over. Its cart id is empty.
+/// Type code of the last record of a log of the format before segments
+/// that its compaction replaced: `seq` holds the generation of the log
+/// that took over. Its cart id is empty. Only ever read now.
 pub const MOVED_KIND: u8 = 253;
 /// Type code of the last record of a segment (see `segments.rs`): the next
 /// segment starts right after it. `seq` and payload are unused; its cart

@@ -266,8 +266,9 @@ async fn a_log_of_unlinked_records_is_read_extended_and_linked_by_compaction() {
     assert!(!names.contains(&cart_store::file::LOG_FILE.to_owned()), "{names:?}");
     let compacted = names.iter().find(|n| n.starts_with("compacted-")).unwrap();
     let newest = std::fs::read(dir.path().join(compacted)).unwrap();
-    // Its header (16 bytes), then the first entry's offset and checksum.
-    assert_eq!(newest.get(28), Some(&0xCB));
+    // Its header (16 bytes), then the first entry's gap (one byte) and
+    // record, now linked.
+    assert_eq!(newest.get(17), Some(&0xCB));
     let store = open(dir.path());
     assert_eq!(seen(&store.load("a").await.unwrap()), expect_a);
     assert_eq!(payloads(&store.load("a").await.unwrap()).0, Some(b"state-a2".to_vec()));
