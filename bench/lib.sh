@@ -27,6 +27,12 @@ sent() { grep -o 'sent=[0-9]*' | cut -d= -f2; }
 # Stops the newest background server and waits for its clean close.
 stop() { kill "$(jobs -p | tail -1)"; wait "$(jobs -p | tail -1)" 2>/dev/null || true; }
 echo "## machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
+# `log_bytes dir`: the bytes of a file store's log (every segment and the
+# compacted file; not the checkpoint).
+log_bytes() {
+  find "$1" -maxdepth 1 \( -name 'events*.log' -o -name 'segment-*.log' -o -name 'compacted-*.log' \) \
+    -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'
+}
 # `wait_ready port started_ns`: waits (up to 2 minutes) for /readyz on
 # localhost:port and writes the milliseconds since started_ns to
 # $work/ready_ms.

@@ -11,7 +11,7 @@ carts=${CARTS:-20000}
 serve() {
   local started; started=$(date +%s%N)
   "$bin" serve --http-addr 127.0.0.1:18090 --internal-addr 127.0.0.1:17090 --data-dir "$1" \
-    --log warn --compact-above-bytes 0 >/dev/null &
+    --log warn --compact-above-bytes 0 "${@:2}" >/dev/null &
   wait_ready 18090 "$started"
 }
 load() {
@@ -19,10 +19,6 @@ load() {
     --workload mutate --connections 64 --carts "$carts" --duration "$duration"
 }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$(pgrep -f 'serve --http-addr 127.0.0.1:18090')/status"; }
-log_bytes() {
-  find "$1" -maxdepth 1 \( -name 'events*.log' -o -name 'segment-*.log' -o -name 'compacted-*.log' \) \
-    -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'
-}
 metric() { curl -s localhost:17090/metrics | awk -v m="$1" '$1 == m {print $2}'; }
 
 echo "## durable mutations, --fsync always, 64 connections, $carts carts, no compaction"
@@ -34,12 +30,17 @@ compactor=$!
 load | tail -1
 kill "$compactor" 2>/dev/null || true; wait "$compactor" 2>/dev/null || true
 echo "compactions run: $(metric cart_log_compactions_total)"
-snap_sum=$(metric cart_snapshot_bytes_sum); snap_count=$(metric cart_snapshot_bytes_count)
+pause_sum=$(metric cart_log_compaction_pause_seconds_sum); pauses=$(metric cart_log_compaction_pause_seconds_count)
+echo "appends held back (seal and switch): $pauses times, mean $(echo "scale=2; $pause_sum * 1000 / $pauses" | bc) ms, longest $(echo "scale=2; $(metric 'cart_log_compaction_pause_seconds{quantile="1"}') * 1000 / 1" | bc) ms"
 stop
 
-echo "## history: a second store with $duration x 2 of mutations"
-serve "$work/b"
+echo "## history: a second store with $duration x 2 of mutations, its carts then passivated (idle)"
+serve "$work/b" --idle-ttl 2s
 load >/dev/null; load >/dev/null
+deadline=$((SECONDS + 60))
+until [ "$(metric cart_grains_resident)" = 0 ] || [ $SECONDS -gt $deadline ]; do sleep 0.5; done
+echo "resident after idling: $(metric cart_grains_resident)"
+snap_sum=$(metric cart_snapshot_bytes_sum); snap_count=$(metric cart_snapshot_bytes_count)
 stop
 before=$(log_bytes "$work/b")
 cp -a "$work/b" "$work/b-uncompacted"
@@ -54,7 +55,8 @@ after=$(log_bytes "$work/b")
 serve "$work/b"; ms=$(cat "$work/ready_ms"); echo "## after compaction: ready after ${ms} ms, RSS $(rss_kb) kB"
 stop
 echo "log bytes after compaction: $after ($(echo "scale=2; $before / $after" | bc)x smaller)"
-echo "bytes per live cart after: $(echo "$after / $carts" | bc)"
+live=$(echo "$out" | sed -n 's/.*"carts":\([0-9]*\).*/\1/p')
+echo "bytes per live cart after: $(echo "$after / $live" | bc) ($live live carts)"
 if [ -n "$snap_count" ] && [ "$snap_count" != 0 ]; then
   echo "mean snapshot size: $(echo "$snap_sum / $snap_count" | bc) bytes"
 fi

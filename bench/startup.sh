@@ -14,22 +14,25 @@ carts=${CARTS:-200000}
 serve() {
   local started; started=$(date +%s%N)
   "$bin" serve --http-addr 127.0.0.1:18091 --internal-addr 127.0.0.1:17091 --data-dir "$1" \
-    --log warn --compact-above-bytes 0 --fsync never >/dev/null &
+    --log warn --compact-above-bytes 0 --fsync never "${@:2}" >/dev/null &
   wait_ready 18091 "$started"
 }
 pid() { pgrep -f 'serve --http-addr 127.0.0.1:18091'; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$(pid)/status"; }
 metric_sum() { curl -s localhost:17091/metrics | awk -v m="$1" 'index($1, m) == 1 && ($1 == m || substr($1, length(m) + 1, 1) == "{") {s += $2} END {printf "%d", s}'; }
-log_bytes() { du -cb "$1"/events*.log | tail -1 | cut -f1; }
 ready() { echo "$1: ready after $(cat "$work/ready_ms") ms, RSS $(rss_mb) MB"; }
 
 # One load run, so the carts are the same CARTS throughout (each run mints
-# its own); RATE is a guess of the mutations/s, to size it.
-rate=${RATE:-17000}
-echo "## writing about $events events of history over $carts carts (--fsync never)"
-serve "$work/s"
+# its own); RATE is a guess of the mutations/s, to size it. Then every cart
+# idles until it is passivated (snapshotted), as a shop's carts do.
+rate=${RATE:-45000}
+echo "## writing about $events events of history over $carts carts (--fsync never), then idling"
+serve "$work/s" --idle-ttl 3s
 "$bin" bench --url http://127.0.0.1:18091 --internal-url http://127.0.0.1:17091 \
   --workload mutate --connections 64 --carts "$carts" --duration "$(( events / rate + 1 ))s" --warmup 0s | tail -1
+deadline=$((SECONDS + 120))
+until [ "$(metric_sum cart_grains_resident)" = 0 ] || [ $SECONDS -gt $deadline ]; do sleep 0.5; done
+echo "resident after idling: $(metric_sum cart_grains_resident)"
 written=$(metric_sum cart_mutations_total)
 snap_sum=$(metric_sum cart_snapshot_bytes_sum); snap_count=$(metric_sum cart_snapshot_bytes_count)
 stop
@@ -43,12 +46,13 @@ for _ in $(seq 3000); do ls "$work"/s/index-*.checkpoint >/dev/null 2>&1 && brea
 kill -9 "$(pid)"; wait 2>/dev/null || true
 serve "$work/s"; ready "after SIGKILL (running checkpoint + the log after it)"
 before=$(log_bytes "$work/s")
-curl -sf -X POST localhost:17091/api/admin/compact; echo
+out=$(curl -sf -X POST localhost:17091/api/admin/compact); echo "$out"
 stop
 after=$(log_bytes "$work/s")
 serve "$work/s"; ready "after compaction"; stop
 echo "log bytes: $before before compaction, $after after"
-echo "disk bytes per live cart after compaction: $(( after / carts ))"
+live=$(echo "$out" | sed -n 's/.*"carts":\([0-9]*\).*/\1/p')
+echo "disk bytes per live cart after compaction: $(( after / live )) ($live live carts)"
 if [ "$snap_count" -gt 0 ]; then
   echo "mean snapshot size: $(( snap_sum / snap_count )) bytes"
 fi

@@ -187,6 +187,8 @@ pub(crate) struct SyncMetrics {
     pub(crate) segments: Gauge,
     /// Carts the log holds.
     pub(crate) carts: Gauge,
+    /// Time a compaction held the committer.
+    compaction_pause: Histogram,
 }
 
 impl SyncMetrics {
@@ -206,6 +208,7 @@ impl SyncMetrics {
             log_bytes: metrics::gauge!(crate::families::LOG_BYTES.name),
             segments: metrics::gauge!(crate::families::LOG_SEGMENTS.name),
             carts: metrics::gauge!(crate::families::LOG_CARTS.name),
+            compaction_pause: metrics::histogram!(crate::families::LOG_COMPACTION_PAUSE.name),
         }
     }
 }
@@ -444,16 +447,22 @@ impl Committer {
             }
         }
         for reply in seals {
-            let _ = reply.send(self.seal());
+            let started = Instant::now();
+            let sealed = self.seal();
+            self.metrics.compaction_pause.record(started.elapsed());
+            let _ = reply.send(sealed);
         }
         for (prepared, reply) in compactions {
-            let _ = reply.send(self.finish_compaction(prepared));
+            let started = Instant::now();
+            let compacted = self.finish_compaction(prepared);
+            self.metrics.compaction_pause.record(started.elapsed());
+            let _ = reply.send(compacted);
         }
     }
 
     /// Switches to a compacted file under the directory lock (see
     /// `compaction.rs`) and appends the note other processes follow;
-    /// appends wait meanwhile. Then deletes the files it replaced.
+    /// appends wait meanwhile. The compactor deletes the files it replaced.
     fn finish_compaction(&mut self, prepared: Prepared) -> Result<Compacted, StoreError> {
         self.lock.lock()?;
         let shared = Arc::clone(&self.shared);
@@ -468,14 +477,9 @@ impl Committer {
             self.metrics.record_size(&index);
             Ok(report)
         });
-        let generation = index.file.generation;
         drop(index);
         if let Err(e) = self.lock.unlock() {
             self.shared.poison(format!("cannot unlock the data directory: {e}"));
-        }
-        if result.is_ok() {
-            compaction::remove_superseded(self.shared.dir(), generation);
-            compaction::crash_point("removed");
         }
         result
     }

@@ -19,6 +19,8 @@ cart_metrics::families! {
     LOG_COMPACTIONS = Counter("cart_log_compactions_total", "Compactions of the event log finished.");
     LOG_COMPACTION_DURATION = Histogram("cart_log_compaction_duration_seconds",
         "Time one compaction took, from its start to the switch to the new log.");
+    LOG_COMPACTION_PAUSE = Histogram("cart_log_compaction_pause_seconds",
+        "Time a compaction held appends back: its seal of the active segment, or its switch to the new log.");
     PG_COMMIT_DURATION = Histogram("cart_pg_commit_duration_seconds",
         "Time one PostgreSQL commit batch took.");
     STORE_HEALTHY = Gauge("cart_store_healthy",

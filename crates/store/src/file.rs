@@ -453,12 +453,16 @@ impl Compactor {
             let carts = sealed.carts.values().filter(|c| c.version() > 0).count() as u64;
             return Ok(Compacted { bytes_before: bytes, bytes_after: bytes, carts });
         }
+        let sealed_generation = sealed.end;
         let prepared = compaction::prepare(self.shared.dir(), sealed)?;
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::FinishCompaction(Box::new(prepared), reply))
             .map_err(|_| stopped())?;
         let compacted = answer.blocking_recv().map_err(|_| stopped())??;
+        // Off the committer, so appends do not wait for the deletions.
+        compaction::remove_superseded(self.shared.dir(), sealed_generation);
+        compaction::crash_point("removed");
         self.baseline = compacted.bytes_after;
         self.checkpoint_if_due();
         Ok(compacted)
