@@ -33,6 +33,22 @@ log_bytes() {
   find "$1" -maxdepth 1 \( -name 'events*.log' -o -name 'segment-*.log' -o -name 'compacted-*.log' \) \
     -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'
 }
+# `metric_sum port family`: the sum of the family's samples (every label
+# set) on localhost:port/metrics.
+metric_sum() {
+  curl -s "localhost:$1/metrics" | awk -v m="$2" \
+    'index($1, m) == 1 && ($1 == m || substr($1, length(m) + 1, 1) == "{") {s += $2} END {printf "%d", s}'
+}
+# `wait_passivated port`: waits (up to 5 minutes) until the server on the
+# internal port has passivated every grain it activated, their snapshots
+# stored (a passivation round is counted once its snapshots are).
+wait_passivated() {
+  local deadline=$((SECONDS + 300))
+  until [ "$(metric_sum "$1" cart_grain_passivations_total)" -ge "$(metric_sum "$1" cart_grain_activations_total)" ]; do
+    [ $SECONDS -gt $deadline ] && { echo "grains not passivated" >&2; exit 1; }
+    sleep 0.5
+  done
+}
 # `wait_ready port started_ns`: waits (up to 2 minutes) for /readyz on
 # localhost:port and writes the milliseconds since started_ns to
 # $work/ready_ms.

@@ -6,6 +6,7 @@
 # DURATION sets each load phase (default 10s); CARTS the live carts.
 source "$(dirname "$0")/lib.sh"
 need curl curl
+need python3 python3
 carts=${CARTS:-20000}
 
 serve() {
@@ -37,9 +38,7 @@ stop
 echo "## history: a second store with $duration x 2 of mutations, its carts then passivated (idle)"
 serve "$work/b" --idle-ttl 2s
 load >/dev/null; load >/dev/null
-deadline=$((SECONDS + 60))
-until [ "$(metric cart_grains_resident)" = 0 ] || [ $SECONDS -gt $deadline ]; do sleep 0.5; done
-echo "resident after idling: $(metric cart_grains_resident)"
+wait_passivated 17090
 snap_sum=$(metric cart_snapshot_bytes_sum); snap_count=$(metric cart_snapshot_bytes_count)
 stop
 before=$(log_bytes "$work/b")
@@ -57,6 +56,8 @@ stop
 echo "log bytes after compaction: $after ($(echo "scale=2; $before / $after" | bc)x smaller)"
 live=$(echo "$out" | sed -n 's/.*"carts":\([0-9]*\).*/\1/p')
 echo "bytes per live cart after: $(echo "$after / $live" | bc) ($live live carts)"
+echo "what compaction kept (bench/compacted_records.py):"
+python3 bench/compacted_records.py "$work/b"/compacted-*.log
 if [ -n "$snap_count" ] && [ "$snap_count" != 0 ]; then
   echo "mean snapshot size: $(echo "$snap_sum / $snap_count" | bc) bytes"
 fi

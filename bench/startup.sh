@@ -8,6 +8,7 @@
 # bytes per live cart after compaction against the mean snapshot size.
 source "$(dirname "$0")/lib.sh"
 need curl curl
+need python3 python3
 events=${EVENTS:-1000000}
 carts=${CARTS:-200000}
 
@@ -19,7 +20,6 @@ serve() {
 }
 pid() { pgrep -f 'serve --http-addr 127.0.0.1:18091'; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$(pid)/status"; }
-metric_sum() { curl -s localhost:17091/metrics | awk -v m="$1" 'index($1, m) == 1 && ($1 == m || substr($1, length(m) + 1, 1) == "{") {s += $2} END {printf "%d", s}'; }
 ready() { echo "$1: ready after $(cat "$work/ready_ms") ms, RSS $(rss_mb) MB"; }
 
 # One load run, so the carts are the same CARTS throughout (each run mints
@@ -30,11 +30,9 @@ echo "## writing about $events events of history over $carts carts (--fsync neve
 serve "$work/s" --idle-ttl 3s
 "$bin" bench --url http://127.0.0.1:18091 --internal-url http://127.0.0.1:17091 \
   --workload mutate --connections 64 --carts "$carts" --duration "$(( events / rate + 1 ))s" --warmup 0s | tail -1
-deadline=$((SECONDS + 120))
-until [ "$(metric_sum cart_grains_resident)" = 0 ] || [ $SECONDS -gt $deadline ]; do sleep 0.5; done
-echo "resident after idling: $(metric_sum cart_grains_resident)"
-written=$(metric_sum cart_mutations_total)
-snap_sum=$(metric_sum cart_snapshot_bytes_sum); snap_count=$(metric_sum cart_snapshot_bytes_count)
+wait_passivated 17091
+written=$(metric_sum 17091 cart_mutations_total)
+snap_sum=$(metric_sum 17091 cart_snapshot_bytes_sum); snap_count=$(metric_sum 17091 cart_snapshot_bytes_count)
 stop
 echo "history: $written mutations, log $(log_bytes "$work/s") bytes, $(ls "$work/s")"
 
@@ -53,6 +51,8 @@ serve "$work/s"; ready "after compaction"; stop
 echo "log bytes: $before before compaction, $after after"
 live=$(echo "$out" | sed -n 's/.*"carts":\([0-9]*\).*/\1/p')
 echo "disk bytes per live cart after compaction: $(( after / live )) ($live live carts)"
+echo "what compaction kept (bench/compacted_records.py):"
+python3 bench/compacted_records.py "$work/s"/compacted-*.log
 if [ "$snap_count" -gt 0 ]; then
   echo "mean snapshot size: $(( snap_sum / snap_count )) bytes"
 fi

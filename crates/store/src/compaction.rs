@@ -26,8 +26,9 @@
 //!    `compacted-<E>.log`, the directory synced, the index pointed at it;
 //!    a note (`COMPACTED_KIND`) is appended for other processes sharing
 //!    the log, which switch when they read it.
-//! 4. The files it replaces are deleted (so are the index checkpoints of
-//!    older generations, which may name erased carts).
+//! 4. **Delete** (the compactor, without the lock): the files it replaces
+//!    are deleted (so are the index checkpoints of older generations,
+//!    which may name erased carts).
 //!
 //! A crash at any point leaves a store that opens whole: before the
 //! rename the sealed segments stand and the temporary file is garbage;
