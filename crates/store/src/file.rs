@@ -324,19 +324,33 @@ fn open_locked(
     Ok((file, index, high_water, checkpointed))
 }
 
-/// Runs the calling thread at a lower CPU priority (nice 10; on Linux the
-/// nice value is a thread's own): compaction and checkpoints are
-/// background work, and on a machine of two cores they would otherwise
-/// take a core from the requests. Failing only costs that, so it is logged.
-fn lower_priority() {
-    let thread = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(thread), COMPACTOR_NICE) {
-        tracing::debug!(error = %e, "could not lower the compactor's priority");
-    }
+/// Runs `work` on a thread of its own at a lower CPU priority (nice 10; on
+/// Linux the nice value is a thread's own) and waits for it: the copy of a
+/// compaction is background work that on a machine of two cores would
+/// otherwise take a core from the requests. Only work that holds no lock
+/// the committer or readers take may run so (a thread preempted while
+/// holding one would stall them: priority inversion); a thread's nice
+/// value cannot be raised back without privilege, hence the thread. A
+/// failure to lower it only costs that, so it is logged.
+fn at_lower_priority<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T, StoreError> {
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new().name("cart-compaction".into()).spawn_scoped(
+            scope,
+            || {
+                let thread = rustix::thread::gettid();
+                if let Err(e) = rustix::process::setpriority_process(Some(thread), COMPACTION_NICE)
+                {
+                    tracing::debug!(error = %e, "could not lower the compaction's priority");
+                }
+                work()
+            },
+        )?;
+        Ok(worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })
 }
 
-/// The compactor thread's nice value.
-const COMPACTOR_NICE: i32 = 10;
+/// The nice value compaction copies at.
+const COMPACTION_NICE: i32 = 10;
 
 /// How often the log's size is looked at when only checkpoints are
 /// automatic.
@@ -361,7 +375,6 @@ struct Compactor {
 impl Compactor {
     /// Serves until the store closes; returns where it last checkpointed.
     fn run(mut self, requests: mpsc::Receiver<CompactRequest>) -> checkpoint::Position {
-        lower_priority();
         let tick = match (self.auto, self.checkpoint_every) {
             (Some(auto), _) => Some(auto.check_every),
             (None, Some(_)) => Some(CHECKPOINT_CHECK_EVERY),
@@ -454,7 +467,8 @@ impl Compactor {
             return Ok(Compacted { bytes_before: bytes, bytes_after: bytes, carts });
         }
         let sealed_generation = sealed.end;
-        let prepared = compaction::prepare(self.shared.dir(), sealed)?;
+        let dir = self.shared.dir();
+        let prepared = at_lower_priority(|| compaction::prepare(dir, sealed))??;
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::FinishCompaction(Box::new(prepared), reply))
@@ -630,4 +644,22 @@ fn secret_file(
             .map_err(|_| corrupt())?;
     }
     Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own_nice() -> i32 {
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
+    }
+
+    #[test]
+    fn only_the_work_runs_at_the_lower_priority() {
+        let before = own_nice();
+        let inside = at_lower_priority(own_nice).unwrap();
+        // (A caller already below it may stay there: raising needs privilege.)
+        assert!(before > COMPACTION_NICE || inside == COMPACTION_NICE, "{before} → {inside}");
+        assert_eq!(own_nice(), before, "the calling thread keeps its priority");
+    }
 }
