@@ -15,8 +15,8 @@
 //! signed because a legacy record compaction links is longer than it was in
 //! the log, so its successor may start before its end; starts only ascend. A record is as in
 //! the log (`record.rs`), with its own checksum. The fence names the first
-//! entry starting in each [`FENCE_SPAN`] of the file, with its logical
-//! offset; it is kept in memory (16 bytes per span), so finding a record
+//! entry starting in each [`FENCE_SPAN`] of the file, and the last entry,
+//! with their logical offsets; it is kept in memory (16 bytes per span), so finding a record
 //! reads one span. A damaged gap is caught where the offsets it shifts
 //! meet the next fence, or by the cart's own checks (its id and sequence)
 //! for a record found through a wrong offset.
@@ -303,6 +303,8 @@ pub(crate) struct Writer<'a> {
     next_logical: u64,
     /// Where the previous record starts, logically.
     previous: Option<u64>,
+    /// Where the previous entry starts in the file.
+    previous_position: u64,
     fence: Vec<(u64, u64)>,
     gap: Vec<u8>,
 }
@@ -313,23 +315,23 @@ impl<'a> Writer<'a> {
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(MAGIC)?;
         out.write_all(&end.to_le_bytes())?;
-        let fence = Vec::new();
         let (written, next_logical, previous, gap) = (HEADER, 0, None, Vec::new());
-        Ok(Writer { out, end, written, next_logical, previous, fence, gap })
+        let (previous_position, fence) = (HEADER, Vec::new());
+        Ok(Writer { out, end, written, next_logical, previous, previous_position, fence, gap })
     }
 
     /// Appends `record` (whole, as encoded) at logical offset `logical`,
     /// which is past the previous record's start and before the end.
     pub(crate) fn push(&mut self, logical: u64, record: &[u8]) -> Result<(), StoreError> {
-        let gap = gap(self.next_logical, logical)
-            .filter(|g| next_offset(self.previous, self.next_logical, *g, self.end).is_some());
-        let Some(gap) = gap else {
+        let ascending = self.previous.is_none_or(|p| logical > p) && logical < self.end;
+        let Some(gap) = gap(self.next_logical, logical).filter(|_| ascending) else {
             return Err(StoreError::Corrupt(format!(
                 "compaction kept offset {logical} out of order"
             )));
         };
-        if self.fence.last().is_none_or(|(_, p)| self.written >= p + FENCE_SPAN) {
-            self.fence.push((logical, self.written));
+        let position = self.written;
+        if self.fence.last().is_none_or(|(_, p)| position >= p + FENCE_SPAN) {
+            self.fence.push((logical, position));
         }
         self.gap.clear();
         prost::encoding::encode_varint(gap, &mut self.gap);
@@ -338,11 +340,19 @@ impl<'a> Writer<'a> {
         self.written += (self.gap.len() + record.len()) as u64;
         self.next_logical = logical + record.len() as u64;
         self.previous = Some(logical);
+        self.previous_position = position;
         Ok(())
     }
 
     /// Writes the fence and trailer and flushes; returns the file's size.
     pub(crate) fn finish(mut self) -> std::io::Result<u64> {
+        // The last entry is fenced too, so a damaged gap after the last
+        // span's first entry is caught by a sequential read as well.
+        if let Some(last) = self.previous
+            && self.fence.last() != Some(&(last, self.previous_position))
+        {
+            self.fence.push((last, self.previous_position));
+        }
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(MAGIC);
         hasher.update(&self.end.to_le_bytes());
@@ -468,6 +478,24 @@ mod tests {
         let file = Arc::new(File::open(&path).unwrap());
         let read: Result<Vec<Entry>, StoreError> = layout.entries(file, &path).collect();
         assert!(matches!(read, Err(StoreError::Corrupt(_))), "the shifted offsets are caught");
+    }
+
+    #[test]
+    fn a_damaged_gap_in_the_last_span_is_caught_at_the_last_entry() {
+        let records = spaced(400, 300, |_| 200);
+        let (_dir, path, file) = written(&records);
+        let layout = CompactedFile::open(&file, &path).unwrap();
+        assert_eq!(layout.fence.last().map(|(l, _)| *l), records.last().map(|(l, _)| *l));
+        // The gap of the entry before the last (each entry is a one-byte
+        // gap and its record).
+        let entry_len = 1 + records[0].1.len();
+        let before_last = layout.fence_at as usize - 2 * entry_len;
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[before_last] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let file = Arc::new(File::open(&path).unwrap());
+        let read: Result<Vec<Entry>, StoreError> = layout.entries(file, &path).collect();
+        assert!(matches!(read, Err(StoreError::Corrupt(_))), "the shifted offset is caught");
     }
 
     #[test]
